@@ -1,0 +1,147 @@
+//! `ferrokube apiserver`: flags, start-up (etcd connection, bootstrap objects, TLS),
+//! and the accept loop serving HTTP/1.1 and HTTP/2 over rustls.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::auth::tls;
+use crate::handlers::{self, AppState};
+use crate::registry::allocator::Allocator;
+use crate::registry::keys::KeySpace;
+use crate::registry::namespaces;
+use crate::registry::rest::Registry;
+use crate::registry::store::Store;
+
+#[derive(Args, Debug, Clone)]
+pub struct ApiserverArgs {
+    /// etcd endpoints, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    pub etcd_servers: Vec<String>,
+    /// Key prefix of every object in etcd.
+    #[arg(long, default_value = "/registry")]
+    pub etcd_prefix: String,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind_address: std::net::IpAddr,
+    #[arg(long, default_value_t = 6443)]
+    pub secure_port: u16,
+    /// Where a generated serving certificate is kept.
+    #[arg(long, default_value = "/var/run/kubernetes")]
+    pub cert_dir: PathBuf,
+    #[arg(long, requires = "tls_private_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert_file")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Service ClusterIPs are allocated from this range.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub service_cluster_ip_range: ipnet::Ipv4Net,
+    /// Write a kubeconfig for this server to PATH once it serves.
+    #[arg(long)]
+    pub write_kubeconfig: Option<PathBuf>,
+}
+
+pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
+    let store = connect_etcd(&args.etcd_servers).await?;
+    let keys = KeySpace::new(&args.etcd_prefix);
+    let alloc = Allocator::new(args.service_cluster_ip_range, keys.clone());
+    let registry = Registry { store, keys, alloc };
+    namespaces::bootstrap(&registry, args.secure_port)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the built-in objects: {}", e.message))?;
+
+    let cert_paths = match (&args.tls_cert_file, &args.tls_private_key_file) {
+        (Some(cert), Some(key)) => tls::CertPaths { cert: cert.clone(), key: key.clone() },
+        _ => tls::ensure_serving_cert(&args.cert_dir, &[args.bind_address.to_string()])?,
+    };
+    let acceptor = TlsAcceptor::from(tls::server_config(&cert_paths)?);
+    let addr = SocketAddr::new(args.bind_address, args.secure_port);
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    let advertise = format!("{}:{}", local.ip(), local.port());
+    let app = handlers::router(AppState { registry, advertise: advertise.clone() });
+    tracing::info!(address = %local, etcd = ?args.etcd_servers, "serving the Kubernetes API");
+    if let Some(path) = &args.write_kubeconfig {
+        crate::kubeconfig::write(path, &format!("https://{advertise}"), "ferrokube")?;
+        tracing::info!(path = %path.display(), "wrote kubeconfig");
+    }
+    serve(listener, acceptor, app).await
+}
+
+/// Connect to etcd, retrying while it starts; logs progress every attempt.
+async fn connect_etcd(endpoints: &[String]) -> anyhow::Result<Store> {
+    let mut last = None;
+    for attempt in 1..=60 {
+        match Store::connect(endpoints).await {
+            Ok(store) => match store.current_revision().await {
+                Ok(rev) => {
+                    tracing::info!(revision = rev, "connected to etcd");
+                    return Ok(store);
+                }
+                Err(e) => last = Some(anyhow::anyhow!(e.message)),
+            },
+            Err(e) => last = Some(e),
+        }
+        tracing::info!(attempt, "waiting for etcd");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("etcd unreachable"))).context("connecting to etcd")
+}
+
+async fn serve(listener: TcpListener, acceptor: TlsAcceptor, app: axum::Router) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = &mut shutdown => {
+                tracing::info!("shutting down");
+                return Ok(());
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                app.clone().oneshot(req.map(axum::body::Body::new))
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

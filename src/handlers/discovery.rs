@@ -1,0 +1,214 @@
+//! Discovery documents (`/api`, `/apis`, `/api/v1`, `/apis/<g>/<v>`, aggregated
+//! discovery v2 and v2beta1), `/version` and the health endpoints.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, StatusCode, header};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::status::ApiError;
+use crate::registry::resources::group_versions;
+use crate::registry::{ResourceDef, all_resources};
+
+pub const KUBE_VERSION: (&str, &str) = ("1", "33");
+pub const GIT_VERSION: &str = "v1.33.0";
+
+pub async fn version() -> Response {
+    let body = json!({
+        "major": KUBE_VERSION.0,
+        "minor": KUBE_VERSION.1,
+        "emulationMajor": KUBE_VERSION.0,
+        "emulationMinor": KUBE_VERSION.1,
+        "minCompatibilityMajor": KUBE_VERSION.0,
+        "minCompatibilityMinor": "32",
+        "gitVersion": GIT_VERSION,
+        "gitCommit": concat!("ferrokube-", env!("CARGO_PKG_VERSION")),
+        "gitTreeState": "clean",
+        "buildDate": "2025-04-23T00:00:00Z",
+        "goVersion": "go1.24.2",
+        "compiler": "gc",
+        "platform": format!("linux/{}", go_arch()),
+    });
+    axum::Json(body).into_response()
+}
+
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+pub async fn health() -> &'static str {
+    "ok"
+}
+
+/// Ready once etcd answers.
+pub async fn ready(State(state): State<AppState>) -> Response {
+    match state.registry.store.current_revision().await {
+        Ok(_) => "ok".into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("[-]etcd failed: {}\nreadyz check failed", e.message)).into_response(),
+    }
+}
+
+/// Which aggregated discovery version (if any) the Accept header asks for.
+fn aggregated_version(headers: &HeaderMap) -> Option<&'static str> {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    for range in accept.split(',') {
+        let params: Vec<&str> = range.split(';').map(str::trim).collect();
+        if params.first() != Some(&"application/json") || !params.contains(&"as=APIGroupDiscoveryList") {
+            continue;
+        }
+        if !params.contains(&"g=apidiscovery.k8s.io") {
+            continue;
+        }
+        if params.contains(&"v=v2") {
+            return Some("v2");
+        }
+        if params.contains(&"v=v2beta1") {
+            return Some("v2beta1");
+        }
+    }
+    None
+}
+
+fn aggregated_response(version: &str, groups: Vec<Value>) -> Response {
+    let body = json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": format!("apidiscovery.k8s.io/{version}"),
+        "metadata": {},
+        "items": groups,
+    });
+    let content_type = format!("application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList");
+    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], serde_json::to_vec(&body).unwrap_or_default()).into_response()
+}
+
+fn resources_of(group: &str, version: &str) -> impl Iterator<Item = &'static ResourceDef> {
+    let (group, version) = (group.to_string(), version.to_string());
+    all_resources().iter().filter(move |r| r.group == group && r.version == version)
+}
+
+fn aggregated_group(group: &str) -> Value {
+    let versions: Vec<Value> = group_versions()
+        .into_iter()
+        .filter(|(g, _)| *g == group)
+        .map(|(g, v)| {
+            let resources: Vec<Value> = resources_of(g, v).map(aggregated_resource).collect();
+            json!({"version": v, "resources": resources, "freshness": "Current"})
+        })
+        .collect();
+    let mut item = json!({"metadata": {}, "versions": versions});
+    if !group.is_empty() {
+        item["metadata"]["name"] = json!(group);
+    }
+    item
+}
+
+fn aggregated_resource(r: &ResourceDef) -> Value {
+    let kind = json!({"group": r.group, "version": r.version, "kind": r.kind});
+    let mut v = json!({
+        "resource": r.plural,
+        "responseKind": kind,
+        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": r.singular,
+        "verbs": r.verbs,
+    });
+    if !r.short_names.is_empty() {
+        v["shortNames"] = json!(r.short_names);
+    }
+    if !r.categories.is_empty() {
+        v["categories"] = json!(r.categories);
+    }
+    if r.has_status {
+        v["subresources"] = json!([{"subresource": "status", "responseKind": kind, "verbs": r.status_verbs()}]);
+    }
+    v
+}
+
+pub async fn api_versions(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(v) = aggregated_version(&headers) {
+        return aggregated_response(v, vec![aggregated_group("")]);
+    }
+    axum::Json(json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": state.advertise}],
+    }))
+    .into_response()
+}
+
+fn named_groups() -> Vec<&'static str> {
+    let mut groups: Vec<&str> = Vec::new();
+    for (g, _) in group_versions() {
+        if !g.is_empty() && !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    groups
+}
+
+fn group_object(group: &str) -> Value {
+    let versions: Vec<Value> = group_versions()
+        .into_iter()
+        .filter(|(g, _)| *g == group)
+        .map(|(g, v)| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+        .collect();
+    let preferred = versions.first().cloned().unwrap_or(json!({}));
+    json!({"name": group, "versions": versions, "preferredVersion": preferred})
+}
+
+pub async fn api_groups(headers: HeaderMap) -> Response {
+    if let Some(v) = aggregated_version(&headers) {
+        return aggregated_response(v, named_groups().into_iter().map(aggregated_group).collect());
+    }
+    let groups: Vec<Value> = named_groups().into_iter().map(group_object).collect();
+    axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})).into_response()
+}
+
+/// `/apis/<group>`
+pub fn api_group(group: &str) -> Result<Response, ApiError> {
+    if !named_groups().contains(&group) {
+        return Err(ApiError::not_found_path());
+    }
+    let mut g = group_object(group);
+    g["kind"] = json!("APIGroup");
+    g["apiVersion"] = json!("v1");
+    Ok(axum::Json(g).into_response())
+}
+
+/// `/api/v1` and `/apis/<group>/<version>`: the APIResourceList.
+pub fn resource_list(group: &str, version: &str) -> Result<Response, ApiError> {
+    let mut resources = Vec::new();
+    for r in resources_of(group, version) {
+        let mut v = json!({
+            "name": r.plural,
+            "singularName": r.singular,
+            "namespaced": r.namespaced,
+            "kind": r.kind,
+            "verbs": r.verbs,
+        });
+        if !r.short_names.is_empty() {
+            v["shortNames"] = json!(r.short_names);
+        }
+        if !r.categories.is_empty() {
+            v["categories"] = json!(r.categories);
+        }
+        resources.push(v);
+        if r.has_status {
+            resources.push(json!({
+                "name": format!("{}/status", r.plural),
+                "singularName": "",
+                "namespaced": r.namespaced,
+                "kind": r.kind,
+                "verbs": r.status_verbs(),
+            }));
+        }
+    }
+    if resources.is_empty() {
+        return Err(ApiError::not_found_path());
+    }
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Ok(axum::Json(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})).into_response())
+}

@@ -1,0 +1,39 @@
+//! HTTP routes. Everything under `/api` and `/apis` goes through one generic resource
+//! handler driven by the resource table; discovery and health have their own routes.
+
+pub mod codec;
+pub mod discovery;
+pub mod list;
+pub mod path;
+pub mod query;
+pub mod resource;
+pub mod status;
+pub mod table;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::registry::rest::Registry;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Registry,
+    /// `host:port` clients reach this server on, for discovery's serverAddressByClientCIDRs.
+    pub advertise: String,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/version", get(discovery::version))
+        .route("/healthz", get(discovery::health))
+        .route("/livez", get(discovery::health))
+        .route("/readyz", get(discovery::ready))
+        .route("/healthz/{check}", get(discovery::health))
+        .route("/livez/{check}", get(discovery::health))
+        .route("/readyz/{check}", get(discovery::ready))
+        .route("/api", get(discovery::api_versions))
+        .route("/apis", get(discovery::api_groups))
+        .fallback(resource::dispatch)
+        .with_state(state)
+}

@@ -1,0 +1,281 @@
+//! The one generic resource handler: resolves the URL against the resource table and
+//! runs get / list / watch / create / update / patch / delete / deletecollection.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode, Uri, header};
+use serde_json::{Value, json};
+
+use super::codec::{self, FieldValidation, MAX_BODY, Output};
+use super::path::{self, ResourcePath, Target};
+use super::query::Query;
+use super::status::{ApiError, ApiResult};
+use super::table::{self, IncludeObject};
+use super::{AppState, discovery, list};
+use crate::registry::filter::Filter;
+use crate::registry::rest::{DeleteOpts, Part};
+use crate::registry::{ResourceDef, find_resource, meta};
+use crate::watch;
+
+pub async fn dispatch(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    let started = std::time::Instant::now();
+    let result = handle(&state, &method, &uri, &headers, body).await;
+    let response = result.unwrap_or_else(IntoResponse::into_response);
+    tracing::debug!(%method, path = uri.path(), status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+    response
+}
+
+/// A request resolved against the table.
+struct Ctx<'a> {
+    state: &'a AppState,
+    res: &'static ResourceDef,
+    path: ResourcePath,
+    query: Query,
+    headers: &'a HeaderMap,
+}
+
+impl Ctx<'_> {
+    fn namespace(&self) -> &str {
+        self.path.namespace.as_deref().unwrap_or("")
+    }
+    fn name(&self) -> &str {
+        self.path.name.as_deref().unwrap_or("")
+    }
+}
+
+async fn handle(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
+    let target = path::parse(uri.path()).ok_or_else(ApiError::not_found_path)?;
+    let p = match target {
+        Target::Group(g) if method == Method::GET => return discovery::api_group(&g),
+        Target::GroupVersion(g, v) if method == Method::GET => return discovery::resource_list(&g, &v),
+        Target::Group(_) | Target::GroupVersion(..) => return Err(ApiError::method_not_allowed()),
+        Target::Resource(p) => p,
+    };
+    let res = find_resource(&p.group, &p.version, &p.resource).ok_or_else(ApiError::not_found_path)?;
+    if !res.namespaced && p.namespace.is_some() {
+        return Err(ApiError::not_found_path());
+    }
+    let part = match p.subresource.as_deref() {
+        None => Part::Main,
+        Some("status") if res.has_status => Part::Status,
+        Some(_) => return Err(ApiError::not_found_path()),
+    };
+    let query = Query::parse(uri.query())?;
+    let ctx = Ctx { state, res, path: p, query, headers };
+    let output = codec::negotiate(headers)?;
+    let has_name = ctx.path.name.is_some();
+    match (method.clone(), has_name) {
+        (Method::GET, true) if ctx.path.watch || ctx.query.flag("watch") => watch(&ctx, output),
+        (Method::GET, true) => get(&ctx, output).await,
+        (Method::GET, false) if ctx.path.watch || ctx.query.flag("watch") => watch(&ctx, output),
+        (Method::GET, false) => list_objects(&ctx, output).await,
+        (Method::POST, false) => create(&ctx, output, read_body(body).await?).await,
+        (Method::PUT, true) => update(&ctx, output, part, read_body(body).await?).await,
+        (Method::PATCH, true) => patch(&ctx, output, part, read_body(body).await?).await,
+        (Method::DELETE, true) if part == Part::Main => delete(&ctx, output, read_body(body).await?).await,
+        (Method::DELETE, false) => delete_collection(&ctx, output, read_body(body).await?).await,
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+async fn read_body(body: Body) -> ApiResult<Bytes> {
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| ApiError::too_large())
+}
+
+/// Render one object in the negotiated form.
+fn render(ctx: &Ctx, code: StatusCode, output: Output, obj: &Value) -> ApiResult<Response> {
+    Ok(match output {
+        Output::Table(v) => {
+            let lm = json!({"resourceVersion": meta::meta_str(obj, "resourceVersion")});
+            let t = table::table(ctx.res, std::slice::from_ref(obj), lm, v, IncludeObject::from_query(&ctx.query)?, true);
+            codec::respond(code, Output::Json, &t)
+        }
+        Output::PartialMetadata(v) => codec::respond(code, Output::Json, &table::partial_metadata(obj, v)),
+        other => codec::respond(code, other, obj),
+    })
+}
+
+async fn get(ctx: &Ctx<'_>, output: Output) -> ApiResult<Response> {
+    let obj = ctx.state.registry.get(ctx.res, ctx.namespace(), ctx.name()).await?;
+    render(ctx, StatusCode::OK, output, &obj)
+}
+
+fn filter(ctx: &Ctx) -> ApiResult<Filter> {
+    let mut fields = ctx.query.field_selector()?;
+    if let Some(name) = ctx.path.name.as_deref() {
+        fields = crate::registry::selectors::FieldSelector::parse(&format!("metadata.name={name}")).map_err(ApiError::bad_request)?;
+    }
+    Filter::new(ctx.res, ctx.query.label_selector()?, fields)
+}
+
+async fn list_objects(ctx: &Ctx<'_>, output: Output) -> ApiResult<Response> {
+    list::serve(ctx.state, ctx.res, ctx.namespace(), &ctx.query, output, &filter(ctx)?).await
+}
+
+fn watch(ctx: &Ctx, output: Output) -> ApiResult<Response> {
+    let start = match ctx.query.get("resourceVersion").filter(|v| !v.is_empty() && *v != "0") {
+        None => watch::Start::WithInitialState,
+        Some(v) => watch::Start::After(
+            meta::parse_resource_version(v)
+                .ok_or_else(|| ApiError::bad_request(format!("invalid resourceVersion {v:?}: must be an integer")))?,
+        ),
+    };
+    // upstream spreads watch lifetimes between the minimum request timeout and twice it
+    let timeout = match ctx.query.int("timeoutSeconds")? {
+        Some(s) if s > 0 => Duration::from_secs(s as u64),
+        _ => Duration::from_secs(1800 + fastrand::u64(0..1800)),
+    };
+    let req = watch::WatchRequest {
+        res: ctx.res,
+        namespace: ctx.namespace().to_string(),
+        filter: filter(ctx)?,
+        start,
+        timeout,
+        output,
+        include: IncludeObject::from_query(&ctx.query)?,
+    };
+    Ok(watch::serve(ctx.state.registry.clone(), req))
+}
+
+fn decode(ctx: &Ctx, body: &Bytes) -> ApiResult<(Value, Vec<String>)> {
+    let raw = codec::parse_body(ctx.headers, body)?;
+    let validation = FieldValidation::parse(ctx.query.get("fieldValidation"))?;
+    codec::decode_object(ctx.res, raw, validation)
+}
+
+/// The namespace in the body must agree with the URL's.
+fn check_body_namespace(ctx: &Ctx, obj: &Value) -> ApiResult<()> {
+    let body_ns = meta::namespace(obj);
+    if ctx.res.namespaced && !body_ns.is_empty() && body_ns != ctx.namespace() {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    Ok(())
+}
+
+async fn create(ctx: &Ctx<'_>, output: Output, body: Bytes) -> ApiResult<Response> {
+    if ctx.res.namespaced && ctx.path.namespace.is_none() {
+        return Err(ApiError::method_not_allowed());
+    }
+    let (obj, warnings) = decode(ctx, &body)?;
+    check_body_namespace(ctx, &obj)?;
+    let created = ctx.state.registry.create(ctx.res, ctx.namespace(), obj, ctx.query.dry_run()?).await?;
+    Ok(codec::with_warnings(render(ctx, StatusCode::CREATED, output, &created)?, &warnings))
+}
+
+async fn update(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiResult<Response> {
+    let (obj, warnings) = decode(ctx, &body)?;
+    check_body_namespace(ctx, &obj)?;
+    let updated = ctx.state.registry.update(ctx.res, ctx.namespace(), ctx.name(), obj, part, ctx.query.dry_run()?).await?;
+    Ok(codec::with_warnings(render(ctx, StatusCode::OK, output, &updated)?, &warnings))
+}
+
+/// PATCH: JSON patch and merge patch now; strategic merge is applied as a merge patch
+/// until the patch work lands; server-side apply is not served yet.
+async fn patch(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiResult<Response> {
+    if body.len() > MAX_BODY {
+        return Err(ApiError::too_large());
+    }
+    let content_type = ctx.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim().to_string();
+    let reg = &ctx.state.registry;
+    for _ in 0..8 {
+        let current = reg.get(ctx.res, ctx.namespace(), ctx.name()).await?;
+        let rv = meta::meta_str(&current, "resourceVersion").to_string();
+        let mut patched = current.clone();
+        match media.as_str() {
+            "application/json-patch+json" => {
+                let p: json_patch::Patch = serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+                json_patch::patch(&mut patched, &p).map_err(|e| {
+                    ApiError::new_invalid_patch(&e.to_string())
+                })?;
+            }
+            "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+                let p: Value = serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+                if !p.is_object() {
+                    return Err(ApiError::bad_request("patch body must be a JSON object"));
+                }
+                json_patch::merge(&mut patched, &p);
+            }
+            _ => return Err(ApiError::unsupported_media_type(content_type)),
+        }
+        // a patch without a resourceVersion applies to the version it was computed on
+        if meta::meta_str(&patched, "resourceVersion").is_empty() {
+            meta::metadata_mut(&mut patched).insert("resourceVersion".into(), json!(rv));
+        }
+        let patched_rv = meta::meta_str(&patched, "resourceVersion").to_string();
+        let validation = FieldValidation::parse(ctx.query.get("fieldValidation"))?;
+        let (obj, warnings) = codec::decode_object(ctx.res, patched, validation)?;
+        check_body_namespace(ctx, &obj)?;
+        match reg.update(ctx.res, ctx.namespace(), ctx.name(), obj, part, ctx.query.dry_run()?).await {
+            Ok(updated) => return Ok(codec::with_warnings(render(ctx, StatusCode::OK, output, &updated)?, &warnings)),
+            // raced with another writer: recompute on the new version, unless the
+            // client pinned a resourceVersion in the patch itself
+            Err(e) if e.reason == "Conflict" && patched_rv == rv => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::modified(ctx.res.group, ctx.res.plural, ctx.name()))
+}
+
+fn delete_opts(ctx: &Ctx, body: &Bytes) -> ApiResult<DeleteOpts> {
+    let mut opts = DeleteOpts { dry_run: ctx.query.dry_run()?, grace_period: ctx.query.int("gracePeriodSeconds")?, ..Default::default() };
+    if !body.is_empty() {
+        let v: Value = serde_json::from_slice(body)
+            .or_else(|_| codec::parse_yaml(body))
+            .map_err(|_| ApiError::bad_request("the body of the request is not a valid DeleteOptions"))?;
+        if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
+            opts.grace_period = Some(g);
+        }
+        if v.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|x| x == "All")) {
+            opts.dry_run = true;
+        }
+        opts.uid = v.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
+        opts.resource_version = v.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
+    }
+    Ok(opts)
+}
+
+async fn delete(ctx: &Ctx<'_>, output: Output, body: Bytes) -> ApiResult<Response> {
+    let opts = delete_opts(ctx, &body)?;
+    let reg = &ctx.state.registry;
+    if ctx.res.plural == "namespaces" && ctx.res.group.is_empty() {
+        let obj = crate::registry::namespaces::delete_namespace(reg, ctx.name(), &opts).await?;
+        return render(ctx, StatusCode::OK, output, &obj);
+    }
+    let obj = reg.delete(ctx.res, ctx.namespace(), ctx.name(), &opts).await?;
+    render(ctx, StatusCode::OK, output, &obj)
+}
+
+async fn delete_collection(ctx: &Ctx<'_>, output: Output, body: Bytes) -> ApiResult<Response> {
+    if !ctx.res.allows("deletecollection") {
+        return Err(ApiError::method_not_allowed());
+    }
+    let opts = delete_opts(ctx, &body)?;
+    let reg = &ctx.state.registry;
+    let listed = list::read(reg, ctx.res, ctx.namespace(), &Query::default(), &filter(ctx)?).await?;
+    let mut deleted = Vec::new();
+    for stored in &listed.items {
+        let obj = crate::registry::rest::Registry::decode_stored(ctx.res, stored)?;
+        let (ns, name) = (meta::namespace(&obj).to_string(), meta::name(&obj).to_string());
+        match reg.delete(ctx.res, &ns, &name, &opts).await {
+            Ok(o) => deleted.push(o),
+            Err(e) if e.reason == "NotFound" => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let list = json!({
+        "kind": ctx.res.list_kind(),
+        "apiVersion": ctx.res.api_version(),
+        "metadata": {"resourceVersion": listed.revision.to_string()},
+        "items": deleted,
+    });
+    Ok(codec::respond(StatusCode::OK, if output == Output::Yaml { Output::Yaml } else { Output::Json }, &list))
+}

@@ -1,0 +1,73 @@
+//! meta.k8s.io Table and PartialObjectMetadata renderings.
+
+use serde_json::{Value, json};
+
+use super::query::Query;
+use super::status::{ApiError, ApiResult};
+use crate::registry::ResourceDef;
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum IncludeObject {
+    None,
+    Metadata,
+    Object,
+}
+
+impl IncludeObject {
+    pub fn from_query(q: &Query) -> ApiResult<IncludeObject> {
+        match q.get("includeObject") {
+            None | Some("") | Some("Metadata") => Ok(IncludeObject::Metadata),
+            Some("None") => Ok(IncludeObject::None),
+            Some("Object") => Ok(IncludeObject::Object),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "includeObject: Unsupported value: {other:?}: supported values: \"Metadata\", \"None\", \"Object\""
+            ))),
+        }
+    }
+}
+
+pub fn partial_metadata(obj: &Value, version: &str) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": format!("meta.k8s.io/{version}"),
+        "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
+    })
+}
+
+pub fn partial_metadata_list(objs: &[Value], list_meta: Value, version: &str) -> Value {
+    json!({
+        "kind": "PartialObjectMetadataList",
+        "apiVersion": format!("meta.k8s.io/{version}"),
+        "metadata": list_meta,
+        "items": objs.iter().map(|o| partial_metadata(o, version)).collect::<Vec<_>>(),
+    })
+}
+
+fn row(res: &ResourceDef, obj: &Value, include: IncludeObject, version: &str) -> Value {
+    let mut row = json!({ "cells": (res.printer.cells)(obj) });
+    match include {
+        IncludeObject::None => {}
+        IncludeObject::Metadata => row["object"] = partial_metadata(obj, version),
+        IncludeObject::Object => row["object"] = obj.clone(),
+    }
+    row
+}
+
+/// A Table of `objs`. `with_columns` is false for watch events after the first.
+pub fn table(
+    res: &ResourceDef,
+    objs: &[Value],
+    list_meta: Value,
+    version: &str,
+    include: IncludeObject,
+    with_columns: bool,
+) -> Value {
+    let columns = if with_columns { res.printer.column_definitions() } else { Vec::new() };
+    json!({
+        "kind": "Table",
+        "apiVersion": format!("meta.k8s.io/{version}"),
+        "metadata": list_meta,
+        "columnDefinitions": columns,
+        "rows": objs.iter().map(|o| row(res, o, include, version)).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,57 @@
+//! ferrokube: a Kubernetes-compatible control plane in one binary (hyperkube style).
+//! Each subcommand is one component; `up` runs them all as child processes.
+
+mod apiserver;
+mod auth;
+mod cli;
+mod handlers;
+mod kubeconfig;
+mod registry;
+mod up;
+mod watch;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ferrokube", version, about = "A Kubernetes-compatible control plane over etcd")]
+struct Cli {
+    /// Log verbosity (0-10, as upstream's -v); RUST_LOG overrides it.
+    #[arg(long = "v", short = 'v', global = true, default_value_t = 0)]
+    verbosity: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Kubernetes API from etcd (kube-apiserver).
+    Apiserver(apiserver::ApiserverArgs),
+    /// Start etcd and every component as child processes and write a kubeconfig.
+    Up(up::UpArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    cli::init_tracing(cli.verbosity);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("cannot start the tokio runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Apiserver(args) => apiserver::run(args).await,
+            Command::Up(args) => up::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

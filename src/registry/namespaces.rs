@@ -1,0 +1,105 @@
+//! Namespace lifecycle the API server owns until a namespace controller exists:
+//! the built-in namespaces and the `kubernetes` Service at start, and deletion that
+//! marks a namespace Terminating, removes its contents, then removes it.
+
+use serde_json::{Value, json};
+
+use super::rest::{DeleteOpts, Registry};
+use super::{all_resources, find_resource, meta};
+use crate::handlers::status::{ApiError, ApiResult};
+
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Create what every cluster starts with; existing objects are left alone.
+pub async fn bootstrap(reg: &Registry, advertise_port: u16) -> ApiResult<()> {
+    let ns_res = find_resource("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces missing"))?;
+    for ns in SYSTEM_NAMESPACES {
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        ignore_exists(reg.create(ns_res, "", obj, false).await)?;
+    }
+    let svc_res = find_resource("", "v1", "services").ok_or_else(|| ApiError::internal("services missing"))?;
+    let svc = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {
+            "clusterIP": reg.alloc.first_ip().to_string(),
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": advertise_port}],
+        },
+    });
+    ignore_exists(reg.create(svc_res, "default", svc, false).await)?;
+    Ok(())
+}
+
+fn ignore_exists(r: ApiResult<Value>) -> ApiResult<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.reason == "AlreadyExists" => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Mark the namespace Terminating and remove its contents in the background.
+pub async fn delete_namespace(reg: &Registry, name: &str, opts: &DeleteOpts) -> ApiResult<Value> {
+    let ns_res = find_resource("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces missing"))?;
+    if SYSTEM_NAMESPACES.contains(&name) && name != "kube-node-lease" {
+        return Err(ApiError::forbidden("", "namespaces", name, "this namespace may not be deleted"));
+    }
+    let mut obj = reg.get(ns_res, "", name).await?;
+    if opts.dry_run {
+        return Ok(obj);
+    }
+    if obj.pointer("/status/phase").and_then(Value::as_str) != Some("Terminating") {
+        obj["status"] = json!({"phase": "Terminating"});
+        meta::metadata_mut(&mut obj).insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
+        // status carries the phase: write through the status path, metadata through main
+        obj = write_terminating(reg, &obj).await?;
+        let reg = reg.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = finish_deletion(&reg, &name).await {
+                tracing::warn!(namespace = %name, error = %e.message, "namespace cleanup failed");
+            }
+        });
+    }
+    Ok(obj)
+}
+
+async fn write_terminating(reg: &Registry, obj: &Value) -> ApiResult<Value> {
+    let ns_res = find_resource("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces missing"))?;
+    let key = reg.key(ns_res, "", meta::name(obj));
+    let current = reg.store.get(&key).await?.ok_or_else(|| ApiError::not_found("", "namespaces", meta::name(obj)))?;
+    let mut stored = obj.clone();
+    meta::metadata_mut(&mut stored).remove("resourceVersion");
+    let bytes = serde_json::to_vec(&stored).unwrap_or_default();
+    match reg.store.update(&key, bytes, current.mod_revision, &[], &[]).await? {
+        super::store::WriteOutcome::Written(rev) => {
+            let mut out = obj.clone();
+            meta::set_resource_version(&mut out, rev);
+            Ok(out)
+        }
+        _ => Err(ApiError::modified("", "namespaces", meta::name(obj))),
+    }
+}
+
+/// Delete every namespaced object in the namespace, then the namespace itself.
+async fn finish_deletion(reg: &Registry, name: &str) -> ApiResult<()> {
+    let opts = DeleteOpts { grace_period: Some(0), ..Default::default() };
+    for res in all_resources().iter().filter(|r| r.namespaced && r.storage.is_none()) {
+        let page = reg.store.list(&reg.keys.collection(res, name), None, 0, 0).await?;
+        for stored in page.items {
+            let obj = Registry::decode_stored(res, &stored)?;
+            match reg.delete(res, name, meta::name(&obj), &opts).await {
+                Ok(_) => {}
+                Err(e) if e.reason == "NotFound" => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let ns_res = find_resource("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces missing"))?;
+    let key = reg.key(ns_res, "", name);
+    if let Some(current) = reg.store.get(&key).await? {
+        reg.store.delete(&key, current.mod_revision, &[]).await?;
+    }
+    tracing::info!(namespace = name, "namespace deleted");
+    Ok(())
+}

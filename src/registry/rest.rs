@@ -1,0 +1,365 @@
+//! The generic operations every resource shares (create, get, update, delete, list),
+//! applying the kind's strategy and writing through the store's transactions.
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+
+use super::allocator::Allocator;
+use super::keys::KeySpace;
+use super::meta;
+use super::store::{Claim, Store, Stored, WriteOutcome};
+use super::strategy::Allocations;
+use super::validation::validate_object_meta;
+use super::{ResourceDef, events, find_resource};
+use crate::handlers::status::{ApiError, ApiResult};
+
+/// How often a write retries after losing a race it can recover from.
+const MAX_RETRIES: usize = 8;
+
+#[derive(Clone)]
+pub struct Registry {
+    pub store: Store,
+    pub keys: KeySpace,
+    pub alloc: Allocator,
+}
+
+/// Which part of an object an update writes.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Part {
+    Main,
+    Status,
+}
+
+/// DeleteOptions preconditions and grace period.
+#[derive(Default, Debug)]
+pub struct DeleteOpts {
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+    pub grace_period: Option<i64>,
+    pub dry_run: bool,
+}
+
+impl Registry {
+    pub fn key(&self, res: &ResourceDef, ns: &str, name: &str) -> String {
+        self.keys.object(res, ns, name)
+    }
+
+    /// Decode a stored value into the served form of `res`, with its resourceVersion.
+    pub fn decode_stored(res: &ResourceDef, stored: &Stored) -> ApiResult<Value> {
+        let mut obj: Value = serde_json::from_slice(&stored.value)
+            .map_err(|e| ApiError::internal(format!("stored object is not valid JSON: {e}")))?;
+        if res.storage.is_some() {
+            obj = events::from_core(&obj);
+        }
+        meta::set_resource_version(&mut obj, stored.mod_revision);
+        Ok(obj)
+    }
+
+    /// The stored bytes of a served object: storage conversion, no resourceVersion.
+    fn encode(res: &ResourceDef, obj: &Value) -> Vec<u8> {
+        let mut stored = if res.storage.is_some() { events::to_core(obj) } else { obj.clone() };
+        meta::metadata_mut(&mut stored).remove("resourceVersion");
+        serde_json::to_vec(&stored).unwrap_or_default()
+    }
+
+    pub async fn get(&self, res: &ResourceDef, ns: &str, name: &str) -> ApiResult<Value> {
+        let stored = self.get_stored(res, ns, name).await?;
+        Self::decode_stored(res, &stored)
+    }
+
+    async fn get_stored(&self, res: &ResourceDef, ns: &str, name: &str) -> ApiResult<Stored> {
+        self.store
+            .get(&self.key(res, ns, name))
+            .await?
+            .ok_or_else(|| ApiError::not_found(res.group, res.plural, name))
+    }
+
+    /// Namespaced writes need a namespace that exists and is not terminating.
+    async fn check_namespace(&self, res: &ResourceDef, ns: &str, name: &str) -> ApiResult<()> {
+        if !res.namespaced {
+            return Ok(());
+        }
+        let ns_res = find_resource("", "v1", "namespaces").ok_or_else(|| ApiError::internal("no namespaces resource"))?;
+        let stored = self
+            .store
+            .get(&self.key(ns_res, "", ns))
+            .await?
+            .ok_or_else(|| ApiError::not_found("", "namespaces", ns))?;
+        let obj: Value = serde_json::from_slice(&stored.value).unwrap_or(Value::Null);
+        if obj.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") {
+            return Err(ApiError::forbidden(
+                res.group,
+                res.plural,
+                name,
+                &format!("unable to create new content in namespace {ns} because it is being terminated"),
+            ));
+        }
+        Ok(())
+    }
+
+    pub async fn create(&self, res: &ResourceDef, ns: &str, mut obj: Value, dry_run: bool) -> ApiResult<Value> {
+        if res.namespaced {
+            meta::metadata_mut(&mut obj).insert("namespace".into(), json!(ns));
+        }
+        let generated = generate_name(&mut obj);
+        meta::init_on_create(&mut obj, res.strategy.tracks_generation());
+        res.strategy.default(&mut obj);
+        if res.has_status {
+            if let Some(status) = res.strategy.initial_status(&obj) {
+                obj["status"] = status;
+            }
+        }
+        self.validate(res, &obj, None)?;
+        let name = meta::name(&obj).to_string();
+        self.check_namespace(res, ns, &name).await?;
+        let key = self.key(res, ns, &name);
+        let mut taken = HashSet::new();
+        for _ in 0..MAX_RETRIES {
+            let mut candidate = obj.clone();
+            let allocs = res.strategy.allocate(&mut candidate, None, &self.alloc, &taken)?;
+            if dry_run {
+                return Ok(candidate);
+            }
+            match self.store.create(&key, Self::encode(res, &candidate), &allocs.claims).await? {
+                WriteOutcome::Written(rev) => {
+                    meta::set_resource_version(&mut candidate, rev);
+                    tracing::debug!(resource = res.plural, namespace = ns, name, rev, "created");
+                    return Ok(candidate);
+                }
+                WriteOutcome::Mismatch(_) if generated => {
+                    regenerate_name(&mut obj);
+                }
+                WriteOutcome::Mismatch(_) => return Err(ApiError::already_exists(res.group, res.plural, &name)),
+                WriteOutcome::ClaimTaken(_) => taken = self.taken_allocations(&allocs).await?,
+            }
+        }
+        Err(ApiError::conflict(res.group, res.plural, &name, "too many concurrent allocations, try again"))
+    }
+
+    async fn taken_allocations(&self, allocs: &Allocations) -> ApiResult<HashSet<String>> {
+        let mut taken = HashSet::new();
+        let prefixes: HashSet<String> = allocs
+            .claims
+            .iter()
+            .map(|c: &Claim| c.key.rsplit_once('/').map_or(String::new(), |(p, _)| format!("{p}/")))
+            .collect();
+        for prefix in prefixes {
+            taken.extend(self.store.keys_under(&prefix).await?);
+        }
+        Ok(taken)
+    }
+
+    fn validate(&self, res: &ResourceDef, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
+        let mut errs = validate_object_meta(obj, res.strategy.name_rule(), res.namespaced);
+        errs.extend(match old {
+            Some(old) => res.strategy.validate_update(obj, old),
+            None => res.strategy.validate(obj),
+        });
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(res.group, res.kind, meta::name(obj), errs))
+        }
+    }
+
+    /// Replace an object (PUT), or its status. A body without resourceVersion is an
+    /// unconditional update, retried on races; with one, a stale version is a Conflict.
+    pub async fn update(&self, res: &ResourceDef, ns: &str, name: &str, body: Value, part: Part, dry_run: bool) -> ApiResult<Value> {
+        let body_name = meta::name(&body);
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let expected_rv = meta::meta_str(&body, "resourceVersion").to_string();
+        let expected = if expected_rv.is_empty() {
+            None
+        } else {
+            Some(meta::parse_resource_version(&expected_rv).ok_or_else(|| {
+                ApiError::bad_request(format!("invalid resourceVersion {expected_rv:?}: must be an integer"))
+            })?)
+        };
+        let key = self.key(res, ns, name);
+        let mut taken = HashSet::new();
+        for _ in 0..MAX_RETRIES {
+            let current = self.get_stored(res, ns, name).await?;
+            if expected.is_some_and(|rv| rv != current.mod_revision) {
+                return Err(ApiError::modified(res.group, res.plural, name));
+            }
+            let old = Self::decode_stored(res, &current)?;
+            let mut new = merge_update(res, &old, body.clone(), part, ns);
+            if part == Part::Main {
+                res.strategy.default(&mut new);
+                self.validate(res, &new, Some(&old))?;
+                if res.strategy.tracks_generation() {
+                    meta::bump_generation_if_spec_changed(&mut new, &old);
+                }
+            }
+            let allocs = res.strategy.allocate(&mut new, Some(&old), &self.alloc, &taken)?;
+            // no-op writes keep the resourceVersion, as upstream
+            if strip_rv(&new) == strip_rv(&old) || dry_run {
+                return Ok(if dry_run { new } else { old });
+            }
+            let bytes = Self::encode(res, &new);
+            match self.store.update(&key, bytes, current.mod_revision, &allocs.claims, &allocs.releases).await? {
+                WriteOutcome::Written(rev) => {
+                    meta::set_resource_version(&mut new, rev);
+                    return Ok(new);
+                }
+                WriteOutcome::Mismatch(None) => return Err(ApiError::not_found(res.group, res.plural, name)),
+                WriteOutcome::Mismatch(Some(_)) if expected.is_some() => {
+                    return Err(ApiError::modified(res.group, res.plural, name));
+                }
+                WriteOutcome::Mismatch(Some(_)) => continue,
+                WriteOutcome::ClaimTaken(_) => taken = self.taken_allocations(&allocs).await?,
+            }
+        }
+        Err(ApiError::modified(res.group, res.plural, name))
+    }
+
+    /// Delete one object. Objects with finalizers, and pods still on a node, are only
+    /// marked (deletionTimestamp) and stay until their owner finishes them.
+    pub async fn delete(&self, res: &ResourceDef, ns: &str, name: &str, opts: &DeleteOpts) -> ApiResult<Value> {
+        let key = self.key(res, ns, name);
+        for _ in 0..MAX_RETRIES {
+            let current = self.get_stored(res, ns, name).await?;
+            let mut obj = Self::decode_stored(res, &current)?;
+            check_preconditions(res, name, &obj, opts)?;
+            if let Some(marked) = deletion_mark(res, &obj, opts) {
+                if opts.dry_run {
+                    return Ok(marked);
+                }
+                match self.store.update(&key, Self::encode(res, &marked), current.mod_revision, &[], &[]).await? {
+                    WriteOutcome::Written(rev) => {
+                        let mut marked = marked;
+                        meta::set_resource_version(&mut marked, rev);
+                        return Ok(marked);
+                    }
+                    _ => continue,
+                }
+            }
+            if opts.dry_run {
+                return Ok(obj);
+            }
+            let releases = res.strategy.releases(&obj, &self.alloc);
+            match self.store.delete(&key, current.mod_revision, &releases).await? {
+                WriteOutcome::Written(rev) => {
+                    meta::set_resource_version(&mut obj, rev);
+                    return Ok(obj);
+                }
+                WriteOutcome::Mismatch(None) => return Err(ApiError::not_found(res.group, res.plural, name)),
+                _ => continue,
+            }
+        }
+        Err(ApiError::modified(res.group, res.plural, name))
+    }
+}
+
+fn strip_rv(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    meta::metadata_mut(&mut o).remove("resourceVersion");
+    o
+}
+
+/// The object an update writes: the main resource keeps the old status; the status
+/// subresource keeps everything but status.
+fn merge_update(res: &ResourceDef, old: &Value, mut body: Value, part: Part, ns: &str) -> Value {
+    match part {
+        Part::Status => {
+            let mut new = old.clone();
+            new["status"] = body.get("status").cloned().unwrap_or(json!({}));
+            new
+        }
+        Part::Main => {
+            meta::carry_over_on_update(&mut body, old);
+            if res.namespaced {
+                meta::metadata_mut(&mut body).insert("namespace".into(), json!(ns));
+            }
+            if res.has_status {
+                match old.get("status") {
+                    Some(s) => body["status"] = s.clone(),
+                    None => {
+                        if let Some(m) = body.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+            }
+            // an object being deleted loses its last finalizer here: deletion completes
+            body
+        }
+    }
+}
+
+fn check_preconditions(res: &ResourceDef, name: &str, obj: &Value, opts: &DeleteOpts) -> ApiResult<()> {
+    if let Some(uid) = opts.uid.as_deref() {
+        let actual = meta::meta_str(obj, "uid");
+        if uid != actual {
+            return Err(ApiError::conflict(res.group, res.plural, name, &format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+            )));
+        }
+    }
+    if let Some(rv) = opts.resource_version.as_deref() {
+        let actual = meta::meta_str(obj, "resourceVersion");
+        if rv != actual {
+            return Err(ApiError::conflict(res.group, res.plural, name, &format!(
+                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// When a delete only marks the object: finalizers pending, or a pod that a kubelet
+/// still has to stop. Returns the marked object, or None to delete now.
+fn deletion_mark(res: &ResourceDef, obj: &Value, opts: &DeleteOpts) -> Option<Value> {
+    let has_finalizers = meta::metadata(obj)
+        .and_then(|m| m.get("finalizers"))
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
+    let is_pod = res.group.is_empty() && res.plural == "pods";
+    let pod_running_on_node = is_pod
+        && obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty())
+        && !matches!(obj.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"));
+    let grace = opts
+        .grace_period
+        .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+        .unwrap_or(30);
+    let graceful = pod_running_on_node && grace > 0;
+    if !has_finalizers && !graceful {
+        return None;
+    }
+    if meta::metadata(obj).is_some_and(|m| m.contains_key("deletionTimestamp")) && !graceful {
+        return Some(obj.clone());
+    }
+    let mut marked = obj.clone();
+    let grace = if graceful { grace } else { 0 };
+    let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
+    let m = meta::metadata_mut(&mut marked);
+    if !m.contains_key("deletionTimestamp") {
+        m.insert("deletionTimestamp".into(), json!(when.format("%Y-%m-%dT%H:%M:%SZ").to_string()));
+    }
+    m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+    Some(marked)
+}
+
+/// Fill `metadata.name` from `generateName`; true when it did.
+fn generate_name(obj: &mut Value) -> bool {
+    let has_name = !meta::name(obj).is_empty();
+    let base = meta::meta_str(obj, "generateName").to_string();
+    if has_name || base.is_empty() {
+        return false;
+    }
+    regenerate_name(obj);
+    true
+}
+
+fn regenerate_name(obj: &mut Value) {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut base = meta::meta_str(obj, "generateName").to_string();
+    base.truncate(58);
+    let suffix: String = (0..5).map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char).collect();
+    meta::metadata_mut(obj).insert("name".into(), json!(format!("{base}{suffix}")));
+}

@@ -1,0 +1,210 @@
+//! etcd storage: byte-level get/list and the transactions that make writes atomic.
+//! Every write is one etcd transaction guarded by a compare on the object's key
+//! (create: absent; update/delete: unchanged mod_revision), so optimistic concurrency
+//! is etcd's own. Allocation keys ("claims") ride in the same transaction.
+
+use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, KvClient, Txn, TxnOp, TxnOpResponse};
+
+use crate::handlers::status::{ApiError, ApiResult};
+
+use super::keys::prefix_end;
+
+#[derive(Clone)]
+pub struct Store {
+    kv: KvClient,
+    client: etcd_client::Client,
+}
+
+/// One stored object: its raw JSON and etcd's mod_revision (the resourceVersion).
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub mod_revision: i64,
+}
+
+pub struct Page {
+    pub items: Vec<Stored>,
+    /// The etcd revision the page was read at.
+    pub revision: i64,
+    /// More keys follow the last item.
+    pub more: bool,
+    /// How many keys follow the page (etcd's count minus what was returned).
+    pub remaining: i64,
+}
+
+pub enum WriteOutcome {
+    Written(i64),
+    /// The guarded key did not match: its current state (None: absent).
+    Mismatch(Option<Stored>),
+    /// A claim key (e.g. an allocated IP) is already taken.
+    ClaimTaken(String),
+}
+
+/// A key written with the object in the same transaction, which must not exist yet.
+pub struct Claim {
+    pub key: String,
+    pub value: Vec<u8>,
+}
+
+impl Store {
+    pub async fn connect(endpoints: &[String]) -> anyhow::Result<Store> {
+        let options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(std::time::Duration::from_secs(5))
+            .with_keep_alive(std::time::Duration::from_secs(30), std::time::Duration::from_secs(10));
+        let client = etcd_client::Client::connect(endpoints, Some(options)).await?;
+        let kv = client.kv_client().max_decoding_message_size(512 * 1024 * 1024);
+        Ok(Store { kv, client })
+    }
+
+    pub fn client(&self) -> etcd_client::Client {
+        self.client.clone()
+    }
+
+    pub async fn get(&self, key: &str) -> ApiResult<Option<Stored>> {
+        let mut resp = self.kv.clone().get(key, None).await?;
+        Ok(resp.take_kvs().into_iter().next().map(to_stored))
+    }
+
+    /// The newest etcd revision.
+    pub async fn current_revision(&self) -> ApiResult<i64> {
+        let resp = self.kv.clone().get("/", Some(GetOptions::new().with_count_only())).await?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    /// Keys in `[start, end of prefix)` at `revision` (0: newest), at most `limit` (0: all).
+    pub async fn list(&self, prefix: &str, start: Option<&[u8]>, limit: i64, revision: i64) -> ApiResult<Page> {
+        let mut options = GetOptions::new().with_range(prefix_end(prefix));
+        if limit > 0 {
+            options = options.with_limit(limit);
+        }
+        if revision > 0 {
+            options = options.with_revision(revision);
+        }
+        let from: Vec<u8> = start.map(<[u8]>::to_vec).unwrap_or_else(|| prefix.as_bytes().to_vec());
+        let mut resp = self.kv.clone().get(from, Some(options)).await.map_err(compaction_error)?;
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let more = resp.more();
+        let count = resp.count();
+        let items: Vec<Stored> = resp.take_kvs().into_iter().map(to_stored).collect();
+        let remaining = (count - items.len() as i64).max(0);
+        Ok(Page { items, revision, more, remaining })
+    }
+
+    /// Write `value` at `key` if the key is absent and every claim is free.
+    pub async fn create(&self, key: &str, value: Vec<u8>, claims: &[Claim]) -> ApiResult<WriteOutcome> {
+        let mut compares = vec![Compare::create_revision(key, CompareOp::Equal, 0)];
+        let mut ops = vec![TxnOp::put(key, value, None)];
+        for claim in claims {
+            compares.push(Compare::create_revision(claim.key.as_str(), CompareOp::Equal, 0));
+            ops.push(TxnOp::put(claim.key.as_str(), claim.value.clone(), None));
+        }
+        let txn = Txn::new().when(compares).and_then(ops).or_else(vec![TxnOp::get(key, None)]);
+        let resp = self.kv.clone().txn(txn).await?;
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        if resp.succeeded() {
+            return Ok(WriteOutcome::Written(revision));
+        }
+        match first_get(&resp.op_responses()) {
+            Some(current) => Ok(WriteOutcome::Mismatch(Some(current))),
+            None => self.taken_claim(claims).await,
+        }
+    }
+
+    /// Replace `key` if its mod_revision is still `expected`; claims are taken and
+    /// `releases` deleted in the same transaction.
+    pub async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: i64,
+        claims: &[Claim],
+        releases: &[String],
+    ) -> ApiResult<WriteOutcome> {
+        let mut compares = vec![Compare::mod_revision(key, CompareOp::Equal, expected)];
+        let mut ops = vec![TxnOp::put(key, value, None)];
+        for claim in claims {
+            compares.push(Compare::create_revision(claim.key.as_str(), CompareOp::Equal, 0));
+            ops.push(TxnOp::put(claim.key.as_str(), claim.value.clone(), None));
+        }
+        ops.extend(releases.iter().map(|k| TxnOp::delete(k.as_str(), None)));
+        let txn = Txn::new().when(compares).and_then(ops).or_else(vec![TxnOp::get(key, None)]);
+        let resp = self.kv.clone().txn(txn).await?;
+        if resp.succeeded() {
+            return Ok(WriteOutcome::Written(resp.header().map(|h| h.revision()).unwrap_or(0)));
+        }
+        match first_get(&resp.op_responses()) {
+            Some(current) if current.mod_revision == expected => self.taken_claim(claims).await,
+            current => Ok(WriteOutcome::Mismatch(current)),
+        }
+    }
+
+    /// Delete `key` if its mod_revision is still `expected`, with its released keys.
+    pub async fn delete(&self, key: &str, expected: i64, releases: &[String]) -> ApiResult<WriteOutcome> {
+        let mut ops = vec![TxnOp::delete(key, Some(DeleteOptions::new()))];
+        ops.extend(releases.iter().map(|k| TxnOp::delete(k.as_str(), None)));
+        let txn = Txn::new()
+            .when(vec![Compare::mod_revision(key, CompareOp::Equal, expected)])
+            .and_then(ops)
+            .or_else(vec![TxnOp::get(key, None)]);
+        let resp = self.kv.clone().txn(txn).await?;
+        if resp.succeeded() {
+            return Ok(WriteOutcome::Written(resp.header().map(|h| h.revision()).unwrap_or(0)));
+        }
+        Ok(WriteOutcome::Mismatch(first_get(&resp.op_responses())))
+    }
+
+    /// Put a key unconditionally (allocation bookkeeping, bootstrap data).
+    pub async fn key_exists(&self, key: &str) -> ApiResult<bool> {
+        let resp = self.kv.clone().get(key, Some(GetOptions::new().with_count_only())).await?;
+        Ok(resp.count() > 0)
+    }
+
+    /// Keys (no values) under a prefix.
+    pub async fn keys_under(&self, prefix: &str) -> ApiResult<Vec<String>> {
+        let options = GetOptions::new().with_range(prefix_end(prefix)).with_keys_only();
+        let mut resp = self.kv.clone().get(prefix, Some(options)).await?;
+        Ok(resp.take_kvs().into_iter().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()).collect())
+    }
+
+    async fn taken_claim(&self, claims: &[Claim]) -> ApiResult<WriteOutcome> {
+        for claim in claims {
+            if self.key_exists(&claim.key).await? {
+                return Ok(WriteOutcome::ClaimTaken(claim.key.clone()));
+            }
+        }
+        // Raced with a release: report a conflict so the caller retries.
+        Ok(WriteOutcome::ClaimTaken(String::new()))
+    }
+}
+
+fn to_stored(kv: etcd_client::KeyValue) -> Stored {
+    let mod_revision = kv.mod_revision();
+    let (key, value) = kv.into_key_value();
+    Stored { key, value, mod_revision }
+}
+
+fn first_get(responses: &[TxnOpResponse]) -> Option<Stored> {
+    responses.iter().find_map(|r| match r {
+        TxnOpResponse::Get(get) => get.kvs().first().map(|kv| Stored {
+            key: kv.key().to_vec(),
+            value: kv.value().to_vec(),
+            mod_revision: kv.mod_revision(),
+        }),
+        _ => None,
+    })
+}
+
+/// etcd answers a read below its compacted revision with a gRPC error; upstream turns
+/// that into 410 Expired.
+fn compaction_error(err: etcd_client::Error) -> ApiError {
+    if is_compacted(&err) {
+        ApiError::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
+    } else {
+        err.into()
+    }
+}
+
+pub fn is_compacted(err: &etcd_client::Error) -> bool {
+    err.to_string().contains("required revision has been compacted")
+}

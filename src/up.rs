@@ -1,0 +1,193 @@
+//! `ferrokube up`: an all-in-one dev cluster. Starts etcd and the API server as child
+//! processes (named as upstream's components), waits for readiness, writes a kubeconfig,
+//! and stops everything cleanly on Ctrl-C. Data persists in the data directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Where etcd data, certificates and logs live.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Kubeconfig to write (merged, context `ferrokube`); default ~/.kube/config.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    #[arg(long, default_value_t = 6443)]
+    pub secure_port: u16,
+    #[arg(long, default_value_t = 2379)]
+    pub etcd_port: u16,
+    /// The etcd binary to run.
+    #[arg(long, default_value = "etcd")]
+    pub etcd_binary: String,
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| home().join(".local/share/ferrokube"));
+    let kubeconfig = args.kubeconfig.clone().unwrap_or_else(|| home().join(".kube/config"));
+    std::fs::create_dir_all(data_dir.join("logs")).with_context(|| format!("creating {}", data_dir.display()))?;
+
+    let etcd_url = format!("http://127.0.0.1:{}", args.etcd_port);
+    let mut etcd = start_etcd(&args, &data_dir, &etcd_url)?;
+    tracing::info!(url = %etcd_url, pid = etcd.id(), "started etcd");
+
+    let cert_dir = data_dir.join("certs");
+    let exe = std::env::current_exe().context("locating the ferrokube binary")?;
+    let mut apiserver = spawn_component(
+        &exe,
+        "kube-apiserver",
+        &[
+            "apiserver".to_string(),
+            format!("--etcd-servers={etcd_url}"),
+            "--bind-address=127.0.0.1".to_string(),
+            format!("--secure-port={}", args.secure_port),
+            format!("--cert-dir={}", cert_dir.display()),
+        ],
+        &data_dir,
+    )?;
+    tracing::info!(pid = apiserver.id(), "started kube-apiserver");
+
+    let server = format!("https://127.0.0.1:{}", args.secure_port);
+    let mut children = vec![("kube-apiserver", &mut apiserver), ("etcd", &mut etcd)];
+    if let Err(e) = wait_ready(args.secure_port, &cert_dir.join("apiserver.crt"), &mut children).await {
+        stop_all(&mut children).await;
+        return Err(e);
+    }
+    crate::kubeconfig::write(&kubeconfig, &server, "ferrokube")?;
+    println!("ferrokube is up in {:.1}s: {server}", started.elapsed().as_secs_f64());
+    println!("kubeconfig: {} (context ferrokube)", kubeconfig.display());
+    println!("logs: {}", data_dir.join("logs").display());
+    println!("try: kubectl get namespaces    (Ctrl-C stops the cluster)");
+
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => println!("stopping"),
+        _ = terminate() => println!("stopping"),
+        name = first_exit(&mut children) => tracing::error!(component = name, "a component exited; stopping the cluster"),
+    }
+    stop_all(&mut children).await;
+    Ok(())
+}
+
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
+fn start_etcd(args: &UpArgs, data_dir: &Path, url: &str) -> anyhow::Result<Child> {
+    let peer = format!("http://127.0.0.1:{}", args.etcd_port.wrapping_add(1));
+    let log = std::fs::File::create(data_dir.join("logs/etcd.log"))?;
+    Command::new(&args.etcd_binary)
+        .arg(format!("--data-dir={}", data_dir.join("etcd").display()))
+        .arg("--name=ferrokube")
+        .arg(format!("--listen-client-urls={url}"))
+        .arg(format!("--advertise-client-urls={url}"))
+        .arg(format!("--listen-peer-urls={peer}"))
+        .arg(format!("--initial-advertise-peer-urls={peer}"))
+        .arg(format!("--initial-cluster=ferrokube={peer}"))
+        .arg("--quota-backend-bytes=8589934592")
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {} (install it with: apt-get install etcd-server)", args.etcd_binary))
+}
+
+fn spawn_component(exe: &Path, name: &str, args: &[String], data_dir: &Path) -> anyhow::Result<Child> {
+    let log = std::fs::File::create(data_dir.join(format!("logs/{name}.log")))?;
+    Command::new(exe)
+        .arg0(name)
+        .args(args)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {name}"))
+}
+
+/// Poll `/readyz` over TLS (trusting the generated certificate) until it answers ok.
+async fn wait_ready(port: u16, cert: &Path, children: &mut [(&str, &mut Child)]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last_log = Instant::now();
+    loop {
+        for (name, child) in children.iter_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!("{name} exited during start-up ({status}); see its log");
+            }
+        }
+        if cert.exists() && readyz(port, cert).await.unwrap_or(false) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("kube-apiserver was not ready within 60s");
+        }
+        if last_log.elapsed() > Duration::from_secs(2) {
+            tracing::info!("waiting for kube-apiserver to be ready");
+            last_log = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn readyz(port: u16, cert: &Path) -> anyhow::Result<bool> {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(cert)? {
+        roots.add(c?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut tls = connector.connect(ServerName::try_from("localhost")?, tcp).await?;
+    tls.write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), tls.read_to_end(&mut response)).await??;
+    Ok(response.starts_with(b"HTTP/1.1 200"))
+}
+
+async fn first_exit(children: &mut [(&'static str, &mut Child)]) -> &'static str {
+    loop {
+        for (name, child) in children.iter_mut() {
+            if let Ok(Some(_)) = child.try_wait() {
+                return name;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// SIGTERM each child in order (API server before etcd), then wait for it.
+async fn stop_all(children: &mut [(&str, &mut Child)]) {
+    for (name, child) in children.iter_mut() {
+        if let Some(pid) = child.id() {
+            // SAFETY-free: kill(2) through the nix-less libc call in std is not exposed, so
+            // use the `kill` command; it is in every Debian base system.
+            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+        }
+        match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+            Ok(_) => tracing::info!(component = *name, "stopped"),
+            Err(_) => {
+                let _ = child.kill().await;
+                tracing::warn!(component = *name, "killed after 10s");
+            }
+        }
+    }
+}
