@@ -14,7 +14,8 @@ fn entries(server: &str, name: &str) -> (Value, Value, Value) {
         "name: {name}\ncluster:\n  server: {server}\n  insecure-skip-tls-verify: true\n"
     ))
     .unwrap_or(Value::Null);
-    let user = serde_yaml::from_str(&format!("name: {name}\nuser:\n  token: ferrokube-dev-admin\n")).unwrap_or(Value::Null);
+    let user =
+        serde_yaml::from_str(&format!("name: {name}\nuser:\n  token: ferrokube-dev-admin\n")).unwrap_or(Value::Null);
     let context = serde_yaml::from_str(&format!("name: {name}\ncontext:\n  cluster: {name}\n  user: {name}\n"))
         .unwrap_or(Value::Null);
     (cluster, user, context)
@@ -23,8 +24,12 @@ fn entries(server: &str, name: &str) -> (Value, Value, Value) {
 /// Write (or merge into) the kubeconfig at `path`, making `name` the current context.
 pub fn write(path: &Path, server: &str, name: &str) -> anyhow::Result<()> {
     let mut doc: Value = match std::fs::read_to_string(path) {
-        Ok(text) if !text.trim().is_empty() => serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?,
-        _ => serde_yaml::from_str("apiVersion: v1\nkind: Config\npreferences: {}\nclusters: []\nusers: []\ncontexts: []\n")?,
+        Ok(text) if !text.trim().is_empty() => {
+            serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        }
+        _ => serde_yaml::from_str(
+            "apiVersion: v1\nkind: Config\npreferences: {}\nclusters: []\nusers: []\ncontexts: []\n",
+        )?,
     };
     let (cluster, user, context) = entries(server, name);
     let map = doc.as_mapping_mut().context("kubeconfig is not a mapping")?;

@@ -21,7 +21,13 @@ pub fn ensure_serving_cert(cert_dir: &Path, extra_sans: &[String]) -> anyhow::Re
         return Ok(paths);
     }
     std::fs::create_dir_all(cert_dir).with_context(|| format!("creating {}", cert_dir.display()))?;
-    let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string(), "kubernetes".to_string(), "kubernetes.default".to_string(), "kubernetes.default.svc".to_string()];
+    let mut sans = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "kubernetes".to_string(),
+        "kubernetes.default".to_string(),
+        "kubernetes.default.svc".to_string(),
+    ];
     sans.extend(extra_sans.iter().cloned());
     let key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::new(sans)?;

@@ -102,9 +102,8 @@ pub fn parse_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
     let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match media.as_str() {
-        "application/json" | "" => serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
-        }),
+        "application/json" | "" => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))),
         "application/yaml" | "application/x-yaml" | "text/yaml" => parse_yaml(body),
         _ => Err(ApiError::unsupported_media_type(content_type)),
     }
@@ -112,12 +111,17 @@ pub fn parse_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
 
 pub fn parse_yaml(body: &[u8]) -> ApiResult<Value> {
     let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the body is not valid UTF-8"))?;
-    serde_yaml::from_str::<Value>(text).map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
+    serde_yaml::from_str::<Value>(text)
+        .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
 }
 
 /// Check a body against the resource it is sent to and decode it through the typed
 /// schema. Returns the object and warnings (unknown fields under `Warn`).
-pub fn decode_object(res: &ResourceDef, mut obj: Value, validation: FieldValidation) -> ApiResult<(Value, Vec<String>)> {
+pub fn decode_object(
+    res: &ResourceDef,
+    mut obj: Value,
+    validation: FieldValidation,
+) -> ApiResult<(Value, Vec<String>)> {
     if !obj.is_object() {
         return Err(ApiError::bad_request(format!(
             "the object provided is unrecognized (must be of type {}): body is not a JSON object",

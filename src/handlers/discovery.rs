@@ -49,7 +49,8 @@ pub async fn health() -> &'static str {
 pub async fn ready(State(state): State<AppState>) -> Response {
     match state.registry.store.current_revision().await {
         Ok(_) => "ok".into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("[-]etcd failed: {}\nreadyz check failed", e.message)).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("[-]etcd failed: {}\nreadyz check failed", e.message))
+            .into_response(),
     }
 }
 
@@ -82,7 +83,8 @@ fn aggregated_response(version: &str, groups: Vec<Value>) -> Response {
         "items": groups,
     });
     let content_type = format!("application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList");
-    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], serde_json::to_vec(&body).unwrap_or_default()).into_response()
+    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], serde_json::to_vec(&body).unwrap_or_default())
+        .into_response()
 }
 
 fn resources_of(group: &str, version: &str) -> impl Iterator<Item = &'static ResourceDef> {
@@ -210,5 +212,6 @@ pub fn resource_list(group: &str, version: &str) -> Result<Response, ApiError> {
         return Err(ApiError::not_found_path());
     }
     let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Ok(axum::Json(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})).into_response())
+    Ok(axum::Json(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+        .into_response())
 }

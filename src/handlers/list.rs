@@ -7,11 +7,11 @@ use base64::Engine;
 use http::StatusCode;
 use serde_json::{Value, json};
 
+use super::AppState;
 use super::codec::{self, Output};
 use super::query::Query;
 use super::status::{ApiError, ApiResult};
 use super::table::{self, IncludeObject};
-use super::AppState;
 use crate::registry::filter::Filter;
 use crate::registry::rest::Registry;
 use crate::registry::store::Stored;
@@ -41,10 +41,13 @@ fn encode_continue(rv: i64, start: &str) -> String {
 }
 
 fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
-    let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token.trim_end_matches('='))
-        .map_err(|_| bad())?;
+    let bad = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
+    let bytes =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.trim_end_matches('=')).map_err(|_| bad())?;
     let t: ContinueToken = serde_json::from_slice(&bytes).map_err(|_| bad())?;
     if t.v != "meta.k8s.io/v1" || t.rv <= 0 || t.start.contains("..") {
         return Err(bad());
@@ -53,7 +56,13 @@ fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
 }
 
 /// Read the items a list request selects.
-pub async fn read(reg: &Registry, res: &'static ResourceDef, ns: &str, q: &Query, filter: &Filter) -> ApiResult<Listed> {
+pub async fn read(
+    reg: &Registry,
+    res: &'static ResourceDef,
+    ns: &str,
+    q: &Query,
+    filter: &Filter,
+) -> ApiResult<Listed> {
     let limit = q.int("limit")?.unwrap_or(0).max(0);
     let rv = q.get("resourceVersion").filter(|s| !s.is_empty());
     let rv_match = q.get("resourceVersionMatch").filter(|s| !s.is_empty());
@@ -67,9 +76,10 @@ pub async fn read(reg: &Registry, res: &'static ResourceDef, ns: &str, q: &Query
         return Err(ApiError::bad_request("specifying resource version is not allowed when using continue"));
     }
     let requested = match rv {
-        Some(v) => Some(meta::parse_resource_version(v).ok_or_else(|| {
-            ApiError::bad_request(format!("invalid resourceVersion {v:?}: must be an integer"))
-        })?),
+        Some(v) => Some(
+            meta::parse_resource_version(v)
+                .ok_or_else(|| ApiError::bad_request(format!("invalid resourceVersion {v:?}: must be an integer")))?,
+        ),
         None => None,
     };
     let (mut revision, mut start) = (0i64, prefix.clone().into_bytes());
@@ -94,21 +104,24 @@ pub async fn read(reg: &Registry, res: &'static ResourceDef, ns: &str, q: &Query
         }
     }
     // a name-pinning field selector reads one key instead of the collection
-    if let Some(name) = filter.pinned_name().filter(|_| token.is_none()) {
-        if !res.namespaced || !ns.is_empty() {
-            let key = reg.key(res, ns, name);
-            let page = reg.store.list(&key, None, 1, revision).await?;
-            let items = page
-                .items
-                .into_iter()
-                .filter(|s| s.key == key.as_bytes() && filter.matches_raw(&s.value))
-                .collect();
-            return Ok(Listed { items, revision: page.revision, continue_token: None, remaining: None });
-        }
+    if let Some(name) = filter.pinned_name().filter(|_| token.is_none())
+        && (!res.namespaced || !ns.is_empty())
+    {
+        let key = reg.key(res, ns, name);
+        let page = reg.store.list(&key, None, 1, revision).await?;
+        let items =
+            page.items.into_iter().filter(|s| s.key == key.as_bytes() && filter.matches_raw(&s.value)).collect();
+        return Ok(Listed { items, revision: page.revision, continue_token: None, remaining: None });
     }
     let mut items = Vec::new();
     loop {
-        let chunk = if limit == 0 { 0 } else if filter.is_empty() { limit - items.len() as i64 } else { SCAN_CHUNK.max(limit) };
+        let chunk = if limit == 0 {
+            0
+        } else if filter.is_empty() {
+            limit - items.len() as i64
+        } else {
+            SCAN_CHUNK.max(limit)
+        };
         let page = reg.store.list(&prefix, Some(&start), chunk, revision).await?;
         revision = page.revision;
         let more = page.more;
@@ -146,7 +159,9 @@ pub async fn read(reg: &Registry, res: &'static ResourceDef, ns: &str, q: &Query
 
 fn too_large(requested: i64, current: i64) -> ApiError {
     let mut err = ApiError::timeout(format!("Too large resource version: {requested}, current: {current}"));
-    err.details = Some(json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}));
+    err.details = Some(
+        json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
+    );
     err
 }
 
@@ -162,17 +177,20 @@ fn list_meta(listed: &Listed) -> Value {
 }
 
 /// Serve a LIST in the negotiated representation.
-pub async fn serve(state: &AppState, res: &'static ResourceDef, ns: &str, q: &Query, output: Output, filter: &Filter) -> ApiResult<Response> {
+pub async fn serve(
+    state: &AppState,
+    res: &'static ResourceDef,
+    ns: &str,
+    q: &Query,
+    output: Output,
+    filter: &Filter,
+) -> ApiResult<Response> {
     let listed = read(&state.registry, res, ns, q, filter).await?;
     let lm = list_meta(&listed);
     if output == Output::Json && res.storage.is_none() {
         return Ok(codec::json_bytes(StatusCode::OK, raw_list_body(res, &listed, &lm)));
     }
-    let objs = listed
-        .items
-        .iter()
-        .map(|s| Registry::decode_stored(res, s))
-        .collect::<ApiResult<Vec<Value>>>()?;
+    let objs = listed.items.iter().map(|s| Registry::decode_stored(res, s)).collect::<ApiResult<Vec<Value>>>()?;
     let body = match output {
         Output::Table(v) => table::table(res, &objs, lm, v, IncludeObject::from_query(q)?, true),
         Output::PartialMetadata(v) => table::partial_metadata_list(&objs, lm, v),
@@ -185,7 +203,9 @@ pub async fn serve(state: &AppState, res: &'static ResourceDef, ns: &str, q: &Qu
 fn raw_list_body(res: &ResourceDef, listed: &Listed, lm: &Value) -> Vec<u8> {
     let total: usize = listed.items.iter().map(|s| s.value.len() + 32).sum();
     let mut out = Vec::with_capacity(total + 256);
-    out.extend_from_slice(format!("{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":", res.list_kind(), res.api_version()).as_bytes());
+    out.extend_from_slice(
+        format!("{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":", res.list_kind(), res.api_version()).as_bytes(),
+    );
     out.extend_from_slice(&serde_json::to_vec(lm).unwrap_or_default());
     out.extend_from_slice(b",\"items\":[");
     for (i, stored) in listed.items.iter().enumerate() {

@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod discovery;
 pub mod list;
+pub mod openapi;
 pub mod path;
 pub mod query;
 pub mod resource;
@@ -34,6 +35,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz/{check}", get(discovery::ready))
         .route("/api", get(discovery::api_versions))
         .route("/apis", get(discovery::api_groups))
+        .route("/openapi/v2", get(openapi::v2))
+        .route("/openapi/v3", get(openapi::v3_root))
+        .route("/openapi/v3/{*path}", get(openapi::v3_document))
         .fallback(resource::dispatch)
         .with_state(state)
 }

@@ -93,14 +93,19 @@ mod tests {
     #[test]
     fn paths() {
         let r = res("/api/v1/namespaces/default/pods/web/status");
-        assert_eq!((r.namespace.as_deref(), r.resource.as_str(), r.name.as_deref(), r.subresource.as_deref()),
-            (Some("default"), "pods", Some("web"), Some("status")));
+        assert_eq!(
+            (r.namespace.as_deref(), r.resource.as_str(), r.name.as_deref(), r.subresource.as_deref()),
+            (Some("default"), "pods", Some("web"), Some("status"))
+        );
         let r = res("/apis/apps/v1/deployments");
         assert_eq!((r.group.as_str(), r.resource.as_str(), r.namespace), ("apps", "deployments", None));
         let r = res("/api/v1/namespaces/kube-system");
         assert_eq!((r.resource.as_str(), r.name.as_deref()), ("namespaces", Some("kube-system")));
         let r = res("/api/v1/namespaces/x/status");
-        assert_eq!((r.resource.as_str(), r.name.as_deref(), r.subresource.as_deref()), ("namespaces", Some("x"), Some("status")));
+        assert_eq!(
+            (r.resource.as_str(), r.name.as_deref(), r.subresource.as_deref()),
+            ("namespaces", Some("x"), Some("status"))
+        );
         let r = res("/api/v1/watch/namespaces/default/pods");
         assert!(r.watch);
         assert_eq!(parse("/apis/apps/v1"), Some(Target::GroupVersion("apps".into(), "v1".into())));

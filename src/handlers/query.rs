@@ -30,7 +30,9 @@ impl Query {
         match self.get("dryRun") {
             None | Some("") => Ok(false),
             Some("All") => Ok(true),
-            Some(other) => Err(ApiError::bad_request(format!("unsupported dry run mode {other:?}: supported value is \"All\""))),
+            Some(other) => {
+                Err(ApiError::bad_request(format!("unsupported dry run mode {other:?}: supported value is \"All\"")))
+            }
         }
     }
 

@@ -21,7 +21,13 @@ use crate::registry::rest::{DeleteOpts, Part};
 use crate::registry::{ResourceDef, find_resource, meta};
 use crate::watch;
 
-pub async fn dispatch(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+pub async fn dispatch(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = std::time::Instant::now();
     let result = handle(&state, &method, &uri, &headers, body).await;
     let response = result.unwrap_or_else(IntoResponse::into_response);
@@ -91,7 +97,8 @@ fn render(ctx: &Ctx, code: StatusCode, output: Output, obj: &Value) -> ApiResult
     Ok(match output {
         Output::Table(v) => {
             let lm = json!({"resourceVersion": meta::meta_str(obj, "resourceVersion")});
-            let t = table::table(ctx.res, std::slice::from_ref(obj), lm, v, IncludeObject::from_query(&ctx.query)?, true);
+            let t =
+                table::table(ctx.res, std::slice::from_ref(obj), lm, v, IncludeObject::from_query(&ctx.query)?, true);
             codec::respond(code, Output::Json, &t)
         }
         Output::PartialMetadata(v) => codec::respond(code, Output::Json, &table::partial_metadata(obj, v)),
@@ -107,7 +114,8 @@ async fn get(ctx: &Ctx<'_>, output: Output) -> ApiResult<Response> {
 fn filter(ctx: &Ctx) -> ApiResult<Filter> {
     let mut fields = ctx.query.field_selector()?;
     if let Some(name) = ctx.path.name.as_deref() {
-        fields = crate::registry::selectors::FieldSelector::parse(&format!("metadata.name={name}")).map_err(ApiError::bad_request)?;
+        fields = crate::registry::selectors::FieldSelector::parse(&format!("metadata.name={name}"))
+            .map_err(ApiError::bad_request)?;
     }
     Filter::new(ctx.res, ctx.query.label_selector()?, fields)
 }
@@ -171,7 +179,8 @@ async fn create(ctx: &Ctx<'_>, output: Output, body: Bytes) -> ApiResult<Respons
 async fn update(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiResult<Response> {
     let (obj, warnings) = decode(ctx, &body)?;
     check_body_namespace(ctx, &obj)?;
-    let updated = ctx.state.registry.update(ctx.res, ctx.namespace(), ctx.name(), obj, part, ctx.query.dry_run()?).await?;
+    let updated =
+        ctx.state.registry.update(ctx.res, ctx.namespace(), ctx.name(), obj, part, ctx.query.dry_run()?).await?;
     Ok(codec::with_warnings(render(ctx, StatusCode::OK, output, &updated)?, &warnings))
 }
 
@@ -192,9 +201,7 @@ async fn patch(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiRes
             "application/json-patch+json" => {
                 let p: json_patch::Patch = serde_json::from_slice(&body)
                     .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-                json_patch::patch(&mut patched, &p).map_err(|e| {
-                    ApiError::new_invalid_patch(&e.to_string())
-                })?;
+                json_patch::patch(&mut patched, &p).map_err(|e| ApiError::new_invalid_patch(&e.to_string()))?;
             }
             "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
                 let p: Value = serde_json::from_slice(&body)
@@ -226,7 +233,11 @@ async fn patch(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiRes
 }
 
 fn delete_opts(ctx: &Ctx, body: &Bytes) -> ApiResult<DeleteOpts> {
-    let mut opts = DeleteOpts { dry_run: ctx.query.dry_run()?, grace_period: ctx.query.int("gracePeriodSeconds")?, ..Default::default() };
+    let mut opts = DeleteOpts {
+        dry_run: ctx.query.dry_run()?,
+        grace_period: ctx.query.int("gracePeriodSeconds")?,
+        ..Default::default()
+    };
     if !body.is_empty() {
         let v: Value = serde_json::from_slice(body)
             .or_else(|_| codec::parse_yaml(body))

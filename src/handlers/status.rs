@@ -18,7 +18,8 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn required(field: impl Into<String>, detail: &str) -> Self {
-        let message = if detail.is_empty() { "Required value".to_string() } else { format!("Required value: {detail}") };
+        let message =
+            if detail.is_empty() { "Required value".to_string() } else { format!("Required value: {detail}") };
         FieldError { reason: "FieldValueRequired", field: field.into(), message }
     }
     pub fn invalid(field: impl Into<String>, value: &Value, detail: &str) -> Self {
@@ -116,10 +117,8 @@ impl ApiError {
         let qualified_kind = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
         let msg = format!("{qualified_kind} \"{name}\" is invalid: {what}");
         let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", msg).with_details(group, kind, name);
-        let causes: Vec<Value> = causes
-            .iter()
-            .map(|c| json!({ "reason": c.reason, "message": c.message, "field": c.field }))
-            .collect();
+        let causes: Vec<Value> =
+            causes.iter().map(|c| json!({ "reason": c.reason, "message": c.message, "field": c.field })).collect();
         if let Some(d) = err.details.as_mut() {
             d["causes"] = Value::Array(causes);
         }
@@ -143,24 +142,29 @@ impl ApiError {
         ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
             "NotAcceptable",
-            format!("only the following media types are accepted: application/json, application/yaml, application/json;as=Table;v=v1;g=meta.k8s.io (requested {accept})"),
+            format!(
+                "only the following media types are accepted: application/json, application/yaml, application/json;as=Table;v=v1;g=meta.k8s.io (requested {accept})"
+            ),
         )
     }
     pub fn unsupported_media_type(content_type: &str) -> Self {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type:?})"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type:?})"
+            ),
         )
     }
     pub fn too_large() -> Self {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            "Request entity too large: limit is 3145728",
+        )
     }
     pub fn expired(msg: impl Into<String>) -> Self {
         ApiError::new(StatusCode::GONE, "Expired", msg)
-    }
-    pub fn gone(msg: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::GONE, "Gone", msg)
     }
     pub fn not_found_path() -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource")
@@ -221,6 +225,10 @@ pub type ApiResult<T> = Result<T, ApiError>;
 impl ApiError {
     /// A JSON patch that cannot be applied (a failed `test`, a missing path).
     pub fn new_invalid_patch(why: &str) -> Self {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", format!("the server rejected our request due to an error in our request: {why}"))
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            format!("the server rejected our request due to an error in our request: {why}"),
+        )
     }
 }

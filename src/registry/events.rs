@@ -45,7 +45,8 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let ev = json!({"apiVersion":"events.k8s.io/v1","kind":"Event","note":"hi","regarding":{"name":"p"},"reason":"X"});
+        let ev =
+            json!({"apiVersion":"events.k8s.io/v1","kind":"Event","note":"hi","regarding":{"name":"p"},"reason":"X"});
         let core = to_core(&ev);
         assert_eq!(core["message"], "hi");
         assert_eq!(core["involvedObject"]["name"], "p");

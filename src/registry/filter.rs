@@ -17,10 +17,7 @@ impl Filter {
         for req in &fields.reqs {
             let generic = matches!(req.field.as_str(), "metadata.name" | "metadata.namespace");
             if !generic && !res.strategy.field_labels().contains(&req.field.as_str()) {
-                return Err(ApiError::bad_request(format!(
-                    "field label not supported: {}",
-                    req.field
-                )));
+                return Err(ApiError::bad_request(format!("field label not supported: {}", req.field)));
             }
         }
         Ok(Filter { res, labels, fields })

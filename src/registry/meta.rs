@@ -89,7 +89,9 @@ pub fn bump_generation_if_spec_changed(new: &mut Value, old: &Value) {
 /// Everything but metadata and status: what a generation counts.
 fn spec_of(obj: &Value) -> Vec<(&String, &Value)> {
     obj.as_object()
-        .map(|m| m.iter().filter(|(k, _)| !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind")).collect())
+        .map(|m| {
+            m.iter().filter(|(k, _)| !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind")).collect()
+        })
         .unwrap_or_default()
 }
 

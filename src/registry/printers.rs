@@ -43,7 +43,12 @@ const fn col(name: &'static str, ty: &'static str, priority: u8, description: &'
 }
 
 const NAME: Column = col("Name", "string", 0, "Name must be unique within a namespace.");
-const AGE: Column = col("Age", "string", 0, "CreationTimestamp is a timestamp representing the server time when this object was created.");
+const AGE: Column = col(
+    "Age",
+    "string",
+    0,
+    "CreationTimestamp is a timestamp representing the server time when this object was created.",
+);
 
 /// Upstream's human duration: 45s, 5m3s, 17m, 3h5m, 20h, 3d4h, 12d, 2y30d, 9y.
 pub fn human_duration(secs: i64) -> String {

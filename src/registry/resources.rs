@@ -38,9 +38,6 @@ impl ResourceDef {
     pub fn api_version(&self) -> String {
         if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
     }
-    pub fn group_version(&self) -> (&'static str, &'static str) {
-        (self.group, self.version)
-    }
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)
     }

@@ -69,10 +69,7 @@ impl Registry {
     }
 
     async fn get_stored(&self, res: &ResourceDef, ns: &str, name: &str) -> ApiResult<Stored> {
-        self.store
-            .get(&self.key(res, ns, name))
-            .await?
-            .ok_or_else(|| ApiError::not_found(res.group, res.plural, name))
+        self.store.get(&self.key(res, ns, name)).await?.ok_or_else(|| ApiError::not_found(res.group, res.plural, name))
     }
 
     /// Namespaced writes need a namespace that exists and is not terminating.
@@ -80,7 +77,8 @@ impl Registry {
         if !res.namespaced {
             return Ok(());
         }
-        let ns_res = find_resource("", "v1", "namespaces").ok_or_else(|| ApiError::internal("no namespaces resource"))?;
+        let ns_res =
+            find_resource("", "v1", "namespaces").ok_or_else(|| ApiError::internal("no namespaces resource"))?;
         let stored = self
             .store
             .get(&self.key(ns_res, "", ns))
@@ -105,10 +103,10 @@ impl Registry {
         let generated = generate_name(&mut obj);
         meta::init_on_create(&mut obj, res.strategy.tracks_generation());
         res.strategy.default(&mut obj);
-        if res.has_status {
-            if let Some(status) = res.strategy.initial_status(&obj) {
-                obj["status"] = status;
-            }
+        if res.has_status
+            && let Some(status) = res.strategy.initial_status(&obj)
+        {
+            obj["status"] = status;
         }
         self.validate(res, &obj, None)?;
         let name = meta::name(&obj).to_string();
@@ -131,7 +129,7 @@ impl Registry {
                     regenerate_name(&mut obj);
                 }
                 WriteOutcome::Mismatch(_) => return Err(ApiError::already_exists(res.group, res.plural, &name)),
-                WriteOutcome::ClaimTaken(_) => taken = self.taken_allocations(&allocs).await?,
+                WriteOutcome::ClaimTaken => taken = self.taken_allocations(&allocs).await?,
             }
         }
         Err(ApiError::conflict(res.group, res.plural, &name, "too many concurrent allocations, try again"))
@@ -156,16 +154,20 @@ impl Registry {
             Some(old) => res.strategy.validate_update(obj, old),
             None => res.strategy.validate(obj),
         });
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::invalid(res.group, res.kind, meta::name(obj), errs))
-        }
+        if errs.is_empty() { Ok(()) } else { Err(ApiError::invalid(res.group, res.kind, meta::name(obj), errs)) }
     }
 
     /// Replace an object (PUT), or its status. A body without resourceVersion is an
     /// unconditional update, retried on races; with one, a stale version is a Conflict.
-    pub async fn update(&self, res: &ResourceDef, ns: &str, name: &str, body: Value, part: Part, dry_run: bool) -> ApiResult<Value> {
+    pub async fn update(
+        &self,
+        res: &ResourceDef,
+        ns: &str,
+        name: &str,
+        body: Value,
+        part: Part,
+        dry_run: bool,
+    ) -> ApiResult<Value> {
         let body_name = meta::name(&body);
         if !body_name.is_empty() && body_name != name {
             return Err(ApiError::bad_request(format!(
@@ -212,7 +214,7 @@ impl Registry {
                     return Err(ApiError::modified(res.group, res.plural, name));
                 }
                 WriteOutcome::Mismatch(Some(_)) => continue,
-                WriteOutcome::ClaimTaken(_) => taken = self.taken_allocations(&allocs).await?,
+                WriteOutcome::ClaimTaken => taken = self.taken_allocations(&allocs).await?,
             }
         }
         Err(ApiError::modified(res.group, res.plural, name))
@@ -296,17 +298,25 @@ fn check_preconditions(res: &ResourceDef, name: &str, obj: &Value, opts: &Delete
     if let Some(uid) = opts.uid.as_deref() {
         let actual = meta::meta_str(obj, "uid");
         if uid != actual {
-            return Err(ApiError::conflict(res.group, res.plural, name, &format!(
-                "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
-            )));
+            return Err(ApiError::conflict(
+                res.group,
+                res.plural,
+                name,
+                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"),
+            ));
         }
     }
     if let Some(rv) = opts.resource_version.as_deref() {
         let actual = meta::meta_str(obj, "resourceVersion");
         if rv != actual {
-            return Err(ApiError::conflict(res.group, res.plural, name, &format!(
-                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"
-            )));
+            return Err(ApiError::conflict(
+                res.group,
+                res.plural,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"
+                ),
+            ));
         }
     }
     Ok(())
@@ -315,10 +325,8 @@ fn check_preconditions(res: &ResourceDef, name: &str, obj: &Value, opts: &Delete
 /// When a delete only marks the object: finalizers pending, or a pod that a kubelet
 /// still has to stop. Returns the marked object, or None to delete now.
 fn deletion_mark(res: &ResourceDef, obj: &Value, opts: &DeleteOpts) -> Option<Value> {
-    let has_finalizers = meta::metadata(obj)
-        .and_then(|m| m.get("finalizers"))
-        .and_then(Value::as_array)
-        .is_some_and(|f| !f.is_empty());
+    let has_finalizers =
+        meta::metadata(obj).and_then(|m| m.get("finalizers")).and_then(Value::as_array).is_some_and(|f| !f.is_empty());
     let is_pod = res.group.is_empty() && res.plural == "pods";
     let pod_running_on_node = is_pod
         && obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty())

@@ -38,7 +38,7 @@ pub enum WriteOutcome {
     /// The guarded key did not match: its current state (None: absent).
     Mismatch(Option<Stored>),
     /// A claim key (e.g. an allocated IP) is already taken.
-    ClaimTaken(String),
+    ClaimTaken,
 }
 
 /// A key written with the object in the same transaction, which must not exist yet.
@@ -170,11 +170,11 @@ impl Store {
     async fn taken_claim(&self, claims: &[Claim]) -> ApiResult<WriteOutcome> {
         for claim in claims {
             if self.key_exists(&claim.key).await? {
-                return Ok(WriteOutcome::ClaimTaken(claim.key.clone()));
+                return Ok(WriteOutcome::ClaimTaken);
             }
         }
         // Raced with a release: report a conflict so the caller retries.
-        Ok(WriteOutcome::ClaimTaken(String::new()))
+        Ok(WriteOutcome::ClaimTaken)
     }
 }
 
@@ -199,7 +199,9 @@ fn first_get(responses: &[TxnOpResponse]) -> Option<Stored> {
 /// that into 410 Expired.
 fn compaction_error(err: etcd_client::Error) -> ApiError {
     if is_compacted(&err) {
-        ApiError::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
+        ApiError::expired(
+            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+        )
     } else {
         err.into()
     }

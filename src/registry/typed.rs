@@ -70,7 +70,8 @@ mod tests {
 
     #[test]
     fn rejects_wrong_types() {
-        let raw = json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"a"},"spec":{"replicas":"three"}});
+        let raw =
+            json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"a"},"spec":{"replicas":"three"}});
         let err = decoder::<k8s_openapi::api::apps::v1::Deployment>(&raw).unwrap_err();
         assert!(err.contains("invalid type"), "{err}");
     }

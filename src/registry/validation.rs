@@ -88,10 +88,10 @@ pub fn qualified_name_problem(key: &str) -> Option<String> {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
     };
-    if let Some(p) = prefix {
-        if p.is_empty() || !is_dns1123_subdomain(p) {
-            return Some(format!("prefix part {SUBDOMAIN_MSG}"));
-        }
+    if let Some(p) = prefix
+        && (p.is_empty() || !is_dns1123_subdomain(p))
+    {
+        return Some(format!("prefix part {SUBDOMAIN_MSG}"));
     }
     let b = name.as_bytes();
     let valid = !b.is_empty()

@@ -138,10 +138,10 @@ async fn run_watch(reg: &Registry, req: &WatchRequest, tx: &Sink) {
             return;
         }
         for event in resp.events() {
-            if let Some(line) = translate(&mut enc, req, event) {
-                if tx.send(Ok(line)).await.is_err() {
-                    return;
-                }
+            if let Some(line) = translate(&mut enc, req, event)
+                && tx.send(Ok(line)).await.is_err()
+            {
+                return;
             }
         }
     }
@@ -149,13 +149,13 @@ async fn run_watch(reg: &Registry, req: &WatchRequest, tx: &Sink) {
 
 /// The key (or key range) a watch covers: one object when the selector pins a name.
 fn watch_range(reg: &Registry, req: &WatchRequest) -> (String, Vec<u8>) {
-    if let Some(name) = req.filter.pinned_name() {
-        if !req.res.namespaced || !req.namespace.is_empty() {
-            let key = reg.key(req.res, &req.namespace, name);
-            let mut end = key.clone().into_bytes();
-            end.push(0);
-            return (key, end);
-        }
+    if let Some(name) = req.filter.pinned_name()
+        && (!req.res.namespaced || !req.namespace.is_empty())
+    {
+        let key = reg.key(req.res, &req.namespace, name);
+        let mut end = key.clone().into_bytes();
+        end.push(0);
+        return (key, end);
     }
     let prefix = reg.keys.collection(req.res, &req.namespace);
     let end = prefix_end(&prefix);
@@ -163,7 +163,14 @@ fn watch_range(reg: &Registry, req: &WatchRequest) -> (String, Vec<u8>) {
 }
 
 /// Send the current objects as ADDED; returns the revision they were read at.
-async fn initial_state(reg: &Registry, req: &WatchRequest, key: &str, end: &[u8], enc: &mut Encoder<'_>, tx: &Sink) -> Option<i64> {
+async fn initial_state(
+    reg: &Registry,
+    req: &WatchRequest,
+    key: &str,
+    end: &[u8],
+    enc: &mut Encoder<'_>,
+    tx: &Sink,
+) -> Option<i64> {
     let page = match reg.store.list(key, None, 0, 0).await {
         Ok(p) => p,
         Err(e) => {
@@ -184,7 +191,11 @@ async fn initial_state(reg: &Registry, req: &WatchRequest, key: &str, end: &[u8]
 /// selection is DELETED, one entering it ADDED.
 fn translate(enc: &mut Encoder<'_>, req: &WatchRequest, event: &etcd_client::Event) -> Option<Vec<u8>> {
     let kv = event.kv()?;
-    let prev = event.prev_kv().map(|p| Stored { key: p.key().to_vec(), value: p.value().to_vec(), mod_revision: p.mod_revision() });
+    let prev = event.prev_kv().map(|p| Stored {
+        key: p.key().to_vec(),
+        value: p.value().to_vec(),
+        mod_revision: p.mod_revision(),
+    });
     let prev_match = prev.as_ref().is_some_and(|p| req.filter.matches_raw(&p.value));
     match event.event_type() {
         EventType::Delete => {

@@ -16,10 +16,10 @@ fn default_template(obj: &mut Value) {
 fn validate_workload(obj: &Value, errs: &mut Vec<FieldError>) {
     validate_selector_matches_template(obj, errs);
     validate_pod_spec(obj.pointer("/spec/template/spec"), "spec.template.spec", errs);
-    if let Some(r) = obj.pointer("/spec/replicas").and_then(Value::as_i64) {
-        if r < 0 {
-            errs.push(FieldError::invalid("spec.replicas", &json!(r), "must be greater than or equal to 0"));
-        }
+    if let Some(r) = obj.pointer("/spec/replicas").and_then(Value::as_i64)
+        && r < 0
+    {
+        errs.push(FieldError::invalid("spec.replicas", &json!(r), "must be greater than or equal to 0"));
     }
 }
 
@@ -79,15 +79,16 @@ pub static DEPLOYMENT: Workload = Workload {
             errs.push(FieldError::unsupported("spec.strategy.type", ty, &["Recreate", "RollingUpdate"]));
         }
         if ty == "Recreate" && obj.pointer("/spec/strategy/rollingUpdate").is_some_and(|v| !v.is_null()) {
-            errs.push(FieldError::forbidden("spec.strategy.rollingUpdate", "may not be specified when strategy `type` is 'Recreate'"));
+            errs.push(FieldError::forbidden(
+                "spec.strategy.rollingUpdate",
+                "may not be specified when strategy `type` is 'Recreate'",
+            ));
         }
     },
 };
 
-pub static REPLICA_SET: Workload = Workload {
-    defaults: |spec| default_field(spec, "replicas", json!(1)),
-    extra_validation: no_extra,
-};
+pub static REPLICA_SET: Workload =
+    Workload { defaults: |spec| default_field(spec, "replicas", json!(1)), extra_validation: no_extra };
 
 pub static STATEFUL_SET: Workload = Workload {
     defaults: |spec| {
@@ -98,7 +99,11 @@ pub static STATEFUL_SET: Workload = Workload {
             default_field(child(&mut spec["updateStrategy"], "rollingUpdate"), "partition", json!(0));
         }
         default_field(spec, "revisionHistoryLimit", json!(10));
-        default_field(spec, "persistentVolumeClaimRetentionPolicy", json!({"whenDeleted": "Retain", "whenScaled": "Retain"}));
+        default_field(
+            spec,
+            "persistentVolumeClaimRetentionPolicy",
+            json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+        );
         for t in spec.get_mut("volumeClaimTemplates").and_then(Value::as_array_mut).into_iter().flatten() {
             default_field(child(t, "spec"), "volumeMode", json!("Filesystem"));
             default_field(t, "status", json!({"phase": "Pending"}));
@@ -127,7 +132,8 @@ pub struct JobStrategy;
 pub static JOB: JobStrategy = JobStrategy;
 
 pub fn default_job_spec(spec: &mut Value) {
-    let both_unset = spec.get("completions").is_none_or(Value::is_null) && spec.get("parallelism").is_none_or(Value::is_null);
+    let both_unset =
+        spec.get("completions").is_none_or(Value::is_null) && spec.get("parallelism").is_none_or(Value::is_null);
     if both_unset {
         spec["completions"] = json!(1);
         spec["parallelism"] = json!(1);
@@ -147,7 +153,11 @@ fn validate_job_template(spec: Option<&Value>, path: &str, errs: &mut Vec<FieldE
     validate_pod_spec(pod, &format!("{path}.template.spec"), errs);
     let restart = pod.and_then(|p| p.get("restartPolicy")).and_then(Value::as_str).unwrap_or("Always");
     if !["OnFailure", "Never"].contains(&restart) {
-        errs.push(FieldError::unsupported(format!("{path}.template.spec.restartPolicy"), restart, &["OnFailure", "Never"]));
+        errs.push(FieldError::unsupported(
+            format!("{path}.template.spec.restartPolicy"),
+            restart,
+            &["OnFailure", "Never"],
+        ));
     }
 }
 
@@ -179,7 +189,11 @@ impl Strategy for JobStrategy {
         validate_job_template(obj.get("spec"), "spec", &mut errs);
         for field in ["parallelism", "completions", "backoffLimit"] {
             if let Some(v) = obj["spec"].get(field).and_then(Value::as_i64).filter(|v| *v < 0) {
-                errs.push(FieldError::invalid(format!("spec.{field}"), &json!(v), "must be greater than or equal to 0"));
+                errs.push(FieldError::invalid(
+                    format!("spec.{field}"),
+                    &json!(v),
+                    "must be greater than or equal to 0",
+                ));
             }
         }
         errs
@@ -187,7 +201,9 @@ impl Strategy for JobStrategy {
     fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
         let mut errs = self.validate(new);
         selector_immutable(new, old, &mut errs);
-        if new.pointer("/spec/template") != old.pointer("/spec/template") && old.pointer("/spec/suspend") != Some(&json!(true)) {
+        if new.pointer("/spec/template") != old.pointer("/spec/template")
+            && old.pointer("/spec/suspend") != Some(&json!(true))
+        {
             errs.push(FieldError::immutable("spec.template", new.pointer("/spec/template").unwrap_or(&Value::Null)));
         }
         errs
@@ -196,7 +212,8 @@ impl Strategy for JobStrategy {
         &["status.successful"]
     }
     fn field_label(&self, obj: &Value, label: &str) -> Option<String> {
-        (label == "status.successful").then(|| obj.pointer("/status/succeeded").and_then(Value::as_i64).unwrap_or(0).to_string())
+        (label == "status.successful")
+            .then(|| obj.pointer("/status/succeeded").and_then(Value::as_i64).unwrap_or(0).to_string())
     }
 }
 
@@ -286,7 +303,11 @@ impl Strategy for IngressStrategy {
         let mut errs = Vec::new();
         let rules = obj.pointer("/spec/rules").and_then(Value::as_array).cloned().unwrap_or_default();
         if rules.is_empty() && obj.pointer("/spec/defaultBackend").is_none() {
-            errs.push(FieldError::invalid("spec", &json!(obj.get("spec")), "either `defaultBackend` or `rules` must be specified"));
+            errs.push(FieldError::invalid(
+                "spec",
+                &json!(obj.get("spec")),
+                "either `defaultBackend` or `rules` must be specified",
+            ));
         }
         for (i, rule) in rules.iter().enumerate() {
             for (j, path) in rule.pointer("/http/paths").and_then(Value::as_array).into_iter().flatten().enumerate() {
@@ -294,7 +315,11 @@ impl Strategy for IngressStrategy {
                 match path.get("pathType").and_then(Value::as_str) {
                     None => errs.push(FieldError::required(format!("{at}.pathType"), "pathType must be specified")),
                     Some(t) if !["Exact", "Prefix", "ImplementationSpecific"].contains(&t) => {
-                        errs.push(FieldError::unsupported(format!("{at}.pathType"), t, &["Exact", "ImplementationSpecific", "Prefix"]))
+                        errs.push(FieldError::unsupported(
+                            format!("{at}.pathType"),
+                            t,
+                            &["Exact", "ImplementationSpecific", "Prefix"],
+                        ))
                     }
                     _ => {}
                 }

@@ -13,10 +13,10 @@ use crate::registry::validation::{NameRule, is_dns1123_label};
 
 /// Set `obj[key]` when it is absent or null.
 pub fn default_field(obj: &mut Value, key: &str, value: Value) {
-    if let Some(map) = obj.as_object_mut() {
-        if map.get(key).is_none_or(Value::is_null) {
-            map.insert(key.to_string(), value);
-        }
+    if let Some(map) = obj.as_object_mut()
+        && map.get(key).is_none_or(Value::is_null)
+    {
+        map.insert(key.to_string(), value);
     }
 }
 
@@ -124,7 +124,11 @@ pub fn validate_pod_spec(spec: Option<&Value>, path: &str, errs: &mut Vec<FieldE
             for (j, p) in array(c, "ports").enumerate() {
                 let port = p.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
                 if !(1..=65535).contains(&port) {
-                    errs.push(FieldError::invalid(format!("{at}.ports[{j}].containerPort"), &json!(port), "must be between 1 and 65535, inclusive"));
+                    errs.push(FieldError::invalid(
+                        format!("{at}.ports[{j}].containerPort"),
+                        &json!(port),
+                        "must be between 1 and 65535, inclusive",
+                    ));
                 }
             }
         }
@@ -135,7 +139,11 @@ pub fn validate_pod_spec(spec: Option<&Value>, path: &str, errs: &mut Vec<FieldE
     }
     let dns = spec.get("dnsPolicy").and_then(Value::as_str).unwrap_or("ClusterFirst");
     if !["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"].contains(&dns) {
-        errs.push(FieldError::unsupported(format!("{path}.dnsPolicy"), dns, &["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"]));
+        errs.push(FieldError::unsupported(
+            format!("{path}.dnsPolicy"),
+            dns,
+            &["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"],
+        ));
     }
 }
 
@@ -203,8 +211,12 @@ impl Strategy for PodStrategy {
     }
     fn field_label(&self, obj: &Value, label: &str) -> Option<String> {
         match label {
-            "spec.hostNetwork" => Some(obj.pointer("/spec/hostNetwork").and_then(Value::as_bool).unwrap_or(false).to_string()),
-            "status.podIPs" => Some(obj.pointer("/status/podIPs/0/ip").and_then(Value::as_str).unwrap_or_default().into()),
+            "spec.hostNetwork" => {
+                Some(obj.pointer("/spec/hostNetwork").and_then(Value::as_bool).unwrap_or(false).to_string())
+            }
+            "status.podIPs" => {
+                Some(obj.pointer("/status/podIPs/0/ip").and_then(Value::as_str).unwrap_or_default().into())
+            }
             l if POD_FIELD_LABELS.contains(&l) => Some(meta::str_at(obj, l).unwrap_or_default().to_string()),
             _ => None,
         }
@@ -272,7 +284,10 @@ impl Strategy for NodeStrategy {
         let old_cidr = old.pointer("/spec/podCIDR").and_then(Value::as_str).unwrap_or_default();
         let new_cidr = new.pointer("/spec/podCIDR").and_then(Value::as_str).unwrap_or_default();
         if !old_cidr.is_empty() && old_cidr != new_cidr {
-            errs.push(FieldError::forbidden("spec.podCIDRs", "node updates may not change podCIDR except from \"\" to valid"));
+            errs.push(FieldError::forbidden(
+                "spec.podCIDRs",
+                "node updates may not change podCIDR except from \"\" to valid",
+            ));
         }
         errs
     }
@@ -543,7 +558,13 @@ impl Strategy for ServiceStrategy {
             _ => None,
         }
     }
-    fn allocate(&self, obj: &mut Value, old: Option<&Value>, alloc: &Allocator, taken: &HashSet<String>) -> ApiResult<Allocations> {
+    fn allocate(
+        &self,
+        obj: &mut Value,
+        old: Option<&Value>,
+        alloc: &Allocator,
+        taken: &HashSet<String>,
+    ) -> ApiResult<Allocations> {
         allocate_service(obj, old, alloc, taken)
     }
     fn releases(&self, obj: &Value, alloc: &Allocator) -> Vec<String> {
@@ -576,7 +597,11 @@ fn validate_service(obj: &Value) -> Vec<FieldError> {
         let at = format!("spec.ports[{i}]");
         let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
         if !(1..=65535).contains(&port) {
-            errs.push(FieldError::invalid(format!("{at}.port"), &json!(port), "must be between 1 and 65535, inclusive"));
+            errs.push(FieldError::invalid(
+                format!("{at}.port"),
+                &json!(port),
+                "must be between 1 and 65535, inclusive",
+            ));
         }
         let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
         if ports.len() > 1 && name.is_empty() {
@@ -584,20 +609,32 @@ fn validate_service(obj: &Value) -> Vec<FieldError> {
         }
         let protocol = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
         if !seen.insert((port, protocol.to_string())) {
-            errs.push(FieldError::duplicate(format!("{at}"), &json!({"port": port, "protocol": protocol})));
+            errs.push(FieldError::duplicate(at.to_string(), &json!({"port": port, "protocol": protocol})));
         }
         if let Some(np) = p.get("nodePort").and_then(Value::as_i64).filter(|n| *n != 0) {
             if !wants_node_ports(obj) {
-                errs.push(FieldError::forbidden(format!("{at}.nodePort"), &format!("may not be used when `type` is '{ty}'")));
+                errs.push(FieldError::forbidden(
+                    format!("{at}.nodePort"),
+                    &format!("may not be used when `type` is '{ty}'"),
+                ));
             } else if !NODE_PORT_RANGE.contains(&(np as u16)) || np > 65535 {
-                errs.push(FieldError::invalid(format!("{at}.nodePort"), &json!(np), "provided port is not in the valid range. The range of valid ports is 30000-32767"));
+                errs.push(FieldError::invalid(
+                    format!("{at}.nodePort"),
+                    &json!(np),
+                    "provided port is not in the valid range. The range of valid ports is 30000-32767",
+                ));
             }
         }
     }
     errs
 }
 
-fn allocate_service(obj: &mut Value, old: Option<&Value>, alloc: &Allocator, taken: &HashSet<String>) -> ApiResult<Allocations> {
+fn allocate_service(
+    obj: &mut Value,
+    old: Option<&Value>,
+    alloc: &Allocator,
+    taken: &HashSet<String>,
+) -> ApiResult<Allocations> {
     let mut out = Allocations::default();
     let (ns, name) = (meta::namespace(obj).to_string(), meta::name(obj).to_string());
     let invalid = |field: &str, value: Value, why: String| {
@@ -615,22 +652,40 @@ fn allocate_service(obj: &mut Value, old: Option<&Value>, alloc: &Allocator, tak
             (Some(ip), Some(old)) if ip == old => ip,
             (None, Some(old)) => old,
             (Some(ip), _) => {
-                let parsed: Ipv4Addr = ip
-                    .parse()
-                    .map_err(|_| invalid("spec.clusterIPs", json!([ip]), format!("failed to allocate IP {ip}: must be a valid IP address")))?;
+                let parsed: Ipv4Addr = ip.parse().map_err(|_| {
+                    invalid(
+                        "spec.clusterIPs",
+                        json!([ip]),
+                        format!("failed to allocate IP {ip}: must be a valid IP address"),
+                    )
+                })?;
                 if !alloc.contains(parsed) {
-                    return Err(invalid("spec.clusterIPs", json!([ip]), format!("failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {}", alloc.service_range)));
+                    return Err(invalid(
+                        "spec.clusterIPs",
+                        json!([ip]),
+                        format!(
+                            "failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {}",
+                            alloc.service_range
+                        ),
+                    ));
                 }
                 if taken.contains(&alloc.ip_key(parsed)) {
-                    return Err(invalid("spec.clusterIPs", json!([ip]), format!("failed to allocate IP {ip}: provided IP is already allocated")));
+                    return Err(invalid(
+                        "spec.clusterIPs",
+                        json!([ip]),
+                        format!("failed to allocate IP {ip}: provided IP is already allocated"),
+                    ));
                 }
                 out.claims.push(alloc.ip_claim(parsed, &ns, &name));
                 ip
             }
             (None, None) => {
-                let picked = alloc
-                    .pick_ip(taken)
-                    .ok_or_else(|| ApiError::internal(format!("failed to allocate a serviceIP: range is full: {}", alloc.service_range)))?;
+                let picked = alloc.pick_ip(taken).ok_or_else(|| {
+                    ApiError::internal(format!(
+                        "failed to allocate a serviceIP: range is full: {}",
+                        alloc.service_range
+                    ))
+                })?;
                 out.claims.push(alloc.ip_claim(picked, &ns, &name));
                 picked.to_string()
             }
@@ -664,13 +719,23 @@ fn allocate_node_ports(
             continue;
         }
         let requested = port.get("nodePort").and_then(Value::as_u64).filter(|p| *p != 0).map(|p| p as u16);
-        let same_entry = old_entries.iter().find(|o| o.get("port") == port.get("port") && o.get("protocol") == port.get("protocol"));
+        let same_entry =
+            old_entries.iter().find(|o| o.get("port") == port.get("port") && o.get("protocol") == port.get("protocol"));
         let reuse = same_entry.and_then(|o| o.get("nodePort")).and_then(Value::as_u64).map(|p| p as u16);
         let chosen = match requested.or(reuse) {
             Some(p) if old_ports.contains(&p) => p,
             Some(p) => {
                 if taken.contains(&alloc.port_key(p)) || used.contains(&p) {
-                    return Err(ApiError::invalid("", "Service", name, vec![FieldError::invalid(format!("spec.ports[{i}].nodePort"), &json!(p), "provided port is already allocated")]));
+                    return Err(ApiError::invalid(
+                        "",
+                        "Service",
+                        name,
+                        vec![FieldError::invalid(
+                            format!("spec.ports[{i}].nodePort"),
+                            &json!(p),
+                            "provided port is already allocated",
+                        )],
+                    ));
                 }
                 out.claims.push(alloc.port_claim(p, ns, name));
                 p
