@@ -1,0 +1,228 @@
+//! `cargo bench --bench apiserver`: ferrokube against raw etcd on the same etcd, in one run.
+//!
+//! Starts a private etcd and the release server, then measures
+//! - raw etcd create-if-absent transactions of 1 KiB values (the transaction a create needs),
+//! - creates/s of 1 KiB ConfigMaps and of small Pods through the API, 1 and 16 clients,
+//! - p50/p90 latency of a LIST of 10,000 pods (JSON, and as a Table),
+//! - the server's resident memory with 10,000 pods stored.
+//!
+//! Figures are printed as a table with the ratio to raw etcd; nothing is asserted, since
+//! machines are noisy. `BENCH_CREATES` and `BENCH_PODS` scale the run.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use serde_json::json;
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` passes --bench; nothing else to parse.
+    let creates = env_usize("BENCH_CREATES", 2000);
+    let pods = env_usize("BENCH_PODS", 10_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client_port, peer_port, api_port) = (free_port(), free_port(), free_port());
+    let etcd_url = format!("http://127.0.0.1:{client_port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    let _etcd = Proc(
+        Command::new("etcd")
+            .arg(format!("--data-dir={}", dir.path().join("etcd").display()))
+            .arg(format!("--listen-client-urls={etcd_url}"))
+            .arg(format!("--advertise-client-urls={etcd_url}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=default={peer}"))
+            .arg("--quota-backend-bytes=8589934592")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd (apt-get install etcd-server)"),
+    );
+    let server = Proc(
+        Command::new(env!("CARGO_BIN_EXE_ferrokube"))
+            .args(["apiserver", &format!("--etcd-servers={etcd_url}"), &format!("--secure-port={api_port}")])
+            .arg(format!("--cert-dir={}", dir.path().join("certs").display()))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start server"),
+    );
+    let base = format!("https://127.0.0.1:{api_port}");
+    wait_ready(&base).await;
+
+    println!("ferrokube benchmark (same etcd, same run; {creates} creates per row)\n");
+    println!("{:<44} {:>12} {:>10}", "measurement", "value", "vs etcd");
+    let mut etcd = etcd_client::Client::connect([etcd_url.as_str()], None).await.expect("etcd");
+    let value = vec![b'x'; 1024];
+    for clients in [1usize, 16] {
+        let raw = raw_etcd_rate(&mut etcd, &value, creates, clients).await;
+        row(&format!("raw etcd create txn, 1 KiB, {clients} client(s)"), raw, "/s", None);
+        let cm = api_create_rate(&base, creates, clients, "configmaps", configmap).await;
+        row(&format!("ConfigMap 1 KiB creates, {clients} client(s)"), cm, "/s", Some(cm / raw));
+        let pod = api_create_rate(&base, creates, clients, "pods", small_pod).await;
+        row(&format!("Pod creates, {clients} client(s)"), pod, "/s", Some(pod / raw));
+    }
+
+    fill_pods(&base, pods).await;
+    let client = http_client();
+    let url = format!("{base}/api/v1/namespaces/bench-list/pods");
+    let (p50, p90, bytes) = list_latency(&client, &url, None).await;
+    row(&format!("LIST {pods} pods p50 (JSON, {} MB)", bytes / 1_000_000), p50, " ms", None);
+    row(&format!("LIST {pods} pods p90 (JSON)"), p90, " ms", None);
+    let (t50, _, _) = list_latency(&client, &url, Some("application/json;as=Table;v=v1;g=meta.k8s.io")).await;
+    row(&format!("LIST {pods} pods p50 (Table)"), t50, " ms", None);
+    let rss = rss_mb(server.0.id());
+    row(&format!("server RSS with {pods} pods"), rss, " MB", None);
+}
+
+fn row(label: &str, value: f64, unit: &str, ratio: Option<f64>) {
+    let ratio = ratio.map(|r| format!("{:.0} %", r * 100.0)).unwrap_or_default();
+    println!("{label:<44} {:>9.1}{unit:<3} {ratio:>10}", value);
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder().danger_accept_invalid_certs(true).build().expect("client")
+}
+
+async fn wait_ready(base: &str) {
+    let client = http_client();
+    for _ in 0..300 {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server not ready");
+}
+
+async fn raw_etcd_rate(etcd: &mut etcd_client::Client, value: &[u8], n: usize, clients: usize) -> f64 {
+    let run = format!("{}", fastrand::u64(..));
+    let kv = etcd.kv_client();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (mut kv, value, run) = (kv.clone(), value.to_vec(), run.clone());
+            tokio::spawn(async move {
+                for i in (c..n).step_by(clients) {
+                    let key = format!("/bench/raw/{run}/{i}");
+                    let txn = Txn::new()
+                        .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+                        .and_then([TxnOp::put(key.as_str(), value.clone(), None)])
+                        .or_else([TxnOp::get(key.as_str(), None)]);
+                    kv.txn(txn).await.expect("txn");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn configmap(name: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+           "data": {"payload": "x".repeat(1024 - 120)}})
+}
+
+fn small_pod(name: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "bench"}},
+           "spec": {"containers": [{"name": "c", "image": "busybox:1.36", "command": ["sleep", "3600"]}]}})
+}
+
+async fn ensure_namespace(client: &reqwest::Client, base: &str, ns: &str) {
+    let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+    let _ = client.post(format!("{base}/api/v1/namespaces")).json(&body).send().await;
+}
+
+async fn api_create_rate(base: &str, n: usize, clients: usize, resource: &str, make: fn(&str) -> serde_json::Value) -> f64 {
+    let ns = format!("bench-{resource}-{clients}");
+    ensure_namespace(&http_client(), base, &ns).await;
+    let url = Arc::new(format!("{base}/api/v1/namespaces/{ns}/{resource}"));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                // one connection per client, as separate controllers would have
+                let client = http_client();
+                for i in (c..n).step_by(clients) {
+                    let r = client.post(url.as_str()).json(&make(&format!("obj-{i}"))).send().await.expect("post");
+                    assert!(r.status().is_success(), "create failed: {}", r.status());
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn fill_pods(base: &str, n: usize) {
+    let client = http_client();
+    ensure_namespace(&client, base, "bench-list").await;
+    let url = Arc::new(format!("{base}/api/v1/namespaces/bench-list/pods"));
+    let tasks: Vec<_> = (0..16)
+        .map(|c| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let client = http_client();
+                for i in (c..n).step_by(16) {
+                    let _ = client.post(url.as_str()).json(&small_pod(&format!("pod-{i:05}"))).send().await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+}
+
+async fn list_latency(client: &reqwest::Client, url: &str, accept: Option<&str>) -> (f64, f64, usize) {
+    let mut times = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..15 {
+        let started = Instant::now();
+        let mut req = client.get(url);
+        if let Some(a) = accept {
+            req = req.header("Accept", a);
+        }
+        let body = req.send().await.expect("list").bytes().await.expect("body");
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        bytes = body.len();
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    (times[times.len() / 2], times[times.len() * 9 / 10], bytes)
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
