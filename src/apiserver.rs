@@ -52,7 +52,7 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     let store = connect_etcd(&args.etcd_servers).await?;
     let keys = KeySpace::new(&args.etcd_prefix);
     let alloc = Allocator::new(args.service_cluster_ip_range, keys.clone());
-    let registry = Registry { store, keys, alloc };
+    let registry = Registry::new(store, keys, alloc);
     namespaces::bootstrap(&registry, args.secure_port)
         .await
         .map_err(|e| anyhow::anyhow!("creating the built-in objects: {}", e.message))?;

@@ -190,11 +190,12 @@ pub async fn serve(
     if output == Output::Json && res.storage.is_none() {
         return Ok(codec::json_bytes(StatusCode::OK, raw_list_body(res, &listed, &lm)));
     }
-    let objs = listed.items.iter().map(|s| Registry::decode_stored(res, s)).collect::<ApiResult<Vec<Value>>>()?;
+    // decode lazily: undecodable items (hand-written into etcd) are skipped, not fatal
+    let objs = listed.items.iter().filter_map(|s| Registry::decode_stored(res, s).ok());
     let body = match output {
-        Output::Table(v) => table::table(res, &objs, lm, v, IncludeObject::from_query(q)?, true),
-        Output::PartialMetadata(v) => table::partial_metadata_list(&objs, lm, v),
-        _ => json!({ "kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": lm, "items": objs }),
+        Output::Table(v) => table::table(res, objs, lm, v, IncludeObject::from_query(q)?, true),
+        Output::PartialMetadata(v) => table::partial_metadata_list(objs, lm, v),
+        _ => json!({ "kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": lm, "items": objs.collect::<Vec<_>>() }),
     };
     Ok(codec::respond(StatusCode::OK, output, &body))
 }

@@ -98,7 +98,7 @@ fn render(ctx: &Ctx, code: StatusCode, output: Output, obj: &Value) -> ApiResult
         Output::Table(v) => {
             let lm = json!({"resourceVersion": meta::meta_str(obj, "resourceVersion")});
             let t =
-                table::table(ctx.res, std::slice::from_ref(obj), lm, v, IncludeObject::from_query(&ctx.query)?, true);
+                table::table(ctx.res, [obj.clone()], lm, v, IncludeObject::from_query(&ctx.query)?, true);
             codec::respond(code, Output::Json, &t)
         }
         Output::PartialMetadata(v) => codec::respond(code, Output::Json, &table::partial_metadata(obj, v)),

@@ -34,12 +34,12 @@ pub fn partial_metadata(obj: &Value, version: &str) -> Value {
     })
 }
 
-pub fn partial_metadata_list(objs: &[Value], list_meta: Value, version: &str) -> Value {
+pub fn partial_metadata_list(objs: impl IntoIterator<Item = Value>, list_meta: Value, version: &str) -> Value {
     json!({
         "kind": "PartialObjectMetadataList",
         "apiVersion": format!("meta.k8s.io/{version}"),
         "metadata": list_meta,
-        "items": objs.iter().map(|o| partial_metadata(o, version)).collect::<Vec<_>>(),
+        "items": objs.into_iter().map(|o| partial_metadata(&o, version)).collect::<Vec<_>>(),
     })
 }
 
@@ -53,10 +53,11 @@ fn row(res: &ResourceDef, obj: &Value, include: IncludeObject, version: &str) ->
     row
 }
 
-/// A Table of `objs`. `with_columns` is false for watch events after the first.
+/// A Table of `objs`, consumed one at a time so a large list never holds every decoded
+/// object at once. `with_columns` is false for watch events after the first.
 pub fn table(
     res: &ResourceDef,
-    objs: &[Value],
+    objs: impl IntoIterator<Item = Value>,
     list_meta: Value,
     version: &str,
     include: IncludeObject,
@@ -68,6 +69,6 @@ pub fn table(
         "apiVersion": format!("meta.k8s.io/{version}"),
         "metadata": list_meta,
         "columnDefinitions": columns,
-        "rows": objs.iter().map(|o| row(res, o, include, version)).collect::<Vec<_>>(),
+        "rows": objs.into_iter().map(|o| row(res, &o, include, version)).collect::<Vec<_>>(),
     })
 }

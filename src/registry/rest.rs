@@ -1,17 +1,18 @@
 //! The generic operations every resource shares (create, get, update, delete, list),
 //! applying the kind's strategy and writing through the store's transactions.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
 use super::allocator::Allocator;
 use super::keys::KeySpace;
 use super::meta;
-use super::store::{Claim, Store, Stored, WriteOutcome};
+use super::store::{Claim, CreateOutcome, Guard, Store, Stored, WriteOutcome};
 use super::strategy::Allocations;
 use super::validation::validate_object_meta;
-use super::{ResourceDef, events, find_resource};
+use super::{ResourceDef, events};
 use crate::handlers::status::{ApiError, ApiResult};
 
 /// How often a write retries after losing a race it can recover from.
@@ -22,6 +23,16 @@ pub struct Registry {
     pub store: Store,
     pub keys: KeySpace,
     pub alloc: Allocator,
+    /// Namespace name → (mod_revision, terminating), so a create needs no extra read;
+    /// a stale entry fails the create's compare and is refreshed. Bounded by the
+    /// number of namespaces.
+    pub namespaces: Arc<Mutex<HashMap<String, (i64, bool)>>>,
+}
+
+impl Registry {
+    pub fn new(store: Store, keys: KeySpace, alloc: Allocator) -> Registry {
+        Registry { store, keys, alloc, namespaces: Arc::default() }
+    }
 }
 
 /// Which part of an object an update writes.
@@ -72,20 +83,23 @@ impl Registry {
         self.store.get(&self.key(res, ns, name)).await?.ok_or_else(|| ApiError::not_found(res.group, res.plural, name))
     }
 
-    /// Namespaced writes need a namespace that exists and is not terminating.
-    async fn check_namespace(&self, res: &ResourceDef, ns: &str, name: &str) -> ApiResult<()> {
+    /// The guard a create into `ns` needs: the namespace's key at the mod_revision we
+    /// know (cached; read on a miss). Creating into a missing namespace is NotFound, into
+    /// a terminating one Forbidden. The transaction's compare catches any change since.
+    async fn namespace_guard(&self, res: &ResourceDef, ns: &str, name: &str) -> ApiResult<Option<Guard>> {
         if !res.namespaced {
-            return Ok(());
+            return Ok(None);
         }
-        let ns_res =
-            find_resource("", "v1", "namespaces").ok_or_else(|| ApiError::internal("no namespaces resource"))?;
-        let stored = self
-            .store
-            .get(&self.key(ns_res, "", ns))
-            .await?
-            .ok_or_else(|| ApiError::not_found("", "namespaces", ns))?;
-        let obj: Value = serde_json::from_slice(&stored.value).unwrap_or(Value::Null);
-        if obj.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") {
+        let key = self.namespace_key(ns);
+        let cached = self.namespaces.lock().ok().and_then(|c| c.get(ns).copied());
+        let (mod_revision, terminating) = match cached {
+            Some(state) => state,
+            None => {
+                let stored = self.store.get(&key).await?;
+                self.remember_namespace(ns, stored.as_ref()).ok_or_else(|| ApiError::not_found("", "namespaces", ns))?
+            }
+        };
+        if terminating {
             return Err(ApiError::forbidden(
                 res.group,
                 res.plural,
@@ -93,7 +107,27 @@ impl Registry {
                 &format!("unable to create new content in namespace {ns} because it is being terminated"),
             ));
         }
-        Ok(())
+        Ok(Some(Guard { key, mod_revision }))
+    }
+
+    fn namespace_key(&self, ns: &str) -> String {
+        format!("{}/namespaces/{ns}", self.keys.prefix)
+    }
+
+    /// Record a namespace's state (None: gone) and return it.
+    fn remember_namespace(&self, ns: &str, stored: Option<&Stored>) -> Option<(i64, bool)> {
+        let state = stored.map(|s| {
+            let obj: Value = serde_json::from_slice(&s.value).unwrap_or(Value::Null);
+            let terminating = obj.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating");
+            (s.mod_revision, terminating)
+        });
+        if let Ok(mut cache) = self.namespaces.lock() {
+            match state {
+                Some(st) => cache.insert(ns.to_string(), st),
+                None => cache.remove(ns),
+            };
+        }
+        state
     }
 
     pub async fn create(&self, res: &ResourceDef, ns: &str, mut obj: Value, dry_run: bool) -> ApiResult<Value> {
@@ -109,29 +143,32 @@ impl Registry {
             obj["status"] = status;
         }
         self.validate(res, &obj, None)?;
-        let name = meta::name(&obj).to_string();
-        self.check_namespace(res, ns, &name).await?;
-        let key = self.key(res, ns, &name);
         let mut taken = HashSet::new();
         for _ in 0..MAX_RETRIES {
+            let name = meta::name(&obj).to_string();
+            let guard = self.namespace_guard(res, ns, &name).await?;
+            let key = self.key(res, ns, &name);
             let mut candidate = obj.clone();
             let allocs = res.strategy.allocate(&mut candidate, None, &self.alloc, &taken)?;
             if dry_run {
                 return Ok(candidate);
             }
-            match self.store.create(&key, Self::encode(res, &candidate), &allocs.claims).await? {
-                WriteOutcome::Written(rev) => {
+            let bytes = Self::encode(res, &candidate);
+            match self.store.create(&key, bytes, &allocs.claims, guard.as_ref()).await? {
+                CreateOutcome::Created(rev) => {
                     meta::set_resource_version(&mut candidate, rev);
                     tracing::debug!(resource = res.plural, namespace = ns, name, rev, "created");
                     return Ok(candidate);
                 }
-                WriteOutcome::Mismatch(_) if generated => {
-                    regenerate_name(&mut obj);
+                CreateOutcome::Exists if generated => regenerate_name(&mut obj),
+                CreateOutcome::Exists => return Err(ApiError::already_exists(res.group, res.plural, &name)),
+                CreateOutcome::ClaimTaken => taken = self.taken_allocations(&allocs).await?,
+                CreateOutcome::GuardChanged(current) => {
+                    self.remember_namespace(ns, current.as_ref());
                 }
-                WriteOutcome::Mismatch(_) => return Err(ApiError::already_exists(res.group, res.plural, &name)),
-                WriteOutcome::ClaimTaken => taken = self.taken_allocations(&allocs).await?,
             }
         }
+        let name = meta::name(&obj).to_string();
         Err(ApiError::conflict(res.group, res.plural, &name, "too many concurrent allocations, try again"))
     }
 

@@ -41,6 +41,21 @@ pub enum WriteOutcome {
     ClaimTaken,
 }
 
+/// A create's outcome.
+pub enum CreateOutcome {
+    Created(i64),
+    Exists,
+    ClaimTaken,
+    /// The guard key changed (or vanished): its current state.
+    GuardChanged(Option<Stored>),
+}
+
+/// A key whose mod_revision a write requires unchanged (a namespace a create goes into).
+pub struct Guard {
+    pub key: String,
+    pub mod_revision: i64,
+}
+
 /// A key written with the object in the same transaction, which must not exist yet.
 pub struct Claim {
     pub key: String,
@@ -91,24 +106,37 @@ impl Store {
         Ok(Page { items, revision, more, remaining })
     }
 
-    /// Write `value` at `key` if the key is absent and every claim is free.
-    pub async fn create(&self, key: &str, value: Vec<u8>, claims: &[Claim]) -> ApiResult<WriteOutcome> {
+    /// Write `value` at `key` if the key is absent, every claim is free and the guard
+    /// key (the object's namespace) still has the given mod_revision.
+    pub async fn create(&self, key: &str, value: Vec<u8>, claims: &[Claim], guard: Option<&Guard>) -> ApiResult<CreateOutcome> {
         let mut compares = vec![Compare::create_revision(key, CompareOp::Equal, 0)];
         let mut ops = vec![TxnOp::put(key, value, None)];
         for claim in claims {
             compares.push(Compare::create_revision(claim.key.as_str(), CompareOp::Equal, 0));
             ops.push(TxnOp::put(claim.key.as_str(), claim.value.clone(), None));
         }
-        let txn = Txn::new().when(compares).and_then(ops).or_else(vec![TxnOp::get(key, None)]);
+        let mut on_failure = vec![TxnOp::get(key, None)];
+        if let Some(g) = guard {
+            compares.push(Compare::mod_revision(g.key.as_str(), CompareOp::Equal, g.mod_revision));
+            on_failure.push(TxnOp::get(g.key.as_str(), None));
+        }
+        let txn = Txn::new().when(compares).and_then(ops).or_else(on_failure);
         let resp = self.kv.clone().txn(txn).await?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         if resp.succeeded() {
-            return Ok(WriteOutcome::Written(revision));
+            return Ok(CreateOutcome::Created(revision));
         }
-        match first_get(&resp.op_responses()) {
-            Some(current) => Ok(WriteOutcome::Mismatch(Some(current))),
-            None => self.taken_claim(claims).await,
+        let gets = get_results(&resp.op_responses());
+        if gets.first().is_some_and(Option::is_some) {
+            return Ok(CreateOutcome::Exists);
         }
+        if let Some(g) = guard {
+            let current = gets.get(1).cloned().flatten();
+            if current.as_ref().map(|c| c.mod_revision) != Some(g.mod_revision) {
+                return Ok(CreateOutcome::GuardChanged(current));
+            }
+        }
+        Ok(CreateOutcome::ClaimTaken)
     }
 
     /// Replace `key` if its mod_revision is still `expected`; claims are taken and
@@ -134,7 +162,7 @@ impl Store {
             return Ok(WriteOutcome::Written(resp.header().map(|h| h.revision()).unwrap_or(0)));
         }
         match first_get(&resp.op_responses()) {
-            Some(current) if current.mod_revision == expected => self.taken_claim(claims).await,
+            Some(current) if current.mod_revision == expected => Ok(WriteOutcome::ClaimTaken),
             current => Ok(WriteOutcome::Mismatch(current)),
         }
     }
@@ -154,27 +182,11 @@ impl Store {
         Ok(WriteOutcome::Mismatch(first_get(&resp.op_responses())))
     }
 
-    /// Put a key unconditionally (allocation bookkeeping, bootstrap data).
-    pub async fn key_exists(&self, key: &str) -> ApiResult<bool> {
-        let resp = self.kv.clone().get(key, Some(GetOptions::new().with_count_only())).await?;
-        Ok(resp.count() > 0)
-    }
-
     /// Keys (no values) under a prefix.
     pub async fn keys_under(&self, prefix: &str) -> ApiResult<Vec<String>> {
         let options = GetOptions::new().with_range(prefix_end(prefix)).with_keys_only();
         let mut resp = self.kv.clone().get(prefix, Some(options)).await?;
         Ok(resp.take_kvs().into_iter().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()).collect())
-    }
-
-    async fn taken_claim(&self, claims: &[Claim]) -> ApiResult<WriteOutcome> {
-        for claim in claims {
-            if self.key_exists(&claim.key).await? {
-                return Ok(WriteOutcome::ClaimTaken);
-            }
-        }
-        // Raced with a release: report a conflict so the caller retries.
-        Ok(WriteOutcome::ClaimTaken)
     }
 }
 
@@ -182,6 +194,21 @@ fn to_stored(kv: etcd_client::KeyValue) -> Stored {
     let mod_revision = kv.mod_revision();
     let (key, value) = kv.into_key_value();
     Stored { key, value, mod_revision }
+}
+
+/// Results of the Get operations of a failed transaction, in order.
+fn get_results(responses: &[TxnOpResponse]) -> Vec<Option<Stored>> {
+    responses
+        .iter()
+        .filter_map(|r| match r {
+            TxnOpResponse::Get(get) => Some(get.kvs().first().map(|kv| Stored {
+                key: kv.key().to_vec(),
+                value: kv.value().to_vec(),
+                mod_revision: kv.mod_revision(),
+            })),
+            _ => None,
+        })
+        .collect()
 }
 
 fn first_get(responses: &[TxnOpResponse]) -> Option<Stored> {

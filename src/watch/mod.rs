@@ -76,7 +76,7 @@ impl Encoder<'_> {
                     Output::Table(v) => {
                         let with_columns = std::mem::replace(&mut self.first, false);
                         let lm = json!({"resourceVersion": rv.to_string()});
-                        table::table(self.req.res, &[obj], lm, v, self.req.include, with_columns)
+                        table::table(self.req.res, [obj], lm, v, self.req.include, with_columns)
                     }
                     Output::PartialMetadata(v) => table::partial_metadata(&obj, v),
                     _ => obj,
