@@ -73,25 +73,35 @@ async fn main() {
     println!("{:<44} {:>12} {:>10}", "measurement", "value", "vs etcd");
     let mut etcd = etcd_client::Client::connect([etcd_url.as_str()], None).await.expect("etcd");
     let value = vec![b'x'; 1024];
+    let pid = server.0.id();
     for clients in [1usize, 16] {
         let raw = raw_etcd_rate(&mut etcd, &value, creates, clients).await;
         row(&format!("raw etcd create txn, 1 KiB, {clients} client(s)"), raw, "/s", None);
+        let cpu = cpu_seconds(pid);
         let cm = api_create_rate(&base, creates, clients, "configmaps", configmap).await;
+        let cm_cpu = (cpu_seconds(pid) - cpu) / creates as f64 * 1e6;
         row(&format!("ConfigMap 1 KiB creates, {clients} client(s)"), cm, "/s", Some(cm / raw));
+        let cpu = cpu_seconds(pid);
         let pod = api_create_rate(&base, creates, clients, "pods", small_pod).await;
+        let pod_cpu = (cpu_seconds(pid) - cpu) / creates as f64 * 1e6;
         row(&format!("Pod creates, {clients} client(s)"), pod, "/s", Some(pod / raw));
+        row("  server CPU per ConfigMap create", cm_cpu, " us", None);
+        row("  server CPU per Pod create", pod_cpu, " us", None);
     }
 
     fill_pods(&base, pods).await;
+    row(&format!("server RSS with {pods} pods stored"), rss_mb(server.0.id()), " MB", None);
     let client = http_client();
+    let raw = raw_range_ms(&mut etcd, "/registry/pods/bench-list/").await;
+    row(&format!("raw etcd range of the {pods} pod keys p50"), raw, " ms", None);
     let url = format!("{base}/api/v1/namespaces/bench-list/pods");
     let (p50, p90, bytes) = list_latency(&client, &url, None).await;
     row(&format!("LIST {pods} pods p50 (JSON, {} MB)", bytes / 1_000_000), p50, " ms", None);
     row(&format!("LIST {pods} pods p90 (JSON)"), p90, " ms", None);
     let (t50, _, _) = list_latency(&client, &url, Some("application/json;as=Table;v=v1;g=meta.k8s.io")).await;
     row(&format!("LIST {pods} pods p50 (Table)"), t50, " ms", None);
-    let rss = rss_mb(server.0.id());
-    row(&format!("server RSS with {pods} pods"), rss, " MB", None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    row(&format!("server RSS after the lists, 2 s later"), rss_mb(server.0.id()), " MB", None);
 }
 
 fn row(label: &str, value: f64, unit: &str, ratio: Option<f64>) {
@@ -215,6 +225,30 @@ async fn list_latency(client: &reqwest::Client, url: &str, accept: Option<&str>)
     }
     times.sort_by(|a, b| a.total_cmp(b));
     (times[times.len() / 2], times[times.len() * 9 / 10], bytes)
+}
+
+/// User plus system CPU time of a process, from /proc (clock ticks of 10 ms).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // fields after the ")" that closes the command name; utime and stime are 14 and 15
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// p50 of reading a key range straight from etcd: the floor for an uncached LIST.
+async fn raw_range_ms(etcd: &mut etcd_client::Client, prefix: &str) -> f64 {
+    let mut kv = etcd.kv_client().max_decoding_message_size(512 << 20);
+    let mut times = Vec::new();
+    for _ in 0..15 {
+        let started = Instant::now();
+        let opts = etcd_client::GetOptions::new().with_prefix();
+        kv.get(prefix, Some(opts)).await.expect("range");
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    times[times.len() / 2]
 }
 
 fn rss_mb(pid: u32) -> f64 {

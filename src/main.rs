@@ -12,6 +12,12 @@ mod watch;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc gives freed memory back to the system soon after a large list or watch
+/// burst, where glibc's per-thread arenas keep it: resident memory stays near the
+/// working set.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "ferrokube", version, about = "A Kubernetes-compatible control plane over etcd")]
 struct Cli {

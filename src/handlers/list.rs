@@ -192,8 +192,11 @@ pub async fn serve(
     }
     // decode lazily: undecodable items (hand-written into etcd) are skipped, not fatal
     let objs = listed.items.iter().filter_map(|s| Registry::decode_stored(res, s).ok());
+    if let Output::Table(v) = output {
+        let body = table::table_bytes(res, objs, &lm, v, IncludeObject::from_query(q)?);
+        return Ok(codec::json_bytes(StatusCode::OK, body));
+    }
     let body = match output {
-        Output::Table(v) => table::table(res, objs, lm, v, IncludeObject::from_query(q)?, true),
         Output::PartialMetadata(v) => table::partial_metadata_list(objs, lm, v),
         _ => json!({ "kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": lm, "items": objs.collect::<Vec<_>>() }),
     };

@@ -72,3 +72,48 @@ pub fn table(
         "rows": objs.into_iter().map(|o| row(res, &o, include, version)).collect::<Vec<_>>(),
     })
 }
+
+/// The same Table as `table`, written straight to bytes row by row: a list of many
+/// objects never holds more than one decoded object and its row at a time.
+pub fn table_bytes(
+    res: &ResourceDef,
+    objs: impl IntoIterator<Item = Value>,
+    list_meta: &Value,
+    version: &str,
+    include: IncludeObject,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 * 1024);
+    let head = json!({"kind": "Table", "apiVersion": format!("meta.k8s.io/{version}"), "metadata": list_meta,
+        "columnDefinitions": res.printer.column_definitions()});
+    let head = serde_json::to_vec(&head).unwrap_or_default();
+    // reopen the head object to append the rows array
+    out.extend_from_slice(&head[..head.len().saturating_sub(1)]);
+    out.extend_from_slice(b",\"rows\":[");
+    for (i, obj) in objs.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut out, &row(res, &obj, include, version));
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::find_resource;
+
+    #[test]
+    fn streamed_table_equals_built_table() {
+        let res = find_resource("", "v1", "configmaps").unwrap();
+        let objs = vec![
+            json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"},"data":{"k":"v"}}),
+            json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"b"}}),
+        ];
+        let lm = json!({"resourceVersion": "5"});
+        let built = table(res, objs.clone(), lm.clone(), "v1", IncludeObject::Metadata, true);
+        let streamed: Value = serde_json::from_slice(&table_bytes(res, objs, &lm, "v1", IncludeObject::Metadata)).unwrap();
+        assert_eq!(built, streamed);
+    }
+}

@@ -240,6 +240,17 @@ impl Registry {
             if strip_rv(&new) == strip_rv(&old) || dry_run {
                 return Ok(if dry_run { new } else { old });
             }
+            if deletion_finished(&new) {
+                // the last finalizer of an object being deleted is gone: delete it now
+                let releases = res.strategy.releases(&old, &self.alloc);
+                match self.store.delete(&key, current.mod_revision, &releases).await? {
+                    WriteOutcome::Written(rev) => {
+                        meta::set_resource_version(&mut new, rev);
+                        return Ok(new);
+                    }
+                    _ => continue,
+                }
+            }
             let bytes = Self::encode(res, &new);
             match self.store.update(&key, bytes, current.mod_revision, &allocs.claims, &allocs.releases).await? {
                 WriteOutcome::Written(rev) => {
@@ -293,6 +304,14 @@ impl Registry {
         }
         Err(ApiError::modified(res.group, res.plural, name))
     }
+}
+
+/// Marked for deletion and no finalizer left.
+fn deletion_finished(obj: &Value) -> bool {
+    let m = meta::metadata(obj);
+    m.is_some_and(|m| m.contains_key("deletionTimestamp"))
+        && m.and_then(|m| m.get("finalizers")).and_then(Value::as_array).is_none_or(Vec::is_empty)
+        && obj.get("kind").and_then(Value::as_str) != Some("Pod")
 }
 
 fn strip_rv(obj: &Value) -> Value {
