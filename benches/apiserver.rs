@@ -101,7 +101,7 @@ async fn main() {
     let (t50, _, _) = list_latency(&client, &url, Some("application/json;as=Table;v=v1;g=meta.k8s.io")).await;
     row(&format!("LIST {pods} pods p50 (Table)"), t50, " ms", None);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    row(&format!("server RSS after the lists, 2 s later"), rss_mb(server.0.id()), " MB", None);
+    row("server RSS after the lists, 2 s later", rss_mb(server.0.id()), " MB", None);
 }
 
 fn row(label: &str, value: f64, unit: &str, ratio: Option<f64>) {
@@ -116,10 +116,10 @@ fn http_client() -> reqwest::Client {
 async fn wait_ready(base: &str) {
     let client = http_client();
     for _ in 0..300 {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-            if r.status().is_success() {
-                return;
-            }
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -166,7 +166,13 @@ async fn ensure_namespace(client: &reqwest::Client, base: &str, ns: &str) {
     let _ = client.post(format!("{base}/api/v1/namespaces")).json(&body).send().await;
 }
 
-async fn api_create_rate(base: &str, n: usize, clients: usize, resource: &str, make: fn(&str) -> serde_json::Value) -> f64 {
+async fn api_create_rate(
+    base: &str,
+    n: usize,
+    clients: usize,
+    resource: &str,
+    make: fn(&str) -> serde_json::Value,
+) -> f64 {
     let ns = format!("bench-{resource}-{clients}");
     ensure_namespace(&http_client(), base, &ns).await;
     let url = Arc::new(format!("{base}/api/v1/namespaces/{ns}/{resource}"));

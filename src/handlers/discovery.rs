@@ -123,8 +123,16 @@ fn aggregated_resource(r: &ResourceDef) -> Value {
     if !r.categories.is_empty() {
         v["categories"] = json!(r.categories);
     }
+    let mut subresources = Vec::new();
     if r.has_status {
-        v["subresources"] = json!([{"subresource": "status", "responseKind": kind, "verbs": r.status_verbs()}]);
+        subresources.push(json!({"subresource": "status", "responseKind": kind, "verbs": r.status_verbs()}));
+    }
+    if r.has_scale {
+        let scale_kind = json!({"group": "autoscaling", "version": "v1", "kind": "Scale"});
+        subresources.push(json!({"subresource": "scale", "responseKind": scale_kind, "verbs": r.status_verbs()}));
+    }
+    if !subresources.is_empty() {
+        v["subresources"] = json!(subresources);
     }
     v
 }
@@ -204,6 +212,17 @@ pub fn resource_list(group: &str, version: &str) -> Result<Response, ApiError> {
                 "singularName": "",
                 "namespaced": r.namespaced,
                 "kind": r.kind,
+                "verbs": r.status_verbs(),
+            }));
+        }
+        if r.has_scale {
+            resources.push(json!({
+                "name": format!("{}/scale", r.plural),
+                "singularName": "",
+                "namespaced": r.namespaced,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
                 "verbs": r.status_verbs(),
             }));
         }

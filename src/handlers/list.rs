@@ -198,7 +198,9 @@ pub async fn serve(
     }
     let body = match output {
         Output::PartialMetadata(v) => table::partial_metadata_list(objs, lm, v),
-        _ => json!({ "kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": lm, "items": objs.collect::<Vec<_>>() }),
+        _ => {
+            json!({ "kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": lm, "items": objs.collect::<Vec<_>>() })
+        }
     };
     Ok(codec::respond(StatusCode::OK, output, &body))
 }

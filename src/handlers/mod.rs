@@ -8,6 +8,7 @@ pub mod openapi;
 pub mod path;
 pub mod query;
 pub mod resource;
+pub mod scale;
 pub mod status;
 pub mod table;
 

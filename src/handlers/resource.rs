@@ -65,6 +65,13 @@ async fn handle(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMa
     if !res.namespaced && p.namespace.is_some() {
         return Err(ApiError::not_found_path());
     }
+    if p.subresource.as_deref() == Some("scale") && res.has_scale && p.name.is_some() {
+        let query = Query::parse(uri.query())?;
+        let (ns, name) = (p.namespace.as_deref().unwrap_or(""), p.name.as_deref().unwrap_or(""));
+        let body = read_body(body).await?;
+        let target = super::scale::Target { res, namespace: ns, name };
+        return super::scale::handle(&state.registry, target, method, headers, body, query.dry_run()?).await;
+    }
     let part = match p.subresource.as_deref() {
         None => Part::Main,
         Some("status") if res.has_status => Part::Status,
@@ -97,8 +104,7 @@ fn render(ctx: &Ctx, code: StatusCode, output: Output, obj: &Value) -> ApiResult
     Ok(match output {
         Output::Table(v) => {
             let lm = json!({"resourceVersion": meta::meta_str(obj, "resourceVersion")});
-            let t =
-                table::table(ctx.res, [obj.clone()], lm, v, IncludeObject::from_query(&ctx.query)?, true);
+            let t = table::table(ctx.res, [obj.clone()], lm, v, IncludeObject::from_query(&ctx.query)?, true);
             codec::respond(code, Output::Json, &t)
         }
         Output::PartialMetadata(v) => codec::respond(code, Output::Json, &table::partial_metadata(obj, v)),

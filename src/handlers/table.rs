@@ -113,7 +113,8 @@ mod tests {
         ];
         let lm = json!({"resourceVersion": "5"});
         let built = table(res, objs.clone(), lm.clone(), "v1", IncludeObject::Metadata, true);
-        let streamed: Value = serde_json::from_slice(&table_bytes(res, objs, &lm, "v1", IncludeObject::Metadata)).unwrap();
+        let streamed: Value =
+            serde_json::from_slice(&table_bytes(res, objs, &lm, "v1", IncludeObject::Metadata)).unwrap();
         assert_eq!(built, streamed);
     }
 }

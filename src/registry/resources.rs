@@ -24,6 +24,8 @@ pub struct ResourceDef {
     pub verbs: &'static [&'static str],
     /// Has a `/status` subresource: status is written only there.
     pub has_status: bool,
+    /// Has a `/scale` subresource (autoscaling/v1 Scale over spec.replicas).
+    pub has_scale: bool,
     /// Key segment under the etcd prefix, as upstream lays it out (`minions`, `services/specs` ...).
     pub etcd_resource: &'static str,
     /// The stored form: another group/version whose objects share the key space (events.k8s.io
@@ -52,7 +54,7 @@ impl ResourceDef {
 macro_rules! resource {
     ($group:expr, $version:expr, $plural:expr, $singular:expr, $kind:expr, namespaced: $ns:expr,
      short: $short:expr, categories: $cat:expr, status: $status:expr, etcd: $etcd:expr,
-     strategy: $strategy:expr, printer: $printer:expr, decode: $decode:expr $(, verbs: $verbs:expr)? $(, storage: $storage:expr)?) => {
+     strategy: $strategy:expr, printer: $printer:expr, decode: $decode:expr $(, verbs: $verbs:expr)? $(, storage: $storage:expr)? $(, scale: $scale:expr)?) => {
         ResourceDef {
             group: $group,
             version: $version,
@@ -64,6 +66,7 @@ macro_rules! resource {
             categories: $cat,
             verbs: { let _v: &'static [&'static str] = ALL_VERBS; $( let _v = $verbs; )? _v },
             has_status: $status,
+            has_scale: { let _s = false; $( let _s = $scale; )? _s },
             etcd_resource: $etcd,
             storage: { let _s: Option<(&'static str, &'static str)> = None; $( let _s = Some($storage); )? _s },
             strategy: $strategy,
@@ -121,7 +124,7 @@ static RESOURCES: LazyLock<Vec<ResourceDef>> = LazyLock::new(|| {
         resource!("", "v1", "replicationcontrollers", "replicationcontroller", "ReplicationController",
             namespaced: true, short: &["rc"], categories: all, status: true, etcd: "controllers",
             strategy: &strategies::REPLICATION_CONTROLLER, printer: &printers::REPLICATION_CONTROLLER,
-            decode: typed::decoder::<core::ReplicationController>),
+            decode: typed::decoder::<core::ReplicationController>, scale: true),
         resource!("", "v1", "limitranges", "limitrange", "LimitRange", namespaced: true, short: &["limits"],
             categories: none, status: false, etcd: "limitranges", strategy: &strategies::PLAIN,
             printer: &printers::LIMIT_RANGE, decode: typed::decoder::<core::LimitRange>),
@@ -131,13 +134,13 @@ static RESOURCES: LazyLock<Vec<ResourceDef>> = LazyLock::new(|| {
         // apps/v1
         resource!("apps", "v1", "deployments", "deployment", "Deployment", namespaced: true, short: &["deploy"],
             categories: all, status: true, etcd: "deployments", strategy: &strategies::DEPLOYMENT,
-            printer: &printers::DEPLOYMENT, decode: typed::decoder::<apps::Deployment>),
+            printer: &printers::DEPLOYMENT, decode: typed::decoder::<apps::Deployment>, scale: true),
         resource!("apps", "v1", "replicasets", "replicaset", "ReplicaSet", namespaced: true, short: &["rs"],
             categories: all, status: true, etcd: "replicasets", strategy: &strategies::REPLICA_SET,
-            printer: &printers::REPLICA_SET, decode: typed::decoder::<apps::ReplicaSet>),
+            printer: &printers::REPLICA_SET, decode: typed::decoder::<apps::ReplicaSet>, scale: true),
         resource!("apps", "v1", "statefulsets", "statefulset", "StatefulSet", namespaced: true, short: &["sts"],
             categories: all, status: true, etcd: "statefulsets", strategy: &strategies::STATEFUL_SET,
-            printer: &printers::STATEFUL_SET, decode: typed::decoder::<apps::StatefulSet>),
+            printer: &printers::STATEFUL_SET, decode: typed::decoder::<apps::StatefulSet>, scale: true),
         resource!("apps", "v1", "daemonsets", "daemonset", "DaemonSet", namespaced: true, short: &["ds"],
             categories: all, status: true, etcd: "daemonsets", strategy: &strategies::DAEMON_SET,
             printer: &printers::DAEMON_SET, decode: typed::decoder::<apps::DaemonSet>),

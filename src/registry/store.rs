@@ -108,7 +108,13 @@ impl Store {
 
     /// Write `value` at `key` if the key is absent, every claim is free and the guard
     /// key (the object's namespace) still has the given mod_revision.
-    pub async fn create(&self, key: &str, value: Vec<u8>, claims: &[Claim], guard: Option<&Guard>) -> ApiResult<CreateOutcome> {
+    pub async fn create(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        claims: &[Claim],
+        guard: Option<&Guard>,
+    ) -> ApiResult<CreateOutcome> {
         let mut compares = vec![Compare::create_revision(key, CompareOp::Equal, 0)];
         let mut ops = vec![TxnOp::put(key, value, None)];
         for claim in claims {
