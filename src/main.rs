@@ -6,6 +6,7 @@ mod auth;
 mod cli;
 mod handlers;
 mod kubeconfig;
+mod protobuf;
 mod registry;
 mod up;
 mod watch;
