@@ -105,6 +105,9 @@ pub fn parse_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
         "application/json" | "" => serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))),
         "application/yaml" | "application/x-yaml" | "text/yaml" => parse_yaml(body),
+        // kubectl 1.32+ sends built-in kinds as Kubernetes protobuf
+        crate::protobuf::CONTENT_TYPE => crate::protobuf::decode_body(body)
+            .map_err(|e| ApiError::bad_request(format!("unable to decode protobuf body: {e}"))),
         _ => Err(ApiError::unsupported_media_type(content_type)),
     }
 }

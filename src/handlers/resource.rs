@@ -245,8 +245,7 @@ fn delete_opts(ctx: &Ctx, body: &Bytes) -> ApiResult<DeleteOpts> {
         ..Default::default()
     };
     if !body.is_empty() {
-        let v: Value = serde_json::from_slice(body)
-            .or_else(|_| codec::parse_yaml(body))
+        let v: Value = codec::parse_body(ctx.headers, body)
             .map_err(|_| ApiError::bad_request("the body of the request is not a valid DeleteOptions"))?;
         if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
             opts.grace_period = Some(g);

@@ -19,12 +19,10 @@ mod wire;
 mod tests;
 
 /// The content type of Kubernetes protobuf bodies.
-#[allow(dead_code)]
 pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
 
 /// Decodes a Kubernetes protobuf body (`k8s\0` + runtime.Unknown) into the
 /// object's Kubernetes JSON form, `apiVersion` and `kind` included.
-#[allow(dead_code)]
 pub fn decode_body(bytes: &[u8]) -> Result<serde_json::Value, String> {
     let schema = schema::Schema::get()?;
     decode::envelope(schema, bytes, 0)
