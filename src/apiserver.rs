@@ -20,6 +20,7 @@ use crate::registry::keys::KeySpace;
 use crate::registry::namespaces;
 use crate::registry::rest::Registry;
 use crate::registry::store::Store;
+use crate::watch::Caches;
 
 #[derive(Args, Debug, Clone)]
 pub struct ApiserverArgs {
@@ -46,12 +47,17 @@ pub struct ApiserverArgs {
     /// Write a kubeconfig for this server to PATH once it serves.
     #[arg(long)]
     pub write_kubeconfig: Option<PathBuf>,
+    /// Events each resource's watch cache keeps for watches resuming at a resourceVersion.
+    #[arg(long, default_value_t = crate::watch::caches::DEFAULT_HISTORY)]
+    pub watch_cache_history: usize,
 }
 
 pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     let store = connect_etcd(&args.etcd_servers).await?;
     let keys = KeySpace::new(&args.etcd_prefix);
     let alloc = Allocator::new(args.service_cluster_ip_range, keys.clone());
+    let progress_ordered = etcd_progress_ordered(&store).await;
+    let caches = Caches::new(store.clone(), keys.clone(), args.watch_cache_history, progress_ordered);
     let registry = Registry::new(store, keys, alloc);
     namespaces::bootstrap(&registry, args.secure_port)
         .await
@@ -66,7 +72,8 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
     let advertise = format!("{}:{}", local.ip(), local.port());
-    let app = handlers::router(AppState { registry, advertise: advertise.clone() });
+    caches.start_all();
+    let app = handlers::router(AppState { registry, caches, advertise: advertise.clone() });
     tracing::info!(address = %local, etcd = ?args.etcd_servers, "serving the Kubernetes API");
     if let Some(path) = &args.write_kubeconfig {
         crate::kubeconfig::write(path, &format!("https://{advertise}"), "ferrokube")?;
@@ -93,6 +100,22 @@ async fn connect_etcd(endpoints: &[String]) -> anyhow::Result<Store> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Err(last.unwrap_or_else(|| anyhow::anyhow!("etcd unreachable"))).context("connecting to etcd")
+}
+
+/// Whether etcd orders requested progress notifications with events (see
+/// `watch::caches::progress_ordered`); consistent reads wait on the cache only then.
+async fn etcd_progress_ordered(store: &Store) -> bool {
+    match store.client().status().await {
+        Ok(status) => {
+            let ordered = crate::watch::caches::progress_ordered(status.version());
+            tracing::info!(version = status.version(), progress_ordered = ordered, "etcd version");
+            ordered
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read etcd's version; not relying on progress notifications");
+            false
+        }
+    }
 }
 
 async fn serve(listener: TcpListener, acceptor: TlsAcceptor, app: axum::Router) -> anyhow::Result<()> {

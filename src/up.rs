@@ -100,6 +100,9 @@ fn start_etcd(args: &UpArgs, data_dir: &Path, url: &str) -> anyhow::Result<Child
         .arg(format!("--initial-advertise-peer-urls={peer}"))
         .arg(format!("--initial-cluster=ferrokube={peer}"))
         .arg("--quota-backend-bytes=8589934592")
+        // progress notifications keep idle watch caches current (bookmarks, consistent
+        // reads), at kubeadm's interval
+        .arg("--experimental-watch-progress-notify-interval=5s")
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(true)

@@ -2,6 +2,8 @@
 //! filtered by selectors, and assembled from stored bytes without re-encoding when the
 //! client wants plain JSON.
 
+use std::sync::Arc;
+
 use axum::response::Response;
 use base64::Engine;
 use http::StatusCode;
@@ -16,6 +18,7 @@ use crate::registry::filter::Filter;
 use crate::registry::rest::Registry;
 use crate::registry::store::Stored;
 use crate::registry::{ResourceDef, meta, rawjson};
+use crate::watch::{self, Rv, cache::Obj};
 
 /// Items read from etcd per round while filling a limited page through a selector.
 const SCAN_CHUNK: i64 = 500;
@@ -69,9 +72,6 @@ pub async fn read(
     let token = q.get("continue").filter(|s| !s.is_empty());
     let prefix = reg.keys.collection(res, ns);
 
-    if rv_match.is_some() && rv.is_none() {
-        return Err(ApiError::bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided"));
-    }
     if token.is_some() && rv.is_some_and(|v| v != "0") {
         return Err(ApiError::bad_request("specifying resource version is not allowed when using continue"));
     }
@@ -157,7 +157,7 @@ pub async fn read(
     }
 }
 
-fn too_large(requested: i64, current: i64) -> ApiError {
+pub fn too_large(requested: i64, current: i64) -> ApiError {
     let mut err = ApiError::timeout(format!("Too large resource version: {requested}, current: {current}"));
     err.details = Some(
         json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
@@ -165,18 +165,56 @@ fn too_large(requested: i64, current: i64) -> ApiError {
     err
 }
 
-fn list_meta(listed: &Listed) -> Value {
-    let mut m = json!({ "resourceVersion": listed.revision.to_string() });
-    if let Some(c) = &listed.continue_token {
-        m["continue"] = json!(c);
-    }
-    if let Some(r) = listed.remaining.filter(|r| *r > 0) {
-        m["remainingItemCount"] = json!(r);
-    }
-    m
+/// What a LIST answers with: items from etcd or from the watch cache.
+struct Served {
+    items: Items,
+    revision: i64,
+    continue_token: Option<String>,
+    remaining: Option<i64>,
 }
 
-/// Serve a LIST in the negotiated representation.
+enum Items {
+    Etcd(Vec<Stored>),
+    Cache(Vec<Arc<Obj>>),
+}
+
+impl From<Listed> for Served {
+    fn from(l: Listed) -> Served {
+        Served {
+            items: Items::Etcd(l.items),
+            revision: l.revision,
+            continue_token: l.continue_token,
+            remaining: l.remaining,
+        }
+    }
+}
+
+impl Served {
+    fn list_meta(&self) -> Value {
+        let mut m = json!({ "resourceVersion": self.revision.to_string() });
+        if let Some(c) = &self.continue_token {
+            m["continue"] = json!(c);
+        }
+        if let Some(r) = self.remaining.filter(|r| *r > 0) {
+            m["remainingItemCount"] = json!(r);
+        }
+        m
+    }
+
+    /// Items decoded into the served form; undecodable ones (hand-written into etcd)
+    /// are skipped, not fatal.
+    fn decoded<'a>(&'a self, res: &'a ResourceDef) -> Box<dyn Iterator<Item = Value> + 'a> {
+        match &self.items {
+            Items::Etcd(items) => Box::new(items.iter().filter_map(move |s| Registry::decode_stored(res, s).ok())),
+            Items::Cache(items) => {
+                Box::new(items.iter().filter_map(move |o| Registry::decode_bytes(res, &o.json, o.mod_revision).ok()))
+            }
+        }
+    }
+}
+
+/// Serve a LIST in the negotiated representation: from the watch cache when the request
+/// allows it and the cache is current enough, from etcd otherwise.
 pub async fn serve(
     state: &AppState,
     res: &'static ResourceDef,
@@ -185,45 +223,111 @@ pub async fn serve(
     output: Output,
     filter: &Filter,
 ) -> ApiResult<Response> {
-    let listed = read(&state.registry, res, ns, q, filter).await?;
-    let lm = list_meta(&listed);
+    q.validate_list_options(false)?;
+    let served = match from_cache(state, res, ns, q, filter).await? {
+        Some(served) => served,
+        None => read(&state.registry, res, ns, q, filter).await?.into(),
+    };
+    let lm = served.list_meta();
     if output == Output::Json && res.storage.is_none() {
-        return Ok(codec::json_bytes(StatusCode::OK, raw_list_body(res, &listed, &lm)));
+        return Ok(codec::json_bytes(StatusCode::OK, raw_list_body(res, &served, &lm)));
     }
-    // decode lazily: undecodable items (hand-written into etcd) are skipped, not fatal
-    let objs = listed.items.iter().filter_map(|s| Registry::decode_stored(res, s).ok());
     if let Output::Table(v) = output {
-        let body = table::table_bytes(res, objs, &lm, v, IncludeObject::from_query(q)?);
+        let body = table::table_bytes(res, served.decoded(res), &lm, v, IncludeObject::from_query(q)?);
         return Ok(codec::json_bytes(StatusCode::OK, body));
     }
     let body = match output {
-        Output::PartialMetadata(v) => table::partial_metadata_list(objs, lm, v),
+        Output::PartialMetadata(v) => table::partial_metadata_list(served.decoded(res), lm, v),
         _ => {
-            json!({ "kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": lm, "items": objs.collect::<Vec<_>>() })
+            json!({ "kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": lm, "items": served.decoded(res).collect::<Vec<_>>() })
         }
     };
     Ok(codec::respond(StatusCode::OK, output, &body))
 }
 
+/// A LIST from the watch cache, as upstream serves them: resourceVersion=0 (any
+/// freshness), NotOlderThan a version the cache has reached, and consistent lists (no
+/// resourceVersion, no limit) once the cache has caught up with etcd's current revision.
+/// `limit` is honoured: the first page comes from the cache, and its continue token
+/// (the cache's revision and the next key) is served by etcd at that exact revision.
+/// Exact and continued lists stay on etcd; so does anything the cache cannot vouch for.
+async fn from_cache(
+    state: &AppState,
+    res: &'static ResourceDef,
+    ns: &str,
+    q: &Query,
+    filter: &Filter,
+) -> ApiResult<Option<Served>> {
+    if q.get("continue").is_some_and(|c| !c.is_empty()) {
+        return Ok(None);
+    }
+    let limit = q.int("limit")?.unwrap_or(0).max(0);
+    let rv_match = q.get("resourceVersionMatch").filter(|s| !s.is_empty());
+    let rv = Rv::parse(q.get("resourceVersion"))?;
+    let cache = state.caches.get(res);
+    if !cache.is_ready() {
+        return Ok(None);
+    }
+    let current_enough = match (rv, rv_match) {
+        (_, Some("Exact")) => false,
+        (Rv::Zero, _) => true,
+        (Rv::At(n), Some("NotOlderThan")) => cache.wait_fresh(n, watch::FRESH_WAIT).await,
+        (Rv::At(n), None) if limit == 0 => cache.wait_fresh(n, watch::FRESH_WAIT).await,
+        (Rv::Unset, None) if limit == 0 => {
+            let current = state.registry.store.current_revision().await?;
+            cache.wait_fresh(current, watch::FRESH_WAIT).await
+        }
+        _ => false,
+    };
+    if !current_enough {
+        return Ok(None);
+    }
+    let range = state.caches.range(res, ns, filter.pinned_name());
+    let (items, revision, next, rest) = cache.list(&range, filter, limit as usize, filter.is_empty());
+    let continue_token = next.map(|last| {
+        let prefix = state.registry.keys.collection(res, ns);
+        let mut key = last.to_vec();
+        key.push(0);
+        encode_continue(revision, &String::from_utf8_lossy(&key[prefix.len().min(key.len())..]))
+    });
+    let remaining = continue_token.as_ref().and(filter.is_empty().then_some(rest as i64));
+    Ok(Some(Served { items: Items::Cache(items), revision, continue_token, remaining }))
+}
+
 /// The JSON list assembled from stored bytes with the resourceVersion spliced in.
-fn raw_list_body(res: &ResourceDef, listed: &Listed, lm: &Value) -> Vec<u8> {
-    let total: usize = listed.items.iter().map(|s| s.value.len() + 32).sum();
+fn raw_list_body(res: &ResourceDef, served: &Served, lm: &Value) -> Vec<u8> {
+    let total: usize = match &served.items {
+        Items::Etcd(items) => items.iter().map(|s| s.value.len() + 32).sum(),
+        Items::Cache(items) => items.iter().map(|o| o.json.len() + 1).sum(),
+    };
     let mut out = Vec::with_capacity(total + 256);
     out.extend_from_slice(
         format!("{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":", res.list_kind(), res.api_version()).as_bytes(),
     );
     out.extend_from_slice(&serde_json::to_vec(lm).unwrap_or_default());
     out.extend_from_slice(b",\"items\":[");
-    for (i, stored) in listed.items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+    match &served.items {
+        Items::Etcd(items) => {
+            for (i, stored) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                match rawjson::with_resource_version(&stored.value, stored.mod_revision) {
+                    Some(bytes) => out.extend_from_slice(&bytes),
+                    None => {
+                        // not our layout (written by hand?): decode and re-encode this one
+                        let obj = Registry::decode_stored(res, stored).unwrap_or(Value::Null);
+                        out.extend_from_slice(&serde_json::to_vec(&obj).unwrap_or_default());
+                    }
+                }
+            }
         }
-        match rawjson::with_resource_version(&stored.value, stored.mod_revision) {
-            Some(bytes) => out.extend_from_slice(&bytes),
-            None => {
-                // not our layout (written by hand?): decode and re-encode this one
-                let obj = Registry::decode_stored(res, stored).unwrap_or(Value::Null);
-                out.extend_from_slice(&serde_json::to_vec(&obj).unwrap_or_default());
+        Items::Cache(items) => {
+            for (i, obj) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&obj.json);
             }
         }
     }

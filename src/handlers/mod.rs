@@ -21,6 +21,8 @@ use crate::registry::rest::Registry;
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Registry,
+    /// The watch caches, one per etcd key prefix.
+    pub caches: crate::watch::Caches,
     /// `host:port` clients reach this server on, for discovery's serverAddressByClientCIDRs.
     pub advertise: String,
 }

@@ -46,6 +46,91 @@ impl Query {
         }
     }
 
+    /// A boolean parameter as Go's strconv.ParseBool reads it; None when absent.
+    pub fn bool_param(&self, key: &str) -> ApiResult<Option<bool>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(Some(true)),
+            Some("" | "0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(Some(false)),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "invalid value for {key}: strconv.ParseBool: parsing {other:?}: invalid syntax"
+            ))),
+        }
+    }
+
+    /// The combinations of list/watch options upstream's ValidateListOptions rejects,
+    /// with its field-error wording.
+    pub fn validate_list_options(&self, watch: bool) -> ApiResult<()> {
+        let rv = self.get("resourceVersion").unwrap_or("");
+        let rv_match = self.get("resourceVersionMatch").unwrap_or("");
+        let has_continue = self.get("continue").is_some_and(|c| !c.is_empty());
+        let send_initial = self.bool_param("sendInitialEvents")?;
+        let forbidden = |field: &str, why: &str| format!("{field}: Forbidden: {why}");
+        let unsupported = |value: &str, allowed: &str| {
+            format!("resourceVersionMatch: Unsupported value: {value:?}: supported values: {allowed}")
+        };
+        let mut errs = Vec::new();
+        if watch {
+            if send_initial.is_some() && rv_match != "NotOlderThan" {
+                errs.push(forbidden(
+                    "resourceVersionMatch",
+                    "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+                ));
+            }
+            if !rv_match.is_empty() {
+                if send_initial.is_none() {
+                    errs.push(forbidden(
+                        "resourceVersionMatch",
+                        "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+                    ));
+                }
+                if rv_match != "NotOlderThan" {
+                    errs.push(unsupported(rv_match, "\"NotOlderThan\""));
+                }
+                if has_continue {
+                    errs.push(forbidden(
+                        "resourceVersionMatch",
+                        "resourceVersionMatch is forbidden when continue is provided",
+                    ));
+                }
+            }
+        } else {
+            if !rv_match.is_empty() {
+                if rv.is_empty() {
+                    errs.push(forbidden(
+                        "resourceVersionMatch",
+                        "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                    ));
+                }
+                if has_continue {
+                    errs.push(forbidden(
+                        "resourceVersionMatch",
+                        "resourceVersionMatch is forbidden when continue is provided",
+                    ));
+                }
+                if rv_match != "Exact" && rv_match != "NotOlderThan" {
+                    errs.push(unsupported(rv_match, "\"Exact\", \"NotOlderThan\", \"\""));
+                }
+                if rv_match == "Exact" && rv == "0" {
+                    errs.push(forbidden(
+                        "resourceVersionMatch",
+                        "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                    ));
+                }
+            }
+            if send_initial.is_some() {
+                errs.push(forbidden("sendInitialEvents", "sendInitialEvents is forbidden for list"));
+            }
+        }
+        match errs.as_slice() {
+            [] => Ok(()),
+            [one] => Err(ApiError::bad_request(format!("ListOptions.meta.k8s.io \"\" is invalid: {one}"))),
+            many => {
+                Err(ApiError::bad_request(format!("ListOptions.meta.k8s.io \"\" is invalid: [{}]", many.join(", "))))
+            }
+        }
+    }
+
     pub fn label_selector(&self) -> ApiResult<LabelSelector> {
         LabelSelector::parse(self.get("labelSelector").unwrap_or("")).map_err(ApiError::bad_request)
     }

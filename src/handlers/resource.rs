@@ -113,6 +113,19 @@ fn render(ctx: &Ctx, code: StatusCode, output: Output, obj: &Value) -> ApiResult
 }
 
 async fn get(ctx: &Ctx<'_>, output: Output) -> ApiResult<Response> {
+    let rv = watch::Rv::parse(ctx.query.get("resourceVersion"))?;
+    if rv == watch::Rv::Zero {
+        // any version will do: serve from the watch cache when it is up
+        let cache = ctx.state.caches.get(ctx.res);
+        if cache.is_ready() {
+            let key = ctx.state.registry.key(ctx.res, ctx.namespace(), ctx.name());
+            let obj = match cache.get(key.as_bytes()).0 {
+                Some(o) => crate::registry::rest::Registry::decode_bytes(ctx.res, &o.json, o.mod_revision)?,
+                None => return Err(ApiError::not_found(ctx.res.group, ctx.res.plural, ctx.name())),
+            };
+            return render(ctx, StatusCode::OK, output, &obj);
+        }
+    }
     let obj = ctx.state.registry.get(ctx.res, ctx.namespace(), ctx.name()).await?;
     render(ctx, StatusCode::OK, output, &obj)
 }
@@ -131,13 +144,12 @@ async fn list_objects(ctx: &Ctx<'_>, output: Output) -> ApiResult<Response> {
 }
 
 fn watch(ctx: &Ctx, output: Output) -> ApiResult<Response> {
-    let start = match ctx.query.get("resourceVersion").filter(|v| !v.is_empty() && *v != "0") {
-        None => watch::Start::WithInitialState,
-        Some(v) => watch::Start::After(
-            meta::parse_resource_version(v)
-                .ok_or_else(|| ApiError::bad_request(format!("invalid resourceVersion {v:?}: must be an integer")))?,
-        ),
-    };
+    ctx.query.validate_list_options(true)?;
+    let rv = watch::Rv::parse(ctx.query.get("resourceVersion"))?;
+    // upstream defaults a legacy watch (resourceVersion unset or 0) to sending the
+    // current objects first, as sendInitialEvents=true does
+    let initial_events =
+        ctx.query.bool_param("sendInitialEvents")?.unwrap_or(matches!(rv, watch::Rv::Unset | watch::Rv::Zero));
     // upstream spreads watch lifetimes between the minimum request timeout and twice it
     let timeout = match ctx.query.int("timeoutSeconds")? {
         Some(s) if s > 0 => Duration::from_secs(s as u64),
@@ -147,12 +159,14 @@ fn watch(ctx: &Ctx, output: Output) -> ApiResult<Response> {
         res: ctx.res,
         namespace: ctx.namespace().to_string(),
         filter: filter(ctx)?,
-        start,
+        rv,
+        initial_events,
+        bookmarks: ctx.query.bool_param("allowWatchBookmarks")?.unwrap_or(false),
         timeout,
         output,
         include: IncludeObject::from_query(&ctx.query)?,
     };
-    Ok(watch::serve(ctx.state.registry.clone(), req))
+    Ok(watch::serve(ctx.state.caches.clone(), req))
 }
 
 fn decode(ctx: &Ctx, body: &Bytes) -> ApiResult<(Value, Vec<String>)> {

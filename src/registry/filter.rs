@@ -36,6 +36,16 @@ impl Filter {
         self.fields.reqs.iter().any(|r| !r.field.starts_with("metadata."))
     }
 
+    /// Match on parts parsed ahead of time (the watch cache keeps them per object):
+    /// the labels, and a lookup for field labels (`metadata.name`, `spec.nodeName` ...).
+    pub fn matches_with(
+        &self,
+        labels: Option<&serde_json::Map<String, Value>>,
+        field: impl Fn(&str) -> Option<String>,
+    ) -> bool {
+        self.labels.matches(labels) && self.fields.matches(field)
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         self.labels.matches(meta::labels(obj))
             && self.fields.matches(|field| match field {

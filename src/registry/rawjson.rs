@@ -5,6 +5,12 @@
 /// The stored object with `"resourceVersion":"<rv>"` added to its metadata, or None
 /// when the bytes are not an object with a metadata object (callers then decode fully).
 pub fn with_resource_version(raw: &[u8], rv: i64) -> Option<Vec<u8>> {
+    splice_resource_version(raw, rv).map(|(out, _)| out)
+}
+
+/// As `with_resource_version`, also returning where the version's digits start, so the
+/// version can be replaced later without searching again.
+pub fn splice_resource_version(raw: &[u8], rv: i64) -> Option<(Vec<u8>, usize)> {
     let (start, _) = top_level_value(raw, b"metadata")?;
     if raw.get(start) != Some(&b'{') {
         return None;
@@ -14,13 +20,14 @@ pub fn with_resource_version(raw: &[u8], rv: i64) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(raw.len() + 32);
     out.extend_from_slice(&raw[..=start]);
     out.extend_from_slice(b"\"resourceVersion\":\"");
+    let digits_at = out.len();
     out.extend_from_slice(rv.to_string().as_bytes());
     out.push(b'"');
     if !empty {
         out.push(b',');
     }
     out.extend_from_slice(rest);
-    Some(out)
+    Some((out, digits_at))
 }
 
 /// The byte range of the value of a top-level key.

@@ -58,12 +58,18 @@ impl Registry {
 
     /// Decode a stored value into the served form of `res`, with its resourceVersion.
     pub fn decode_stored(res: &ResourceDef, stored: &Stored) -> ApiResult<Value> {
-        let mut obj: Value = serde_json::from_slice(&stored.value)
+        Self::decode_bytes(res, &stored.value, stored.mod_revision)
+    }
+
+    /// Decode stored bytes (with or without a resourceVersion in them) into the served
+    /// form of `res`, with resourceVersion `rv`.
+    pub fn decode_bytes(res: &ResourceDef, bytes: &[u8], rv: i64) -> ApiResult<Value> {
+        let mut obj: Value = serde_json::from_slice(bytes)
             .map_err(|e| ApiError::internal(format!("stored object is not valid JSON: {e}")))?;
         if res.storage.is_some() {
             obj = events::from_core(&obj);
         }
-        meta::set_resource_version(&mut obj, stored.mod_revision);
+        meta::set_resource_version(&mut obj, rv);
         Ok(obj)
     }
 

@@ -1,54 +1,82 @@
-//! WATCH: a stream of ADDED/MODIFIED/DELETED events read from an etcd watch on the
-//! resource's key range, filtered by the request's selectors and encoded as JSON lines
-//! (or Table rows). This is the direct form: one etcd watch per request. The shared
-//! watch cache with fan-out replaces it in the watch work (issue 3).
+//! WATCH, served from the watch cache: every watcher reads the cache's event ring through
+//! its own cursor, filters by key range and selectors (an object entering a selection is
+//! ADDED, one leaving it DELETED), and writes JSON lines (or Table rows). Plain JSON
+//! event lines are encoded once per event and shared by every watcher.
+//!
+//! Start modes, as upstream: resourceVersion unset → a consistent snapshot as ADDED, then
+//! changes; "0" → the cache's snapshot, then changes; N → every change after N (410 when
+//! the history no longer reaches back to N, a "Too large resource version" error when N
+//! is in the future). WatchList (`sendInitialEvents=true`) ends the snapshot with a
+//! BOOKMARK annotated `k8s.io/initial-events-end`; `allowWatchBookmarks` adds periodic
+//! BOOKMARKs while the stream is idle.
 
+pub mod cache;
+pub mod caches;
+mod feed;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use etcd_client::{EventType, WatchOptions};
+use bytes::Bytes;
 use http::{StatusCode, header};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
+pub use caches::Caches;
+
+use self::cache::{Cache, Event, Gone, KeyRange, Kind, Obj, Read, event_line};
 use crate::handlers::codec::Output;
-use crate::handlers::status::ApiError;
+use crate::handlers::status::{ApiError, ApiResult};
 use crate::handlers::table::{self, IncludeObject};
+use crate::registry::ResourceDef;
 use crate::registry::filter::Filter;
-use crate::registry::keys::prefix_end;
 use crate::registry::rest::Registry;
-use crate::registry::store::{Stored, is_compacted};
-use crate::registry::{ResourceDef, rawjson};
 
-/// Where a watch starts.
-#[derive(Clone, Copy, Debug)]
-pub enum Start {
-    /// Send the current state as ADDED events first (resourceVersion unset or "0").
-    WithInitialState,
-    /// Only changes after this revision.
-    After(i64),
+/// The resourceVersion a watch or list asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rv {
+    Unset,
+    Zero,
+    At(i64),
 }
 
 pub struct WatchRequest {
     pub res: &'static ResourceDef,
     pub namespace: String,
     pub filter: Filter,
-    pub start: Start,
+    pub rv: Rv,
+    /// Send the current objects as ADDED first.
+    pub initial_events: bool,
+    /// `allowWatchBookmarks=true`.
+    pub bookmarks: bool,
     pub timeout: Duration,
     pub output: Output,
     pub include: IncludeObject,
 }
 
-/// Events buffered per watcher before the writer waits on the client.
-const CHANNEL_DEPTH: usize = 256;
+/// Lines buffered per watcher on their way to the connection.
+const CHANNEL_DEPTH: usize = 64;
+/// Events a watcher takes from the ring at a time.
+const READ_BATCH: usize = 256;
+/// An idle watcher that allows bookmarks gets one this often.
+pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(3);
+/// How long a request waits for a new cache's first list.
+const READY_WAIT: Duration = Duration::from_secs(30);
+/// How long a consistent read waits for the cache to catch up with etcd.
+pub const FRESH_WAIT: Duration = Duration::from_secs(1);
+/// How long a request for a future resourceVersion waits before "too large".
+pub const TOO_LARGE_WAIT: Duration = Duration::from_secs(3);
 
-pub fn serve(reg: Registry, req: WatchRequest) -> Response {
-    let (tx, rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(CHANNEL_DEPTH);
-    let timeout = req.timeout;
+type Sink = mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+pub fn serve(caches: Caches, req: WatchRequest) -> Response {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CHANNEL_DEPTH);
     tokio::spawn(async move {
-        let run = run_watch(&reg, &req, &tx);
-        if tokio::time::timeout(timeout, run).await.is_err() {
+        let run = run_watch(&caches, &req, &tx);
+        if tokio::time::timeout(req.timeout, run).await.is_err() {
             tracing::debug!(resource = req.res.plural, "watch reached its timeout");
         }
     });
@@ -56,161 +84,263 @@ pub fn serve(reg: Registry, req: WatchRequest) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], Body::from_stream(stream)).into_response()
 }
 
-struct Encoder<'a> {
-    req: &'a WatchRequest,
-    first: bool,
+/// Where a watcher starts: the objects to send as ADDED, the revision they are at
+/// (events up to it are not sent), and the cursor into the cache's ring.
+struct Start {
+    initial: Vec<Arc<Obj>>,
+    rev: i64,
+    seq: u64,
 }
 
-impl Encoder<'_> {
-    fn event(&mut self, kind: &str, stored: &Stored, rv: i64) -> Vec<u8> {
-        let raw_ok = self.req.output == Output::Json && self.req.res.storage.is_none();
-        let mut line = Vec::with_capacity(stored.value.len() + 64);
-        line.extend_from_slice(format!("{{\"type\":\"{kind}\",\"object\":").as_bytes());
-        match raw_ok.then(|| rawjson::with_resource_version(&stored.value, rv)).flatten() {
-            Some(bytes) => line.extend_from_slice(&bytes),
-            None => {
-                let mut s = stored.clone();
-                s.mod_revision = rv;
-                let obj = Registry::decode_stored(self.req.res, &s).unwrap_or(Value::Null);
-                let obj = match self.req.output {
-                    Output::Table(v) => {
-                        let with_columns = std::mem::replace(&mut self.first, false);
-                        let lm = json!({"resourceVersion": rv.to_string()});
-                        table::table(self.req.res, [obj], lm, v, self.req.include, with_columns)
-                    }
-                    Output::PartialMetadata(v) => table::partial_metadata(&obj, v),
-                    _ => obj,
-                };
-                line.extend_from_slice(&serde_json::to_vec(&obj).unwrap_or_default());
-            }
-        }
-        line.extend_from_slice(b"}\n");
-        line
+async fn run_watch(caches: &Caches, req: &WatchRequest, tx: &Sink) {
+    let cache = caches.get(req.res);
+    if !cache.wait_ready(READY_WAIT).await {
+        let _ = tx.send(Ok(error_line(&ApiError::unavailable("the watch cache is not ready yet")))).await;
+        return;
     }
-}
-
-fn error_line(err: &ApiError) -> Vec<u8> {
-    let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": err.to_status()})).unwrap_or_default();
-    line.push(b'\n');
-    line
-}
-
-type Sink = mpsc::Sender<Result<Vec<u8>, std::io::Error>>;
-
-async fn run_watch(reg: &Registry, req: &WatchRequest, tx: &Sink) {
-    let mut enc = Encoder { req, first: true };
-    let (key, range_end) = watch_range(reg, req);
-    let after = match req.start {
-        Start::After(rev) => rev,
-        Start::WithInitialState => match initial_state(reg, req, &key, &range_end, &mut enc, tx).await {
-            Some(rev) => rev,
-            None => return,
-        },
-    };
-    let options = WatchOptions::new().with_range(range_end).with_start_revision(after + 1).with_prev_key();
-    let mut stream = match reg.store.client().watch_client().watch(key.clone(), Some(options)).await {
+    let range = caches.range(req.res, &req.namespace, req.filter.pinned_name());
+    let start = match start(caches, &cache, req, &range).await {
         Ok(s) => s,
         Err(e) => {
-            let _ = tx.send(Ok(error_line(&ApiError::from(e)))).await;
+            let _ = tx.send(Ok(error_line(&e))).await;
             return;
         }
     };
-    loop {
-        let msg = tokio::select! {
-            msg = stream.message() => msg,
-            _ = tx.closed() => return,
-        };
-        let resp = match msg {
-            Ok(Some(resp)) => resp,
-            Ok(None) => return,
-            Err(e) if is_compacted(&e) => {
-                let _ = tx.send(Ok(error_line(&ApiError::expired(format!("too old resource version: {after}"))))).await;
-                return;
-            }
-            Err(e) => {
-                let _ = tx.send(Ok(error_line(&ApiError::from(e)))).await;
-                return;
-            }
-        };
-        if resp.compact_revision() > 0 {
-            let msg = format!("too old resource version: {after} ({})", resp.compact_revision());
-            let _ = tx.send(Ok(error_line(&ApiError::expired(msg)))).await;
+    let mut w = Watcher { req, range, first: true, tx, min_rev: start.rev, last_rv: start.rev };
+    for obj in &start.initial {
+        let line = w.added(obj);
+        if tx.send(Ok(line)).await.is_err() {
             return;
         }
-        for event in resp.events() {
-            if let Some(line) = translate(&mut enc, req, event)
-                && tx.send(Ok(line)).await.is_err()
-            {
-                return;
+    }
+    if req.initial_events && req.bookmarks && w.send(w.bookmark(start.rev, true)).await.is_err() {
+        return;
+    }
+    drop(start.initial);
+    w.follow(&cache, start.seq).await;
+}
+
+/// Resolve the request's start mode against the cache (and etcd, where the cache
+/// cannot vouch for a revision).
+async fn start(caches: &Caches, cache: &Cache, req: &WatchRequest, range: &KeyRange) -> ApiResult<Start> {
+    let from_cache = |initial: bool| {
+        let snap = cache.snapshot(range, &req.filter);
+        Start { initial: if initial { snap.objects } else { Vec::new() }, rev: snap.rev, seq: snap.seq }
+    };
+    match req.rv {
+        Rv::Zero => Ok(from_cache(req.initial_events)),
+        Rv::Unset => {
+            let current = caches.store().current_revision().await?;
+            if cache.wait_fresh(current, FRESH_WAIT).await {
+                Ok(from_cache(req.initial_events))
+            } else if req.initial_events {
+                snapshot_from_etcd(caches, cache, req, range).await
+            } else {
+                after(cache, current)
+            }
+        }
+        Rv::At(n) => {
+            if cache.revision() < n {
+                wait_for_revision(caches, cache, n).await?;
+            }
+            if !req.initial_events {
+                return after(cache, n);
+            }
+            if cache.wait_fresh(n, FRESH_WAIT).await {
+                Ok(from_cache(true))
+            } else {
+                snapshot_from_etcd(caches, cache, req, range).await
             }
         }
     }
 }
 
-/// The key (or key range) a watch covers: one object when the selector pins a name.
-fn watch_range(reg: &Registry, req: &WatchRequest) -> (String, Vec<u8>) {
-    if let Some(name) = req.filter.pinned_name()
-        && (!req.res.namespaced || !req.namespace.is_empty())
-    {
-        let key = reg.key(req.res, &req.namespace, name);
-        let mut end = key.clone().into_bytes();
-        end.push(0);
-        return (key, end);
+/// Start after revision `rev`: every later event, nothing before.
+fn after(cache: &Cache, rev: i64) -> ApiResult<Start> {
+    match cache.cursor_after(rev) {
+        Ok(seq) => Ok(Start { initial: Vec::new(), rev, seq }),
+        Err(Gone::TooOld(oldest)) => Err(ApiError::expired(format!("too old resource version: {rev} ({oldest})"))),
     }
-    let prefix = reg.keys.collection(req.res, &req.namespace);
-    let end = prefix_end(&prefix);
-    (prefix, end)
 }
 
-/// Send the current objects as ADDED; returns the revision they were read at.
-async fn initial_state(
-    reg: &Registry,
-    req: &WatchRequest,
-    key: &str,
-    end: &[u8],
-    enc: &mut Encoder<'_>,
-    tx: &Sink,
-) -> Option<i64> {
-    let page = match reg.store.list(key, None, 0, 0).await {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = tx.send(Ok(error_line(&e))).await;
+/// A revision beyond the cache: fine once etcd has it (the cache then skips what comes
+/// before it); a revision etcd has not reached after a few seconds is "too large".
+async fn wait_for_revision(caches: &Caches, cache: &Cache, rev: i64) -> ApiResult<()> {
+    let deadline = Instant::now() + TOO_LARGE_WAIT;
+    loop {
+        let current = caches.store().current_revision().await?;
+        if rev <= current {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(crate::handlers::list::too_large(rev, current));
+        }
+        cache.wait_revision(rev, Duration::from_millis(250)).await;
+    }
+}
+
+/// The current objects read from etcd, for when the cache cannot confirm it is current.
+async fn snapshot_from_etcd(caches: &Caches, cache: &Cache, req: &WatchRequest, range: &KeyRange) -> ApiResult<Start> {
+    let prefix = String::from_utf8_lossy(&range.start).into_owned();
+    let page = caches.store().list(&prefix, None, 0, 0).await?;
+    let initial = page
+        .items
+        .iter()
+        .filter(|s| range.contains(&s.key))
+        .filter_map(|s| Obj::parse(cache.res, &s.key, &s.value, s.mod_revision))
+        .filter(|o| o.matches(&req.filter))
+        .map(Arc::new)
+        .collect();
+    let mut start = after(cache, page.revision)?;
+    start.initial = initial;
+    Ok(start)
+}
+
+struct Watcher<'a> {
+    req: &'a WatchRequest,
+    range: KeyRange,
+    /// The next Table event carries the column definitions.
+    first: bool,
+    tx: &'a Sink,
+    /// Events at or before this revision were part of the start state.
+    min_rev: i64,
+    /// The newest revision this watcher has told its client about.
+    last_rv: i64,
+}
+
+impl Watcher<'_> {
+    async fn send(&self, line: Bytes) -> Result<(), ()> {
+        self.tx.send(Ok(line)).await.map_err(|_| ())
+    }
+
+    /// Follow the ring from `cursor` until the client goes away, or falls so far behind
+    /// that its next event has left the ring (then the stream just ends, as upstream
+    /// ends watchers too slow to keep up; the client resumes or re-lists).
+    async fn follow(&mut self, cache: &Cache, mut cursor: u64) {
+        let mut changed = cache.subscribe();
+        let mut bookmark_at = Instant::now() + BOOKMARK_INTERVAL;
+        loop {
+            changed.borrow_and_update();
+            let (events, next, at_end) = match cache.read(cursor, READ_BATCH) {
+                Read::Events(events, next, at_end) => (events, next, at_end),
+                Read::Lost => {
+                    tracing::debug!(resource = self.req.res.plural, "watcher fell behind the cache's history; closing");
+                    return;
+                }
+            };
+            cursor = next;
+            for event in &events {
+                if event.rev <= self.min_rev {
+                    continue;
+                }
+                if let Some(line) = self.translate(event) {
+                    if self.send(line).await.is_err() {
+                        return;
+                    }
+                    self.last_rv = event.rev;
+                    bookmark_at = Instant::now() + BOOKMARK_INTERVAL;
+                }
+            }
+            let Some(cache_rev) = at_end else { continue };
+            if self.req.bookmarks && Instant::now() >= bookmark_at {
+                self.last_rv = self.last_rv.max(cache_rev);
+                if self.send(self.bookmark(self.last_rv, false)).await.is_err() {
+                    return;
+                }
+                bookmark_at = Instant::now() + BOOKMARK_INTERVAL;
+            }
+            if !events.is_empty() {
+                continue;
+            }
+            tokio::select! {
+                res = changed.changed() => if res.is_err() { return },
+                _ = tokio::time::sleep_until(bookmark_at), if self.req.bookmarks => {}
+                _ = self.tx.closed() => return,
+            }
+        }
+    }
+
+    /// The line this watcher sends for an event, honouring its key range and selectors.
+    fn translate(&mut self, event: &Event) -> Option<Bytes> {
+        if !self.range.contains(&event.key) {
             return None;
         }
-    };
-    for stored in page.items.iter().filter(|s| s.key.as_slice() < end) {
-        if req.filter.matches_raw(&stored.value) {
-            let line = enc.event("ADDED", stored, stored.mod_revision);
-            tx.send(Ok(line)).await.ok()?;
+        let filter = &self.req.filter;
+        let was = event.prev.as_ref().is_some_and(|p| p.matches(filter));
+        let is = event.cur.as_ref().is_some_and(|c| c.matches(filter));
+        let kind = match (was, is) {
+            (false, true) => Kind::Added,
+            (true, true) => Kind::Modified,
+            (true, false) => Kind::Deleted,
+            (false, false) => return None,
+        };
+        if self.plain() {
+            return Some(event.line(kind));
         }
+        Some(self.encode(kind.as_str(), &event.object_json(kind), event.rev))
     }
-    Some(page.revision)
+
+    fn added(&mut self, obj: &Obj) -> Bytes {
+        if self.plain() {
+            return event_line("ADDED", &obj.json);
+        }
+        self.encode("ADDED", &obj.json, obj.mod_revision)
+    }
+
+    /// Plain JSON of the stored form: the shared bytes serve as they are.
+    fn plain(&self) -> bool {
+        matches!(self.req.output, Output::Json | Output::Yaml) && self.req.res.storage.is_none()
+    }
+
+    /// Decode and convert for this watcher (other versions, Table, metadata only).
+    fn encode(&mut self, kind: &str, json: &[u8], rv: i64) -> Bytes {
+        let res = self.req.res;
+        let obj = Registry::decode_bytes(res, json, rv).unwrap_or(Value::Null);
+        let obj = match self.req.output {
+            Output::Table(v) => {
+                let with_columns = std::mem::replace(&mut self.first, false);
+                let lm = json!({"resourceVersion": rv.to_string()});
+                table::table(res, [obj], lm, v, self.req.include, with_columns)
+            }
+            Output::PartialMetadata(v) => table::partial_metadata(&obj, v),
+            _ => obj,
+        };
+        event_line(kind, &serde_json::to_vec(&obj).unwrap_or_default())
+    }
+
+    fn bookmark(&self, rv: i64, initial_events_end: bool) -> Bytes {
+        let mut metadata = json!({"resourceVersion": rv.to_string()});
+        if initial_events_end {
+            metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        let res = self.req.res;
+        let object = match self.req.output {
+            Output::Table(v) => json!({"kind": "Table", "apiVersion": format!("meta.k8s.io/{v}"),
+                "metadata": metadata, "columnDefinitions": [], "rows": []}),
+            Output::PartialMetadata(v) => {
+                json!({"kind": "PartialObjectMetadata", "apiVersion": format!("meta.k8s.io/{v}"), "metadata": metadata})
+            }
+            _ => json!({"kind": res.kind, "apiVersion": res.api_version(), "metadata": metadata}),
+        };
+        event_line("BOOKMARK", &serde_json::to_vec(&object).unwrap_or_default())
+    }
 }
 
-/// One etcd event as a watch event, honouring selectors: an object leaving the
-/// selection is DELETED, one entering it ADDED.
-fn translate(enc: &mut Encoder<'_>, req: &WatchRequest, event: &etcd_client::Event) -> Option<Vec<u8>> {
-    let kv = event.kv()?;
-    let prev = event.prev_kv().map(|p| Stored {
-        key: p.key().to_vec(),
-        value: p.value().to_vec(),
-        mod_revision: p.mod_revision(),
-    });
-    let prev_match = prev.as_ref().is_some_and(|p| req.filter.matches_raw(&p.value));
-    match event.event_type() {
-        EventType::Delete => {
-            let prev = prev?;
-            prev_match.then(|| enc.event("DELETED", &prev, kv.mod_revision()))
-        }
-        EventType::Put => {
-            let cur = Stored { key: kv.key().to_vec(), value: kv.value().to_vec(), mod_revision: kv.mod_revision() };
-            let cur_match = req.filter.matches_raw(&cur.value);
-            match (prev.is_some() && prev_match, cur_match) {
-                (false, true) => Some(enc.event("ADDED", &cur, cur.mod_revision)),
-                (true, true) => Some(enc.event("MODIFIED", &cur, cur.mod_revision)),
-                (true, false) => Some(enc.event("DELETED", &cur, cur.mod_revision)),
-                (false, false) => None,
-            }
+fn error_line(err: &ApiError) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": err.to_status()})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+impl Rv {
+    /// A client-given resourceVersion: unset, "0", or a decimal etcd revision.
+    pub fn parse(value: Option<&str>) -> ApiResult<Rv> {
+        match value.filter(|v| !v.is_empty()) {
+            None => Ok(Rv::Unset),
+            Some("0") => Ok(Rv::Zero),
+            Some(v) => crate::registry::meta::parse_resource_version(v)
+                .map(Rv::At)
+                .ok_or_else(|| ApiError::bad_request(format!("invalid resourceVersion {v:?}: must be an integer"))),
         }
     }
 }
