@@ -87,6 +87,31 @@ impl Store {
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
     }
 
+    /// None when etcd still has every revision after `rev`; else the revision it has
+    /// compacted to (read from the watch API, which is the one that tells it).
+    pub async fn compacted_after(&self, rev: i64) -> ApiResult<Option<i64>> {
+        let probe = GetOptions::new().with_revision(rev + 1).with_count_only();
+        match self.kv.clone().get("/", Some(probe)).await {
+            Ok(_) => Ok(None),
+            Err(e) if is_compacted(&e) => {
+                let options = etcd_client::WatchOptions::new().with_start_revision(rev + 1);
+                let mut stream = self.client.watch_client().watch("/", Some(options)).await?;
+                let compacted = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                    while let Ok(Some(resp)) = stream.message().await {
+                        if resp.compact_revision() > 0 {
+                            return resp.compact_revision();
+                        }
+                    }
+                    rev + 1
+                })
+                .await
+                .unwrap_or(rev + 1);
+                Ok(Some(compacted))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Keys in `[start, end of prefix)` at `revision` (0: newest), at most `limit` (0: all).
     pub async fn list(&self, prefix: &str, start: Option<&[u8]>, limit: i64, revision: i64) -> ApiResult<Page> {
         let mut options = GetOptions::new().with_range(prefix_end(prefix));

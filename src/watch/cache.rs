@@ -209,6 +209,8 @@ pub(super) struct Inner {
     /// The objects are etcd's state of the prefix at this revision.
     pub rev: i64,
     pub ready: bool,
+    /// Bumped when the cache lost etcd: every watcher of an older epoch ends.
+    pub epoch: u64,
 }
 
 pub struct Cache {
@@ -251,6 +253,7 @@ impl Cache {
             gaps: Vec::new(),
             rev: 0,
             ready: false,
+            epoch: 0,
         };
         Cache {
             prefix,
@@ -380,11 +383,32 @@ impl Cache {
         Ok(first + idx as u64)
     }
 
-    /// Events from cursor `seq` on, at most `max` of them.
-    pub fn read(&self, seq: u64, max: usize) -> Read {
+    pub fn epoch(&self) -> u64 {
+        self.read_lock().epoch
+    }
+
+    /// etcd compacted everything up to `rev`: no watch can start before it any more.
+    pub fn raise_floor(&self, rev: i64) {
+        let mut inner = self.write_lock();
+        inner.floor = inner.floor.max(rev);
+    }
+
+    /// The cache lost etcd: end every watcher (their clients re-watch or re-list, as
+    /// upstream's do when its cache's watch breaks) and serve nothing until it is back.
+    pub fn terminate_watchers(&self) {
+        let mut inner = self.write_lock();
+        inner.epoch += 1;
+        inner.ready = false;
+        let rev = inner.rev;
+        drop(inner);
+        self.changed.send_replace(rev);
+    }
+
+    /// Events from cursor `seq` on, at most `max` of them, for a watcher of `epoch`.
+    pub fn read(&self, seq: u64, max: usize, epoch: u64) -> Read {
         let inner = self.read_lock();
         let first = inner.next_seq - inner.ring.len() as u64;
-        if seq < first {
+        if seq < first || epoch != inner.epoch {
             return Read::Lost;
         }
         let from = (seq - first) as usize;

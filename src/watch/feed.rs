@@ -21,6 +21,8 @@ const LIST_PAGE: i64 = 2000;
 /// How often the feeder asks etcd for a progress notification while idle (only where
 /// etcd orders those with events).
 const PROGRESS_TICK: Duration = Duration::from_secs(2);
+/// Failed attempts to watch etcd after which the cache ends its watchers.
+const LOST_AFTER: u32 = 3;
 
 /// Run the cache's feed for the life of the server.
 pub async fn run(cache: Arc<Cache>, store: Store) {
@@ -120,6 +122,9 @@ fn install(cache: &Cache, objects: BTreeMap<Bytes, Arc<Obj>>, list_rev: i64, sta
 /// Follow etcd from revision `next` until a compaction makes a re-list necessary.
 async fn watch_from(cache: &Cache, store: &Store, mut next: i64, list_rev: i64) {
     let mut backoff = Backoff::default();
+    // consecutive failures to keep a watch on etcd; after a few the cache gives up its
+    // watchers so that their clients notice
+    let mut failures = 0u32;
     let client = store.client().watch_client().max_decoding_message_size(512 * 1024 * 1024);
     loop {
         let options = WatchOptions::new()
@@ -131,6 +136,10 @@ async fn watch_from(cache: &Cache, store: &Store, mut next: i64, list_rev: i64) 
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(prefix = cache.prefix, error = %e, "watch cache cannot open its etcd watch");
+                failures += 1;
+                if failures == LOST_AFTER {
+                    cache.terminate_watchers();
+                }
                 backoff.wait().await;
                 continue;
             }
@@ -177,6 +186,10 @@ async fn watch_from(cache: &Cache, store: &Store, mut next: i64, list_rev: i64) 
             }
             if resp.created() {
                 watch_id = Some(resp.watch_id());
+                if failures >= LOST_AFTER {
+                    set_ready(cache);
+                }
+                failures = 0;
                 continue;
             }
             if resp.events().is_empty() {
@@ -192,8 +205,21 @@ async fn watch_from(cache: &Cache, store: &Store, mut next: i64, list_rev: i64) 
             next = next.max(apply(cache, resp.events()) + 1);
             backoff.reset();
         }
+        failures += 1;
+        if failures == LOST_AFTER {
+            cache.terminate_watchers();
+        }
         backoff.wait().await;
     }
+}
+
+/// Back on etcd after losing it, with the history intact.
+fn set_ready(cache: &Cache) {
+    let mut inner = cache.write_lock();
+    inner.ready = true;
+    let rev = inner.rev;
+    drop(inner);
+    cache.changed.send_replace(rev);
 }
 
 /// The history before `compacted` is gone from etcd: drop what the ring has of it.

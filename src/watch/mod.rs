@@ -98,6 +98,7 @@ async fn run_watch(caches: &Caches, req: &WatchRequest, tx: &Sink) {
         let _ = tx.send(Ok(error_line(&ApiError::unavailable("the watch cache is not ready yet")))).await;
         return;
     }
+    let epoch = cache.epoch();
     let range = caches.range(req.res, &req.namespace, req.filter.pinned_name());
     let start = match start(caches, &cache, req, &range).await {
         Ok(s) => s,
@@ -106,7 +107,7 @@ async fn run_watch(caches: &Caches, req: &WatchRequest, tx: &Sink) {
             return;
         }
     };
-    let mut w = Watcher { req, range, first: true, tx, min_rev: start.rev, last_rv: start.rev };
+    let mut w = Watcher { req, range, first: true, tx, min_rev: start.rev, last_rv: start.rev, epoch };
     for obj in &start.initial {
         let line = w.added(obj);
         if tx.send(Ok(line)).await.is_err() {
@@ -144,6 +145,13 @@ async fn start(caches: &Caches, cache: &Cache, req: &WatchRequest, range: &KeyRa
                 wait_for_revision(caches, cache, n).await?;
             }
             if !req.initial_events {
+                // the cache's history may reach back further than etcd's: a compacted
+                // revision is gone for watches as it is for lists
+                if n < cache.revision()
+                    && let Some(compacted) = caches.store().compacted_after(n).await?
+                {
+                    cache.raise_floor(compacted - 1);
+                }
                 return after(cache, n);
             }
             if cache.wait_fresh(n, FRESH_WAIT).await {
@@ -206,6 +214,8 @@ struct Watcher<'a> {
     min_rev: i64,
     /// The newest revision this watcher has told its client about.
     last_rv: i64,
+    /// The cache's epoch when this watcher started.
+    epoch: u64,
 }
 
 impl Watcher<'_> {
@@ -221,7 +231,7 @@ impl Watcher<'_> {
         let mut bookmark_at = Instant::now() + BOOKMARK_INTERVAL;
         loop {
             changed.borrow_and_update();
-            let (events, next, at_end) = match cache.read(cursor, READ_BATCH) {
+            let (events, next, at_end) = match cache.read(cursor, READ_BATCH, self.epoch) {
                 Read::Events(events, next, at_end) => (events, next, at_end),
                 Read::Lost => {
                     tracing::debug!(resource = self.req.res.plural, "watcher fell behind the cache's history; closing");
