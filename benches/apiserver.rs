@@ -4,10 +4,16 @@
 //! - raw etcd create-if-absent transactions of 1 KiB values (the transaction a create needs),
 //! - creates/s of 1 KiB ConfigMaps and of small Pods through the API, 1 and 16 clients,
 //! - p50/p90 latency of a LIST of 10,000 pods (JSON, and as a Table),
-//! - the server's resident memory with 10,000 pods stored.
+//! - the server's resident memory with 10,000 pods stored,
+//! - LIST of those pods from the watch cache (resourceVersion=0) and from etcd
+//!   (resourceVersionMatch=Exact) in the same run,
+//! - watch fan-out: N pod watchers (default 1,000) while 1,000 pods are created: the
+//!   time from the last write until every watcher has every event, and the server's
+//!   memory per idle watcher.
 //!
 //! Figures are printed as a table with the ratio to raw etcd; nothing is asserted, since
-//! machines are noisy. `BENCH_CREATES` and `BENCH_PODS` scale the run.
+//! machines are noisy. `BENCH_CREATES`, `BENCH_PODS`, `BENCH_WATCHERS` and
+//! `BENCH_WATCH_PODS` scale the run.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -38,6 +44,8 @@ async fn main() {
     // `cargo bench` passes --bench; nothing else to parse.
     let creates = env_usize("BENCH_CREATES", 2000);
     let pods = env_usize("BENCH_PODS", 10_000);
+    let watchers = env_usize("BENCH_WATCHERS", 1000);
+    let watch_pods = env_usize("BENCH_WATCH_PODS", 1000);
     let dir = tempfile::tempdir().expect("tempdir");
     let (client_port, peer_port, api_port) = (free_port(), free_port(), free_port());
     let etcd_url = format!("http://127.0.0.1:{client_port}");
@@ -51,6 +59,7 @@ async fn main() {
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster=default={peer}"))
             .arg("--quota-backend-bytes=8589934592")
+            .arg("--experimental-watch-progress-notify-interval=5s")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -100,8 +109,69 @@ async fn main() {
     row(&format!("LIST {pods} pods p90 (JSON)"), p90, " ms", None);
     let (t50, _, _) = list_latency(&client, &url, Some("application/json;as=Table;v=v1;g=meta.k8s.io")).await;
     row(&format!("LIST {pods} pods p50 (Table)"), t50, " ms", None);
+    let (cached, _, _) = list_latency(&client, &format!("{url}?resourceVersion=0"), None).await;
+    row(&format!("LIST {pods} pods p50, watch cache (rv=0)"), cached, " ms", None);
+    let at: serde_json::Value =
+        client.get(format!("{url}?limit=1")).send().await.expect("list").json().await.expect("json");
+    let at = at["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
+    let exact = format!("{url}?resourceVersion={at}&resourceVersionMatch=Exact");
+    let (from_etcd, _, _) = list_latency(&client, &exact, None).await;
+    row(&format!("LIST {pods} pods p50, etcd (Exact)"), from_etcd, " ms", Some(from_etcd / cached));
     tokio::time::sleep(Duration::from_secs(2)).await;
     row("server RSS after the lists, 2 s later", rss_mb(server.0.id()), " MB", None);
+    watch_fanout(&base, server.0.id(), watchers, watch_pods).await;
+}
+
+/// `watchers` pod watchers (HTTP/2, 50 streams per connection) while `n` pods are
+/// created: how long after the last write every watcher has every event, and what an
+/// idle watcher costs the server.
+async fn watch_fanout(base: &str, pid: u32, watchers: usize, n: usize) {
+    let ns = "bench-watch";
+    let client = http_client();
+    ensure_namespace(&client, base, ns).await;
+    let url = format!("{base}/api/v1/namespaces/{ns}/pods");
+    let list: serde_json::Value = client.get(&url).send().await.expect("list").json().await.expect("json");
+    let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss_mb(pid);
+    let conns: Vec<reqwest::Client> = (0..watchers.div_ceil(50).max(1)).map(|_| http_client()).collect();
+    let mut streams = Vec::with_capacity(watchers);
+    for i in 0..watchers {
+        let watch = format!("{url}?watch=1&resourceVersion={rv}");
+        let resp = conns[i % conns.len()].get(watch).send().await.expect("watch");
+        assert!(resp.status().is_success(), "watch: {}", resp.status());
+        streams.push(resp);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let per_watcher_kb = (rss_mb(pid) - before) * 1024.0 / watchers as f64;
+    let readers: Vec<_> = streams
+        .into_iter()
+        .map(|mut resp| {
+            tokio::spawn(async move {
+                let mut lines = 0;
+                while lines < n {
+                    match resp.chunk().await {
+                        Ok(Some(chunk)) => lines += chunk.iter().filter(|b| **b == b'\n').count(),
+                        _ => break,
+                    }
+                }
+                (lines, Instant::now())
+            })
+        })
+        .collect();
+    let rate = api_create_rate_in(base, ns, n, 16, small_pod).await;
+    let last_write = Instant::now();
+    let (mut complete, mut last_seen) = (0, last_write);
+    for r in readers {
+        let (lines, at) = r.await.expect("reader");
+        complete += usize::from(lines >= n);
+        last_seen = last_seen.max(at);
+    }
+    println!();
+    row(&format!("Pod creates with {watchers} watchers, 16 clients"), rate, "/s", None);
+    row(&format!("watchers that got all {n} events"), complete as f64, "", None);
+    row("last write -> every watcher has every event", (last_seen - last_write).as_secs_f64() * 1000.0, " ms", None);
+    row("server RSS per idle watcher", per_watcher_kb, " KB", None);
 }
 
 fn row(label: &str, value: f64, unit: &str, ratio: Option<f64>) {
@@ -175,7 +245,22 @@ async fn api_create_rate(
 ) -> f64 {
     let ns = format!("bench-{resource}-{clients}");
     ensure_namespace(&http_client(), base, &ns).await;
-    let url = Arc::new(format!("{base}/api/v1/namespaces/{ns}/{resource}"));
+    create_rate(format!("{base}/api/v1/namespaces/{ns}/{resource}"), n, clients, make).await
+}
+
+/// Pods created per second into `ns` by `clients` clients.
+async fn api_create_rate_in(
+    base: &str,
+    ns: &str,
+    n: usize,
+    clients: usize,
+    make: fn(&str) -> serde_json::Value,
+) -> f64 {
+    create_rate(format!("{base}/api/v1/namespaces/{ns}/pods"), n, clients, make).await
+}
+
+async fn create_rate(url: String, n: usize, clients: usize, make: fn(&str) -> serde_json::Value) -> f64 {
+    let url = Arc::new(url);
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|c| {

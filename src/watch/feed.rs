@@ -135,7 +135,11 @@ async fn watch_from(cache: &Cache, store: &Store, mut next: i64, list_rev: i64) 
         let mut stream = match client.clone().watch(cache.prefix.as_str(), Some(options)).await {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(prefix = cache.prefix, error = %e, "watch cache cannot open its etcd watch");
+                if failures < LOST_AFTER {
+                    tracing::warn!(prefix = cache.prefix, error = %e, "watch cache cannot open its etcd watch");
+                } else {
+                    tracing::debug!(prefix = cache.prefix, error = %e, "watch cache cannot open its etcd watch");
+                }
                 failures += 1;
                 if failures == LOST_AFTER {
                     cache.terminate_watchers();
