@@ -303,7 +303,7 @@ struct EtcdEvent {
 /// Every event under `prefix` after revision `after`, up to revision `upto`, read from
 /// etcd's own history with an etcd watch.
 async fn etcd_history(c: &Cluster, prefix: &str, after: i64, upto: i64) -> Vec<EtcdEvent> {
-    let mut client = c.etcd().await;
+    let mut client = c.etcd().await.watch_client().max_decoding_message_size(1 << 30);
     let options = etcd_client::WatchOptions::new().with_prefix().with_start_revision(after + 1).with_prev_key();
     let mut stream = client.watch(prefix, Some(options)).await.expect("etcd watch");
     let mut out = Vec::new();
@@ -780,6 +780,47 @@ async fn many_watchers_receive_every_event() {
     for r in readers {
         assert_eq!(r.await.unwrap(), 20);
     }
+}
+
+/// A watcher that stops reading falls behind the cache's (here small) history: its stream
+/// ends after a gap-free prefix of the events, instead of holding the others up or
+/// growing memory; resuming from its last version then says 410.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_watcher_is_cut_off_without_gaps() {
+    let c = Cluster::start_with(&["--watch-cache-history=50"]).await;
+    let start = c.create_cm("default", "big", json!({})).await;
+    let http1 = reqwest::Client::builder().danger_accept_invalid_certs(true).http1_only().build().unwrap();
+    let resp = http1.get(c.url(&format!("{CMS}?watch=1&resourceVersion={start}"))).send().await.unwrap();
+    let mut slow = Watch { resp, buf: Vec::new() };
+    let mut fast = c.watch(&format!("{CMS}?watch=1&resourceVersion={start}")).await;
+    let fast = tokio::spawn(async move {
+        let mut n = 0;
+        while n < 800 {
+            let ev = fast.next().await;
+            assert_eq!(ev["type"], "MODIFIED", "{ev}");
+            n += 1;
+        }
+    });
+    let filler = "x".repeat(32 * 1024);
+    let mut last = start;
+    for i in 0..800 {
+        let patch = json!({"data": {"v": format!("{i}{filler}")}});
+        last = rv(&c.merge_patch(&format!("{CMS}/big"), &patch).await);
+    }
+    // the reading watcher got everything
+    fast.await.unwrap();
+    let history = etcd_history(&c, "/registry/configmaps/default/", start, last).await;
+    let want = expected(&history, "/registry/configmaps/default/", &|_| true);
+    let mut got = Vec::new();
+    while let Some(ev) = slow.next_within(WAIT).await {
+        got.push(ev);
+    }
+    let got = summary(&got);
+    assert!(got.len() < want.len(), "the slow watcher was never cut off");
+    assert_eq!(got, want[..got.len()], "what it got is a gap-free prefix");
+    let resume = got.last().map_or(start, |e| e.2);
+    let mut again = c.watch(&format!("{CMS}?watch=1&resourceVersion={resume}")).await;
+    assert_eq!(again.next().await["object"]["code"], 410);
 }
 
 /// Bad input is a 400 Status, before any stream starts.
