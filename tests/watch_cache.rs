@@ -105,7 +105,7 @@ impl Cluster {
             .expect("start etcd (apt-get install etcd-server)");
         self.etcd = Some(child);
         let url = self.etcd_url.clone();
-        poll_until("etcd did not start", || async {
+        poll_until(&|| format!("etcd did not start: {}", self.log_tail("etcd.log")), || async {
             match etcd_client::Client::connect([url.as_str()], None).await {
                 Ok(mut e) => e.get("/", None).await.is_ok(),
                 Err(_) => false,
@@ -114,30 +114,54 @@ impl Cluster {
         .await;
     }
 
+    fn log_tail(&self, name: &str) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
     fn kubeconfig(&self) -> PathBuf {
         self.dir.path().join("kubeconfig")
     }
 
+    /// Start the server and wait until it is ready; if it exits (another test took its
+    /// port between our pick and its bind), try again on another port.
     async fn start_server(&mut self, extra: &[&str]) {
-        let child = Command::new(env!("CARGO_BIN_EXE_ferrokube"))
-            .arg("apiserver")
-            .arg(format!("--etcd-servers={}", self.etcd_url))
-            .arg("--bind-address=127.0.0.1")
-            .arg(format!("--secure-port={}", self.port))
-            .arg(format!("--cert-dir={}", self.dir.path().join("certs").display()))
-            .arg(format!("--write-kubeconfig={}", self.kubeconfig().display()))
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(self.log("server.log"))
-            .stderr(self.log("server.log"))
-            .spawn()
-            .expect("start the server");
-        self.server = Some(child);
-        poll_until("the server did not get ready", || async {
-            self.http.get(self.url("/readyz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK)
-        })
-        .await;
+        for _ in 0..5 {
+            let child = Command::new(env!("CARGO_BIN_EXE_ferrokube"))
+                .arg("apiserver")
+                .arg(format!("--etcd-servers={}", self.etcd_url))
+                .arg("--bind-address=127.0.0.1")
+                .arg(format!("--secure-port={}", self.port))
+                .arg(format!("--cert-dir={}", self.dir.path().join("certs").display()))
+                .arg(format!("--write-kubeconfig={}", self.kubeconfig().display()))
+                .args(extra)
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(self.log("server.log"))
+                .stderr(self.log("server.log"))
+                .spawn()
+                .expect("start the server");
+            self.server = Some(child);
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                if self.http.get(self.url("/readyz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK) {
+                    return;
+                }
+                if self.server.as_mut().and_then(|s| s.try_wait().ok().flatten()).is_some() {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the server did not get ready: {}",
+                    self.log_tail("server.log")
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            self.server = None;
+            self.port = free_port();
+        }
+        panic!("the server keeps exiting: {}", self.log_tail("server.log"));
     }
 
     fn url(&self, path: &str) -> String {
@@ -222,10 +246,10 @@ impl Cluster {
 }
 
 /// Poll `ready` until it holds; panic with `what` after WAIT.
-async fn poll_until<F: std::future::Future<Output = bool>>(what: &str, ready: impl Fn() -> F) {
+async fn poll_until<F: std::future::Future<Output = bool>>(what: &dyn Fn() -> String, ready: impl Fn() -> F) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !ready().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        assert!(tokio::time::Instant::now() < deadline, "{}", what());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -882,8 +906,9 @@ async fn kubectl_watch_and_wait() {
         drop(get_w);
 
         // --watch-only: only what changes after it started
-        let mut only = Kubectl::spawn(&bin, &c, &["get", "pods", "-n", &ns, "--watch-only", "-o", "name"]);
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut only = Kubectl::spawn(&bin, &c, &["get", "pods", "-n", &ns, "--watch-only", "-o", "name", "-v=6"]);
+        // -v=6 logs each request: once the watch is open, what changes is printed
+        only.stderr_line_with("watch=true").await;
         c.post(&pods, &pod("third")).await;
         let first = only.line_with("pod/").await;
         assert_eq!(first.trim(), "pod/third", "kubectl {version} --watch-only printed {first:?}");
@@ -933,6 +958,7 @@ fn which_kubectl_dir() -> PathBuf {
 struct Kubectl {
     child: tokio::process::Child,
     lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    errors: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
     seen: Vec<String>,
 }
 
@@ -949,31 +975,48 @@ impl Kubectl {
             .spawn()
             .expect("kubectl");
         let stdout = child.stdout.take().unwrap();
-        Kubectl { child, lines: tokio::io::BufReader::new(stdout).lines(), seen: Vec::new() }
+        let stderr = child.stderr.take().unwrap();
+        Kubectl {
+            child,
+            lines: tokio::io::BufReader::new(stdout).lines(),
+            errors: tokio::io::BufReader::new(stderr).lines(),
+            seen: Vec::new(),
+        }
     }
 
     async fn line_with(&mut self, needle: &str) -> String {
+        Kubectl::read_until(&mut self.lines, &mut self.seen, needle).await
+    }
+
+    async fn stderr_line_with(&mut self, needle: &str) -> String {
+        Kubectl::read_until(&mut self.errors, &mut self.seen, needle).await
+    }
+
+    async fn read_until<R: tokio::io::AsyncBufRead + Unpin>(
+        lines: &mut tokio::io::Lines<R>,
+        seen: &mut Vec<String>,
+        needle: &str,
+    ) -> String {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            match tokio::time::timeout_at(deadline, self.lines.next_line()).await {
+            match tokio::time::timeout_at(deadline, lines.next_line()).await {
                 Ok(Ok(Some(line))) => {
-                    self.seen.push(line.clone());
+                    seen.push(line.clone());
                     if line.contains(needle) {
                         return line;
                     }
                 }
-                other => panic!("kubectl never printed {needle:?} ({other:?}); printed {:?}", self.seen),
+                other => panic!("kubectl never printed {needle:?} ({other:?}); printed {seen:?}"),
             }
         }
     }
 
     async fn success(mut self) {
         let status = tokio::time::timeout(WAIT, self.child.wait()).await.expect("kubectl finished").unwrap();
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            use tokio::io::AsyncReadExt;
-            let _ = e.read_to_string(&mut err).await;
+        let mut err = Vec::new();
+        while let Ok(Some(line)) = self.errors.next_line().await {
+            err.push(line);
         }
-        assert!(status.success(), "kubectl failed: {err}");
+        assert!(status.success(), "kubectl failed: {err:?}");
     }
 }

@@ -239,17 +239,20 @@ impl Watcher<'_> {
                 }
             };
             cursor = next;
-            for event in &events {
-                if event.rev <= self.min_rev {
-                    continue;
-                }
+            // a batch goes out as one write: fewer frames and TLS records when busy
+            let mut lines = Vec::new();
+            let min_rev = self.min_rev;
+            for event in events.iter().filter(|e| e.rev > min_rev) {
                 if let Some(line) = self.translate(event) {
-                    if self.send(line).await.is_err() {
-                        return;
-                    }
+                    lines.push(line);
                     self.last_rv = event.rev;
-                    bookmark_at = Instant::now() + BOOKMARK_INTERVAL;
                 }
+            }
+            if !lines.is_empty() {
+                if self.send(concat(lines)).await.is_err() {
+                    return;
+                }
+                bookmark_at = Instant::now() + BOOKMARK_INTERVAL;
             }
             let Some(cache_rev) = at_end else { continue };
             if self.req.bookmarks && Instant::now() >= bookmark_at {
@@ -334,6 +337,17 @@ impl Watcher<'_> {
         };
         event_line("BOOKMARK", &serde_json::to_vec(&object).unwrap_or_default())
     }
+}
+
+fn concat(mut lines: Vec<Bytes>) -> Bytes {
+    if lines.len() == 1 {
+        return lines.pop().unwrap_or_default();
+    }
+    let mut out = Vec::with_capacity(lines.iter().map(Bytes::len).sum());
+    for line in &lines {
+        out.extend_from_slice(line);
+    }
+    Bytes::from(out)
 }
 
 fn error_line(err: &ApiError) -> Bytes {
