@@ -431,8 +431,21 @@ async fn start_modes() {
     let (status, _) = c.send(reqwest::Method::GET, &format!("{CMS}/nope?resourceVersion=0"), None, "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
+    // sendInitialEvents=false: changes only, from the cache's current state ("0") or
+    // from etcd's current revision (unset)
+    for rv_param in ["&resourceVersion=0", ""] {
+        let query = format!("{CMS}?watch=1&sendInitialEvents=false&resourceVersionMatch=NotOlderThan{rv_param}");
+        let mut w = c.watch(&query).await;
+        let name = format!("late{}", rv_param.len());
+        let late = c.create_cm("default", &name, json!({})).await;
+        let ev = w.next().await;
+        assert_eq!(ev["type"], "ADDED", "{query}: {ev}");
+        assert_eq!((ev["object"]["metadata"]["name"].as_str(), rv(&ev["object"])), (Some(name.as_str()), late));
+    }
+
     // a timeout ends the stream
-    let mut w = c.watch(&format!("{CMS}?watch=1&resourceVersion={four}&timeoutSeconds=1")).await;
+    let now = c.etcd_revision().await;
+    let mut w = c.watch(&format!("{CMS}?watch=1&resourceVersion={now}&timeoutSeconds=1")).await;
     assert!(w.next_within(WAIT).await.is_none(), "the watch outlived timeoutSeconds");
 }
 

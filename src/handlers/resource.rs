@@ -82,9 +82,9 @@ async fn handle(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMa
     let output = codec::negotiate(headers)?;
     let has_name = ctx.path.name.is_some();
     match (method.clone(), has_name) {
-        (Method::GET, true) if ctx.path.watch || ctx.query.flag("watch") => watch(&ctx, output),
+        (Method::GET, true) if ctx.path.watch || ctx.query.flag("watch") => watch(&ctx, output).await,
         (Method::GET, true) => get(&ctx, output).await,
-        (Method::GET, false) if ctx.path.watch || ctx.query.flag("watch") => watch(&ctx, output),
+        (Method::GET, false) if ctx.path.watch || ctx.query.flag("watch") => watch(&ctx, output).await,
         (Method::GET, false) => list_objects(&ctx, output).await,
         (Method::POST, false) => create(&ctx, output, read_body(body).await?).await,
         (Method::PUT, true) => update(&ctx, output, part, read_body(body).await?).await,
@@ -143,7 +143,7 @@ async fn list_objects(ctx: &Ctx<'_>, output: Output) -> ApiResult<Response> {
     list::serve(ctx.state, ctx.res, ctx.namespace(), &ctx.query, output, &filter(ctx)?).await
 }
 
-fn watch(ctx: &Ctx, output: Output) -> ApiResult<Response> {
+async fn watch(ctx: &Ctx<'_>, output: Output) -> ApiResult<Response> {
     ctx.query.validate_list_options(true)?;
     let rv = watch::Rv::parse(ctx.query.get("resourceVersion"))?;
     // upstream defaults a legacy watch (resourceVersion unset or 0) to sending the
@@ -166,7 +166,7 @@ fn watch(ctx: &Ctx, output: Output) -> ApiResult<Response> {
         output,
         include: IncludeObject::from_query(&ctx.query)?,
     };
-    Ok(watch::serve(ctx.state.caches.clone(), req))
+    Ok(watch::serve(ctx.state.caches.clone(), req).await)
 }
 
 fn decode(ctx: &Ctx, body: &Bytes) -> ApiResult<(Value, Vec<String>)> {

@@ -72,10 +72,21 @@ pub const TOO_LARGE_WAIT: Duration = Duration::from_secs(3);
 
 type Sink = mpsc::Sender<Result<Bytes, std::io::Error>>;
 
-pub fn serve(caches: Caches, req: WatchRequest) -> Response {
+/// Serve a watch. Where it starts is settled before the response headers go out, so a
+/// client that has them may rely on seeing every change made from then on.
+pub async fn serve(caches: Caches, req: WatchRequest) -> Response {
+    let cache = caches.get(req.res);
+    let started = begin(&caches, &cache, &req).await;
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CHANNEL_DEPTH);
     tokio::spawn(async move {
-        let run = run_watch(&caches, &req, &tx);
+        let run = async {
+            match started {
+                Ok((start, epoch, range)) => run_watch(&cache, &req, &tx, start, epoch, range).await,
+                Err(e) => {
+                    let _ = tx.send(Ok(error_line(&e))).await;
+                }
+            }
+        };
         if tokio::time::timeout(req.timeout, run).await.is_err() {
             tracing::debug!(resource = req.res.plural, "watch reached its timeout");
         }
@@ -92,21 +103,19 @@ struct Start {
     seq: u64,
 }
 
-async fn run_watch(caches: &Caches, req: &WatchRequest, tx: &Sink) {
-    let cache = caches.get(req.res);
+/// Wait for the cache and resolve the start (errors go out as an ERROR event, as
+/// upstream reports watch errors once the request was accepted).
+async fn begin(caches: &Caches, cache: &Cache, req: &WatchRequest) -> ApiResult<(Start, u64, KeyRange)> {
     if !cache.wait_ready(READY_WAIT).await {
-        let _ = tx.send(Ok(error_line(&ApiError::unavailable("the watch cache is not ready yet")))).await;
-        return;
+        return Err(ApiError::unavailable("the watch cache is not ready yet"));
     }
     let epoch = cache.epoch();
     let range = caches.range(req.res, &req.namespace, req.filter.pinned_name());
-    let start = match start(caches, &cache, req, &range).await {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = tx.send(Ok(error_line(&e))).await;
-            return;
-        }
-    };
+    let start = start(caches, cache, req, &range).await?;
+    Ok((start, epoch, range))
+}
+
+async fn run_watch(cache: &Cache, req: &WatchRequest, tx: &Sink, start: Start, epoch: u64, range: KeyRange) {
     let mut w = Watcher { req, range, first: true, tx, min_rev: start.rev, last_rv: start.rev, epoch };
     for obj in &start.initial {
         let line = w.added(obj);
@@ -118,7 +127,7 @@ async fn run_watch(caches: &Caches, req: &WatchRequest, tx: &Sink) {
         return;
     }
     drop(start.initial);
-    w.follow(&cache, start.seq).await;
+    w.follow(cache, start.seq).await;
 }
 
 /// Resolve the request's start mode against the cache (and etcd, where the cache
