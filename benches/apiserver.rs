@@ -109,14 +109,15 @@ async fn main() {
     row(&format!("LIST {pods} pods p90 (JSON)"), p90, " ms", None);
     let (t50, _, _) = list_latency(&client, &url, Some("application/json;as=Table;v=v1;g=meta.k8s.io")).await;
     row(&format!("LIST {pods} pods p50 (Table)"), t50, " ms", None);
-    let (cached, _, _) = list_latency(&client, &format!("{url}?resourceVersion=0"), None).await;
-    row(&format!("LIST {pods} pods p50, watch cache (rv=0)"), cached, " ms", None);
     let at: serde_json::Value =
         client.get(format!("{url}?limit=1")).send().await.expect("list").json().await.expect("json");
     let at = at["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
     let exact = format!("{url}?resourceVersion={at}&resourceVersionMatch=Exact");
     let (from_etcd, _, _) = list_latency(&client, &exact, None).await;
-    row(&format!("LIST {pods} pods p50, etcd (Exact)"), from_etcd, " ms", Some(from_etcd / cached));
+    row(&format!("LIST {pods} pods p50, from etcd (Exact)"), from_etcd, " ms", None);
+    // the ratio here is to the list from etcd above
+    let (cached, _, _) = list_latency(&client, &format!("{url}?resourceVersion=0"), None).await;
+    row(&format!("LIST {pods} pods p50, watch cache (rv=0)"), cached, " ms", Some(cached / from_etcd));
     tokio::time::sleep(Duration::from_secs(2)).await;
     row("server RSS after the lists, 2 s later", rss_mb(server.0.id()), " MB", None);
     watch_fanout(&base, server.0.id(), watchers, watch_pods).await;
