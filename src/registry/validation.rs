@@ -116,6 +116,17 @@ pub fn qualified_name_problem(key: &str) -> Option<String> {
     }
 }
 
+/// A label value: empty, or at most 63 alphanumerics, '-', '_' or '.', starting and
+/// ending with an alphanumeric.
+pub fn is_label_value(value: &str) -> bool {
+    let b = value.as_bytes();
+    b.is_empty()
+        || (b.len() <= 63
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric())
+}
+
 pub fn validate_labels(labels: &Map<String, Value>, field: &str) -> Vec<FieldError> {
     let mut errs = Vec::new();
     for (k, v) in labels {
@@ -123,13 +134,7 @@ pub fn validate_labels(labels: &Map<String, Value>, field: &str) -> Vec<FieldErr
             errs.push(FieldError::invalid(field, &Value::String(k.clone()), &p));
         }
         let value = v.as_str().unwrap_or_default();
-        let b = value.as_bytes();
-        let ok = b.is_empty()
-            || (b.len() <= 63
-                && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-                && b[0].is_ascii_alphanumeric()
-                && b[b.len() - 1].is_ascii_alphanumeric());
-        if !ok {
+        if !is_label_value(value) {
             errs.push(FieldError::invalid(
                 field,
                 &Value::String(value.into()),
