@@ -97,9 +97,7 @@ impl Registry {
     }
 
     pub async fn create(&self, res: &ResourceDef, ns: &str, mut obj: Value, dry_run: bool) -> ApiResult<Value> {
-        if res.namespaced {
-            meta::metadata_mut(&mut obj).insert("namespace".into(), json!(ns));
-        }
+        set_namespace(res, &mut obj, ns);
         let generated = generate_name(&mut obj);
         meta::init_on_create(&mut obj, res.strategy.tracks_generation());
         res.strategy.default(&mut obj);
@@ -258,6 +256,17 @@ impl Registry {
     }
 }
 
+/// A namespaced object takes the request's namespace; a cluster-scoped one has none,
+/// whatever the body said (upstream's BeforeCreate/BeforeUpdate clear it).
+fn set_namespace(res: &ResourceDef, obj: &mut Value, ns: &str) {
+    let m = meta::metadata_mut(obj);
+    if res.namespaced {
+        m.insert("namespace".into(), json!(ns));
+    } else {
+        m.remove("namespace");
+    }
+}
+
 fn strip_rv(obj: &Value) -> Value {
     let mut o = obj.clone();
     meta::metadata_mut(&mut o).remove("resourceVersion");
@@ -275,9 +284,7 @@ fn merge_update(res: &ResourceDef, old: &Value, mut body: Value, part: Part, ns:
         }
         Part::Main => {
             meta::carry_over_on_update(&mut body, old);
-            if res.namespaced {
-                meta::metadata_mut(&mut body).insert("namespace".into(), json!(ns));
-            }
+            set_namespace(res, &mut body, ns);
             if res.has_status {
                 match old.get("status") {
                     Some(s) => body["status"] = s.clone(),
