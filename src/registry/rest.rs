@@ -196,6 +196,25 @@ impl Registry {
                     meta::bump_generation_if_spec_changed(&mut new, &old);
                 }
             }
+            if part == Part::Main && completes_deletion(&old, &new) {
+                // the last finalizer of an object being deleted is gone: delete it now
+                if dry_run {
+                    return Ok(new);
+                }
+                let releases = res.strategy.releases(&old, &self.alloc);
+                match self.store.delete(&key, current.mod_revision, &releases).await? {
+                    WriteOutcome::Written(rev) => {
+                        meta::set_resource_version(&mut new, rev);
+                        tracing::debug!(resource = res.plural, namespace = ns, name, rev, "finalized and deleted");
+                        return Ok(new);
+                    }
+                    WriteOutcome::Mismatch(None) => return Err(ApiError::not_found(res.group, res.plural, name)),
+                    WriteOutcome::Mismatch(Some(_)) if expected.is_some() => {
+                        return Err(ApiError::modified(res.group, res.plural, name));
+                    }
+                    _ => continue,
+                }
+            }
             let allocs = res.strategy.allocate(&mut new, Some(&old), &self.alloc, &taken)?;
             // no-op writes keep the resourceVersion, as upstream
             if strip_rv(&new) == strip_rv(&old) || dry_run {
@@ -256,6 +275,17 @@ impl Registry {
     }
 }
 
+/// An update that leaves an object being deleted (with no grace period left) without
+/// finalizers completes its deletion, as upstream's shouldDeleteDuringUpdate.
+fn completes_deletion(old: &Value, new: &Value) -> bool {
+    let old_meta = meta::metadata(old);
+    let deleting = old_meta.is_some_and(|m| m.contains_key("deletionTimestamp"))
+        && old_meta.and_then(|m| m.get("deletionGracePeriodSeconds")).and_then(Value::as_i64) == Some(0);
+    let finalizers =
+        meta::metadata(new).and_then(|m| m.get("finalizers")).and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+    deleting && !finalizers
+}
+
 /// A namespaced object takes the request's namespace; a cluster-scoped one has none,
 /// whatever the body said (upstream's BeforeCreate/BeforeUpdate clear it).
 fn set_namespace(res: &ResourceDef, obj: &mut Value, ns: &str) {
@@ -295,7 +325,6 @@ fn merge_update(res: &ResourceDef, old: &Value, mut body: Value, part: Part, ns:
                     }
                 }
             }
-            // an object being deleted loses its last finalizer here: deletion completes
             body
         }
     }
