@@ -266,7 +266,9 @@ async fn delete(ctx: &Ctx<'_>, output: Output, body: Bytes) -> ApiResult<Respons
 }
 
 async fn delete_collection(ctx: &Ctx<'_>, output: Output, body: Bytes) -> ApiResult<Response> {
-    if !ctx.res.allows("deletecollection") {
+    // as upstream, a namespaced kind is deleted in bulk one namespace at a time: the
+    // all-namespaces path serves only list and watch
+    if !ctx.res.allows("deletecollection") || (ctx.res.namespaced && ctx.path.namespace.is_none()) {
         return Err(ApiError::method_not_allowed());
     }
     let opts = delete_opts(ctx, &body)?;
