@@ -188,6 +188,16 @@ impl Registry {
                 return Err(ApiError::modified(res.group, res.plural, name));
             }
             let old = Self::decode_stored(res, &current)?;
+            // a uid in the body is a precondition, as upstream's defaultUpdatedObjectInfo
+            let (body_uid, uid) = (meta::meta_str(&body, "uid"), meta::meta_str(&old, "uid"));
+            if !body_uid.is_empty() && body_uid != uid {
+                return Err(ApiError::conflict(
+                    res.group,
+                    res.plural,
+                    name,
+                    &format!("Precondition failed: UID in precondition: {body_uid}, UID in object meta: {uid}"),
+                ));
+            }
             let mut new = merge_update(res, &old, body.clone(), part, ns);
             if part == Part::Main {
                 res.strategy.default(&mut new);
