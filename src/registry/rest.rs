@@ -182,7 +182,10 @@ impl Registry {
         };
         let key = self.key(res, ns, name);
         let mut taken = HashSet::new();
-        for _ in 0..MAX_RETRIES {
+        // an unconditional update retries every lost race, as upstream's
+        // GuaranteedUpdate; only allocation races are bounded
+        let mut claim_races = 0;
+        loop {
             let current = self.get_stored(res, ns, name).await?;
             if expected.is_some_and(|rv| rv != current.mod_revision) {
                 return Err(ApiError::modified(res.group, res.plural, name));
@@ -241,10 +244,15 @@ impl Registry {
                     return Err(ApiError::modified(res.group, res.plural, name));
                 }
                 WriteOutcome::Mismatch(Some(_)) => continue,
-                WriteOutcome::ClaimTaken => taken = self.taken_allocations(&allocs).await?,
+                WriteOutcome::ClaimTaken => {
+                    claim_races += 1;
+                    if claim_races >= MAX_RETRIES {
+                        return Err(ApiError::modified(res.group, res.plural, name));
+                    }
+                    taken = self.taken_allocations(&allocs).await?;
+                }
             }
         }
-        Err(ApiError::modified(res.group, res.plural, name))
     }
 
     /// Delete one object. Objects with finalizers, and pods still on a node, are only
