@@ -445,6 +445,34 @@ async fn kubectl_create_apply_label_annotate_delete() {
             "kubectl {version}"
         );
 
+        // a typo is refused (server-side strict field validation), unless told otherwise
+        let typo = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: typo\ndatta:\n  a: b\n";
+        let out = c.kubectl_stdin(version, &["apply", "-n", &ns, "-f", "-"], typo);
+        assert!(!out.status.success(), "kubectl {version}: a manifest with an unknown field applied");
+        assert!(stderr(&out).contains("unknown field \"datta\""), "kubectl {version}: {}", stderr(&out));
+        assert!(c.etcd_get(&format!("/registry/configmaps/{ns}/typo")).await.is_none());
+        let out = c.kubectl_stdin_ok(version, &["create", "-n", &ns, "--validate=false", "-f", "-"], typo);
+        assert_eq!(out.trim(), "configmap/typo created");
+        k(&["delete", "cm", "typo"]);
+
+        // replace what get -o yaml printed
+        let mut exported = k(&["get", "pod", "example-pod", "-o", "yaml"]);
+        exported = exported.replace("image: nginx:latest", "image: nginx:1.26");
+        let out = c.kubectl_stdin_ok(version, &["replace", "-n", &ns, "-f", "-"], &exported);
+        assert_eq!(out.trim(), "pod/example-pod replaced");
+        let out = k(&[
+            "get",
+            "pods",
+            "--sort-by=.metadata.name",
+            "-o",
+            "custom-columns=N:.metadata.name,I:.spec.containers[0].image",
+        ]);
+        assert_eq!(lines(&out), ["N             I", "example-pod   nginx:1.26"], "kubectl {version}");
+        // a stale copy cannot be replaced
+        let out = c.kubectl_stdin(version, &["replace", "-n", &ns, "-f", "-"], &exported);
+        assert!(!out.status.success(), "kubectl {version}: replacing with a stale resourceVersion worked");
+        assert!(stderr(&out).contains("the object has been modified"), "kubectl {version}: {}", stderr(&out));
+
         // label and annotate
         assert_eq!(k(&["label", "pod", "example-pod", "tier=front"]).trim(), "pod/example-pod labeled");
         assert_eq!(c.must_get(&format!("{pods}/example-pod")).await["metadata"]["labels"]["tier"], "front");
@@ -476,6 +504,32 @@ async fn kubectl_create_apply_label_annotate_delete() {
         assert!(!out.status.success());
         assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
         k(&["delete", "pod", "example-pod", "--ignore-not-found"]);
+
+        // a pod bound to a node deletes gracefully; --force --grace-period=0 at once
+        let mut bound = pod("bound", "nginx:1.25");
+        bound["spec"]["nodeName"] = json!("node-x");
+        c.create(&pods, &bound).await;
+        let out = k(&["delete", "pod", "bound", "--force", "--grace-period=0"]);
+        assert!(out.contains("pod \"bound\" force deleted"), "kubectl {version}: {out}");
+        assert!(c.etcd_get(&format!("/registry/pods/{ns}/bound")).await.is_none());
+        // wait --for=delete returns once the object is gone: a finalizer holds the
+        // deletion until kubectl waits, removing it completes the deletion
+        let mut awaited = configmap("awaited", json!({}));
+        awaited["metadata"]["finalizers"] = json!(["example.com/hold"]);
+        let cms = format!("/api/v1/namespaces/{ns}/configmaps");
+        c.create(&cms, &awaited).await;
+        assert_eq!(c.delete(&format!("{cms}/awaited")).await.0, StatusCode::OK);
+        let waiter =
+            c.kubectl_stream(version, &["wait", "-n", &ns, "--for=delete", "cm/awaited", "--timeout=60s", "-v=6"]);
+        // -v=6 logs each request: once the watch is open, the deletion may complete
+        waiter
+            .wait_for_line("watch=", LINE_WAIT)
+            .unwrap_or_else(|seen| panic!("kubectl {version} wait never watched: {seen:?}"));
+        let unhold = json!({"metadata": {"finalizers": null}});
+        assert_eq!(c.patch(&format!("{cms}/awaited"), "application/merge-patch+json", &unhold).await.0, StatusCode::OK);
+        waiter
+            .wait_for_line("condition met", LINE_WAIT)
+            .unwrap_or_else(|seen| panic!("kubectl {version} wait --for=delete: {seen:?}"));
 
         // by label
         for i in 0..3 {

@@ -176,7 +176,6 @@ async fn optimistic_concurrency_and_server_owned_metadata() {
     let mut forged = configmap("forged", json!({}));
     forged["metadata"]["uid"] = json!("00000000-0000-0000-0000-000000000000");
     forged["metadata"]["creationTimestamp"] = json!("2001-01-01T00:00:00Z");
-    forged["metadata"]["resourceVersion"] = json!("12345");
     let obj = c.create(cms, &forged).await;
     assert_ne!(obj["metadata"]["uid"], "00000000-0000-0000-0000-000000000000");
     assert_ne!(obj["metadata"]["creationTimestamp"], "2001-01-01T00:00:00Z");
@@ -218,12 +217,48 @@ async fn optimistic_concurrency_and_server_owned_metadata() {
     assert_eq!(status, StatusCode::CONFLICT, "an update carrying another object's uid: {body}");
     assert_eq!(status_reason(status, &body), "Conflict");
     assert_eq!(c.must_get(&format!("{cms}/dup")).await["data"]["a"], "forced");
+    let (status, body) = c
+        .patch(
+            &format!("{cms}/dup"),
+            "application/merge-patch+json",
+            &json!({"metadata": {"uid": "11111111-2222-3333-4444-555555555555"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "a patch changing the uid: {body}");
     // the name in the body must match the URL
     let (status, body) = c.put(&format!("{cms}/other-name"), &unconditional).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     // updating something that does not exist
     let (status, body) = c.put(&format!("{cms}/missing"), &configmap("missing", json!({}))).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    // concurrent writers without a resourceVersion never see a conflict: 40 merge
+    // patches, each adding its own key, all land
+    c.create(cms, &configmap("hot", json!({}))).await;
+    let patches: Vec<_> = (0..40)
+        .map(|i| {
+            let c = &c;
+            async move {
+                let patch = json!({"data": {format!("k{i}"): "v"}});
+                c.patch(&format!("{cms}/hot"), "application/merge-patch+json", &patch).await
+            }
+        })
+        .collect();
+    for (status, body) in futures::future::join_all(patches).await {
+        assert_eq!(status, StatusCode::OK, "a concurrent patch failed: {body}");
+    }
+    let hot = c.must_get(&format!("{cms}/hot")).await;
+    assert_eq!(hot["data"].as_object().map(|d| d.len()), Some(40), "lost patches: {hot}");
+    // and 20 unconditional PUTs all succeed (last writer wins)
+    let puts: Vec<_> = (0..20)
+        .map(|i| {
+            let c = &c;
+            async move { c.put(&format!("{cms}/hot"), &configmap("hot", json!({"writer": i.to_string()}))).await }
+        })
+        .collect();
+    for (status, body) in futures::future::join_all(puts).await {
+        assert_eq!(status, StatusCode::OK, "a concurrent unconditional update failed: {body}");
+    }
 
     // delete preconditions
     let current = c.must_get(&format!("{cms}/dup")).await;

@@ -148,6 +148,12 @@ async fn service_ip_and_node_port_allocation() {
     // NodePort 31111: honoured, then refused for a second service
     let mut fixed_np = service_with("np-31111", "type", json!("NodePort"));
     fixed_np["spec"]["ports"][0]["nodePort"] = json!(31111);
+    // a dry run takes nothing
+    let (status, dry) = c.post(&format!("{SVCS}?dryRun=All"), &fixed_np).await;
+    assert_eq!(status, StatusCode::CREATED, "{dry}");
+    assert_eq!(dry["spec"]["ports"][0]["nodePort"], 31111);
+    assert!(c.etcd_get("/registry/ranges/servicenodeports/31111").await.is_none(), "a dry run claimed the port");
+    assert!(c.etcd_get("/registry/services/specs/default/np-31111").await.is_none(), "a dry run wrote the service");
     let s = c.create(SVCS, &fixed_np).await;
     assert_eq!(s["spec"]["ports"][0]["nodePort"], 31111);
     let ip_31111 = s["spec"]["clusterIP"].as_str().unwrap().to_string();

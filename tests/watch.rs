@@ -163,6 +163,25 @@ async fn http_watch_streams_changes() {
     assert_eq!(ev["object"]["rows"][0]["cells"][0], "tabled", "{ev}");
     drop(w);
 
+    // events.k8s.io watches see core/v1 events converted (one stored key space)
+    let ev_start = c.must_get(CMS).await["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let mut w = Watch::open(
+        &c,
+        &format!("/apis/events.k8s.io/v1/namespaces/default/events?watch=1&resourceVersion={ev_start}"),
+    )
+    .await;
+    let core_event = json!({
+        "apiVersion": "v1", "kind": "Event", "metadata": {"name": "ev"},
+        "involvedObject": {"kind": "ConfigMap", "name": "tabled", "namespace": "default"},
+        "reason": "Seen", "message": "converted", "type": "Normal",
+    });
+    c.create("/api/v1/namespaces/default/events", &core_event).await;
+    let ev = w.expect("ADDED", "ev").await;
+    assert_eq!(ev["apiVersion"], "events.k8s.io/v1", "{ev}");
+    assert_eq!(ev["note"], "converted", "{ev}");
+    assert_eq!(ev["regarding"]["name"], "tabled", "{ev}");
+    drop(w);
+
     // timeoutSeconds ends the stream
     let mut w = Watch::open(&c, &format!("{CMS}?watch=1&resourceVersion={now}&timeoutSeconds=1")).await;
     w.expect("ADDED", "tabled").await;

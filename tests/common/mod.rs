@@ -454,18 +454,15 @@ impl Cluster {
         assert_success(version, args, &out)
     }
 
-    /// Start a long-running kubectl (e.g. `get -w`); its stdout lines arrive on the channel.
+    /// Start a long-running kubectl (e.g. `get -w`); its stdout and stderr lines arrive
+    /// on one channel.
     pub fn kubectl_stream(&self, version: &str, args: &[&str]) -> Streaming {
-        let mut child = self.spawn_kubectl(version, args, Stdio::null(), Stdio::null());
-        let stdout = child.stdout.take().expect("stdout");
+        let mut child = self.spawn_kubectl(version, args, Stdio::null(), Stdio::piped());
         let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        forward_lines(stdout, tx.clone());
+        forward_lines(stderr, tx);
         Streaming { child, lines: rx }
     }
 }
@@ -489,6 +486,16 @@ fn assert_success(version: &str, args: &[&str], out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+fn forward_lines(from: impl std::io::Read + Send + 'static, to: mpsc::Sender<String>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            if to.send(line).is_err() {
+                return;
+            }
+        }
+    });
 }
 
 /// A running kubectl whose output is read line by line; killed on drop.
