@@ -9,7 +9,8 @@ const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
 
 /// HTTPS with ALPN h2 and HTTP/1.1; the serving certificate is generated into
 /// --cert-dir on first start and reused, byte for byte, after a restart; objects
-/// written before the restart are still there.
+/// written before the restart are still there; losing etcd makes the server unready
+/// (503) until etcd is back.
 #[tokio::test]
 async fn serving_tls_http2_and_certificate_reuse() {
     let mut c = Cluster::start().await;
@@ -56,6 +57,35 @@ async fn serving_tls_http2_and_certificate_reuse() {
     // bootstrap on restart leaves the built-in objects alone (no error, no duplicates)
     let ns = c.must_get("/api/v1/namespaces").await;
     assert_eq!(item_names(&ns), ["default", "kube-node-lease", "kube-public", "kube-system"]);
+
+    // etcd going away: not ready, and requests fail with a 503 Status, not a hang;
+    // an open watch ends so its client re-lists
+    let watch = c.http.get(c.url("/api/v1/namespaces/default/configmaps?watch=1")).send().await.unwrap();
+    assert_eq!(watch.status(), StatusCode::OK);
+    c.stop_etcd();
+    let rest = tokio::time::timeout(std::time::Duration::from_secs(60), watch.text())
+        .await
+        .expect("a watch stayed open, silent, after etcd went away")
+        .unwrap_or_default();
+    for line in rest.lines() {
+        let ev: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(matches!(ev["type"].as_str(), Some("ADDED" | "ERROR")), "{line}");
+    }
+    let r = c.call(Method::GET, "/readyz", Body::None, &[]).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    let r = c.call(Method::GET, "/api/v1/namespaces/default/configmaps/survivor", Body::None, &[]).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert_eq!(status_reason(r.status, &r.json), "ServiceUnavailable");
+    let r = c.call(Method::GET, "/livez", Body::None, &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "liveness does not depend on etcd");
+    // and coming back: the server reconnects by itself
+    c.restart_etcd().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while c.call(Method::GET, "/readyz", Body::None, &[]).await.status != StatusCode::OK {
+        assert!(std::time::Instant::now() < deadline, "the server never reconnected to etcd");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(c.must_get("/api/v1/namespaces/default/configmaps/survivor").await["data"]["k"], "v");
 }
 
 /// /version, /api, /apis, group-version resource lists, aggregated discovery v2 and

@@ -107,6 +107,7 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub etcd_url: String,
     etcd_peer_url: String,
+    etcd_data: PathBuf,
     pub port: u16,
     pub base: String,
     pub kubeconfig: PathBuf,
@@ -132,6 +133,7 @@ impl Cluster {
             dir,
             etcd_url: String::new(),
             etcd_peer_url: String::new(),
+            etcd_data: PathBuf::new(),
             port: 0,
             base: String::new(),
             http,
@@ -148,27 +150,45 @@ impl Cluster {
             let (client, peer) = (free_port(), free_port());
             self.etcd_url = format!("http://127.0.0.1:{client}");
             self.etcd_peer_url = format!("http://127.0.0.1:{peer}");
-            let data = self.dir.path().join(format!("etcd-{attempt}"));
-            let child = self.spawn_logged(
-                Command::new("etcd")
-                    .arg("--name=default")
-                    .arg(format!("--data-dir={}", data.display()))
-                    .arg(format!("--listen-client-urls={}", self.etcd_url))
-                    .arg(format!("--advertise-client-urls={}", self.etcd_url))
-                    .arg(format!("--listen-peer-urls={}", self.etcd_peer_url))
-                    .arg(format!("--initial-advertise-peer-urls={}", self.etcd_peer_url))
-                    .arg(format!("--initial-cluster=default={}", self.etcd_peer_url))
-                    .arg("--logger=zap")
-                    .arg("--log-level=warn"),
-                "etcd.log",
-            );
-            self.etcd = Some(child);
-            if self.wait_until_up(true).await {
+            self.etcd_data = self.dir.path().join(format!("etcd-{attempt}"));
+            if self.spawn_etcd().await {
                 return;
             }
-            kill(&mut self.etcd);
         }
         panic!("etcd did not start; log:\n{}", self.log_tail("etcd.log"));
+    }
+
+    /// Start etcd on the current URLs and data directory; false if it did not come up.
+    async fn spawn_etcd(&mut self) -> bool {
+        let child = self.spawn_logged(
+            Command::new("etcd")
+                .arg("--name=default")
+                .arg(format!("--data-dir={}", self.etcd_data.display()))
+                .arg(format!("--listen-client-urls={}", self.etcd_url))
+                .arg(format!("--advertise-client-urls={}", self.etcd_url))
+                .arg(format!("--listen-peer-urls={}", self.etcd_peer_url))
+                .arg(format!("--initial-advertise-peer-urls={}", self.etcd_peer_url))
+                .arg(format!("--initial-cluster=default={}", self.etcd_peer_url))
+                .arg("--logger=zap")
+                .arg("--log-level=warn"),
+            "etcd.log",
+        );
+        self.etcd = Some(child);
+        if self.wait_until_up(true).await {
+            return true;
+        }
+        kill(&mut self.etcd);
+        false
+    }
+
+    /// Stop etcd (SIGKILL), leaving the API server running.
+    pub fn stop_etcd(&mut self) {
+        kill(&mut self.etcd);
+    }
+
+    /// Start etcd again on the same ports and data.
+    pub async fn restart_etcd(&mut self) {
+        assert!(self.spawn_etcd().await, "etcd did not restart; log:\n{}", self.log_tail("etcd.log"));
     }
 
     /// Spawn a process with its output appended to `log` in the cluster's directory.
