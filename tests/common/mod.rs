@@ -3,7 +3,7 @@
 //!
 //! Every `Cluster` owns its processes, ports and temporary directory, so tests run in
 //! parallel; both processes are killed when the `Cluster` drops, also when a test panics
-//! (and, through PR_SET_PDEATHSIG, when the test process itself dies).
+//! (and, through PR_SET_PDEATHSIG, when the test thread that started them dies).
 
 #![allow(dead_code)]
 
@@ -412,8 +412,9 @@ impl Cluster {
         let mut cmd = Command::new(kubectl_binary(version));
         cmd.args(args)
             .env("KUBECONFIG", &self.kubeconfig)
-            // a private HOME: kubectl's discovery cache must not leak between clusters
-            .env("HOME", self.dir.path())
+            // a private HOME per cluster and version: kubectl's discovery cache must not
+            // leak between clusters, nor one version's discovery stand in for another's
+            .env("HOME", self.dir.path().join(format!("home-{version}")))
             .env_remove("KUBECTL_EXTERNAL_DIFF")
             .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false");
         die_with_parent(&mut cmd);
