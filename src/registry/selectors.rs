@@ -116,7 +116,16 @@ fn parse_label_term(term: &str) -> Result<LabelReq, String> {
                 .strip_prefix('(')
                 .and_then(|r| r.strip_suffix(')'))
                 .ok_or_else(|| format!("unable to parse requirement: found '{rest}', expected: '('"))?;
-            let values = inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
+            let values: Vec<String> =
+                inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
+            if values.is_empty() {
+                return Err(format!(
+                    "unable to parse requirement: for 'in', 'notin' operators, values set can't be empty: {term:?}"
+                ));
+            }
+            for v in &values {
+                check_value(v)?;
+            }
             return Ok(if is_in { LabelReq::In(key, values) } else { LabelReq::NotIn(key, values) });
         }
     }
@@ -235,6 +244,9 @@ mod tests {
         assert!(LabelSelector::parse("app in (web").is_err());
         assert!(LabelSelector::parse("a b=c").is_err());
         assert!(LabelSelector::parse("-bad-=x").is_err());
+        assert!(LabelSelector::parse("a in ()").is_err());
+        assert!(LabelSelector::parse("a in (b c)").is_err());
+        assert!(LabelSelector::parse("a notin (b,c-)").is_err());
         assert!(LabelSelector::parse("app=-x-").is_err());
         assert!(LabelSelector::parse("example.com/app=x,k8s.io/").is_err());
         assert!(LabelSelector::parse("example.com/app=x,!example.com/y").is_ok());
