@@ -144,6 +144,13 @@ fn cases() -> Vec<Case> {
             .json(json!({"apiVersion": "v1", "kind": "Widget", "metadata": {"name": "w"}})),
         case("an invalid labelSelector", Method::GET, &format!("{CMS}?labelSelector=a%20in%20(b"), 400),
         case("a labelSelector with a bad key", Method::GET, &format!("{CMS}?labelSelector=-bad-%3Dx"), 400),
+        case("a labelSelector with an empty set", Method::GET, &format!("{CMS}?labelSelector=a%20in%20()"), 400),
+        case(
+            "a labelSelector with a bad set value",
+            Method::GET,
+            &format!("{CMS}?labelSelector=a%20in%20(b%20c)"),
+            400,
+        ),
         case("an invalid fieldSelector", Method::GET, &format!("{CMS}?fieldSelector=metadata.name"), 400),
         case("a garbage continue token", Method::GET, &format!("{CMS}?limit=1&continue=garbage!!"), 400),
         case("a base64 continue token of nonsense", Method::GET, &format!("{CMS}?limit=1&continue=e30"), 400),
