@@ -122,8 +122,12 @@ fn cases() -> Vec<Case> {
         case("dryRun=Some", Method::POST, &format!("{CMS}?dryRun=Some"), 400)
             .json(configmap("bogus-dryrun", json!({}))),
         case("text/plain", Method::POST, CMS, 415).raw("text/plain", "name: plain"),
-        case("protobuf", Method::POST, CMS, 415)
+        case("an empty protobuf envelope", Method::POST, CMS, 400)
             .raw("application/vnd.kubernetes.protobuf", vec![0x6b, 0x38, 0x73, 0x00]),
+        case("protobuf without its magic", Method::POST, CMS, 400)
+            .raw("application/vnd.kubernetes.protobuf", vec![0x0a, 0x02, 0x08, 0x01]),
+        case("truncated protobuf", Method::POST, CMS, 400)
+            .raw("application/vnd.kubernetes.protobuf", vec![0x6b, 0x38, 0x73, 0x00, 0x0a, 0x7f, 0x0a]),
         case("an unknown Accept", Method::GET, CMS, 406).accept("text/html"),
         case("an unknown Accept on get", Method::GET, "/api/v1/namespaces/default", 406).accept("application/xml"),
         case("PUT on a collection", Method::PUT, CMS, 405).json(configmap("put-collection", json!({}))),

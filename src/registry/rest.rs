@@ -301,7 +301,8 @@ impl Registry {
             let mut obj = Self::decode_stored(res, &current)?;
             check_preconditions(res, name, &obj, opts)?;
             if let Some(marked) = deletion_mark(res, &obj, opts) {
-                if opts.dry_run {
+                // already marked: nothing to write
+                if opts.dry_run || marked == obj {
                     return Ok(marked);
                 }
                 match self.store.update(&key, Self::encode(res, &marked), current.mod_revision, &[], &[]).await? {
