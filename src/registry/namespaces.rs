@@ -84,7 +84,7 @@ async fn finish_deletion(reg: &Registry, name: &str) -> ApiResult<()> {
     let mut rounds = 0u64;
     while delete_contents(reg, name).await? > 0 {
         rounds += 1;
-        if rounds % 20 == 0 {
+        if rounds.is_multiple_of(20) {
             tracing::info!(namespace = name, "namespace deletion waits for finalizers of its contents");
         }
         tokio::time::sleep(CLEANUP_RETRY).await;
