@@ -97,7 +97,8 @@ pub async fn read(
             )));
         }
     }
-    if revision == 0 && requested.is_some_and(|r| r > 0) {
+    // a resourceVersion newer than etcd's is refused as upstream does, Exact included
+    if token.is_none() && requested.is_some_and(|r| r > 0) {
         let current = reg.store.current_revision().await?;
         if requested.is_some_and(|r| r > current) {
             return Err(too_large(requested.unwrap_or(0), current));

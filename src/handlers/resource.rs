@@ -213,7 +213,8 @@ async fn patch(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiRes
     let content_type = ctx.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim().to_string();
     let reg = &ctx.state.registry;
-    for _ in 0..8 {
+    // recomputed on every lost race, without a bound, as upstream's patcher
+    loop {
         let current = reg.get(ctx.res, ctx.namespace(), ctx.name()).await?;
         let rv = meta::meta_str(&current, "resourceVersion").to_string();
         let mut patched = current.clone();
@@ -245,11 +246,17 @@ async fn patch(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiRes
             Ok(updated) => return Ok(codec::with_warnings(render(ctx, StatusCode::OK, output, &updated)?, &warnings)),
             // raced with another writer: recompute on the new version, unless the
             // client pinned a resourceVersion in the patch itself
-            Err(e) if e.reason == "Conflict" && patched_rv == rv => continue,
+            Err(e) if e.reason == "Conflict" && patched_rv == rv => {
+                // only a lost race is retried: the object must have moved on since it
+                // was read (a failed uid precondition has not)
+                let now = reg.get(ctx.res, ctx.namespace(), ctx.name()).await?;
+                if meta::meta_str(&now, "resourceVersion") == rv {
+                    return Err(e);
+                }
+            }
             Err(e) => return Err(e),
         }
     }
-    Err(ApiError::modified(ctx.res.group, ctx.res.plural, ctx.name()))
 }
 
 fn delete_opts(ctx: &Ctx, body: &Bytes) -> ApiResult<DeleteOpts> {
@@ -285,7 +292,9 @@ async fn delete(ctx: &Ctx<'_>, output: Output, body: Bytes) -> ApiResult<Respons
 }
 
 async fn delete_collection(ctx: &Ctx<'_>, output: Output, body: Bytes) -> ApiResult<Response> {
-    if !ctx.res.allows("deletecollection") {
+    // as upstream, a namespaced kind is deleted in bulk one namespace at a time: the
+    // all-namespaces path serves only list and watch
+    if !ctx.res.allows("deletecollection") || (ctx.res.namespaced && ctx.path.namespace.is_none()) {
         return Err(ApiError::method_not_allowed());
     }
     let opts = delete_opts(ctx, &body)?;

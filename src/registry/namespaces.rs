@@ -27,7 +27,7 @@ pub async fn bootstrap(reg: &Registry, advertise_port: u16) -> ApiResult<()> {
         },
     });
     ignore_exists(reg.create(svc_res, "default", svc, false).await)?;
-    Ok(())
+    resume_terminating(reg).await
 }
 
 fn ignore_exists(r: ApiResult<Value>) -> ApiResult<()> {
@@ -53,13 +53,7 @@ pub async fn delete_namespace(reg: &Registry, name: &str, opts: &DeleteOpts) -> 
         meta::metadata_mut(&mut obj).insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
         // status carries the phase: write through the status path, metadata through main
         obj = write_terminating(reg, &obj).await?;
-        let reg = reg.clone();
-        let name = name.to_string();
-        tokio::spawn(async move {
-            if let Err(e) = finish_deletion(&reg, &name).await {
-                tracing::warn!(namespace = %name, error = %e.message, "namespace cleanup failed");
-            }
-        });
+        spawn_cleanup(reg, name);
     }
     Ok(obj)
 }
@@ -81,19 +75,19 @@ async fn write_terminating(reg: &Registry, obj: &Value) -> ApiResult<Value> {
     }
 }
 
-/// Delete every namespaced object in the namespace, then the namespace itself.
+/// How often cleanup looks again at contents still held by finalizers.
+const CLEANUP_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Delete every namespaced object in the namespace, wait until objects held by
+/// finalizers are gone too, then delete the namespace itself.
 async fn finish_deletion(reg: &Registry, name: &str) -> ApiResult<()> {
-    let opts = DeleteOpts { grace_period: Some(0), ..Default::default() };
-    for res in all_resources().iter().filter(|r| r.namespaced && r.storage.is_none()) {
-        let page = reg.store.list(&reg.keys.collection(res, name), None, 0, 0).await?;
-        for stored in page.items {
-            let obj = Registry::decode_stored(res, &stored)?;
-            match reg.delete(res, name, meta::name(&obj), &opts).await {
-                Ok(_) => {}
-                Err(e) if e.reason == "NotFound" => {}
-                Err(e) => return Err(e),
-            }
+    let mut rounds = 0u64;
+    while delete_contents(reg, name).await? > 0 {
+        rounds += 1;
+        if rounds.is_multiple_of(20) {
+            tracing::info!(namespace = name, "namespace deletion waits for finalizers of its contents");
         }
+        tokio::time::sleep(CLEANUP_RETRY).await;
     }
     let ns_res = find_resource("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces missing"))?;
     let key = reg.key(ns_res, "", name);
@@ -102,4 +96,49 @@ async fn finish_deletion(reg: &Registry, name: &str) -> ApiResult<()> {
     }
     tracing::info!(namespace = name, "namespace deleted");
     Ok(())
+}
+
+/// One cleanup pass: delete (or mark) everything in the namespace; returns how many
+/// objects are still there afterwards (held by finalizers or graceful deletion).
+async fn delete_contents(reg: &Registry, name: &str) -> ApiResult<usize> {
+    let opts = DeleteOpts { grace_period: Some(0), ..Default::default() };
+    let mut remaining = 0;
+    for res in all_resources().iter().filter(|r| r.namespaced && r.storage.is_none()) {
+        let page = reg.store.list(&reg.keys.collection(res, name), None, 0, 0).await?;
+        for stored in page.items {
+            let obj = Registry::decode_stored(res, &stored)?;
+            match reg.delete(res, name, meta::name(&obj), &opts).await {
+                Ok(after) if meta::metadata(&after).is_some_and(|m| m.contains_key("deletionTimestamp")) => {
+                    remaining += 1
+                }
+                Ok(_) => {}
+                Err(e) if e.reason == "NotFound" => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(remaining)
+}
+
+/// Resume the cleanup of namespaces left Terminating by an earlier run.
+pub async fn resume_terminating(reg: &Registry) -> ApiResult<()> {
+    let ns_res = find_resource("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces missing"))?;
+    let page = reg.store.list(&reg.keys.collection(ns_res, ""), None, 0, 0).await?;
+    for stored in page.items {
+        let obj = Registry::decode_stored(ns_res, &stored)?;
+        if obj.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") {
+            spawn_cleanup(reg, meta::name(&obj));
+        }
+    }
+    Ok(())
+}
+
+fn spawn_cleanup(reg: &Registry, name: &str) {
+    let reg = reg.clone();
+    let name = name.to_string();
+    tokio::spawn(async move {
+        if let Err(e) = finish_deletion(&reg, &name).await {
+            tracing::warn!(namespace = %name, error = %e.message, "namespace cleanup failed");
+        }
+    });
 }

@@ -137,9 +137,7 @@ impl Registry {
     }
 
     pub async fn create(&self, res: &ResourceDef, ns: &str, mut obj: Value, dry_run: bool) -> ApiResult<Value> {
-        if res.namespaced {
-            meta::metadata_mut(&mut obj).insert("namespace".into(), json!(ns));
-        }
+        set_namespace(res, &mut obj, ns);
         let generated = generate_name(&mut obj);
         meta::init_on_create(&mut obj, res.strategy.tracks_generation());
         res.strategy.default(&mut obj);
@@ -227,12 +225,25 @@ impl Registry {
         };
         let key = self.key(res, ns, name);
         let mut taken = HashSet::new();
-        for _ in 0..MAX_RETRIES {
+        // an unconditional update retries every lost race, as upstream's
+        // GuaranteedUpdate; only allocation races are bounded
+        let mut claim_races = 0;
+        loop {
             let current = self.get_stored(res, ns, name).await?;
             if expected.is_some_and(|rv| rv != current.mod_revision) {
                 return Err(ApiError::modified(res.group, res.plural, name));
             }
             let old = Self::decode_stored(res, &current)?;
+            // a uid in the body is a precondition, as upstream's defaultUpdatedObjectInfo
+            let (body_uid, uid) = (meta::meta_str(&body, "uid"), meta::meta_str(&old, "uid"));
+            if !body_uid.is_empty() && body_uid != uid {
+                return Err(ApiError::conflict(
+                    res.group,
+                    res.plural,
+                    name,
+                    &format!("Precondition failed: UID in precondition: {body_uid}, UID in object meta: {uid}"),
+                ));
+            }
             let mut new = merge_update(res, &old, body.clone(), part, ns);
             if part == Part::Main {
                 res.strategy.default(&mut new);
@@ -241,21 +252,29 @@ impl Registry {
                     meta::bump_generation_if_spec_changed(&mut new, &old);
                 }
             }
-            let allocs = res.strategy.allocate(&mut new, Some(&old), &self.alloc, &taken)?;
-            // no-op writes keep the resourceVersion, as upstream
-            if strip_rv(&new) == strip_rv(&old) || dry_run {
-                return Ok(if dry_run { new } else { old });
-            }
-            if deletion_finished(&new) {
+            if part == Part::Main && completes_deletion(&old, &new) {
                 // the last finalizer of an object being deleted is gone: delete it now
+                if dry_run {
+                    return Ok(new);
+                }
                 let releases = res.strategy.releases(&old, &self.alloc);
                 match self.store.delete(&key, current.mod_revision, &releases).await? {
                     WriteOutcome::Written(rev) => {
                         meta::set_resource_version(&mut new, rev);
+                        tracing::debug!(resource = res.plural, namespace = ns, name, rev, "finalized and deleted");
                         return Ok(new);
+                    }
+                    WriteOutcome::Mismatch(None) => return Err(ApiError::not_found(res.group, res.plural, name)),
+                    WriteOutcome::Mismatch(Some(_)) if expected.is_some() => {
+                        return Err(ApiError::modified(res.group, res.plural, name));
                     }
                     _ => continue,
                 }
+            }
+            let allocs = res.strategy.allocate(&mut new, Some(&old), &self.alloc, &taken)?;
+            // no-op writes keep the resourceVersion, as upstream
+            if strip_rv(&new) == strip_rv(&old) || dry_run {
+                return Ok(if dry_run { new } else { old });
             }
             let bytes = Self::encode(res, &new);
             match self.store.update(&key, bytes, current.mod_revision, &allocs.claims, &allocs.releases).await? {
@@ -268,10 +287,15 @@ impl Registry {
                     return Err(ApiError::modified(res.group, res.plural, name));
                 }
                 WriteOutcome::Mismatch(Some(_)) => continue,
-                WriteOutcome::ClaimTaken => taken = self.taken_allocations(&allocs).await?,
+                WriteOutcome::ClaimTaken => {
+                    claim_races += 1;
+                    if claim_races >= MAX_RETRIES {
+                        return Err(ApiError::modified(res.group, res.plural, name));
+                    }
+                    taken = self.taken_allocations(&allocs).await?;
+                }
             }
         }
-        Err(ApiError::modified(res.group, res.plural, name))
     }
 
     /// Delete one object. Objects with finalizers, and pods still on a node, are only
@@ -283,7 +307,8 @@ impl Registry {
             let mut obj = Self::decode_stored(res, &current)?;
             check_preconditions(res, name, &obj, opts)?;
             if let Some(marked) = deletion_mark(res, &obj, opts) {
-                if opts.dry_run {
+                // already marked: nothing to write
+                if opts.dry_run || marked == obj {
                     return Ok(marked);
                 }
                 match self.store.update(&key, Self::encode(res, &marked), current.mod_revision, &[], &[]).await? {
@@ -312,12 +337,26 @@ impl Registry {
     }
 }
 
-/// Marked for deletion and no finalizer left.
-fn deletion_finished(obj: &Value) -> bool {
-    let m = meta::metadata(obj);
-    m.is_some_and(|m| m.contains_key("deletionTimestamp"))
-        && m.and_then(|m| m.get("finalizers")).and_then(Value::as_array).is_none_or(Vec::is_empty)
-        && obj.get("kind").and_then(Value::as_str) != Some("Pod")
+/// An update that leaves an object being deleted (with no grace period left) without
+/// finalizers completes its deletion, as upstream's shouldDeleteDuringUpdate.
+fn completes_deletion(old: &Value, new: &Value) -> bool {
+    let old_meta = meta::metadata(old);
+    let deleting = old_meta.is_some_and(|m| m.contains_key("deletionTimestamp"))
+        && old_meta.and_then(|m| m.get("deletionGracePeriodSeconds")).and_then(Value::as_i64) == Some(0);
+    let finalizers =
+        meta::metadata(new).and_then(|m| m.get("finalizers")).and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+    deleting && !finalizers
+}
+
+/// A namespaced object takes the request's namespace; a cluster-scoped one has none,
+/// whatever the body said (upstream's BeforeCreate/BeforeUpdate clear it).
+fn set_namespace(res: &ResourceDef, obj: &mut Value, ns: &str) {
+    let m = meta::metadata_mut(obj);
+    if res.namespaced {
+        m.insert("namespace".into(), json!(ns));
+    } else {
+        m.remove("namespace");
+    }
 }
 
 fn strip_rv(obj: &Value) -> Value {
@@ -337,9 +376,7 @@ fn merge_update(res: &ResourceDef, old: &Value, mut body: Value, part: Part, ns:
         }
         Part::Main => {
             meta::carry_over_on_update(&mut body, old);
-            if res.namespaced {
-                meta::metadata_mut(&mut body).insert("namespace".into(), json!(ns));
-            }
+            set_namespace(res, &mut body, ns);
             if res.has_status {
                 match old.get("status") {
                     Some(s) => body["status"] = s.clone(),
@@ -350,7 +387,6 @@ fn merge_update(res: &ResourceDef, old: &Value, mut body: Value, part: Part, ns:
                     }
                 }
             }
-            // an object being deleted loses its last finalizer here: deletion completes
             body
         }
     }

@@ -116,7 +116,16 @@ fn parse_label_term(term: &str) -> Result<LabelReq, String> {
                 .strip_prefix('(')
                 .and_then(|r| r.strip_suffix(')'))
                 .ok_or_else(|| format!("unable to parse requirement: found '{rest}', expected: '('"))?;
-            let values = inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
+            let values: Vec<String> =
+                inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
+            if values.is_empty() {
+                return Err(format!(
+                    "unable to parse requirement: for 'in', 'notin' operators, values set can't be empty: {term:?}"
+                ));
+            }
+            for v in &values {
+                check_value(v)?;
+            }
             return Ok(if is_in { LabelReq::In(key, values) } else { LabelReq::NotIn(key, values) });
         }
     }
@@ -138,16 +147,22 @@ fn parse_label_term(term: &str) -> Result<LabelReq, String> {
     Ok(LabelReq::Exists(checked_key(term)?))
 }
 
+/// A key must be a qualified name, as in a label (upstream's validateLabelKey).
 fn checked_key(key: &str) -> Result<String, String> {
-    let ok = !key.is_empty()
-        && key.len() <= 317
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
-    if ok { Ok(key.to_string()) } else { Err(format!("unable to parse requirement: invalid label key {key:?}")) }
+    match super::validation::qualified_name_problem(key) {
+        None => Ok(key.to_string()),
+        Some(problem) => Err(format!("unable to parse requirement: invalid label key {key:?}: {problem}")),
+    }
 }
 
 fn check_value(value: &str) -> Result<(), String> {
-    let ok = value.len() <= 63 && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok { Ok(()) } else { Err(format!("unable to parse requirement: invalid label value: {value:?}")) }
+    if super::validation::is_label_value(value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "unable to parse requirement: invalid label value: {value:?}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"
+        ))
+    }
 }
 
 /// One `field=value` or `field!=value` requirement.
@@ -228,6 +243,13 @@ mod tests {
         }
         assert!(LabelSelector::parse("app in (web").is_err());
         assert!(LabelSelector::parse("a b=c").is_err());
+        assert!(LabelSelector::parse("-bad-=x").is_err());
+        assert!(LabelSelector::parse("a in ()").is_err());
+        assert!(LabelSelector::parse("a in (b c)").is_err());
+        assert!(LabelSelector::parse("a notin (b,c-)").is_err());
+        assert!(LabelSelector::parse("app=-x-").is_err());
+        assert!(LabelSelector::parse("example.com/app=x,k8s.io/").is_err());
+        assert!(LabelSelector::parse("example.com/app=x,!example.com/y").is_ok());
     }
 
     #[test]

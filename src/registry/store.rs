@@ -123,7 +123,9 @@ impl Store {
         }
         let from: Vec<u8> = start.map(<[u8]>::to_vec).unwrap_or_else(|| prefix.as_bytes().to_vec());
         let mut resp = self.kv.clone().get(from, Some(options)).await.map_err(compaction_error)?;
-        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        // etcd's header carries its newest revision even for a read at an older one:
+        // the page was read at the revision asked for
+        let revision = if revision > 0 { revision } else { resp.header().map(|h| h.revision()).unwrap_or(0) };
         let more = resp.more();
         let count = resp.count();
         let items: Vec<Stored> = resp.take_kvs().into_iter().map(to_stored).collect();

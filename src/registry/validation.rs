@@ -20,30 +20,40 @@ const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lowe
 const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 const DNS1035_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
 
-pub fn is_dns1123_label(s: &str) -> bool {
+/// Upstream's label regex `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, which has no length limit.
+fn label_pattern(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
-        && b.len() <= 63
         && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
 
-pub fn is_dns1123_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns1123_label)
+/// Upstream's subdomain regex: dot-separated labels, with no per-label length limit.
+fn subdomain_pattern(s: &str) -> bool {
+    s.split('.').all(label_pattern)
 }
 
-pub fn is_dns1035_label(s: &str) -> bool {
-    is_dns1123_label(s) && s.as_bytes()[0].is_ascii_lowercase()
+fn dns1035_pattern(s: &str) -> bool {
+    label_pattern(s) && s.as_bytes()[0].is_ascii_lowercase()
+}
+
+pub fn is_dns1123_label(s: &str) -> bool {
+    s.len() <= 63 && label_pattern(s)
+}
+
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && subdomain_pattern(s)
 }
 
 /// Problems with a name under `rule`, as messages (empty: valid).
 pub fn name_problems(name: &str, rule: NameRule) -> Vec<String> {
     let mut out = Vec::new();
+    // as upstream: the length and the pattern are separate problems
     let (ok, max, msg) = match rule {
-        NameRule::Subdomain => (is_dns1123_subdomain(name), 253, SUBDOMAIN_MSG),
-        NameRule::Label => (is_dns1123_label(name), 63, LABEL_MSG),
-        NameRule::Dns1035 => (is_dns1035_label(name), 63, DNS1035_MSG),
+        NameRule::Subdomain => (subdomain_pattern(name), 253, SUBDOMAIN_MSG),
+        NameRule::Label => (label_pattern(name), 63, LABEL_MSG),
+        NameRule::Dns1035 => (dns1035_pattern(name), 63, DNS1035_MSG),
     };
     if name.len() > max {
         out.push(format!("must be no more than {max} characters"));
@@ -106,6 +116,17 @@ pub fn qualified_name_problem(key: &str) -> Option<String> {
     }
 }
 
+/// A label value: empty, or at most 63 alphanumerics, '-', '_' or '.', starting and
+/// ending with an alphanumeric.
+pub fn is_label_value(value: &str) -> bool {
+    let b = value.as_bytes();
+    b.is_empty()
+        || (b.len() <= 63
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric())
+}
+
 pub fn validate_labels(labels: &Map<String, Value>, field: &str) -> Vec<FieldError> {
     let mut errs = Vec::new();
     for (k, v) in labels {
@@ -113,13 +134,7 @@ pub fn validate_labels(labels: &Map<String, Value>, field: &str) -> Vec<FieldErr
             errs.push(FieldError::invalid(field, &Value::String(k.clone()), &p));
         }
         let value = v.as_str().unwrap_or_default();
-        let b = value.as_bytes();
-        let ok = b.is_empty()
-            || (b.len() <= 63
-                && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-                && b[0].is_ascii_alphanumeric()
-                && b[b.len() - 1].is_ascii_alphanumeric());
-        if !ok {
+        if !is_label_value(value) {
             errs.push(FieldError::invalid(
                 field,
                 &Value::String(value.into()),
@@ -184,7 +199,9 @@ mod tests {
         assert!(!is_dns1123_subdomain("-a"));
         assert!(is_dns1123_label("a-1"));
         assert!(!is_dns1123_label("a.b"));
-        assert!(!is_dns1035_label("1abc"));
-        assert!(name_problems(&"a".repeat(64), NameRule::Label).len() == 2);
+        assert!(!dns1035_pattern("1abc"));
+        assert_eq!(name_problems(&"a".repeat(64), NameRule::Label), ["must be no more than 63 characters"]);
+        assert_eq!(name_problems(&"a".repeat(254), NameRule::Subdomain).len(), 1);
+        assert_eq!(name_problems(&"A".repeat(64), NameRule::Label).len(), 2);
     }
 }
