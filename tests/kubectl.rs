@@ -730,3 +730,32 @@ async fn kubectl_patch_and_scale() {
         assert_eq!(scale["status"]["selector"], "app=web");
     }
 }
+
+/// `kubectl rollout status` follows a Deployment's status through the watch and returns
+/// once it is rolled out. No controllers run yet, so the test writes the status a
+/// deployment controller would (through `/status`).
+#[tokio::test]
+async fn kubectl_rollout_status_follows_the_watch() {
+    let c = Cluster::start().await;
+    for version in KUBECTL_VERSIONS {
+        let name = format!("roll-{}", tag(version));
+        let path = format!("/apis/apps/v1/namespaces/default/deployments/{name}");
+        c.kubectl_ok(version, &["create", "deployment", &name, "--image=nginx:1.25", "--replicas=2"]);
+        let watch = c.kubectl_stream(version, &["rollout", "status", &format!("deployment/{name}"), "--timeout=60s"]);
+        let waiting = watch.wait_for_line("Waiting", LINE_WAIT);
+        assert!(waiting.is_ok(), "{version} rollout status never waited: {waiting:?}");
+
+        let mut d = c.must_get(&path).await;
+        let generation = d["metadata"]["generation"].clone();
+        d["status"] = json!({
+            "observedGeneration": generation,
+            "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2,
+            "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+                           {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}],
+        });
+        let (status, body) = c.put(&format!("{path}/status"), &d).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let done = watch.wait_for_line("successfully rolled out", LINE_WAIT);
+        assert!(done.is_ok(), "{version} rollout status did not see the rollout finish: {done:?}");
+    }
+}
