@@ -13,36 +13,19 @@ const EVENT_WAIT: Duration = Duration::from_secs(20);
 
 /// An open watch response, read one JSON line at a time.
 struct Watch {
-    resp: reqwest::Response,
-    buf: Vec<u8>,
+    lines: common::watch_lines::WatchLines,
 }
 
 impl Watch {
     async fn open(c: &Cluster, path: &str) -> Watch {
         let resp = c.http.get(c.url(path)).timeout(Duration::from_secs(300)).send().await.expect("watch request");
         assert_eq!(resp.status(), StatusCode::OK, "watch {path}");
-        Watch { resp, buf: Vec::new() }
+        Watch { lines: common::watch_lines::WatchLines::new(resp) }
     }
 
     /// The next event, or None when the stream ended or nothing came within `wait`.
     async fn next_within(&mut self, wait: Duration) -> Option<Value> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=pos).collect();
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                return Some(
-                    serde_json::from_slice(&line)
-                        .unwrap_or_else(|e| panic!("watch line is not JSON ({e}): {}", String::from_utf8_lossy(&line))),
-                );
-            }
-            match tokio::time::timeout_at(deadline, self.resp.chunk()).await {
-                Ok(Ok(Some(chunk))) => self.buf.extend_from_slice(&chunk),
-                _ => return None,
-            }
-        }
+        self.lines.next_within(wait).await
     }
 
     async fn next(&mut self) -> Value {
@@ -155,7 +138,7 @@ async fn http_watch_streams_changes() {
         .send()
         .await
         .unwrap();
-    let mut w = Watch { resp, buf: Vec::new() };
+    let mut w = Watch { lines: common::watch_lines::WatchLines::new(resp) };
     c.create(CMS, &configmap("tabled", json!({}))).await;
     let ev = w.next().await;
     assert_eq!(ev["type"], "ADDED", "{ev}");

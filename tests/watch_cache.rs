@@ -4,6 +4,9 @@
 //! compaction, many watchers, lists from the cache, stock kubectl 1.27 and 1.33, and
 //! bad input. Self-contained: its own small harness below.
 
+#[path = "common/watch_lines.rs"]
+mod watch_lines;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -241,7 +244,7 @@ impl Cluster {
     async fn watch_as(&self, path_and_query: &str, accept: &str) -> Watch {
         let resp = self.http.get(self.url(path_and_query)).header("accept", accept).send().await.expect("watch");
         assert_eq!(resp.status(), StatusCode::OK, "watch {path_and_query}");
-        Watch { resp, buf: Vec::new() }
+        Watch { lines: watch_lines::WatchLines::new(resp) }
     }
 }
 
@@ -260,27 +263,13 @@ fn rv(obj: &Value) -> i64 {
 
 /// An open watch response, read one JSON line at a time.
 struct Watch {
-    resp: reqwest::Response,
-    buf: Vec<u8>,
+    lines: watch_lines::WatchLines,
 }
 
 impl Watch {
     /// The next event, or None when the stream ended (or nothing came within `wait`).
     async fn next_within(&mut self, wait: Duration) -> Option<Value> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=pos).collect();
-                return Some(
-                    serde_json::from_slice(&line)
-                        .unwrap_or_else(|e| panic!("watch line is not JSON ({e}): {}", String::from_utf8_lossy(&line))),
-                );
-            }
-            match tokio::time::timeout_at(deadline, self.resp.chunk()).await {
-                Ok(Ok(Some(chunk))) => self.buf.extend_from_slice(&chunk),
-                _ => return None,
-            }
-        }
+        self.lines.next_within(wait).await
     }
 
     async fn next(&mut self) -> Value {
@@ -806,7 +795,7 @@ async fn many_watchers_receive_every_event() {
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
-        watches.push(Watch { resp, buf: Vec::new() });
+        watches.push(Watch { lines: watch_lines::WatchLines::new(resp) });
     }
     let mut last = 0;
     for i in 0..20 {
@@ -828,7 +817,7 @@ async fn slow_watcher_is_cut_off_without_gaps() {
     let start = c.create_cm("default", "big", json!({})).await;
     let http1 = reqwest::Client::builder().danger_accept_invalid_certs(true).http1_only().build().unwrap();
     let resp = http1.get(c.url(&format!("{CMS}?watch=1&resourceVersion={start}"))).send().await.unwrap();
-    let mut slow = Watch { resp, buf: Vec::new() };
+    let mut slow = Watch { lines: watch_lines::WatchLines::new(resp) };
     let mut fast = c.watch(&format!("{CMS}?watch=1&resourceVersion={start}")).await;
     let fast = tokio::spawn(async move {
         let mut n = 0;

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod watch_lines;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
