@@ -8,6 +8,7 @@ mod handlers;
 mod kubeconfig;
 mod protobuf;
 mod registry;
+mod schema;
 mod up;
 mod watch;
 
