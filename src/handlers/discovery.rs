@@ -92,12 +92,34 @@ fn resources_of(group: &str, version: &str) -> impl Iterator<Item = &'static Res
     all_resources().iter().filter(move |r| r.group == group && r.version == version)
 }
 
+/// Create-only subresources that act on an object rather than store one (served by
+/// `handlers::pods`): (resource, subresource, response group, version, kind).
+const ACTION_SUBRESOURCES: &[(&str, &str, &str, &str, &str)] =
+    &[("pods", "binding", "", "v1", "Binding"), ("pods", "eviction", "policy", "v1", "Eviction")];
+
+fn action_subresources(
+    r: &ResourceDef,
+) -> impl Iterator<Item = &'static (&'static str, &'static str, &'static str, &'static str, &'static str)> {
+    let (group, plural) = (r.group, r.plural);
+    ACTION_SUBRESOURCES.iter().filter(move |a| group.is_empty() && a.0 == plural)
+}
+
+/// The legacy create-only `bindings` collection of core/v1, the older form of pods/binding.
+fn bindings_resource() -> Value {
+    json!({"name": "bindings", "singularName": "binding", "namespaced": true, "kind": "Binding", "verbs": ["create"]})
+}
+
 fn aggregated_group(group: &str) -> Value {
     let versions: Vec<Value> = group_versions()
         .into_iter()
         .filter(|(g, _)| *g == group)
         .map(|(g, v)| {
-            let resources: Vec<Value> = resources_of(g, v).map(aggregated_resource).collect();
+            let mut resources: Vec<Value> = resources_of(g, v).map(aggregated_resource).collect();
+            if g.is_empty() {
+                let kind = json!({"group": "", "version": "v1", "kind": "Binding"});
+                let scope = "Namespaced";
+                resources.push(json!({"resource": "bindings", "responseKind": kind, "scope": scope, "singularResource": "binding", "verbs": ["create"]}));
+            }
             json!({"version": v, "resources": resources, "freshness": "Current"})
         })
         .collect();
@@ -130,6 +152,10 @@ fn aggregated_resource(r: &ResourceDef) -> Value {
     if r.has_scale {
         let scale_kind = json!({"group": "autoscaling", "version": "v1", "kind": "Scale"});
         subresources.push(json!({"subresource": "scale", "responseKind": scale_kind, "verbs": r.status_verbs()}));
+    }
+    for (_, sub, group, version, kind) in action_subresources(r) {
+        let kind = json!({"group": group, "version": version, "kind": kind});
+        subresources.push(json!({"subresource": sub, "responseKind": kind, "verbs": ["create"]}));
     }
     if !subresources.is_empty() {
         v["subresources"] = json!(subresources);
@@ -226,6 +252,17 @@ pub fn resource_list(group: &str, version: &str) -> Result<Response, ApiError> {
                 "verbs": r.status_verbs(),
             }));
         }
+        for (_, sub, group, version, kind) in action_subresources(r) {
+            let mut entry = json!({"name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": true, "kind": kind, "verbs": ["create"]});
+            if !group.is_empty() {
+                entry["group"] = json!(group);
+                entry["version"] = json!(version);
+            }
+            resources.push(entry);
+        }
+    }
+    if group.is_empty() && !resources.is_empty() {
+        resources.push(bindings_resource());
     }
     if resources.is_empty() {
         return Err(ApiError::not_found_path());

@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod list;
 pub mod openapi;
 pub mod path;
+pub mod pods;
 pub mod query;
 pub mod resource;
 pub mod scale;

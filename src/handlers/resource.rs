@@ -15,7 +15,7 @@ use super::path::{self, ResourcePath, Target};
 use super::query::Query;
 use super::status::{ApiError, ApiResult};
 use super::table::{self, IncludeObject};
-use super::{AppState, discovery, list};
+use super::{AppState, discovery, list, pods};
 use crate::registry::filter::Filter;
 use crate::registry::rest::{DeleteOpts, Part};
 use crate::registry::{ResourceDef, find_resource, meta};
@@ -61,6 +61,15 @@ async fn handle(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMa
         Target::Group(_) | Target::GroupVersion(..) => return Err(ApiError::method_not_allowed()),
         Target::Resource(p) => p,
     };
+    if let Some(action) = pods::Action::of(&p) {
+        let query = Query::parse(uri.query())?;
+        if *method != Method::POST {
+            return Err(ApiError::method_not_allowed());
+        }
+        let (namespace, name) = (p.namespace.as_deref().unwrap_or(""), p.name.as_deref().unwrap_or(""));
+        let target = pods::Target { namespace, name, dry_run: query.dry_run()? };
+        return action.run(&state.registry, target, headers, &read_body(body).await?).await;
+    }
     let res = find_resource(&p.group, &p.version, &p.resource).ok_or_else(ApiError::not_found_path)?;
     if !res.namespaced && p.namespace.is_some() {
         return Err(ApiError::not_found_path());
@@ -268,14 +277,7 @@ fn delete_opts(ctx: &Ctx, body: &Bytes) -> ApiResult<DeleteOpts> {
     if !body.is_empty() {
         let v: Value = codec::parse_body(ctx.headers, body)
             .map_err(|_| ApiError::bad_request("the body of the request is not a valid DeleteOptions"))?;
-        if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
-            opts.grace_period = Some(g);
-        }
-        if v.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|x| x == "All")) {
-            opts.dry_run = true;
-        }
-        opts.uid = v.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
-        opts.resource_version = v.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
+        opts.merge_body(&v);
     }
     Ok(opts)
 }

@@ -40,6 +40,9 @@ impl Registry {
 pub enum Part {
     Main,
     Status,
+    /// Spec and status together: server-side writes such as pod binding, which sets
+    /// spec.nodeName and the PodScheduled condition in one step.
+    Whole,
 }
 
 /// DeleteOptions preconditions and grace period.
@@ -49,6 +52,20 @@ pub struct DeleteOpts {
     pub resource_version: Option<String>,
     pub grace_period: Option<i64>,
     pub dry_run: bool,
+}
+
+impl DeleteOpts {
+    /// Take the options a DeleteOptions body carries (grace period, dry run, preconditions).
+    pub fn merge_body(&mut self, v: &Value) {
+        if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
+            self.grace_period = Some(g);
+        }
+        if v.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|x| x == "All")) {
+            self.dry_run = true;
+        }
+        self.uid = v.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
+        self.resource_version = v.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
+    }
 }
 
 impl Registry {
@@ -245,14 +262,14 @@ impl Registry {
                 ));
             }
             let mut new = merge_update(res, &old, body.clone(), part, ns);
-            if part == Part::Main {
+            if part != Part::Status {
                 res.strategy.default(&mut new);
                 self.validate(res, &new, Some(&old))?;
                 if res.strategy.tracks_generation() {
                     meta::bump_generation_if_spec_changed(&mut new, &old);
                 }
             }
-            if part == Part::Main && completes_deletion(&old, &new) {
+            if part != Part::Status && completes_deletion(&old, &new) {
                 // the last finalizer of an object being deleted is gone: delete it now
                 if dry_run {
                     return Ok(new);
@@ -373,6 +390,11 @@ fn merge_update(res: &ResourceDef, old: &Value, mut body: Value, part: Part, ns:
             let mut new = old.clone();
             new["status"] = body.get("status").cloned().unwrap_or(json!({}));
             new
+        }
+        Part::Whole => {
+            meta::carry_over_on_update(&mut body, old);
+            set_namespace(res, &mut body, ns);
+            body
         }
         Part::Main => {
             meta::carry_over_on_update(&mut body, old);

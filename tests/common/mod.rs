@@ -423,6 +423,13 @@ impl Cluster {
         cmd
     }
 
+    /// Run kubectl with extra environment (e.g. `EDITOR` for `kubectl edit`).
+    pub fn kubectl_env(&self, version: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.kubectl_command(version, args);
+        cmd.envs(env.iter().copied()).stdin(Stdio::null());
+        cmd.output().unwrap_or_else(|e| panic!("running kubectl {version}: {e}"))
+    }
+
     fn spawn_kubectl(&self, version: &str, args: &[&str], stdin: Stdio, stderr: Stdio) -> Child {
         self.kubectl_command(version, args)
             .stdin(stdin)
