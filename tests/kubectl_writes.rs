@@ -201,3 +201,38 @@ async fn bad_patches_write_nothing() {
     }
     assert_eq!(c.must_get(path).await["metadata"]["resourceVersion"], before["metadata"]["resourceVersion"]);
 }
+
+/// kubectl validates strictly by default: a misspelled field is refused by the server
+/// with upstream's wording; --validate=warn applies it and prints the warning.
+#[tokio::test]
+async fn kubectl_field_validation() {
+    let c = Cluster::start().await;
+    let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: typo\ndatta:\n  k: v\n";
+    for version in KUBECTL_VERSIONS {
+        let ns = format!("v-{}", tag(version));
+        c.create("/api/v1/namespaces", &namespace(&ns)).await;
+        let out = c.kubectl_stdin(version, &["apply", "-n", &ns, "-f", "-"], manifest);
+        assert!(!out.status.success(), "{version}: a misspelled field was accepted");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(r#"ConfigMap in version "v1" cannot be handled as a ConfigMap: strict decoding error: unknown field "datta""#),
+            "{version} stderr: {err}"
+        );
+        let out = c.kubectl_stdin(version, &["apply", "-n", &ns, "--validate=warn", "-f", "-"], manifest);
+        assert!(out.status.success(), "{version} --validate=warn: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(r#"unknown field "datta""#), "{version} warning: {}", text(&out.stderr));
+    }
+    // duplicate keys in a JSON body: 400 under Strict, a warning under Warn
+    let body = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"dup"},"data":{"a":"1","a":"2"}}"#.to_vec();
+    let path = "/api/v1/namespaces/default/configmaps";
+    let strict = c
+        .call(Method::POST, &format!("{path}?fieldValidation=Strict"), Body::Raw("application/json", body.clone()), &[])
+        .await;
+    assert_eq!(strict.status, 400, "{}", strict.text);
+    assert!(strict.json["message"].as_str().unwrap_or("").contains(r#"duplicate field "a""#), "{}", strict.text);
+    let warn =
+        c.call(Method::POST, &format!("{path}?fieldValidation=Warn"), Body::Raw("application/json", body), &[]).await;
+    assert_eq!(warn.status, 201, "{}", warn.text);
+    assert!(warn.header_all("warning").iter().any(|w| w.contains(r#"duplicate field \"a\""#)), "{:?}", warn.headers);
+    assert_eq!(warn.json["data"]["a"], "2");
+}

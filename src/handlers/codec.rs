@@ -120,10 +120,38 @@ pub fn parse_yaml(body: &[u8]) -> ApiResult<Value> {
 
 /// Check a body against the resource it is sent to and decode it through the typed
 /// schema. Returns the object and warnings (unknown fields under `Warn`).
-pub fn decode_object(
+pub fn decode_object(res: &ResourceDef, obj: Value, validation: FieldValidation) -> ApiResult<(Value, Vec<String>)> {
+    decode_object_with(res, obj, validation, &[], false)
+}
+
+/// A request body as a checked object: parsed by Content-Type, with keys repeated in a
+/// JSON body reported like unknown fields (upstream's strict decoder does the same).
+pub fn decode_body(
+    res: &ResourceDef,
+    headers: &HeaderMap,
+    body: &Bytes,
+    validation: FieldValidation,
+) -> ApiResult<(Value, Vec<String>)> {
+    let raw = parse_body(headers, body)?;
+    let repeated = match validation {
+        FieldValidation::Ignore => Vec::new(),
+        _ if is_json(headers) => super::duplicate_keys::find(body),
+        _ => Vec::new(),
+    };
+    decode_object_with(res, raw, validation, &repeated, true)
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    matches!(content_type.split(';').next().unwrap_or("").trim(), "application/json" | "")
+}
+
+fn decode_object_with(
     res: &ResourceDef,
     mut obj: Value,
     validation: FieldValidation,
+    repeated: &[String],
+    whole_body: bool,
 ) -> ApiResult<(Value, Vec<String>)> {
     if !obj.is_object() {
         return Err(ApiError::bad_request(format!(
@@ -158,18 +186,25 @@ pub fn decode_object(
         ))
     })?;
     let unknown = typed::unknown_fields(&obj, &decoded);
-    let mut warnings = Vec::new();
-    if !unknown.is_empty() {
-        match validation {
-            FieldValidation::Strict => {
-                let list: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
-                return Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", "))));
-            }
-            FieldValidation::Warn => warnings.extend(unknown.iter().map(|f| format!("unknown field \"{f}\""))),
-            FieldValidation::Ignore => {}
+    let problems: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .chain(repeated.iter().map(|f| format!("duplicate field \"{f}\"")))
+        .collect();
+    match validation {
+        FieldValidation::Strict if !problems.is_empty() => {
+            let strict = format!("strict decoding error: {}", problems.join(", "));
+            // a body that is the whole object names its kind in the error, as upstream's decoder
+            Err(ApiError::bad_request(match whole_body {
+                true => {
+                    format!("{} in version \"{}\" cannot be handled as a {}: {strict}", res.kind, res.version, res.kind)
+                }
+                false => strict,
+            }))
         }
+        FieldValidation::Warn => Ok((decoded, problems)),
+        _ => Ok((decoded, Vec::new())),
     }
-    Ok((decoded, warnings))
 }
 
 /// Attach `Warning: 299 - "..."` headers, as upstream reports unknown fields.

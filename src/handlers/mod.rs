@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod discovery;
+mod duplicate_keys;
 pub mod list;
 pub mod openapi;
 pub mod path;

@@ -179,9 +179,8 @@ async fn watch(ctx: &Ctx<'_>, output: Output) -> ApiResult<Response> {
 }
 
 fn decode(ctx: &Ctx, body: &Bytes) -> ApiResult<(Value, Vec<String>)> {
-    let raw = codec::parse_body(ctx.headers, body)?;
     let validation = FieldValidation::parse(ctx.query.get("fieldValidation"))?;
-    codec::decode_object(ctx.res, raw, validation)
+    codec::decode_body(ctx.res, ctx.headers, body, validation)
 }
 
 /// The namespace in the body must agree with the URL's.
