@@ -6,6 +6,50 @@
 use prost::Message;
 use serde_json::{Map, Value};
 
+/// gnostic's `Named<T>` messages: a map entry, name in field 1 and value in field 2.
+macro_rules! named {
+    ($($name:ident($value:ident)),* $(,)?) => {$(
+        #[derive(Clone, PartialEq, Message)]
+        pub struct $name {
+            #[prost(string, tag = "1")]
+            pub name: String,
+            #[prost(message, optional, tag = "2")]
+            pub value: Option<$value>,
+        }
+    )*};
+}
+
+/// Messages with one field worth sending: a wrapper (`ResponseValue`, `SchemaItem`,
+/// `ParametersItem` are oneofs whose first member is all we use) or a list.
+macro_rules! wrapper {
+    ($($name:ident { $field:ident: $label:ident $ty:ty = $tag:literal }),* $(,)?) => {$(
+        #[derive(Clone, PartialEq, Message)]
+        pub struct $name {
+            #[prost(message, $label, tag = $tag)]
+            pub $field: $ty,
+        }
+    )*};
+}
+
+named!(NamedPathItem(PathItem), NamedResponse(ResponseValue), NamedSchema(Schema), NamedAny(Any));
+
+wrapper!(
+    Paths { path: repeated Vec<NamedPathItem> = "2" },
+    Definitions { additional_properties: repeated Vec<NamedSchema> = "1" },
+    Properties { additional_properties: repeated Vec<NamedSchema> = "1" },
+    Responses { response_code: repeated Vec<NamedResponse> = "1" },
+    ItemsItem { schema: repeated Vec<Schema> = "1" },
+    ParametersItem { parameter: optional Option<Parameter> = "1" },
+    ResponseValue { response: optional Option<Response> = "1" },
+    SchemaItem { schema: optional Option<Schema> = "1" },
+);
+
+#[derive(Clone, PartialEq, Message)]
+pub struct TypeItem {
+    #[prost(string, repeated, tag = "1")]
+    pub value: Vec<String>,
+}
+
 #[derive(Clone, PartialEq, Message)]
 pub struct Document {
     #[prost(string, tag = "1")]
@@ -24,20 +68,6 @@ pub struct Info {
     pub title: String,
     #[prost(string, tag = "2")]
     pub version: String,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct Paths {
-    #[prost(message, repeated, tag = "2")]
-    pub path: Vec<NamedPathItem>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct NamedPathItem {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(message, optional, tag = "2")]
-    pub value: Option<PathItem>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -76,13 +106,6 @@ pub struct Operation {
     pub schemes: Vec<String>,
     #[prost(message, repeated, tag = "13")]
     pub vendor_extension: Vec<NamedAny>,
-}
-
-/// ParametersItem and Parameter are both one-field wrappers in gnostic.
-#[derive(Clone, PartialEq, Message)]
-pub struct ParametersItem {
-    #[prost(message, optional, tag = "1")]
-    pub parameter: Option<Parameter>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -156,54 +179,12 @@ pub struct PathParameter {
 }
 
 #[derive(Clone, PartialEq, Message)]
-pub struct Responses {
-    #[prost(message, repeated, tag = "1")]
-    pub response_code: Vec<NamedResponse>,
-}
-
-/// gnostic's NamedResponseValue, whose value is a ResponseValue holding the Response
-/// in its field 1.
-#[derive(Clone, PartialEq, Message)]
-pub struct NamedResponse {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(message, optional, tag = "2")]
-    pub value: Option<ResponseValue>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct ResponseValue {
-    #[prost(message, optional, tag = "1")]
-    pub response: Option<Response>,
-}
-
-#[derive(Clone, PartialEq, Message)]
 pub struct Response {
     #[prost(string, tag = "1")]
     pub description: String,
     /// gnostic's SchemaItem, a wrapper with the Schema in field 1.
     #[prost(message, optional, tag = "2")]
     pub schema: Option<SchemaItem>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct SchemaItem {
-    #[prost(message, optional, tag = "1")]
-    pub schema: Option<Schema>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct Definitions {
-    #[prost(message, repeated, tag = "1")]
-    pub additional_properties: Vec<NamedSchema>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct NamedSchema {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(message, optional, tag = "2")]
-    pub value: Option<Schema>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -242,32 +223,6 @@ pub enum AdditionalKind {
     Schema(Box<Schema>),
     #[prost(bool, tag = "2")]
     Boolean(bool),
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct TypeItem {
-    #[prost(string, repeated, tag = "1")]
-    pub value: Vec<String>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct ItemsItem {
-    #[prost(message, repeated, tag = "1")]
-    pub schema: Vec<Schema>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct Properties {
-    #[prost(message, repeated, tag = "1")]
-    pub additional_properties: Vec<NamedSchema>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct NamedAny {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(message, optional, tag = "2")]
-    pub value: Option<Any>,
 }
 
 /// gnostic's Any: field 1 (a protobuf Any) is unused, the value is YAML in field 2.

@@ -2,6 +2,8 @@
 //! 2.0 (`v2.rs`) and the OpenAPI 3 (`v3.rs`) documents. Operation ids, tags and actions
 //! follow upstream's naming so clients that look operations up by them find ours.
 
+use serde_json::{Map, Value, json};
+
 use crate::registry::ResourceDef;
 use crate::schema::schemas;
 
@@ -99,7 +101,40 @@ pub struct Route {
     pub ops: Vec<Op>,
 }
 
+impl Op {
+    /// Add the operation's `x-kubernetes-*` extensions to its rendered form (the same
+    /// in both OpenAPI versions).
+    pub fn add_extensions(&self, out: &mut Value) {
+        if let Some(action) = self.action {
+            out["x-kubernetes-action"] = action.into();
+        }
+        if let Some((group, version, kind)) = &self.gvk {
+            out["x-kubernetes-group-version-kind"] = json!({"group": group, "version": version, "kind": kind});
+        }
+    }
+}
+
+/// The text of a response code.
+pub fn response_text(code: &str) -> &'static str {
+    match code {
+        "201" => "Created",
+        "202" => "Accepted",
+        _ => "OK",
+    }
+}
+
 impl Route {
+    /// The path item: each operation as `operation` renders it, and the path's own
+    /// parameters (`{namespace}`, `{name}`) as `parameter` does, in either version's form.
+    pub fn render(&self, operation: fn(&Op) -> Value, parameter: fn(&str) -> Value) -> Value {
+        let mut item: Map<String, Value> = self.ops.iter().map(|op| (op.method.to_string(), operation(op))).collect();
+        let params: Vec<Value> = self.path_params().into_iter().map(parameter).collect();
+        if !params.is_empty() {
+            item.insert("parameters".into(), params.into());
+        }
+        item.into()
+    }
+
     /// The `{name}` and `{namespace}` segments of the path, in order.
     pub fn path_params(&self) -> Vec<&str> {
         self.path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).collect()

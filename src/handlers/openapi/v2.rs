@@ -6,7 +6,7 @@
 use serde_json::{Map, Value, json};
 
 use super::closure;
-use super::routes::{META, Op, Route, group_version_routes, operation_refs};
+use super::routes::{META, Op, Route, group_version_routes, operation_refs, response_text};
 use crate::registry::resources::group_versions;
 
 /// Definitions clients look up although no served path returns them: the bodies of
@@ -24,14 +24,6 @@ const EXTRA_DEFINITIONS: &[&str] = &[
 
 fn definition_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/definitions/{name}") })
-}
-
-fn response_text(code: &str) -> &'static str {
-    match code {
-        "201" => "Created",
-        "202" => "Accepted",
-        _ => "OK",
-    }
 }
 
 fn operation(op: &Op) -> Value {
@@ -61,26 +53,12 @@ fn operation(op: &Op) -> Value {
         "parameters": params,
         "responses": responses,
     });
-    if let Some(action) = op.action {
-        out["x-kubernetes-action"] = action.into();
-    }
-    if let Some((group, version, kind)) = &op.gvk {
-        out["x-kubernetes-group-version-kind"] = json!({"group": group, "version": version, "kind": kind});
-    }
+    op.add_extensions(&mut out);
     out
 }
 
-fn path_item(route: &Route) -> Value {
-    let mut item: Map<String, Value> = route.ops.iter().map(|op| (op.method.to_string(), operation(op))).collect();
-    let params: Vec<Value> = route
-        .path_params()
-        .into_iter()
-        .map(|name| json!({"name": name, "in": "path", "required": true, "type": "string", "uniqueItems": true}))
-        .collect();
-    if !params.is_empty() {
-        item.insert("parameters".into(), params.into());
-    }
-    item.into()
+fn path_parameter(name: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "type": "string", "uniqueItems": true})
 }
 
 pub fn document() -> Value {
@@ -91,7 +69,8 @@ pub fn document() -> Value {
     let mut roots: Vec<String> = EXTRA_DEFINITIONS.iter().map(|s| s.to_string()).collect();
     roots.push(format!("{META}.DeleteOptions"));
     roots.extend(routes.iter().flat_map(|r| r.ops.iter().flat_map(operation_refs)));
-    let paths: Map<String, Value> = routes.iter().map(|r| (r.path.clone(), path_item(r))).collect();
+    let paths: Map<String, Value> =
+        routes.iter().map(|r| (r.path.clone(), r.render(operation, path_parameter))).collect();
     let definitions: Map<String, Value> = closure(roots).into_iter().map(|(k, v)| (k, v.clone())).collect();
     json!({
         "swagger": "2.0",

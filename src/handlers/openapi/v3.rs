@@ -6,7 +6,7 @@
 use serde_json::{Map, Value, json};
 
 use super::closure;
-use super::routes::{Op, Route, group_version_routes, operation_refs};
+use super::routes::{Op, group_version_routes, operation_refs, response_text};
 
 fn schema_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
@@ -79,7 +79,10 @@ fn operation(op: &Op) -> Value {
         .responses
         .iter()
         .map(|(code, def)| {
-            (code.to_string(), json!({"description": "OK", "content": content(op.produces, &schema_ref(def))}))
+            (
+                code.to_string(),
+                json!({"description": response_text(code), "content": content(op.produces, &schema_ref(def))}),
+            )
         })
         .chain([("401".to_string(), json!({"description": "Unauthorized"}))])
         .collect();
@@ -93,26 +96,12 @@ fn operation(op: &Op) -> Value {
     if let Some(body) = &op.body {
         out["requestBody"] = json!({"content": content(op.consumes, &schema_ref(body)), "required": true});
     }
-    if let Some(action) = op.action {
-        out["x-kubernetes-action"] = action.into();
-    }
-    if let Some((group, version, kind)) = &op.gvk {
-        out["x-kubernetes-group-version-kind"] = json!({"group": group, "version": version, "kind": kind});
-    }
+    op.add_extensions(&mut out);
     out
 }
 
-fn path_item(route: &Route) -> Value {
-    let mut item: Map<String, Value> = route.ops.iter().map(|op| (op.method.to_string(), operation(op))).collect();
-    let params: Vec<Value> = route
-        .path_params()
-        .into_iter()
-        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "uniqueItems": true}}))
-        .collect();
-    if !params.is_empty() {
-        item.insert("parameters".into(), params.into());
-    }
-    item.into()
+fn path_parameter(name: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "uniqueItems": true}})
 }
 
 pub fn document(group: &str, version: &str) -> Value {
@@ -120,7 +109,8 @@ pub fn document(group: &str, version: &str) -> Value {
     let roots = routes.iter().flat_map(|r| r.ops.iter().flat_map(operation_refs));
     let schemas: Map<String, Value> =
         closure(roots).into_iter().map(|(name, def)| (name.clone(), definition(&name, def))).collect();
-    let paths: Map<String, Value> = routes.iter().map(|r| (r.path.clone(), path_item(r))).collect();
+    let paths: Map<String, Value> =
+        routes.iter().map(|r| (r.path.clone(), r.render(operation, path_parameter))).collect();
     json!({
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": super::super::discovery::GIT_VERSION},
