@@ -86,6 +86,25 @@ async fn kubectl_explain() {
     }
 }
 
+/// Every resource discovery lists explains through both documents.
+#[tokio::test]
+async fn kubectl_explains_every_resource() {
+    let c = Cluster::start().await;
+    for version in KUBECTL_VERSIONS {
+        let resources = c.kubectl_ok(version, &["api-resources", "--no-headers"]);
+        for line in resources.lines() {
+            // NAME [SHORTNAMES] APIVERSION NAMESPACED KIND
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (plural, api_version) = (fields[0], fields[fields.len() - 3]);
+            for output in ["plaintext", "plaintext-openapiv2"] {
+                let args = ["explain", plural, &format!("--api-version={api_version}"), &format!("--output={output}")];
+                let out = c.kubectl_ok(version, &args);
+                assert!(out.contains("FIELDS:"), "{version} {args:?}: {out}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn v2_json_has_schemas_paths_and_patch_strategies() {
     let c = Cluster::start().await;
