@@ -27,8 +27,43 @@ struct Definitions {
 struct NamedSchema {
     #[prost(string, tag = "1")]
     name: String,
-    #[prost(bytes = "vec", tag = "2")]
-    value: Vec<u8>,
+    #[prost(message, optional, tag = "2")]
+    value: Option<Schema>,
+}
+
+/// A gnostic Schema reduced to its properties and vendor extensions.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Schema {
+    #[prost(message, optional, tag = "25")]
+    properties: Option<Definitions>,
+    #[prost(message, repeated, tag = "31")]
+    vendor_extension: Vec<NamedAny>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct NamedAny {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(message, optional, tag = "2")]
+    value: Option<Yaml>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Yaml {
+    #[prost(string, tag = "2")]
+    yaml: String,
+}
+
+impl Schema {
+    fn property(&self, name: &str) -> Option<&Schema> {
+        let properties = self.properties.as_ref()?.additional_properties.iter();
+        properties.filter(|p| p.name == name).find_map(|p| p.value.as_ref())
+    }
+
+    fn extension(&self, name: &str) -> Option<&str> {
+        let ext = self.vendor_extension.iter().find(|e| e.name == name)?;
+        ext.value.as_ref().map(|v| v.yaml.trim())
+    }
 }
 
 /// Every `$ref` under `node`, with `prefix` stripped.
@@ -149,10 +184,15 @@ async fn v2_protobuf_decodes() {
     let body = resp.bytes().await.expect("body");
     let doc = Document::decode(body.as_ref()).expect("a gnostic Document");
     assert_eq!(doc.swagger, "2.0");
-    let names: Vec<String> =
-        doc.definitions.unwrap_or_default().additional_properties.into_iter().map(|d| d.name).collect();
-    assert_eq!(names.len(), json["definitions"].as_object().map(|m| m.len()).unwrap_or_default());
-    assert!(names.iter().any(|n| n == "io.k8s.api.core.v1.PodSpec"));
+    let definitions = doc.definitions.unwrap_or_default().additional_properties;
+    assert_eq!(definitions.len(), json["definitions"].as_object().map(|m| m.len()).unwrap_or_default());
+    let find = |name: &str| definitions.iter().find(|d| d.name == name).and_then(|d| d.value.as_ref());
+    let containers = find("io.k8s.api.core.v1.PodSpec").and_then(|s| s.property("containers")).expect("containers");
+    assert_eq!(containers.extension("x-kubernetes-patch-merge-key"), Some("name"));
+    assert_eq!(containers.extension("x-kubernetes-patch-strategy"), Some("merge"));
+    let gvk = find("io.k8s.api.core.v1.Pod").and_then(|p| p.extension("x-kubernetes-group-version-kind"));
+    let gvk = gvk.unwrap_or_default();
+    assert!(gvk.contains("kind: Pod") && gvk.contains("version: v1"), "{gvk}");
 }
 
 #[tokio::test]

@@ -129,7 +129,8 @@ pub async fn v3_document(Path(path): Path<String>, uri: Uri, headers: HeaderMap)
 pub async fn v2(headers: HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let (json, protobuf) = &*V2;
-    if accept.contains("protobuf") {
+    // the gnostic media type, with `@` (what kubectl sends) or `.` before the version
+    if accept.contains("application/com.github.proto-openapi.spec.v2") {
         let content_type = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
         return serve(&headers, content_type, protobuf, "no-cache, private");
     }
