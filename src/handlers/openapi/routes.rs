@@ -152,9 +152,7 @@ fn id_prefix(group: &str, version: &str) -> String {
         "" => "core",
         g => g.split('.').next().unwrap_or(g),
     };
-    let mut chars = word.chars();
-    let head: String = chars.next().map(|c| c.to_ascii_uppercase()).into_iter().chain(chars).collect();
-    format!("{head}{}", capitalize(version))
+    format!("{}{}", capitalize(word), capitalize(version))
 }
 
 fn capitalize(s: &str) -> String {
@@ -272,24 +270,36 @@ impl Resource<'_> {
         let ns = if r.namespaced { "/namespaces/{namespace}" } else { "" };
         let collection = format!("{base}{ns}/{}", r.plural);
         let item = format!("{collection}/{{name}}");
-        let mut routes = vec![
-            Route { path: collection, ops: self.collection() },
-            Route { path: item.clone(), ops: self.item() },
-            Route { path: format!("{base}/watch{ns}/{}", r.plural), ops: vec![self.watch("watchlist", "List")] },
-            Route { path: format!("{base}/watch{ns}/{}/{{name}}", r.plural), ops: vec![self.watch("watch", "")] },
-        ];
+        let mut routes = vec![Route { path: collection, ops: self.collection() }];
         if r.has_status {
             routes.push(Route { path: format!("{item}/status"), ops: self.read_write("Status", &self.kind_def) });
         }
         if r.has_scale {
             routes.push(Route { path: format!("{item}/scale"), ops: self.scale_ops() });
         }
+        routes.push(Route { path: item, ops: self.item() });
         if r.namespaced {
             let list = self.collection().into_iter().filter(|op| op.method == "get");
             let list_all = list.map(|op| self.for_all_namespaces(op)).collect();
             routes.push(Route { path: format!("{base}/{}", r.plural), ops: list_all });
-            let watch_all = vec![self.for_all_namespaces(self.watch("watchlist", "List"))];
-            routes.push(Route { path: format!("{base}/watch/{}", r.plural), ops: watch_all });
+        }
+        if r.allows("watch") {
+            routes.extend(self.watch_routes(&base, ns));
+        }
+        // a path none of whose verbs the resource has is not served
+        routes.retain(|route| !route.ops.is_empty());
+        routes
+    }
+
+    fn watch_routes(&self, base: &str, ns: &str) -> Vec<Route> {
+        let plural = self.r.plural;
+        let mut routes = vec![
+            Route { path: format!("{base}/watch{ns}/{plural}"), ops: vec![self.watch("watchlist", "List")] },
+            Route { path: format!("{base}/watch{ns}/{plural}/{{name}}"), ops: vec![self.watch("watch", "")] },
+        ];
+        if self.r.namespaced {
+            let all = vec![self.for_all_namespaces(self.watch("watchlist", "List"))];
+            routes.push(Route { path: format!("{base}/watch/{plural}"), ops: all });
         }
         routes
     }
