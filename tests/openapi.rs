@@ -91,6 +91,19 @@ fn assert_refs_resolve(doc: &Value, prefix: &str, schemas: &Value, what: &str) {
     }
 }
 
+/// A field's schema with its `allOf`/`$ref` followed, the way kubectl's OpenAPI 3 patch
+/// meta lookup walks a document.
+fn field<'a>(schemas: &'a Value, schema: &'a Value, name: &str) -> &'a Value {
+    let mut node = &schema["properties"][name];
+    if let Some(first) = node["allOf"].get(0) {
+        node = first;
+    }
+    match node["$ref"].as_str() {
+        Some(target) => &schemas[target.trim_start_matches("#/components/schemas/")],
+        None => node,
+    }
+}
+
 fn has_line(out: &str, needle: &str) -> bool {
     out.lines().any(|l| l.trim_start().starts_with(needle))
 }
@@ -225,6 +238,12 @@ async fn v3_documents_resolve_and_carry_extensions() {
     let affinity = &pod_spec["properties"]["affinity"];
     assert_eq!(affinity["allOf"][0]["$ref"], "#/components/schemas/io.k8s.api.core.v1.Affinity", "{affinity}");
     assert!(affinity["description"].is_string());
+    let apps = c.must_get(paths["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap_or_default()).await;
+    let schemas = &apps["components"]["schemas"];
+    let deployment = &schemas["io.k8s.api.apps.v1.Deployment"];
+    let pod_spec = field(schemas, field(schemas, field(schemas, deployment, "spec"), "template"), "spec");
+    let containers = &pod_spec["properties"]["containers"];
+    assert_eq!(containers["x-kubernetes-patch-merge-key"], "name", "{pod_spec}");
     let post = &core["paths"]["/api/v1/namespaces/{namespace}/pods"]["post"];
     assert_eq!(post["x-kubernetes-group-version-kind"]["kind"], "Pod");
     let field_validation = post["parameters"].as_array().into_iter().flatten().any(|p| p["name"] == "fieldValidation");
