@@ -1,4 +1,6 @@
-//! Transport security. Authentication and authorization come with the security work
-//! (issue 5); until then every request is allowed, as upstream's AlwaysAllow.
+//! Transport security, and the identity and request attributes that authentication and
+//! authorization (issue 5) work with. Until an authorization mode other than
+//! AlwaysAllow is configured, every request is allowed, as upstream's default.
 
+pub mod request;
 pub mod tls;

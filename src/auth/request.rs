@@ -1,0 +1,112 @@
+//! Who is asking and what they ask for: the identity authentication attaches to a
+//! request, and the attributes authorizers decide on (upstream's `user.Info` and
+//! `authorizer.Attributes`).
+
+use std::collections::BTreeMap;
+
+use http::Method;
+
+use crate::handlers::path::{self, Target};
+
+/// An authenticated (or anonymous) identity. Authentication stores it in the request's
+/// extensions as `Arc<UserInfo>`; everything after reads it from there.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserInfo {
+    pub name: String,
+    pub uid: String,
+    pub groups: Vec<String>,
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+impl UserInfo {
+    /// `system:anonymous` in group `system:unauthenticated`, as upstream names requests
+    /// without credentials.
+    pub fn anonymous() -> UserInfo {
+        UserInfo {
+            name: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+            ..Default::default()
+        }
+    }
+}
+
+/// What a request asks to do, in the terms RBAC rules use.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Attributes {
+    /// get, list, watch, create, update, patch, delete, deletecollection for resources;
+    /// the lower-case HTTP method for other paths.
+    pub verb: String,
+    /// false for non-resource paths such as `/healthz`, `/version`, `/apis`.
+    pub resource_request: bool,
+    pub api_group: String,
+    pub api_version: String,
+    pub namespace: String,
+    pub resource: String,
+    pub subresource: String,
+    pub name: String,
+    /// the URL path, for non-resource rules
+    pub path: String,
+}
+
+impl Attributes {
+    /// The attributes of one HTTP request, as upstream's request-info resolver derives them.
+    pub fn of(method: &Method, uri_path: &str, query: Option<&str>) -> Attributes {
+        let lower = method.as_str().to_ascii_lowercase();
+        let non_resource = || Attributes { verb: lower.clone(), path: uri_path.to_string(), ..Default::default() };
+        let Some(Target::Resource(p)) = path::parse(uri_path) else {
+            return non_resource();
+        };
+        let watch_param = query.is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+        let verb = match (method.clone(), p.name.is_some()) {
+            (Method::GET | Method::HEAD, _) if p.watch || watch_param => "watch",
+            (Method::GET | Method::HEAD, true) => "get",
+            (Method::GET | Method::HEAD, false) => "list",
+            (Method::POST, _) => "create",
+            (Method::PUT, _) => "update",
+            (Method::PATCH, _) => "patch",
+            (Method::DELETE, true) => "delete",
+            (Method::DELETE, false) => "deletecollection",
+            _ => return non_resource(),
+        };
+        Attributes {
+            verb: verb.to_string(),
+            resource_request: true,
+            api_group: p.group,
+            api_version: p.version,
+            namespace: p.namespace.unwrap_or_default(),
+            resource: p.resource,
+            subresource: p.subresource.unwrap_or_default(),
+            name: p.name.unwrap_or_default(),
+            path: uri_path.to_string(),
+        }
+    }
+}
+
+/// An authorizer's answer. Authorizers are asked in `--authorization-mode` order; the
+/// first that allows or denies decides, and a request no one allows is forbidden.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny(String),
+    NoOpinion(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbs_and_resources_from_requests() {
+        let a = Attributes::of(&Method::GET, "/api/v1/namespaces/ns/pods", Some("watch=true"));
+        assert_eq!((a.verb.as_str(), a.resource.as_str(), a.namespace.as_str()), ("watch", "pods", "ns"));
+        let a = Attributes::of(&Method::POST, "/api/v1/namespaces/ns/pods/p/eviction", None);
+        assert_eq!((a.verb.as_str(), a.subresource.as_str(), a.name.as_str()), ("create", "eviction", "p"));
+        let a = Attributes::of(&Method::DELETE, "/apis/apps/v1/namespaces/ns/deployments", None);
+        assert_eq!((a.verb.as_str(), a.api_group.as_str()), ("deletecollection", "apps"));
+        let a = Attributes::of(&Method::GET, "/healthz", None);
+        assert!(!a.resource_request);
+        assert_eq!((a.verb.as_str(), a.path.as_str()), ("get", "/healthz"));
+        let a = Attributes::of(&Method::GET, "/apis/apps/v1", None);
+        assert!(!a.resource_request, "discovery is a non-resource path");
+    }
+}
