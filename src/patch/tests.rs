@@ -230,3 +230,42 @@ fn scale_patch_uses_the_scale_schema() {
     let result = apply(&scale, &json!({"spec": {"replicas": 3}}), shape).expect("applies");
     assert_eq!(result["spec"]["replicas"], 3);
 }
+
+#[test]
+fn kubectl_three_way_patch() {
+    // what kubectl apply sends when a manifest drops a label and env var E2, adds E3 and
+    // changes an image (captured from kubectl 1.27)
+    let shape = schemas().for_kind("apps", "v1", "Deployment");
+    let live = json!({"metadata": {"name": "x", "labels": {"team": "a", "tier": "web"}}, "spec": {"template": {"spec": {
+        "containers": [{"name": "app", "image": "nginx:1.25", "env": [{"name": "E1", "value": "one"}, {"name": "E2", "value": "two"}]},
+                       {"name": "side", "image": "busybox"}]}}}});
+    let patch = json!({"metadata": {"labels": {"tier": null}}, "spec": {"template": {"spec": {
+        "$setElementOrder/containers": [{"name": "app"}, {"name": "side"}],
+        "containers": [{"$setElementOrder/env": [{"name": "E1"}, {"name": "E3"}],
+                        "env": [{"name": "E3", "value": "three"}, {"$patch": "delete", "name": "E2"}],
+                        "image": "nginx:1.27", "name": "app"}]}}}});
+    let result = apply(&live, &patch, shape).expect("applies");
+    assert_eq!(
+        result,
+        json!({"metadata": {"name": "x", "labels": {"team": "a"}}, "spec": {"template": {"spec": {
+        "containers": [{"name": "app", "image": "nginx:1.27", "env": [{"name": "E1", "value": "one"}, {"name": "E3", "value": "three"}]},
+                       {"name": "side", "image": "busybox"}]}}}})
+    );
+}
+
+#[test]
+fn primitive_list_order_and_deletion() {
+    let original = json!({"metadata": {"finalizers": ["a", "b", "x"]}});
+    let patch = json!({"metadata": {"$setElementOrder/finalizers": ["c", "b", "a"], "finalizers": ["c"],
+        "$deleteFromPrimitiveList/finalizers": ["x"]}});
+    assert_eq!(patched(&original, patch)["metadata"]["finalizers"], json!(["c", "b", "a"]));
+}
+
+#[test]
+fn replace_strategy_replaces_a_map() {
+    // PodDisruptionBudget's selector carries patch strategy "replace"
+    let shape = schemas().for_kind("policy", "v1", "PodDisruptionBudget");
+    let pdb = json!({"spec": {"selector": {"matchLabels": {"a": "1"}}, "minAvailable": 1}});
+    let result = apply(&pdb, &json!({"spec": {"selector": {"matchLabels": {"b": "2"}}}}), shape).expect("applies");
+    assert_eq!(result["spec"], json!({"selector": {"matchLabels": {"b": "2"}}, "minAvailable": 1}));
+}
