@@ -144,16 +144,17 @@ fn set_element_order(
 ) -> Result<()> {
     let Value::Array(order) = order else { return Err(bad("invalid patch format of setElementOrder list")) };
     let patch_list = patch.remove(field).map(expect_list).transpose()?;
-    let original_list = original.get(field).cloned().map(expect_list).transpose()?;
+    let original_list = original.remove(field).map(expect_list).transpose()?;
     let key = shape.and_then(|s| s.patch_merge_key());
     validate_order(patch_list.as_deref().unwrap_or_default(), &order, key)?;
     let server = ids(original_list.as_deref().unwrap_or_default(), key);
     let merged = match (original_list, patch_list) {
         (None, None) => return Ok(()),
         (Some(o), None) => o,
+        // merging a list always gives a list
         (o, Some(p)) => match merge_value(o.map(Value::Array), Value::Array(p), shape)? {
             Some(Value::Array(list)) => list,
-            _ => return Ok(()),
+            _ => Vec::new(),
         },
     };
     original.insert(field.to_string(), Value::Array(reorder(merged, &order, &server, key)));
