@@ -3,6 +3,8 @@
 //! Starts a private etcd and the release server, then measures
 //! - raw etcd create-if-absent transactions of 1 KiB values (the transaction a create needs),
 //! - creates/s of 1 KiB ConfigMaps and of small Pods through the API, 1 and 16 clients,
+//! - updates/s of Deployments, 16 clients each on its own Deployment: PUT of the whole
+//!   object against a strategic merge PATCH of one annotation, in the same run,
 //! - p50/p90 latency of a LIST of 10,000 pods (JSON, and as a Table),
 //! - the server's resident memory with 10,000 pods stored,
 //! - LIST of those pods from the watch cache (resourceVersion=0) and from etcd
@@ -12,8 +14,8 @@
 //!   memory per idle watcher.
 //!
 //! Figures are printed as a table with the ratio to raw etcd; nothing is asserted, since
-//! machines are noisy. `BENCH_CREATES`, `BENCH_PODS`, `BENCH_WATCHERS` and
-//! `BENCH_WATCH_PODS` scale the run.
+//! machines are noisy. `BENCH_CREATES`, `BENCH_UPDATES`, `BENCH_PODS`, `BENCH_WATCHERS`
+//! and `BENCH_WATCH_PODS` scale the run.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -43,6 +45,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 async fn main() {
     // `cargo bench` passes --bench; nothing else to parse.
     let creates = env_usize("BENCH_CREATES", 2000);
+    let updates = env_usize("BENCH_UPDATES", 2000);
     let pods = env_usize("BENCH_PODS", 10_000);
     let watchers = env_usize("BENCH_WATCHERS", 1000);
     let watch_pods = env_usize("BENCH_WATCH_PODS", 1000);
@@ -97,6 +100,8 @@ async fn main() {
         row("  server CPU per ConfigMap create", cm_cpu, " us", None);
         row("  server CPU per Pod create", pod_cpu, " us", None);
     }
+
+    update_rates(&base, updates, 16).await;
 
     fill_pods(&base, pods).await;
     row(&format!("server RSS with {pods} pods stored"), rss_mb(server.0.id()), " MB", None);
@@ -220,6 +225,70 @@ async fn raw_etcd_rate(etcd: &mut etcd_client::Client, value: &[u8], n: usize, c
         t.await.expect("task");
     }
     n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// PUT against strategic-merge PATCH of Deployments, each client updating its own.
+async fn update_rates(base: &str, n: usize, clients: usize) {
+    let client = http_client();
+    let ns = "bench-update";
+    ensure_namespace(&client, base, ns).await;
+    let url = format!("{base}/apis/apps/v1/namespaces/{ns}/deployments");
+    for c in 0..clients {
+        let r = client.post(&url).json(&bench_deployment(&format!("d-{c}"))).send().await.expect("create");
+        assert!(r.status().is_success(), "deployment create failed: {}", r.status());
+    }
+    let put = update_rate(&url, n, clients, false).await;
+    row(&format!("Deployment PUT updates, {clients} clients"), put, "/s", None);
+    // the ratio here is to the PUT rate above
+    let patch = update_rate(&url, n, clients, true).await;
+    row(&format!("Deployment strategic PATCHes, {clients} clients"), patch, "/s", Some(patch / put));
+}
+
+/// Updates per second, `clients` clients each bumping an annotation on its own
+/// Deployment, by PUT of the object it last got back or by a strategic merge patch.
+async fn update_rate(url: &str, n: usize, clients: usize, patch: bool) -> f64 {
+    let client = http_client();
+    let mut objects = Vec::with_capacity(clients);
+    for c in 0..clients {
+        let one = format!("{url}/d-{c}");
+        let obj: serde_json::Value = client.get(&one).send().await.expect("get").json().await.expect("json");
+        objects.push((one, obj));
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = objects
+        .into_iter()
+        .enumerate()
+        .map(|(c, (one, mut obj))| {
+            tokio::spawn(async move {
+                let client = http_client();
+                for i in (c..n).step_by(clients) {
+                    let req = if patch {
+                        let body = json!({"metadata": {"annotations": {"bench/n": i.to_string()}}});
+                        let smp = "application/strategic-merge-patch+json";
+                        client.patch(&one).header("content-type", smp).body(body.to_string())
+                    } else {
+                        obj["metadata"]["annotations"]["bench/n"] = json!(i.to_string());
+                        client.put(&one).json(&obj)
+                    };
+                    let r = req.send().await.expect("update");
+                    assert!(r.status().is_success(), "update failed: {}", r.status());
+                    obj = r.json().await.expect("json");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn bench_deployment(name: &str) -> serde_json::Value {
+    let pod = small_pod(name);
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+           "metadata": {"name": name, "annotations": {"bench/n": "0"}},
+           "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "bench"}},
+                    "template": {"metadata": {"labels": {"app": "bench"}}, "spec": pod["spec"].clone()}}})
 }
 
 fn configmap(name: &str) -> serde_json::Value {

@@ -6,6 +6,7 @@ mod auth;
 mod cli;
 mod handlers;
 mod kubeconfig;
+mod patch;
 mod protobuf;
 mod registry;
 mod schema;

@@ -688,8 +688,8 @@ async fn kubectl_applies_tutorial_manifests() {
 }
 
 /// Patches kubectl sends as merge and JSON patches, and `kubectl scale` through the scale
-/// subresource. (Strategic merge patch, apply of a changed manifest, `set image`,
-/// server-side apply and `explain` belong to the patch/apply/OpenAPI work, issue 4.)
+/// subresource. (Strategic merge patch, apply of changed manifests and `set image` are in
+/// tests/patch.rs; server-side apply and `explain` belong to issue 4.)
 #[tokio::test]
 async fn kubectl_patch_and_scale() {
     let c = Cluster::start().await;

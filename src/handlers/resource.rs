@@ -212,8 +212,8 @@ async fn update(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiRe
     Ok(codec::with_warnings(render(ctx, StatusCode::OK, output, &updated)?, &warnings))
 }
 
-/// PATCH: JSON patch and merge patch now; strategic merge is applied as a merge patch
-/// until the patch work lands; server-side apply is not served yet.
+/// PATCH: JSON patch, merge patch and strategic merge patch; server-side apply is not
+/// served yet.
 async fn patch(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiResult<Response> {
     if body.len() > MAX_BODY {
         return Err(ApiError::too_large());
@@ -232,7 +232,11 @@ async fn patch(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiRes
                     .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
                 json_patch::patch(&mut patched, &p).map_err(|e| ApiError::new_invalid_patch(&e.to_string()))?;
             }
-            "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+            "application/strategic-merge-patch+json" => {
+                let r = ctx.res;
+                patched = crate::patch::strategic_merge(&current, &body, r.group, r.version, r.kind)?;
+            }
+            "application/merge-patch+json" => {
                 let p: Value = serde_json::from_slice(&body)
                     .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
                 if !p.is_object() {

@@ -115,7 +115,10 @@ fn patched(mut scale: Value, headers: &HeaderMap, body: &Bytes) -> ApiResult<Val
                 serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
             json_patch::patch(&mut scale, &p).map_err(|e| ApiError::new_invalid_patch(&e.to_string()))?;
         }
-        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+        "application/strategic-merge-patch+json" => {
+            scale = crate::patch::strategic_merge(&scale, body, "autoscaling", "v1", "Scale")?;
+        }
+        "application/merge-patch+json" => {
             let p: Value = serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
             json_patch::merge(&mut scale, &p);

@@ -194,6 +194,12 @@ impl<'a> Shape<'a> {
         }
     }
 
+    /// `x-kubernetes-patch-strategy: replace` (a map strategic merge patch replaces whole).
+    pub fn patch_replaces(&self) -> bool {
+        let text = self.node.get("x-kubernetes-patch-strategy").and_then(Value::as_str).unwrap_or("");
+        text.split(',').any(|s| s == "replace")
+    }
+
     /// `x-kubernetes-patch-merge-key` of a list merged by strategic merge patch.
     pub fn patch_merge_key(&self) -> Option<&'a str> {
         self.node.get("x-kubernetes-patch-merge-key").and_then(Value::as_str)
