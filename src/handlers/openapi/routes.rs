@@ -372,7 +372,45 @@ pub fn group_version_routes(group: &str, version: &str) -> Vec<Route> {
         let kind_def = definition_for(r.group, r.version, r.kind);
         routes.extend(Resource { r, prefix: prefix.clone(), scope, kind_def }.routes());
     }
+    if group.is_empty() {
+        routes.extend(pod_action_routes(&prefix));
+    }
     routes
+}
+
+/// The create-only paths served by `handlers::pods`: the `bindings` collection and
+/// the pods' `binding` and `eviction` subresources.
+fn pod_action_routes(prefix: &str) -> Vec<Route> {
+    let ns = "/api/v1/namespaces/{namespace}";
+    let binding = ("", "v1", "Binding");
+    vec![
+        create_only(format!("{ns}/bindings"), format!("create{prefix}NamespacedBinding"), binding),
+        create_only(format!("{ns}/pods/{{name}}/binding"), format!("create{prefix}NamespacedPodBinding"), binding),
+        create_only(
+            format!("{ns}/pods/{{name}}/eviction"),
+            format!("create{prefix}NamespacedPodEviction"),
+            ("policy", "v1", "Eviction"),
+        ),
+    ]
+}
+
+/// A POST that takes one kind and answers with it (upstream documents actions so).
+fn create_only(path: String, id: String, (group, version, kind): (&str, &str, &str)) -> Route {
+    let def = definition_for(group, version, kind);
+    let op = Op {
+        method: "post",
+        id,
+        description: format!("create a {kind}"),
+        tag: tag("", "v1"),
+        action: Some("post"),
+        gvk: Some((group.into(), version.into(), kind.into())),
+        query: WRITE_PARAMS,
+        body: Some(def.clone()),
+        consumes: &["*/*"],
+        produces: OBJECT_TYPES,
+        responses: ["200", "201", "202"].map(|code| (code, def.clone())).into(),
+    };
+    Route { path, ops: vec![op] }
 }
 
 #[cfg(test)]
