@@ -180,6 +180,12 @@ impl<'a> Shape<'a> {
         }
     }
 
+    /// Whether the position declares `x-kubernetes-list-type` at all (an undeclared
+    /// list falls back to its patch strategy when server-side apply reads it).
+    pub fn declares_list_type(&self) -> bool {
+        self.extension("x-kubernetes-list-type").is_some()
+    }
+
     /// `x-kubernetes-map-type: atomic` on a map or struct: replaced and owned whole.
     pub fn is_atomic_map(&self) -> bool {
         self.extension("x-kubernetes-map-type").and_then(Value::as_str) == Some("atomic")
@@ -197,6 +203,19 @@ impl<'a> Shape<'a> {
     /// `x-kubernetes-patch-merge-key` of a list merged by strategic merge patch.
     pub fn patch_merge_key(&self) -> Option<&'a str> {
         self.node.get("x-kubernetes-patch-merge-key").and_then(Value::as_str)
+    }
+
+    /// A field's default: `default` when the definitions carry one, else the value its
+    /// description states ("Defaults to \"TCP\".", "Default is TCP."). OpenAPI v2 drops
+    /// defaults, and server-side apply needs them to name list items by their keys.
+    pub fn default_value(&self) -> Option<Value> {
+        if let Some(v) = self.extension("default") {
+            return Some(v.clone());
+        }
+        let text = self.node.get("description").and_then(Value::as_str)?;
+        let (_, rest) = text.split_once("Defaults to ").or_else(|| text.split_once("Default is "))?;
+        let word = rest.split_whitespace().next()?.trim_end_matches(['.', ',']).trim_matches('"');
+        (!word.is_empty()).then(|| Value::String(word.to_string()))
     }
 
     /// The definition name this position refers to, if any.
