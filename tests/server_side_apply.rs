@@ -197,3 +197,40 @@ async fn raw_apply_requests() {
     let r = apply(&c, &format!("{base}/raw?fieldManager=m"), &with_fields).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
 }
+
+/// Not a check but a measurement (run with `--release -- --ignored --nocapture`):
+/// sequential PUTs, merge patches and applies of one Deployment, each changing a label.
+#[tokio::test]
+#[ignore]
+async fn apply_cost_against_update() {
+    const N: usize = 300;
+    let c = Cluster::start().await;
+    let path = "/apis/apps/v1/namespaces/default/deployments/cost";
+    let mut d = deployment("cost", "cost");
+    d["metadata"]["namespace"] = json!("default");
+    c.create("/apis/apps/v1/namespaces/default/deployments", &d).await;
+    let started = std::time::Instant::now();
+    for i in 0..N {
+        let mut obj = c.must_get(path).await;
+        obj["metadata"]["labels"] = json!({"i": i.to_string()});
+        let (status, body) = c.put(path, &obj).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let put = started.elapsed() / N as u32;
+    let started = std::time::Instant::now();
+    for i in 0..N {
+        let p = json!({"metadata": {"labels": {"i": format!("m{i}")}}});
+        let (status, body) = c.patch(path, "application/merge-patch+json", &p).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let merge = started.elapsed() / N as u32;
+    let started = std::time::Instant::now();
+    for i in 0..N {
+        d["metadata"]["labels"] = json!({"i": format!("a{i}")});
+        let r = apply(&c, &format!("{path}?fieldManager=bench&force=true"), &d).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    let applied = started.elapsed() / N as u32;
+    // a PUT includes its GET; the patches read the object on the server instead
+    eprintln!("per write: GET+PUT {put:?}, merge patch {merge:?}, apply {applied:?}");
+}

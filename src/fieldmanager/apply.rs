@@ -80,11 +80,16 @@ fn parse_config(res: &ResourceDef, ns: &str, name: &str, body: &[u8]) -> ApiResu
     }
     let api_version = config.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let kind = config.get("kind").and_then(Value::as_str).unwrap_or("");
-    if api_version != res.api_version() || kind != res.kind {
+    if api_version != res.api_version() {
         return Err(ApiError::bad_request(format!(
-            "the apiVersion and kind of the applied configuration ({api_version}, {kind}) must be {}, {}",
-            res.api_version(),
-            res.kind
+            "Incorrect version specified in apply patch. Specified patch version: {api_version}, expected: {}",
+            res.api_version()
+        )));
+    }
+    if kind != res.kind {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({}) for {}",
+            res.kind, res.plural
         )));
     }
     let body_name = meta::name(&config);

@@ -265,6 +265,16 @@ pub fn record_update(res: &ResourceDef, old: Option<&Value>, new: &mut Value, ma
     store_entries(entries, new);
 }
 
+/// An object nobody manages yet (written before fields were tracked) is first owned
+/// whole by "before-first-apply", as upstream does, so an apply cannot silently change
+/// what was there.
+fn before_first_apply(res: &ResourceDef, live: &Value, status_only: bool) -> Entry {
+    let manager = Manager { name: "before-first-apply".into(), subresource: None };
+    let mut set = walk::fields(live, shape_of(res));
+    strip(&mut set, status_only);
+    Entry { time: Some(meta::now_rfc3339()), set, ..Entry::new(&manager, false, &res.api_version()) }
+}
+
 /// The 409 upstream answers an apply that would change other managers' fields.
 fn conflict_error(conflicts: &[(String, String)]) -> ApiError {
     let message = match conflicts {
@@ -309,6 +319,9 @@ fn merge_applied(
     let status_only = manager.subresource == Some("status");
     let mut merged = live.cloned().unwrap_or_else(|| Value::Object(Map::new()));
     let mut entries = live.and_then(decode_entries).unwrap_or_default();
+    if let (Some(live), true) = (live, entries.is_empty()) {
+        entries.push(before_first_apply(res, live, status_only));
+    }
     walk::merge(&mut merged, config, shape);
     let mut applied = walk::fields(config, shape);
     strip(&mut applied, status_only);

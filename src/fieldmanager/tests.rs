@@ -166,7 +166,8 @@ fn create_records_everything_but_identity_and_status() {
     record_update(deployments(), None, &mut obj, &manager("kubectl-create"));
     let set = fields_v1(&obj, "kubectl-create");
     assert!(set.get("f:status").is_none() && set.get("f:apiVersion").is_none());
-    assert_eq!(set["f:metadata"], json!({"f:labels": {"f:app": {}}}));
+    // labels appeared: the map itself is recorded too, as upstream's "." shows
+    assert_eq!(set["f:metadata"], json!({"f:labels": {".": {}, "f:app": {}}}));
     assert!(set["f:spec"].get("f:replicas").is_some());
     // a no-op update leaves the entries as they were (same time: no write)
     let mut again = obj.clone();
@@ -193,4 +194,23 @@ fn manager_from_user_agent() {
     headers.insert(http::header::USER_AGENT, "kubectl/v1.33.0 (linux/amd64) kubernetes/abc".parse().unwrap());
     assert_eq!(Manager::from_request(None, &headers, None).name, "kubectl");
     assert_eq!(Manager::from_request(Some("mine"), &headers, None).name, "mine");
+}
+
+#[test]
+fn unmanaged_objects_are_owned_before_the_first_apply() {
+    let mut live = deployment(2, "nginx");
+    live["metadata"]["resourceVersion"] = json!("7");
+    let err = merge_applied(deployments(), Some(&live), &deployment(3, "nginx"), &manager("a"), false).unwrap_err();
+    assert!(
+        err.message.contains("conflict with \"before-first-apply\" using apps/v1: .spec.replicas"),
+        "{}",
+        err.message
+    );
+    let same = merge_applied(deployments(), Some(&live), &deployment(2, "nginx"), &manager("a"), false).expect("same");
+    assert_eq!(managers_of(&same), vec!["a".to_string(), "before-first-apply".to_string()]);
+}
+
+fn managers_of(obj: &Value) -> Vec<String> {
+    let entries = obj["metadata"]["managedFields"].as_array().unwrap();
+    entries.iter().map(|e| e["manager"].as_str().unwrap().to_string()).collect()
 }

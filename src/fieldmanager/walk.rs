@@ -92,6 +92,16 @@ fn member_of(shape: S, v: &Value, declared_field: bool) -> bool {
 
 /// The set of paths a value sets, beneath its own position.
 pub fn fields(v: &Value, shape: S) -> FieldSet {
+    collect(v, shape, false)
+}
+
+/// `fields`, for a value that an update adds: there a map that appears (labels,
+/// annotations) is a member itself, as upstream's comparison records it.
+fn appeared(v: &Value, shape: S) -> FieldSet {
+    collect(v, shape, true)
+}
+
+fn collect(v: &Value, shape: S, appearing: bool) -> FieldSet {
     let mut out = FieldSet::default();
     if is_leaf(shape, v) {
         return out;
@@ -100,7 +110,11 @@ pub fn fields(v: &Value, shape: S) -> FieldSet {
         Value::Object(map) => {
             for (k, child) in map {
                 let (cs, declared) = child_shape(shape, k);
-                let node = Node { member: member_of(cs, child, declared), children: fields(child, cs) };
+                let node = if appearing {
+                    added_node(cs, child, declared)
+                } else {
+                    Node { member: member_of(cs, child, declared), children: fields(child, cs) }
+                };
                 out.put(PathElement::Field(k.clone()), node);
             }
         }
@@ -108,7 +122,7 @@ pub fn fields(v: &Value, shape: S) -> FieldSet {
             let items = items_of(shape);
             let item_shape = shape.and_then(|s| s.items());
             for (i, item) in list.iter().enumerate() {
-                let node = Node { member: true, children: fields(item, item_shape) };
+                let node = Node { member: true, children: collect(item, item_shape, appearing) };
                 out.put(item_element(shape, &items, item, i), node);
             }
         }
@@ -149,6 +163,12 @@ impl Diff {
     }
 }
 
+/// A field an update adds (see `appeared`).
+fn added_node(shape: S, v: &Value, declared: bool) -> Node {
+    let appearing_map = shape.is_some_and(|s| s.kind() == Kind::Map);
+    Node { member: member_of(shape, v, declared) || appearing_map, children: appeared(v, shape) }
+}
+
 /// Compare two versions of the value at one position (both containers of one kind).
 pub fn diff(old: &Value, new: &Value, shape: S) -> Diff {
     let mut d = Diff::default();
@@ -159,7 +179,7 @@ pub fn diff(old: &Value, new: &Value, shape: S) -> Diff {
                 let pe = PathElement::Field(k.clone());
                 match o.get(k) {
                     Some(ov) => d.child(pe, ov, nv, cs),
-                    None => d.added.put(pe, Node { member: member_of(cs, nv, declared), children: fields(nv, cs) }),
+                    None => d.added.put(pe, added_node(cs, nv, declared)),
                 }
             }
             for (k, ov) in o.iter().filter(|(k, _)| !n.contains_key(*k)) {
@@ -178,7 +198,7 @@ pub fn diff(old: &Value, new: &Value, shape: S) -> Diff {
                 let pe = item_element(shape, &items, nv, i);
                 match old_items.iter().position(|p| *p == pe) {
                     Some(j) => d.child(pe.clone(), &o[j], nv, item_shape),
-                    None => d.added.put(pe.clone(), Node { member: true, children: fields(nv, item_shape) }),
+                    None => d.added.put(pe.clone(), Node { member: true, children: appeared(nv, item_shape) }),
                 }
                 seen.push(pe);
             }
