@@ -191,6 +191,10 @@ async fn raw_apply_requests() {
         updated["metadata"]["managedFields"].as_array().unwrap().iter().find(|e| e["manager"] == "editor").cloned();
     assert_eq!(editor.unwrap()["fieldsV1"], json!({"f:data": {"f:b": {}}}));
 
+    // force belongs to apply only
+    let (status, body) = c.patch(&format!("{base}/raw?force=true"), "application/merge-patch+json", &json!({})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
     // managedFields in an applied body are refused
     let mut with_fields = cm.clone();
     with_fields["metadata"]["managedFields"] = json!([{"manager": "x", "operation": "Update"}]);

@@ -37,6 +37,7 @@ pub async fn apply(
         let cause = FieldError::required("fieldManager", "is required for apply patch");
         return Err(ApiError::invalid("meta.k8s.io", "PatchOptions", "", vec![cause]));
     }
+    Manager::validate(manager_name, "PatchOptions")?;
     let subresource = (part == Part::Status).then_some("status");
     let manager = Manager { name: manager_name.to_string(), subresource };
     let force = query.bool_param("force")?.unwrap_or(false);
@@ -108,4 +109,15 @@ fn parse_config(res: &ResourceDef, ns: &str, name: &str, body: &[u8]) -> ApiResu
         return Err(ApiError::bad_request("metadata.managedFields must be nil"));
     }
     Ok(config)
+}
+
+/// Upstream refuses `force` on any patch but an apply.
+pub fn reject_force(query: &Query) -> ApiResult<()> {
+    match query.get("force") {
+        Some(_) => {
+            let cause = FieldError::forbidden("force", "may not be specified for non-apply patch");
+            Err(ApiError::invalid("meta.k8s.io", "PatchOptions", "", vec![cause]))
+        }
+        None => Ok(()),
+    }
 }

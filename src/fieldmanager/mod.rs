@@ -15,10 +15,10 @@ mod walk;
 use http::HeaderMap;
 use serde_json::{Map, Value, json};
 
-pub use apply::{APPLY_PATCH, Target, apply};
+pub use apply::{APPLY_PATCH, Target, apply, reject_force};
 use fieldset::{FieldSet, PathElement, path_string};
 
-use crate::handlers::status::ApiError;
+use crate::handlers::status::{ApiError, FieldError};
 use crate::registry::{ResourceDef, meta};
 use crate::schema::{Shape, schemas};
 
@@ -33,6 +33,19 @@ pub struct Manager {
 const MAX_MANAGER_LEN: usize = 128;
 
 impl Manager {
+    /// Upstream's checks on a `fieldManager` parameter: at most 128 printable characters.
+    /// `options` names the request's options kind (CreateOptions, PatchOptions, …).
+    pub fn validate(name: &str, options: &str) -> Result<(), ApiError> {
+        let why = if name.chars().count() > MAX_MANAGER_LEN {
+            FieldError::too_long("fieldManager", MAX_MANAGER_LEN)
+        } else if name.chars().any(|c| c.is_control()) {
+            FieldError::invalid("fieldManager", &json!(name), "must only contain printable characters")
+        } else {
+            return Ok(());
+        };
+        Err(ApiError::invalid("meta.k8s.io", options, "", vec![why]))
+    }
+
     /// The `fieldManager` parameter, else the User-Agent up to its first `/`
     /// ("kubectl/v1.33.0 (linux/amd64) …" → "kubectl"), as upstream names writers.
     pub fn from_request(field_manager: Option<&str>, headers: &HeaderMap, subresource: Option<&'static str>) -> Self {
@@ -170,6 +183,7 @@ fn base_entries(old: Option<&Value>, new: &Value, subresource: bool) -> Vec<Entr
 /// subresource) and store them in the object.
 fn store_entries(mut entries: Vec<Entry>, obj: &mut Value) {
     entries.retain(|e| !e.set.is_empty());
+    cap_updaters(&mut entries);
     entries.sort_by(|a, b| {
         (a.operation(), &a.time, &a.manager, &a.api_version, &a.subresource).cmp(&(
             b.operation(),
@@ -185,6 +199,34 @@ fn store_entries(mut entries: Vec<Entry>, obj: &mut Value) {
     } else {
         m.insert("managedFields".into(), Value::Array(entries.iter().map(Entry::to_json).collect()));
     }
+}
+
+/// Upstream keeps at most this many Update entries; older ones merge into one.
+const MAX_UPDATERS: usize = 10;
+
+/// Merge the oldest Update entries into one "ancient-changes" entry (per version)
+/// until at most MAX_UPDATERS remain, so objects written by many clients stay small.
+fn cap_updaters(entries: &mut Vec<Entry>) {
+    let updaters = entries.iter().filter(|e| !e.apply).count();
+    if updaters <= MAX_UPDATERS {
+        return;
+    }
+    let (mut updates, appliers): (Vec<Entry>, Vec<Entry>) = std::mem::take(entries).into_iter().partition(|e| !e.apply);
+    updates.sort_by(|a, b| a.time.cmp(&b.time));
+    let kept = updates.split_off(updaters - MAX_UPDATERS + 1);
+    let mut buckets: Vec<Entry> = Vec::new();
+    for old in updates {
+        match buckets.iter_mut().find(|b| b.api_version == old.api_version) {
+            Some(bucket) => {
+                bucket.set.union_with(&old.set);
+                bucket.time = old.time;
+            }
+            None => buckets.push(Entry { manager: "ancient-changes".into(), subresource: String::new(), ..old }),
+        }
+    }
+    entries.extend(appliers);
+    entries.extend(buckets);
+    entries.extend(kept);
 }
 
 /// Set a writer's fields, stamping the time only when they changed.

@@ -214,3 +214,41 @@ fn managers_of(obj: &Value) -> Vec<String> {
     let entries = obj["metadata"]["managedFields"].as_array().unwrap();
     entries.iter().map(|e| e["manager"].as_str().unwrap().to_string()).collect()
 }
+
+#[test]
+fn many_updaters_merge_into_ancient_changes() {
+    let mut obj = deployment(1, "nginx");
+    let mut live = obj.clone();
+    record_update(deployments(), None, &mut live, &manager("creator"));
+    live["metadata"]["managedFields"][0]["time"] = json!("2025-12-31T00:00:00Z");
+    for i in 0..12 {
+        obj = live.clone();
+        obj["metadata"]["labels"][format!("l{i}")] = json!("x");
+        // distinct times, oldest first, as real writes would have
+        record_update(deployments(), Some(&live), &mut obj, &manager(&format!("u{i:02}")));
+        let entries = obj["metadata"]["managedFields"].as_array_mut().unwrap();
+        for e in entries.iter_mut().filter(|e| e["manager"] == format!("u{i:02}")) {
+            e["time"] = json!(format!("2026-01-01T00:00:{i:02}Z"));
+        }
+        live = obj.clone();
+    }
+    let names = managers_of(&live);
+    assert_eq!(names.len(), MAX_UPDATERS, "{names:?}");
+    assert!(names.contains(&"ancient-changes".to_string()), "{names:?}");
+    assert!(!names.contains(&"creator".to_string()) && names.contains(&"u11".to_string()), "{names:?}");
+    let ancient = fields_v1(&live, "ancient-changes");
+    assert!(ancient["f:spec"].get("f:replicas").is_some() && ancient["f:metadata"]["f:labels"].get("f:l0").is_some());
+}
+
+#[test]
+fn manager_names_are_checked() {
+    assert!(Manager::validate("kubectl", "PatchOptions").is_ok());
+    let err = Manager::validate(&"m".repeat(129), "CreateOptions").unwrap_err();
+    assert_eq!(err.code, http::StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        err.message.starts_with("CreateOptions.meta.k8s.io \"\" is invalid: fieldManager: Too long"),
+        "{}",
+        err.message
+    );
+    assert!(Manager::validate("a\nb", "PatchOptions").is_err());
+}

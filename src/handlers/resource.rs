@@ -71,7 +71,8 @@ async fn handle(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMa
         let (ns, name) = (p.namespace.as_deref().unwrap_or(""), p.name.as_deref().unwrap_or(""));
         let body = read_body(body).await?;
         let target = super::scale::Target { res, namespace: ns, name };
-        let opts = write_opts(&query, headers, Some("scale"))?;
+        let options = if method == Method::PATCH { "PatchOptions" } else { "UpdateOptions" };
+        let opts = write_opts(&query, headers, Some("scale"), options)?;
         return super::scale::handle(&state.registry, target, method, headers, body, &opts).await;
     }
     let part = match p.subresource.as_deref() {
@@ -97,9 +98,11 @@ async fn handle(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMa
     }
 }
 
-/// Dry run, and the manager the write is recorded for in managedFields.
-fn write_opts(query: &Query, headers: &HeaderMap, subresource: Option<&'static str>) -> ApiResult<WriteOpts> {
-    let manager = Manager::from_request(query.get("fieldManager"), headers, subresource);
+/// Dry run, and the manager the write is recorded for in managedFields; `options` is
+/// the kind of the request's options (CreateOptions, UpdateOptions, PatchOptions).
+fn write_opts(query: &Query, headers: &HeaderMap, sub: Option<&'static str>, options: &str) -> ApiResult<WriteOpts> {
+    let manager = Manager::from_request(query.get("fieldManager"), headers, sub);
+    Manager::validate(&manager.name, options)?;
     Ok(WriteOpts { dry_run: query.dry_run()?, manager: Some(manager) })
 }
 
@@ -200,7 +203,7 @@ async fn create(ctx: &Ctx<'_>, output: Output, body: Bytes) -> ApiResult<Respons
     }
     let (obj, warnings) = decode(ctx, &body)?;
     check_body_namespace(ctx, &obj)?;
-    let opts = write_opts(&ctx.query, ctx.headers, None)?;
+    let opts = write_opts(&ctx.query, ctx.headers, None, "CreateOptions")?;
     let created = ctx.state.registry.create(ctx.res, ctx.namespace(), obj, &opts).await?;
     Ok(codec::with_warnings(render(ctx, StatusCode::CREATED, output, &created)?, &warnings))
 }
@@ -208,7 +211,7 @@ async fn create(ctx: &Ctx<'_>, output: Output, body: Bytes) -> ApiResult<Respons
 async fn update(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiResult<Response> {
     let (obj, warnings) = decode(ctx, &body)?;
     check_body_namespace(ctx, &obj)?;
-    let opts = write_opts(&ctx.query, ctx.headers, part.subresource())?;
+    let opts = write_opts(&ctx.query, ctx.headers, part.subresource(), "UpdateOptions")?;
     let updated = ctx.state.registry.update(ctx.res, ctx.namespace(), ctx.name(), obj, part, &opts).await?;
     Ok(codec::with_warnings(render(ctx, StatusCode::OK, output, &updated)?, &warnings))
 }
@@ -227,7 +230,8 @@ async fn patch(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiRes
         let (code, obj, warnings) = fieldmanager::apply(reg, target, &body, &ctx.query).await?;
         return Ok(codec::with_warnings(render(ctx, code, output, &obj)?, &warnings));
     }
-    let opts = write_opts(&ctx.query, ctx.headers, part.subresource())?;
+    fieldmanager::reject_force(&ctx.query)?;
+    let opts = write_opts(&ctx.query, ctx.headers, part.subresource(), "PatchOptions")?;
     // recomputed on every lost race, without a bound, as upstream's patcher
     loop {
         let current = reg.get(ctx.res, ctx.namespace(), ctx.name()).await?;
