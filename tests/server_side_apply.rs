@@ -195,6 +195,28 @@ async fn raw_apply_requests() {
     let (status, body) = c.patch(&format!("{base}/raw?force=true"), "application/merge-patch+json", &json!({})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 
+    // a field the schema does not declare is refused, nothing written
+    let mut bogus = cm.clone();
+    bogus["spec"] = json!({"x": 1});
+    let r = apply(&c, &format!("{base}/raw?fieldManager=m"), &bogus).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+
+    // status applied through its subresource, recorded as such
+    let deployments = "/apis/apps/v1/namespaces/default/deployments";
+    let mut d = deployment("st", "st");
+    let r = apply(&c, &format!("{deployments}/st?fieldManager=m"), &d).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    d.as_object_mut().unwrap().remove("spec");
+    d["status"] = json!({"replicas": 1});
+    let r = apply(&c, &format!("{deployments}/st/status?fieldManager=ctrl"), &d).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["status"]["replicas"], 1);
+    assert_eq!(r.json["spec"]["replicas"], 1, "the spec stays");
+    let entries = r.json["metadata"]["managedFields"].as_array().unwrap();
+    let ctrl = entries.iter().find(|e| e["manager"] == "ctrl").unwrap_or_else(|| panic!("{}", r.text));
+    assert_eq!(ctrl["subresource"], "status");
+    assert_eq!(ctrl["fieldsV1"], json!({"f:status": {"f:replicas": {}}}));
+
     // managedFields in an applied body are refused
     let mut with_fields = cm.clone();
     with_fields["metadata"]["managedFields"] = json!([{"manager": "x", "operation": "Update"}]);

@@ -358,6 +358,13 @@ fn merge_applied(
     force: bool,
 ) -> Result<Value, ApiError> {
     let shape = shape_of(res);
+    if let Some(path) = walk::undeclared(config, shape) {
+        return Err(ApiError::bad_request(format!(
+            "failed to create typed patch object ({}, Kind={}): {path}: field not declared in schema",
+            res.api_version(),
+            res.kind
+        )));
+    }
     let status_only = manager.subresource == Some("status");
     let mut merged = live.cloned().unwrap_or_else(|| Value::Object(Map::new()));
     let mut entries = live.and_then(decode_entries).unwrap_or_default();

@@ -252,3 +252,31 @@ fn manager_names_are_checked() {
     );
     assert!(Manager::validate("a\nb", "PatchOptions").is_err());
 }
+
+#[test]
+fn undeclared_fields_are_refused() {
+    let mut config = deployment(1, "nginx");
+    config["spec"]["template"]["spec"]["containers"][0]["bogus"] = json!(1);
+    let err = merge_applied(deployments(), None, &config, &manager("a"), false).unwrap_err();
+    assert_eq!(err.code, http::StatusCode::BAD_REQUEST);
+    assert!(
+        err.message.contains(".spec.template.spec.containers[0].bogus: field not declared in schema"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn status_applies_own_status_only() {
+    let live = merge_applied(deployments(), None, &deployment(2, "nginx"), &manager("a"), false).expect("apply");
+    let config =
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "status": {"replicas": 2}});
+    let ctrl = Manager { name: "ctrl".into(), subresource: Some("status") };
+    let obj = merge_applied(deployments(), Some(&live), &config, &ctrl, false).expect("status apply");
+    let entry = obj["metadata"]["managedFields"].as_array().unwrap().iter().find(|e| e["manager"] == "ctrl").cloned();
+    let entry = entry.expect("ctrl entry");
+    assert_eq!(entry["subresource"], "status");
+    assert_eq!(entry["fieldsV1"], json!({"f:status": {"f:replicas": {}}}));
+    // the main resource's manager keeps its fields
+    assert!(fields_v1(&obj, "a")["f:spec"].get("f:replicas").is_some());
+}

@@ -131,6 +131,26 @@ fn collect(v: &Value, shape: S, appearing: bool) -> FieldSet {
     out
 }
 
+/// The first field of `v` its schema does not declare, as a path (`.spec.bogus`):
+/// an applied configuration must be fully typed, as upstream's typed conversion demands.
+pub fn undeclared(v: &Value, shape: S) -> Option<String> {
+    let shape = shape?;
+    match v {
+        Value::Object(map) if shape.kind() == Kind::Struct => map.iter().find_map(|(k, child)| match shape.field(k) {
+            Some(f) => undeclared(child, Some(f)).map(|rest| format!(".{k}{rest}")),
+            None => Some(format!(".{k}")),
+        }),
+        Value::Object(map) if shape.kind() == Kind::Map => {
+            map.iter().find_map(|(k, child)| undeclared(child, shape.values()).map(|rest| format!(".{k}{rest}")))
+        }
+        Value::Array(list) if shape.kind() == Kind::List => list
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| undeclared(item, shape.items()).map(|rest| format!("[{i}]{rest}"))),
+        _ => None,
+    }
+}
+
 /// How one version of an object differs from the next, as sets of paths.
 #[derive(Default, Debug)]
 pub struct Diff {

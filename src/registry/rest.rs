@@ -399,6 +399,11 @@ fn merge_update(res: &ResourceDef, old: &Value, mut body: Value, part: Part, ns:
         Part::Status => {
             let mut new = old.clone();
             new["status"] = body.get("status").cloned().unwrap_or(json!({}));
+            // a server-side apply of status brings its computed managedFields; any
+            // other status write has them recomputed from the live ones
+            if let Some(managed) = meta::metadata(&body).and_then(|m| m.get("managedFields")) {
+                meta::metadata_mut(&mut new).insert("managedFields".into(), managed.clone());
+            }
             new
         }
         Part::Main => {
