@@ -113,6 +113,14 @@ fn check_client_then_server_side(c: &Cluster, version: &str) {
     let out = c.kubectl_stdin(version, &["apply", "--server-side", "-f", "-"], &manifest(&name, Some(4), &[]));
     let err = stderr(&out);
     assert!(err.contains("conflict with \"kubectl-client-side-apply\" using apps/v1: .spec.replicas"), "{err}");
+    // forced, kubectl's server-side apply also keeps client-side apply's annotation in step
+    let args = ["apply", "--server-side", "--force-conflicts", "-f", "-"];
+    c.kubectl_stdin_ok(version, &args, &manifest(&name, Some(4), &[]));
+    let obj = get_json(c, version, &name);
+    assert_eq!(obj["spec"]["replicas"], 4);
+    let last = obj["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"].as_str().unwrap();
+    let last: Value = serde_json::from_str(last).unwrap();
+    assert_eq!(last["spec"]["replicas"], 4, "{last}");
 }
 
 /// `kubectl scale` owns replicas through the scale subresource.

@@ -399,7 +399,26 @@ fn merge_applied(
     }
     take_over(&mut entries, &me, &d);
     store_entries(entries, &mut merged);
+    if manager.name == "kubectl" {
+        sync_last_applied(config, &mut merged);
+    }
     Ok(merged)
+}
+
+/// The annotation client-side `kubectl apply` keeps its last configuration in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// When kubectl's server-side apply takes over an object managed by client-side
+/// apply, upstream keeps that annotation in step with what was applied (outside of
+/// field ownership), so a later client-side apply computes the right patch.
+fn sync_last_applied(config: &Value, merged: &mut Value) {
+    let annotations = meta::metadata_mut(merged).get_mut("annotations").and_then(Value::as_object_mut);
+    let Some(annotations) = annotations.filter(|a| a.contains_key(LAST_APPLIED)) else { return };
+    let mut applied = config.clone();
+    if let Some(a) = applied.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
+        a.remove(LAST_APPLIED);
+    }
+    annotations.insert(LAST_APPLIED.into(), Value::String(format!("{applied}\n")));
 }
 
 #[cfg(test)]

@@ -272,3 +272,17 @@ fn status_applies_own_status_only() {
     // the main resource's manager keeps its fields
     assert!(fields_v1(&obj, "a")["f:spec"].get("f:replicas").is_some());
 }
+
+#[test]
+fn kubectl_server_side_apply_keeps_the_client_side_annotation_in_step() {
+    let mut live = deployment(1, "nginx");
+    live["metadata"]["annotations"] = json!({LAST_APPLIED: "{\"old\":true}\n", "other": "x"});
+    record_update(deployments(), None, &mut live, &manager("kubectl-client-side-apply"));
+    let obj = merge_applied(deployments(), Some(&live), &deployment(1, "nginx:2"), &manager("kubectl"), true).unwrap();
+    let text = obj["metadata"]["annotations"][LAST_APPLIED].as_str().unwrap();
+    let recorded: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(recorded, deployment(1, "nginx:2"));
+    // other managers leave it alone
+    let obj = merge_applied(deployments(), Some(&live), &deployment(1, "nginx:3"), &manager("ci"), true).unwrap();
+    assert_eq!(obj["metadata"]["annotations"][LAST_APPLIED], "{\"old\":true}\n");
+}
