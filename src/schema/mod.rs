@@ -215,7 +215,13 @@ impl<'a> Shape<'a> {
         let text = self.node.get("description").and_then(Value::as_str)?;
         let (_, rest) = text.split_once("Defaults to ").or_else(|| text.split_once("Default is "))?;
         let word = rest.split_whitespace().next()?.trim_end_matches(['.', ',']).trim_matches('"');
-        (!word.is_empty()).then(|| Value::String(word.to_string()))
+        if word.is_empty() {
+            return None;
+        }
+        match self.target().get("type").and_then(Value::as_str) {
+            Some("integer" | "number" | "boolean") => serde_json::from_str(word).ok(),
+            _ => Some(Value::String(word.to_string())),
+        }
     }
 
     /// The definition name this position refers to, if any.
@@ -249,6 +255,15 @@ mod tests {
         assert_eq!(ports.patch_merge_key(), Some("containerPort"));
         let volumes = pod.field("spec").and_then(|s| s.field("volumes")).expect("volumes");
         assert!(volumes.patch_strategy().retain_keys);
+    }
+
+    #[test]
+    fn documented_defaults() {
+        let port = schemas().definition("io.k8s.api.core.v1.ContainerPort").expect("ContainerPort");
+        assert_eq!(port.field("protocol").and_then(|p| p.default_value()), Some(Value::from("TCP")));
+        let svc = schemas().definition("io.k8s.api.core.v1.ServicePort").expect("ServicePort");
+        assert_eq!(svc.field("protocol").and_then(|p| p.default_value()), Some(Value::from("TCP")));
+        assert_eq!(port.field("containerPort").and_then(|p| p.default_value()), None);
     }
 
     #[test]
