@@ -217,7 +217,7 @@ async fn update(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiRe
 }
 
 /// PATCH: JSON patch and merge patch now; strategic merge is applied as a merge patch
-/// until the patch work lands; server-side apply is not served yet.
+/// until the patch work lands; server-side apply is `fieldmanager::apply`.
 async fn patch(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiResult<Response> {
     if body.len() > MAX_BODY {
         return Err(ApiError::too_large());
