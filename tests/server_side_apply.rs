@@ -199,6 +199,12 @@ async fn raw_apply_requests() {
         updated["metadata"]["managedFields"].as_array().unwrap().iter().find(|e| e["manager"] == "editor").cloned();
     assert_eq!(editor.unwrap()["fieldsV1"], json!({"f:data": {"f:b": {}}}));
 
+    // a resourceVersion in the configuration is a precondition
+    let mut stale = cm.clone();
+    stale["metadata"]["resourceVersion"] = json!("1");
+    let r = apply(&c, &format!("{base}/raw?fieldManager=m"), &stale).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+
     // force belongs to apply only
     let (status, body) = c.patch(&format!("{base}/raw?force=true"), "application/merge-patch+json", &json!({})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");

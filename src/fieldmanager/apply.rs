@@ -60,8 +60,13 @@ pub async fn apply(
                 Err(e) => return Err(e),
             }
         };
-        // written only over the version it was merged into
+        // written only over the version it was merged into; a resourceVersion in the
+        // configuration is a precondition, as in any update
         let rv = meta::meta_str(&live, "resourceVersion");
+        let pinned = meta::meta_str(&config, "resourceVersion");
+        if !pinned.is_empty() && pinned != rv {
+            return Err(ApiError::modified(res.group, res.plural, name));
+        }
         meta::metadata_mut(&mut obj).insert("resourceVersion".into(), json!(rv));
         match reg.update(res, ns, name, obj, part, &opts).await {
             Ok(updated) => return Ok((StatusCode::OK, updated, warnings)),
