@@ -286,3 +286,62 @@ fn kubectl_server_side_apply_keeps_the_client_side_annotation_in_step() {
     let obj = merge_applied(deployments(), Some(&live), &deployment(1, "nginx:3"), &manager("ci"), true).unwrap();
     assert_eq!(obj["metadata"]["annotations"][LAST_APPLIED], "{\"old\":true}\n");
 }
+
+/// Not a check but a measurement (`cargo test --release --bin ferrokube -- --ignored
+/// cost_of --nocapture`): what field management adds to one write of a Deployment.
+#[test]
+#[ignore]
+fn cost_of_field_management() {
+    const N: u32 = 5000;
+    let mut live = deployment(2, "nginx");
+    record_update(deployments(), None, &mut live, &manager("kubectl-create"));
+    let mut changed = live.clone();
+    changed["metadata"]["labels"]["tier"] = json!("web");
+    let started = std::time::Instant::now();
+    for _ in 0..N {
+        std::hint::black_box(changed.clone());
+    }
+    let clone = started.elapsed() / N;
+    let started = std::time::Instant::now();
+    for _ in 0..N {
+        let mut new = changed.clone();
+        record_update(deployments(), Some(&live), &mut new, &manager("kubectl-label"));
+        std::hint::black_box(new);
+    }
+    let update = started.elapsed() / N - clone;
+    let config = deployment(3, "nginx:2");
+    let started = std::time::Instant::now();
+    for _ in 0..N {
+        std::hint::black_box(merge_applied(deployments(), Some(&live), &config, &manager("a"), true).unwrap());
+    }
+    let apply = started.elapsed() / N;
+    let encoded = serde_json::to_vec(&live).unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..N {
+        std::hint::black_box(serde_json::from_slice::<Value>(&encoded).unwrap());
+    }
+    let decode = started.elapsed() / N;
+    let shape = shape_of(deployments());
+    let started = std::time::Instant::now();
+    for _ in 0..N {
+        std::hint::black_box(walk::fields(&live, shape));
+    }
+    let fields = started.elapsed() / N;
+    let started = std::time::Instant::now();
+    for _ in 0..N {
+        std::hint::black_box(walk::diff(&live, &changed, shape));
+    }
+    let diff = started.elapsed() / N;
+    let started = std::time::Instant::now();
+    for _ in 0..N {
+        std::hint::black_box(decode_entries(&live));
+    }
+    let entries = started.elapsed() / N;
+    let started = std::time::Instant::now();
+    for _ in 0..N {
+        std::hint::black_box(shape_of(deployments()));
+    }
+    let lookup = started.elapsed() / N;
+    eprintln!("per Deployment write: record Update {update:?}, apply merge {apply:?} (JSON decode of it: {decode:?})");
+    eprintln!("fields {fields:?}, diff {diff:?}, decode entries {entries:?}, shape lookup {lookup:?}");
+}

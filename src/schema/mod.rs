@@ -15,22 +15,27 @@ use serde_json::{Map, Value};
 const DEFINITIONS_JSON: &str = include_str!("../../openapi/definitions.json");
 
 pub struct Schemas {
-    definitions: Map<String, Value>,
+    definitions: &'static Map<String, Value>,
+    /// The same definitions hashed by name: merging resolves a `$ref` at every step,
+    /// and the ordered map's string comparisons dominated that.
+    by_name: HashMap<&'static str, &'static Value>,
     /// (group, version, kind) → definition name, from `x-kubernetes-group-version-kind`.
     by_gvk: HashMap<(String, String, String), String>,
 }
 
 static SCHEMAS: LazyLock<Schemas> = LazyLock::new(|| {
-    let definitions: Map<String, Value> =
-        serde_json::from_str(DEFINITIONS_JSON).expect("openapi/definitions.json is valid JSON");
+    // parsed once for the life of the process, so its nodes can be borrowed for 'static
+    let definitions: &'static Map<String, Value> =
+        Box::leak(Box::new(serde_json::from_str(DEFINITIONS_JSON).expect("openapi/definitions.json is valid JSON")));
+    let by_name = definitions.iter().map(|(name, node)| (name.as_str(), node)).collect();
     let mut by_gvk = HashMap::new();
-    for (name, schema) in &definitions {
+    for (name, schema) in definitions {
         for gvk in schema["x-kubernetes-group-version-kind"].as_array().into_iter().flatten() {
             let field = |f: &str| gvk[f].as_str().unwrap_or_default().to_string();
             by_gvk.insert((field("group"), field("version"), field("kind")), name.clone());
         }
     }
-    Schemas { definitions, by_gvk }
+    Schemas { definitions, by_name, by_gvk }
 });
 
 /// The process-wide schema set, parsed on first use.
@@ -41,7 +46,7 @@ pub fn schemas() -> &'static Schemas {
 impl Schemas {
     /// All definitions by upstream name (`io.k8s.api.core.v1.Pod`), OpenAPI v2 form.
     pub fn definitions(&self) -> &Map<String, Value> {
-        &self.definitions
+        self.definitions
     }
 
     /// The definition name for a group/version/kind (core group is "").
@@ -56,7 +61,7 @@ impl Schemas {
 
     /// The shape of a named definition.
     pub fn definition(&self, name: &str) -> Option<Shape<'_>> {
-        self.definitions.get(name).map(|node| Shape { schemas: self, node })
+        self.by_name.get(name).map(|node| Shape { schemas: self, node })
     }
 
     fn resolve<'a>(&'a self, node: &'a Value) -> &'a Value {
@@ -64,8 +69,8 @@ impl Schemas {
         // Refs never chain more than once upstream; the bound guards against a cycle.
         for _ in 0..4 {
             match node.get("$ref").and_then(Value::as_str) {
-                Some(r) => match self.definitions.get(r.trim_start_matches("#/definitions/")) {
-                    Some(target) => node = target,
+                Some(r) => match self.by_name.get(r.strip_prefix("#/definitions/").unwrap_or(r)) {
+                    Some(target) => node = *target,
                     None => return node,
                 },
                 None => return node,
