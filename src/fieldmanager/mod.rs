@@ -388,6 +388,13 @@ fn merge_applied(
     if !force {
         let mut changed = d.modified.clone();
         changed.union_with(&d.added);
+        // kubectl taking over from client-side apply may change what that apply set
+        // and nobody changed since, as upstream allows
+        if let Some(allowed) =
+            live.filter(|_| manager.name == "kubectl").and_then(|l| unchanged_since_last_applied(res, l))
+        {
+            changed = changed.difference(&allowed);
+        }
         let conflicts: Vec<(String, String)> = entries
             .iter()
             .filter(|e| !e.same_writer(&me))
@@ -403,6 +410,18 @@ fn merge_applied(
         sync_last_applied(config, &mut merged);
     }
     Ok(merged)
+}
+
+/// The fields client-side apply last set (its annotation) that still hold the value it
+/// set; None without a usable annotation.
+fn unchanged_since_last_applied(res: &ResourceDef, live: &Value) -> Option<FieldSet> {
+    let text = meta::metadata(live)?.get("annotations")?.get(LAST_APPLIED)?.as_str()?;
+    let last: Value = serde_json::from_str(text).ok()?;
+    if last.get("apiVersion").and_then(Value::as_str) != Some(res.api_version().as_str()) {
+        return None;
+    }
+    let shape = shape_of(res);
+    Some(walk::fields(&last, shape).difference(&walk::diff(&last, live, shape).modified))
 }
 
 /// The annotation client-side `kubectl apply` keeps its last configuration in.

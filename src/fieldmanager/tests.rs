@@ -287,6 +287,25 @@ fn kubectl_server_side_apply_keeps_the_client_side_annotation_in_step() {
     assert_eq!(obj["metadata"]["annotations"][LAST_APPLIED], "{\"old\":true}\n");
 }
 
+#[test]
+fn kubectl_may_change_what_client_side_apply_set_and_nobody_changed_since() {
+    let mut applied = deployment(1, "nginx");
+    applied["metadata"]["annotations"] = json!({LAST_APPLIED: deployment(1, "nginx").to_string()});
+    let mut live = applied.clone();
+    record_update(deployments(), None, &mut live, &manager("kubectl-client-side-apply"));
+    let obj = merge_applied(deployments(), Some(&live), &deployment(4, "nginx"), &manager("kubectl"), false)
+        .expect("allowed: replicas still hold what client-side apply set");
+    assert_eq!(obj["spec"]["replicas"], 4);
+    let err = merge_applied(deployments(), Some(&live), &deployment(4, "nginx"), &manager("other"), false).unwrap_err();
+    assert_mentions(&err, "conflict with \"kubectl-client-side-apply\" using apps/v1: .spec.replicas");
+    // changed since (here without a new annotation): a real conflict again
+    let mut drifted = live.clone();
+    drifted["spec"]["replicas"] = json!(2);
+    let err =
+        merge_applied(deployments(), Some(&drifted), &deployment(4, "nginx"), &manager("kubectl"), false).unwrap_err();
+    assert_mentions(&err, ".spec.replicas");
+}
+
 /// Not a check but a measurement (`cargo test --release --bin ferrokube -- --ignored
 /// cost_of --nocapture`): what field management adds to one write of a Deployment.
 #[test]
