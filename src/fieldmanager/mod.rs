@@ -358,13 +358,7 @@ fn merge_applied(
     force: bool,
 ) -> Result<Value, ApiError> {
     let shape = shape_of(res);
-    if let Some(path) = walk::undeclared(config, shape) {
-        return Err(ApiError::bad_request(format!(
-            "failed to create typed patch object ({}, Kind={}): {path}: field not declared in schema",
-            res.api_version(),
-            res.kind
-        )));
-    }
+    check_declared(res, config)?;
     let status_only = manager.subresource == Some("status");
     let mut merged = live.cloned().unwrap_or_else(|| Value::Object(Map::new()));
     let mut entries = live.and_then(decode_entries).unwrap_or_default();
@@ -386,23 +380,7 @@ fn merge_applied(
     let mut d = walk::diff(live.unwrap_or(&empty), &merged, shape);
     strip_diff(&mut d, status_only);
     if !force {
-        let mut changed = d.modified.clone();
-        changed.union_with(&d.added);
-        // kubectl taking over from client-side apply may change what that apply set
-        // and nobody changed since, as upstream allows
-        if let Some(allowed) =
-            live.filter(|_| manager.name == "kubectl").and_then(|l| unchanged_since_last_applied(res, l))
-        {
-            changed = changed.difference(&allowed);
-        }
-        let conflicts: Vec<(String, String)> = entries
-            .iter()
-            .filter(|e| !e.same_writer(&me))
-            .flat_map(|e| e.set.intersection(&changed).paths().into_iter().map(|p| (e.describe(), path_string(&p))))
-            .collect();
-        if !conflicts.is_empty() {
-            return Err(conflict_error(&conflicts));
-        }
+        check_conflicts(res, live, &entries, &me, &d)?;
     }
     take_over(&mut entries, &me, &d);
     store_entries(entries, &mut merged);
@@ -410,6 +388,42 @@ fn merge_applied(
         sync_last_applied(config, &mut merged);
     }
     Ok(merged)
+}
+
+/// An applied configuration must be fully typed, as upstream's typed conversion demands.
+fn check_declared(res: &ResourceDef, config: &Value) -> Result<(), ApiError> {
+    match walk::undeclared(config, shape_of(res)) {
+        Some(path) => Err(ApiError::bad_request(format!(
+            "failed to create typed patch object ({}, Kind={}): {path}: field not declared in schema",
+            res.api_version(),
+            res.kind
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The 409 when the apply changes (or adds) fields other managers own.
+fn check_conflicts(
+    res: &ResourceDef,
+    live: Option<&Value>,
+    entries: &[Entry],
+    me: &Entry,
+    d: &walk::Diff,
+) -> Result<(), ApiError> {
+    let mut changed = d.modified.clone();
+    changed.union_with(&d.added);
+    // kubectl taking over from client-side apply may change what that apply set and
+    // nobody changed since, as upstream allows
+    let taking_over = live.filter(|_| me.manager == "kubectl").and_then(|l| unchanged_since_last_applied(res, l));
+    if let Some(allowed) = taking_over {
+        changed = changed.difference(&allowed);
+    }
+    let conflicts: Vec<(String, String)> = entries
+        .iter()
+        .filter(|e| !e.same_writer(me))
+        .flat_map(|e| e.set.intersection(&changed).paths().into_iter().map(|p| (e.describe(), path_string(&p))))
+        .collect();
+    if conflicts.is_empty() { Ok(()) } else { Err(conflict_error(&conflicts)) }
 }
 
 /// The fields client-side apply last set (its annotation) that still hold the value it
