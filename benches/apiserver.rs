@@ -4,7 +4,8 @@
 //! - raw etcd create-if-absent transactions of 1 KiB values (the transaction a create needs),
 //! - creates/s of 1 KiB ConfigMaps and of small Pods through the API, 1 and 16 clients,
 //! - updates/s of Deployments, 16 clients each on its own Deployment: PUT of the whole
-//!   object against a strategic merge PATCH of one annotation, in the same run,
+//!   object against a strategic merge PATCH of one annotation and a server-side apply of
+//!   the whole configuration with that annotation changed, in the same run,
 //! - p50/p90 latency of a LIST of 10,000 pods (JSON, and as a Table),
 //! - the server's resident memory with 10,000 pods stored,
 //! - LIST of those pods from the watch cache (resourceVersion=0) and from etcd
@@ -227,7 +228,16 @@ async fn raw_etcd_rate(etcd: &mut etcd_client::Client, value: &[u8], n: usize, c
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-/// PUT against strategic-merge PATCH of Deployments, each client updating its own.
+/// How a bench client changes its Deployment.
+#[derive(Clone, Copy)]
+enum Write {
+    Put,
+    StrategicPatch,
+    Apply,
+}
+
+/// PUT against strategic-merge PATCH and server-side apply of Deployments, each client
+/// updating its own.
 async fn update_rates(base: &str, n: usize, clients: usize) {
     let client = http_client();
     let ns = "bench-update";
@@ -237,16 +247,19 @@ async fn update_rates(base: &str, n: usize, clients: usize) {
         let r = client.post(&url).json(&bench_deployment(&format!("d-{c}"))).send().await.expect("create");
         assert!(r.status().is_success(), "deployment create failed: {}", r.status());
     }
-    let put = update_rate(&url, n, clients, false).await;
+    let put = update_rate(&url, n, clients, Write::Put).await;
     row(&format!("Deployment PUT updates, {clients} clients"), put, "/s", None);
-    // the ratio here is to the PUT rate above
-    let patch = update_rate(&url, n, clients, true).await;
+    // the ratios here are to the PUT rate above
+    let patch = update_rate(&url, n, clients, Write::StrategicPatch).await;
     row(&format!("Deployment strategic PATCHes, {clients} clients"), patch, "/s", Some(patch / put));
+    let apply = update_rate(&url, n, clients, Write::Apply).await;
+    row(&format!("Deployment server-side applies, {clients} clients"), apply, "/s", Some(apply / put));
 }
 
 /// Updates per second, `clients` clients each bumping an annotation on its own
-/// Deployment, by PUT of the object it last got back or by a strategic merge patch.
-async fn update_rate(url: &str, n: usize, clients: usize, patch: bool) -> f64 {
+/// Deployment, by PUT of the object it last got back, by a strategic merge patch, or by
+/// a forced server-side apply of its whole configuration.
+async fn update_rate(url: &str, n: usize, clients: usize, how: Write) -> f64 {
     let client = http_client();
     let mut objects = Vec::with_capacity(clients);
     for c in 0..clients {
@@ -262,13 +275,23 @@ async fn update_rate(url: &str, n: usize, clients: usize, patch: bool) -> f64 {
             tokio::spawn(async move {
                 let client = http_client();
                 for i in (c..n).step_by(clients) {
-                    let req = if patch {
-                        let body = json!({"metadata": {"annotations": {"bench/n": i.to_string()}}});
-                        let smp = "application/strategic-merge-patch+json";
-                        client.patch(&one).header("content-type", smp).body(body.to_string())
-                    } else {
-                        obj["metadata"]["annotations"]["bench/n"] = json!(i.to_string());
-                        client.put(&one).json(&obj)
+                    let req = match how {
+                        Write::StrategicPatch => {
+                            let body = json!({"metadata": {"annotations": {"bench/n": i.to_string()}}});
+                            let smp = "application/strategic-merge-patch+json";
+                            client.patch(&one).header("content-type", smp).body(body.to_string())
+                        }
+                        Write::Apply => {
+                            let mut config = bench_deployment(one.rsplit('/').next().unwrap_or_default());
+                            config["metadata"]["annotations"]["bench/n"] = json!(i.to_string());
+                            let apply = "application/apply-patch+yaml";
+                            let url = format!("{one}?fieldManager=bench&force=true");
+                            client.patch(url).header("content-type", apply).body(config.to_string())
+                        }
+                        Write::Put => {
+                            obj["metadata"]["annotations"]["bench/n"] = json!(i.to_string());
+                            client.put(&one).json(&obj)
+                        }
                     };
                     let r = req.send().await.expect("update");
                     assert!(r.status().is_success(), "update failed: {}", r.status());

@@ -4,6 +4,7 @@
 mod apiserver;
 mod auth;
 mod cli;
+mod fieldmanager;
 mod handlers;
 mod kubeconfig;
 mod patch;

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::codec::{self, Output};
 use super::path::ResourcePath;
 use super::status::{ApiError, ApiResult, FieldError};
-use crate::registry::rest::{DeleteOpts, Part, Registry};
+use crate::registry::rest::{DeleteOpts, Part, Registry, WriteOpts};
 use crate::registry::{ResourceDef, find_resource, meta};
 
 /// Which action a path names.
@@ -107,7 +107,9 @@ pub async fn bind(reg: &Registry, target: Target<'_>, headers: &HeaderMap, body:
     copy_annotations(&binding, &mut pod);
     set_scheduled_condition(&mut pod);
     // the resourceVersion read above is the precondition: a pod bound meanwhile conflicts
-    reg.update(res, target.namespace, name, pod, Part::Whole, target.dry_run).await?;
+    // as upstream's binding storage, this write records no field manager
+    let opts = WriteOpts { dry_run: target.dry_run, manager: None };
+    reg.update(res, target.namespace, name, pod, Part::Whole, &opts).await?;
     Ok(success())
 }
 

@@ -16,8 +16,9 @@ use super::query::Query;
 use super::status::{ApiError, ApiResult};
 use super::table::{self, IncludeObject};
 use super::{AppState, discovery, list, pods};
+use crate::fieldmanager::{self, Manager};
 use crate::registry::filter::Filter;
-use crate::registry::rest::{DeleteOpts, Part};
+use crate::registry::rest::{DeleteOpts, Part, WriteOpts};
 use crate::registry::{ResourceDef, find_resource, meta};
 use crate::watch;
 
@@ -79,7 +80,9 @@ async fn handle(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMa
         let (ns, name) = (p.namespace.as_deref().unwrap_or(""), p.name.as_deref().unwrap_or(""));
         let body = read_body(body).await?;
         let target = super::scale::Target { res, namespace: ns, name };
-        return super::scale::handle(&state.registry, target, method, headers, body, query.dry_run()?).await;
+        let options = if method == Method::PATCH { "PatchOptions" } else { "UpdateOptions" };
+        let opts = write_opts(&query, headers, Some("scale"), options)?;
+        return super::scale::handle(&state.registry, target, method, headers, body, &opts).await;
     }
     let part = match p.subresource.as_deref() {
         None => Part::Main,
@@ -102,6 +105,14 @@ async fn handle(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMa
         (Method::DELETE, false) => delete_collection(&ctx, output, read_body(body).await?).await,
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+/// Dry run, and the manager the write is recorded for in managedFields; `options` is
+/// the kind of the request's options (CreateOptions, UpdateOptions, PatchOptions).
+fn write_opts(query: &Query, headers: &HeaderMap, sub: Option<&'static str>, options: &str) -> ApiResult<WriteOpts> {
+    let manager = Manager::from_request(query.get("fieldManager"), headers, sub);
+    Manager::validate(&manager.name, options)?;
+    Ok(WriteOpts { dry_run: query.dry_run()?, manager: Some(manager) })
 }
 
 async fn read_body(body: Body) -> ApiResult<Bytes> {
@@ -200,20 +211,21 @@ async fn create(ctx: &Ctx<'_>, output: Output, body: Bytes) -> ApiResult<Respons
     }
     let (obj, warnings) = decode(ctx, &body)?;
     check_body_namespace(ctx, &obj)?;
-    let created = ctx.state.registry.create(ctx.res, ctx.namespace(), obj, ctx.query.dry_run()?).await?;
+    let opts = write_opts(&ctx.query, ctx.headers, None, "CreateOptions")?;
+    let created = ctx.state.registry.create(ctx.res, ctx.namespace(), obj, &opts).await?;
     Ok(codec::with_warnings(render(ctx, StatusCode::CREATED, output, &created)?, &warnings))
 }
 
 async fn update(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiResult<Response> {
     let (obj, warnings) = decode(ctx, &body)?;
     check_body_namespace(ctx, &obj)?;
-    let updated =
-        ctx.state.registry.update(ctx.res, ctx.namespace(), ctx.name(), obj, part, ctx.query.dry_run()?).await?;
+    let opts = write_opts(&ctx.query, ctx.headers, part.subresource(), "UpdateOptions")?;
+    let updated = ctx.state.registry.update(ctx.res, ctx.namespace(), ctx.name(), obj, part, &opts).await?;
     Ok(codec::with_warnings(render(ctx, StatusCode::OK, output, &updated)?, &warnings))
 }
 
-/// PATCH: JSON patch, merge patch and strategic merge patch; server-side apply is not
-/// served yet.
+/// PATCH: JSON patch, merge patch and strategic merge patch here; server-side apply is
+/// `fieldmanager::apply`.
 async fn patch(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiResult<Response> {
     if body.len() > MAX_BODY {
         return Err(ApiError::too_large());
@@ -221,6 +233,13 @@ async fn patch(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiRes
     let content_type = ctx.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim().to_string();
     let reg = &ctx.state.registry;
+    if media == fieldmanager::APPLY_PATCH {
+        let target = fieldmanager::Target { res: ctx.res, namespace: ctx.namespace(), name: ctx.name(), part };
+        let (code, obj, warnings) = fieldmanager::apply(reg, target, &body, &ctx.query).await?;
+        return Ok(codec::with_warnings(render(ctx, code, output, &obj)?, &warnings));
+    }
+    fieldmanager::reject_force(&ctx.query)?;
+    let opts = write_opts(&ctx.query, ctx.headers, part.subresource(), "PatchOptions")?;
     // recomputed on every lost race, without a bound, as upstream's patcher
     loop {
         let current = reg.get(ctx.res, ctx.namespace(), ctx.name()).await?;
@@ -254,7 +273,7 @@ async fn patch(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiRes
         let validation = FieldValidation::parse(ctx.query.get("fieldValidation"))?;
         let (obj, warnings) = codec::decode_object(ctx.res, patched, validation)?;
         check_body_namespace(ctx, &obj)?;
-        match reg.update(ctx.res, ctx.namespace(), ctx.name(), obj, part, ctx.query.dry_run()?).await {
+        match reg.update(ctx.res, ctx.namespace(), ctx.name(), obj, part, &opts).await {
             Ok(updated) => return Ok(codec::with_warnings(render(ctx, StatusCode::OK, output, &updated)?, &warnings)),
             // raced with another writer: recompute on the new version, unless the
             // client pinned a resourceVersion in the patch itself

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::codec::{self, Output};
 use super::status::{ApiError, ApiResult};
-use crate::registry::rest::{Part, Registry};
+use crate::registry::rest::{Part, Registry, WriteOpts};
 use crate::registry::{ResourceDef, meta};
 
 /// The selector of a workload as the label-selector string Scale carries.
@@ -71,7 +71,7 @@ pub async fn handle(
     method: &Method,
     headers: &HeaderMap,
     body: Bytes,
-    dry_run: bool,
+    opts: &WriteOpts,
 ) -> ApiResult<Response> {
     let Target { res, namespace: ns, name } = target;
     let current = reg.get(res, ns, name).await?;
@@ -103,7 +103,7 @@ pub async fn handle(
     } else {
         meta::metadata_mut(&mut updated).insert("resourceVersion".into(), json!(rv));
     }
-    let written = reg.update(res, ns, name, updated, Part::Main, dry_run).await?;
+    let written = reg.update(res, ns, name, updated, Part::Main, opts).await?;
     Ok(codec::respond(StatusCode::OK, Output::Json, &to_scale(&written)))
 }
 

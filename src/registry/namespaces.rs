@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::rest::{DeleteOpts, Registry};
+use super::rest::{DeleteOpts, Registry, WriteOpts};
 use super::{all_resources, find_resource, meta};
 use crate::handlers::status::{ApiError, ApiResult};
 
@@ -15,7 +15,7 @@ pub async fn bootstrap(reg: &Registry, advertise_port: u16) -> ApiResult<()> {
     let ns_res = find_resource("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces missing"))?;
     for ns in SYSTEM_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        ignore_exists(reg.create(ns_res, "", obj, false).await)?;
+        ignore_exists(reg.create(ns_res, "", obj, &WriteOpts::default()).await)?;
     }
     let svc_res = find_resource("", "v1", "services").ok_or_else(|| ApiError::internal("services missing"))?;
     let svc = json!({
@@ -26,7 +26,7 @@ pub async fn bootstrap(reg: &Registry, advertise_port: u16) -> ApiResult<()> {
             "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": advertise_port}],
         },
     });
-    ignore_exists(reg.create(svc_res, "default", svc, false).await)?;
+    ignore_exists(reg.create(svc_res, "default", svc, &WriteOpts::default()).await)?;
     resume_terminating(reg).await
 }
 

@@ -13,6 +13,7 @@ use super::store::{Claim, CreateOutcome, Guard, Store, Stored, WriteOutcome};
 use super::strategy::Allocations;
 use super::validation::validate_object_meta;
 use super::{ResourceDef, events};
+use crate::fieldmanager::{self, Manager};
 use crate::handlers::status::{ApiError, ApiResult};
 
 /// How often a write retries after losing a race it can recover from.
@@ -43,6 +44,25 @@ pub enum Part {
     /// Spec and status together: server-side writes such as pod binding, which sets
     /// spec.nodeName and the PodScheduled condition in one step.
     Whole,
+}
+
+/// How a create or update is carried out: for real or as a dry run, and who writes it
+/// (recorded in managedFields; None for the server's own writes and for server-side
+/// apply, which records its own entry).
+#[derive(Default, Debug)]
+pub struct WriteOpts {
+    pub dry_run: bool,
+    pub manager: Option<Manager>,
+}
+
+impl Part {
+    /// The subresource a write through this part is recorded under.
+    pub fn subresource(self) -> Option<&'static str> {
+        match self {
+            Part::Main | Part::Whole => None,
+            Part::Status => Some("status"),
+        }
+    }
 }
 
 /// DeleteOptions preconditions and grace period.
@@ -153,11 +173,14 @@ impl Registry {
         state
     }
 
-    pub async fn create(&self, res: &ResourceDef, ns: &str, mut obj: Value, dry_run: bool) -> ApiResult<Value> {
+    pub async fn create(&self, res: &ResourceDef, ns: &str, mut obj: Value, opts: &WriteOpts) -> ApiResult<Value> {
         set_namespace(res, &mut obj, ns);
         let generated = generate_name(&mut obj);
         meta::init_on_create(&mut obj, res.strategy.tracks_generation());
         res.strategy.default(&mut obj);
+        if let Some(manager) = &opts.manager {
+            fieldmanager::record_update(res, None, &mut obj, manager);
+        }
         if res.has_status
             && let Some(status) = res.strategy.initial_status(&obj)
         {
@@ -171,7 +194,7 @@ impl Registry {
             let key = self.key(res, ns, &name);
             let mut candidate = obj.clone();
             let allocs = res.strategy.allocate(&mut candidate, None, &self.alloc, &taken)?;
-            if dry_run {
+            if opts.dry_run {
                 return Ok(candidate);
             }
             let bytes = Self::encode(res, &candidate);
@@ -224,8 +247,9 @@ impl Registry {
         name: &str,
         body: Value,
         part: Part,
-        dry_run: bool,
+        opts: &WriteOpts,
     ) -> ApiResult<Value> {
+        let dry_run = opts.dry_run;
         let body_name = meta::name(&body);
         if !body_name.is_empty() && body_name != name {
             return Err(ApiError::bad_request(format!(
@@ -268,6 +292,9 @@ impl Registry {
                 if res.strategy.tracks_generation() {
                     meta::bump_generation_if_spec_changed(&mut new, &old);
                 }
+            }
+            if let Some(manager) = &opts.manager {
+                fieldmanager::record_update(res, Some(&old), &mut new, manager);
             }
             if part != Part::Status && completes_deletion(&old, &new) {
                 // the last finalizer of an object being deleted is gone: delete it now
@@ -389,6 +416,11 @@ fn merge_update(res: &ResourceDef, old: &Value, mut body: Value, part: Part, ns:
         Part::Status => {
             let mut new = old.clone();
             new["status"] = body.get("status").cloned().unwrap_or(json!({}));
+            // a server-side apply of status brings its computed managedFields; any
+            // other status write has them recomputed from the live ones
+            if let Some(managed) = meta::metadata(&body).and_then(|m| m.get("managedFields")) {
+                meta::metadata_mut(&mut new).insert("managedFields".into(), managed.clone());
+            }
             new
         }
         Part::Whole => {

@@ -15,22 +15,27 @@ use serde_json::{Map, Value};
 const DEFINITIONS_JSON: &str = include_str!("../../openapi/definitions.json");
 
 pub struct Schemas {
-    definitions: Map<String, Value>,
+    definitions: &'static Map<String, Value>,
+    /// The same definitions hashed by name: merging resolves a `$ref` at every step,
+    /// and the ordered map's string comparisons dominated that.
+    by_name: HashMap<&'static str, &'static Value>,
     /// (group, version, kind) → definition name, from `x-kubernetes-group-version-kind`.
     by_gvk: HashMap<(String, String, String), String>,
 }
 
 static SCHEMAS: LazyLock<Schemas> = LazyLock::new(|| {
-    let definitions: Map<String, Value> =
-        serde_json::from_str(DEFINITIONS_JSON).expect("openapi/definitions.json is valid JSON");
+    // parsed once for the life of the process, so its nodes can be borrowed for 'static
+    let definitions: &'static Map<String, Value> =
+        Box::leak(Box::new(serde_json::from_str(DEFINITIONS_JSON).expect("openapi/definitions.json is valid JSON")));
+    let by_name = definitions.iter().map(|(name, node)| (name.as_str(), node)).collect();
     let mut by_gvk = HashMap::new();
-    for (name, schema) in &definitions {
+    for (name, schema) in definitions {
         for gvk in schema["x-kubernetes-group-version-kind"].as_array().into_iter().flatten() {
             let field = |f: &str| gvk[f].as_str().unwrap_or_default().to_string();
             by_gvk.insert((field("group"), field("version"), field("kind")), name.clone());
         }
     }
-    Schemas { definitions, by_gvk }
+    Schemas { definitions, by_name, by_gvk }
 });
 
 /// The process-wide schema set, parsed on first use.
@@ -41,7 +46,7 @@ pub fn schemas() -> &'static Schemas {
 impl Schemas {
     /// All definitions by upstream name (`io.k8s.api.core.v1.Pod`), OpenAPI v2 form.
     pub fn definitions(&self) -> &Map<String, Value> {
-        &self.definitions
+        self.definitions
     }
 
     /// The definition name for a group/version/kind (core group is "").
@@ -56,7 +61,7 @@ impl Schemas {
 
     /// The shape of a named definition.
     pub fn definition(&self, name: &str) -> Option<Shape<'_>> {
-        self.definitions.get(name).map(|node| Shape { schemas: self, node })
+        self.by_name.get(name).map(|node| Shape { schemas: self, node })
     }
 
     fn resolve<'a>(&'a self, node: &'a Value) -> &'a Value {
@@ -64,8 +69,8 @@ impl Schemas {
         // Refs never chain more than once upstream; the bound guards against a cycle.
         for _ in 0..4 {
             match node.get("$ref").and_then(Value::as_str) {
-                Some(r) => match self.definitions.get(r.trim_start_matches("#/definitions/")) {
-                    Some(target) => node = target,
+                Some(r) => match self.by_name.get(r.strip_prefix("#/definitions/").unwrap_or(r)) {
+                    Some(target) => node = *target,
                     None => return node,
                 },
                 None => return node,
@@ -180,6 +185,12 @@ impl<'a> Shape<'a> {
         }
     }
 
+    /// Whether the position declares `x-kubernetes-list-type` at all (an undeclared
+    /// list falls back to its patch strategy when server-side apply reads it).
+    pub fn declares_list_type(&self) -> bool {
+        self.extension("x-kubernetes-list-type").is_some()
+    }
+
     /// `x-kubernetes-map-type: atomic` on a map or struct: replaced and owned whole.
     pub fn is_atomic_map(&self) -> bool {
         self.extension("x-kubernetes-map-type").and_then(Value::as_str) == Some("atomic")
@@ -203,6 +214,25 @@ impl<'a> Shape<'a> {
     /// `x-kubernetes-patch-merge-key` of a list merged by strategic merge patch.
     pub fn patch_merge_key(&self) -> Option<&'a str> {
         self.node.get("x-kubernetes-patch-merge-key").and_then(Value::as_str)
+    }
+
+    /// A field's default: `default` when the definitions carry one, else the value its
+    /// description states ("Defaults to \"TCP\".", "Default is TCP."). OpenAPI v2 drops
+    /// defaults, and server-side apply needs them to name list items by their keys.
+    pub fn default_value(&self) -> Option<Value> {
+        if let Some(v) = self.extension("default") {
+            return Some(v.clone());
+        }
+        let text = self.node.get("description").and_then(Value::as_str)?;
+        let (_, rest) = text.split_once("Defaults to ").or_else(|| text.split_once("Default is "))?;
+        let word = rest.split_whitespace().next()?.trim_end_matches(['.', ',']).trim_matches('"');
+        if word.is_empty() {
+            return None;
+        }
+        match self.target().get("type").and_then(Value::as_str) {
+            Some("integer" | "number" | "boolean") => serde_json::from_str(word).ok(),
+            _ => Some(Value::String(word.to_string())),
+        }
     }
 
     /// The definition name this position refers to, if any.
@@ -236,6 +266,15 @@ mod tests {
         assert_eq!(ports.patch_merge_key(), Some("containerPort"));
         let volumes = pod.field("spec").and_then(|s| s.field("volumes")).expect("volumes");
         assert!(volumes.patch_strategy().retain_keys);
+    }
+
+    #[test]
+    fn documented_defaults() {
+        let port = schemas().definition("io.k8s.api.core.v1.ContainerPort").expect("ContainerPort");
+        assert_eq!(port.field("protocol").and_then(|p| p.default_value()), Some(Value::from("TCP")));
+        let svc = schemas().definition("io.k8s.api.core.v1.ServicePort").expect("ServicePort");
+        assert_eq!(svc.field("protocol").and_then(|p| p.default_value()), Some(Value::from("TCP")));
+        assert_eq!(port.field("containerPort").and_then(|p| p.default_value()), None);
     }
 
     #[test]
