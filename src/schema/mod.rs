@@ -154,15 +154,6 @@ impl<'a> Shape<'a> {
         self.target().get("properties")?.get(name).map(|node| self.at(node))
     }
 
-    /// Names of a struct's fields.
-    pub fn field_names(&self) -> impl Iterator<Item = &'a str> {
-        self.target()
-            .get("properties")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flat_map(|m| m.keys().map(String::as_str))
-    }
-
     /// The shape of a list's items.
     pub fn items(&self) -> Option<Shape<'a>> {
         self.target().get("items").map(|node| self.at(node))
@@ -233,11 +224,6 @@ impl<'a> Shape<'a> {
             Some("integer" | "number" | "boolean") => serde_json::from_str(word).ok(),
             _ => Some(Value::String(word.to_string())),
         }
-    }
-
-    /// The definition name this position refers to, if any.
-    pub fn type_name(&self) -> Option<&'a str> {
-        self.node.get("$ref").and_then(Value::as_str).map(|r| r.trim_start_matches("#/definitions/"))
     }
 }
 
