@@ -10,13 +10,21 @@ pub mod path;
 pub mod pods;
 pub mod query;
 pub mod resource;
+pub mod reviews;
 pub mod scale;
 pub mod status;
 pub mod table;
 
+use std::sync::Arc;
+
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::auth::authz::{self, Authorizer, Chain};
+use crate::auth::request::{Attributes, Decision};
 use crate::registry::rest::Registry;
 
 /// What every handler shares.
@@ -27,6 +35,8 @@ pub struct AppState {
     pub caches: crate::watch::Caches,
     /// `host:port` clients reach this server on, for discovery's serverAddressByClientCIDRs.
     pub advertise: String,
+    /// The `--authorization-mode` chain (and the RBAC evaluator behind it).
+    pub authz: Arc<Chain>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -44,5 +54,23 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi/v3", get(openapi::v3_root))
         .route("/openapi/v3/{*path}", get(openapi::v3_document))
         .fallback(resource::dispatch)
+        .layer(middleware::from_fn_with_state(state.authz.clone(), authorize))
         .with_state(state)
+}
+
+/// Authorization, after authentication: ask the chain about the request's attributes;
+/// 403 unless it is allowed. The identity is left in the extensions for the handlers.
+async fn authorize(State(chain): State<Arc<Chain>>, mut req: Request, next: Next) -> Response {
+    let user = authz::user_of(req.extensions());
+    if !chain.allows_everything() {
+        let attrs = Attributes::of(req.method(), req.uri().path(), req.uri().query());
+        match chain.authorize(&user, &attrs) {
+            Decision::Allow => {}
+            Decision::Deny(reason) | Decision::NoOpinion(reason) => {
+                return authz::forbidden(&user, &attrs, &reason).into_response();
+            }
+        }
+    }
+    req.extensions_mut().insert(user);
+    next.run(req).await
 }

@@ -1,9 +1,11 @@
 //! The one generic resource handler: resolves the URL against the resource table and
 //! runs get / list / watch / create / update / patch / delete / deletecollection.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::Extension;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -15,7 +17,10 @@ use super::path::{self, ResourcePath, Target};
 use super::query::Query;
 use super::status::{ApiError, ApiResult};
 use super::table::{self, IncludeObject};
-use super::{AppState, discovery, list, pods};
+use super::{AppState, discovery, list, pods, reviews};
+use crate::auth::authz;
+use crate::auth::rbac::escalation;
+use crate::auth::request::UserInfo;
 use crate::registry::filter::Filter;
 use crate::registry::rest::{DeleteOpts, Part};
 use crate::registry::{ResourceDef, find_resource, meta};
@@ -26,13 +31,24 @@ pub async fn dispatch(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    user: Option<Extension<Arc<UserInfo>>>,
     body: Body,
 ) -> Response {
     let started = std::time::Instant::now();
-    let result = handle(&state, &method, &uri, &headers, body).await;
+    let user = user.map(|Extension(u)| u).unwrap_or_else(|| authz::user_of(&http::Extensions::new()));
+    let req = Req { method: &method, uri: &uri, headers: &headers, user };
+    let result = handle(&state, req, body).await;
     let response = result.unwrap_or_else(IntoResponse::into_response);
     tracing::debug!(%method, path = uri.path(), status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     response
+}
+
+/// The parts of a request the handler reads, and who sent it.
+struct Req<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    user: Arc<UserInfo>,
 }
 
 /// A request resolved against the table.
@@ -42,6 +58,7 @@ struct Ctx<'a> {
     path: ResourcePath,
     query: Query,
     headers: &'a HeaderMap,
+    user: Arc<UserInfo>,
 }
 
 impl Ctx<'_> {
@@ -53,7 +70,8 @@ impl Ctx<'_> {
     }
 }
 
-async fn handle(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
+async fn handle(state: &AppState, req: Req<'_>, body: Body) -> ApiResult<Response> {
+    let (method, uri, headers) = (req.method, req.uri, req.headers);
     let target = path::parse(uri.path()).ok_or_else(ApiError::not_found_path)?;
     let p = match target {
         Target::Group(g) if method == Method::GET => return discovery::api_group(&g),
@@ -74,6 +92,9 @@ async fn handle(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMa
     if !res.namespaced && p.namespace.is_some() {
         return Err(ApiError::not_found_path());
     }
+    if res.review {
+        return review(state, res, &p, req, body).await;
+    }
     if p.subresource.as_deref() == Some("scale") && res.has_scale && p.name.is_some() {
         let query = Query::parse(uri.query())?;
         let (ns, name) = (p.namespace.as_deref().unwrap_or(""), p.name.as_deref().unwrap_or(""));
@@ -87,7 +108,7 @@ async fn handle(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMa
         Some(_) => return Err(ApiError::not_found_path()),
     };
     let query = Query::parse(uri.query())?;
-    let ctx = Ctx { state, res, path: p, query, headers };
+    let ctx = Ctx { state, res, path: p, query, headers, user: req.user };
     let output = codec::negotiate(headers)?;
     let has_name = ctx.path.name.is_some();
     match (method.clone(), has_name) {
@@ -102,6 +123,28 @@ async fn handle(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMa
         (Method::DELETE, false) => delete_collection(&ctx, output, read_body(body).await?).await,
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+/// POST of an authorization review (the only verb reviews have).
+async fn review(
+    state: &AppState,
+    res: &'static ResourceDef,
+    p: &ResourcePath,
+    req: Req<'_>,
+    body: Body,
+) -> ApiResult<Response> {
+    if *req.method != Method::POST || p.name.is_some() || (res.namespaced && p.namespace.is_none()) {
+        return Err(ApiError::method_not_allowed());
+    }
+    let query = Query::parse(req.uri.query())?;
+    let namespace = p.namespace.as_deref().unwrap_or("");
+    let review_req = reviews::Request { res, namespace, user: req.user, headers: req.headers, query: &query };
+    reviews::create(state, review_req, read_body(body).await?).await
+}
+
+/// No one grants RBAC permissions they do not hold (a no-op for other kinds).
+fn check_escalation(ctx: &Ctx, obj: &Value) -> ApiResult<()> {
+    escalation::check(&ctx.state.authz, &ctx.user, ctx.res, ctx.namespace(), obj)
 }
 
 async fn read_body(body: Body) -> ApiResult<Bytes> {
@@ -200,6 +243,7 @@ async fn create(ctx: &Ctx<'_>, output: Output, body: Bytes) -> ApiResult<Respons
     }
     let (obj, warnings) = decode(ctx, &body)?;
     check_body_namespace(ctx, &obj)?;
+    check_escalation(ctx, &obj)?;
     let created = ctx.state.registry.create(ctx.res, ctx.namespace(), obj, ctx.query.dry_run()?).await?;
     Ok(codec::with_warnings(render(ctx, StatusCode::CREATED, output, &created)?, &warnings))
 }
@@ -207,6 +251,7 @@ async fn create(ctx: &Ctx<'_>, output: Output, body: Bytes) -> ApiResult<Respons
 async fn update(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiResult<Response> {
     let (obj, warnings) = decode(ctx, &body)?;
     check_body_namespace(ctx, &obj)?;
+    check_escalation(ctx, &obj)?;
     let updated =
         ctx.state.registry.update(ctx.res, ctx.namespace(), ctx.name(), obj, part, ctx.query.dry_run()?).await?;
     Ok(codec::with_warnings(render(ctx, StatusCode::OK, output, &updated)?, &warnings))
@@ -250,6 +295,7 @@ async fn patch(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiRes
         let validation = FieldValidation::parse(ctx.query.get("fieldValidation"))?;
         let (obj, warnings) = codec::decode_object(ctx.res, patched, validation)?;
         check_body_namespace(ctx, &obj)?;
+        check_escalation(ctx, &obj)?;
         match reg.update(ctx.res, ctx.namespace(), ctx.name(), obj, part, ctx.query.dry_run()?).await {
             Ok(updated) => return Ok(codec::with_warnings(render(ctx, StatusCode::OK, output, &updated)?, &warnings)),
             // raced with another writer: recompute on the new version, unless the

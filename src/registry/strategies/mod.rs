@@ -2,9 +2,11 @@
 
 mod apps;
 mod core;
+mod rbac;
 
 pub use apps::*;
 pub use core::*;
+pub use rbac::*;
 
 use super::strategy::Strategy;
 
@@ -12,3 +14,4 @@ use super::strategy::Strategy;
 pub struct Plain;
 impl Strategy for Plain {}
 pub static PLAIN: Plain = Plain;
+

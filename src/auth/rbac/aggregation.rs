@@ -1,0 +1,100 @@
+//! ClusterRole aggregation: a ClusterRole with an aggregationRule gets the rules of every
+//! ClusterRole its selectors match. Upstream runs this in the controller-manager; until
+//! ferrokube has one, the API server runs this loop itself, driven by the ClusterRole
+//! watch cache.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use super::rules_of;
+use crate::registry::filter::Filter;
+use crate::registry::rest::{Part, Registry};
+use crate::registry::{ResourceDef, find_resource, meta};
+use crate::watch::Caches;
+
+/// One metav1.LabelSelector term against a label map.
+fn selector_matches(sel: &Value, labels: &Map<String, Value>) -> bool {
+    let label = |k: &str| labels.get(k).and_then(Value::as_str);
+    let equal = sel.get("matchLabels").and_then(Value::as_object).into_iter().flatten();
+    let all_equal = equal.into_iter().all(|(k, v)| label(k) == v.as_str());
+    let exprs = sel.get("matchExpressions").and_then(Value::as_array).into_iter().flatten();
+    let all_exprs = exprs.into_iter().all(|e| {
+        let key = e.get("key").and_then(Value::as_str).unwrap_or("");
+        let values: Vec<&str> = e.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+        match (e.get("operator").and_then(Value::as_str).unwrap_or(""), label(key)) {
+            ("In", Some(v)) => values.contains(&v),
+            ("NotIn", v) => v.is_none_or(|v| !values.contains(&v)),
+            ("Exists", v) => v.is_some(),
+            ("DoesNotExist", v) => v.is_none(),
+            _ => false,
+        }
+    });
+    // an empty selector matches nothing here, as upstream's aggregator skips it
+    let empty = sel.as_object().is_none_or(|m| m.values().all(|v| v.is_null() || v == &json!({}) || v == &json!([])));
+    !empty && all_equal && all_exprs
+}
+
+/// The rules `role` should have: those of every other ClusterRole matched by one of its
+/// selectors, in name order, each rule once.
+fn aggregated_rules(role: &Value, all: &[Value]) -> Vec<Value> {
+    let selectors = role.pointer("/aggregationRule/clusterRoleSelectors").and_then(Value::as_array);
+    let mut out: Vec<Value> = Vec::new();
+    for other in all.iter().filter(|o| meta::name(o) != meta::name(role)) {
+        let labels = meta::labels(other).cloned().unwrap_or_default();
+        if !selectors.into_iter().flatten().any(|s| selector_matches(s, &labels)) {
+            continue;
+        }
+        for r in rules_of(other) {
+            let r = serde_json::to_value(r).unwrap_or_default();
+            if !out.contains(&r) {
+                out.push(r);
+            }
+        }
+    }
+    out
+}
+
+fn cluster_roles() -> &'static ResourceDef {
+    find_resource(super::GROUP, "v1", "clusterroles").expect("clusterroles are served")
+}
+
+/// Bring every aggregated ClusterRole up to date once; returns how many were written.
+pub async fn reconcile(reg: &Registry, caches: &Caches) -> usize {
+    let res = cluster_roles();
+    let snapshot = caches.get(res).snapshot(&caches.range(res, "", None), &Filter::everything(res));
+    let all: Vec<Value> = snapshot.objects.iter().filter_map(|o| serde_json::from_slice(&o.json).ok()).collect();
+    let mut written = 0;
+    for role in all.iter().filter(|r| r.get("aggregationRule").is_some_and(|a| !a.is_null())) {
+        let rules = aggregated_rules(role, &all);
+        let current: Vec<Value> = rules_of(role).into_iter().map(|r| serde_json::to_value(r).unwrap_or_default()).collect();
+        if current == rules {
+            continue;
+        }
+        let mut updated = role.clone();
+        updated["rules"] = json!(rules);
+        // the resourceVersion read is the precondition: a conflict is retried next round
+        match reg.update(res, "", meta::name(role), updated, Part::Main, false).await {
+            Ok(_) => written += 1,
+            Err(e) => tracing::debug!(role = meta::name(role), error = %e.message, "aggregating ClusterRole"),
+        }
+    }
+    written
+}
+
+/// Reconcile whenever a ClusterRole changed (a lost race changed one too, so it is
+/// retried); the timeout only guards against a missed notification.
+pub async fn run(reg: Registry, caches: Caches) {
+    let cache = caches.get(cluster_roles());
+    let mut changed = cache.subscribe();
+    let mut seen = Vec::new();
+    loop {
+        let snapshot = cache.snapshot(&caches.range(cluster_roles(), "", None), &Filter::everything(cluster_roles()));
+        let fingerprint: Vec<i64> = snapshot.objects.iter().map(|o| o.mod_revision).collect();
+        if cache.is_ready() && fingerprint != seen {
+            reconcile(&reg, &caches).await;
+            seen = fingerprint;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), changed.changed()).await;
+    }
+}

@@ -1,0 +1,289 @@
+//! The default roles and bindings every cluster starts with (upstream's bootstrap
+//! policy), created at start when missing. Existing objects are left as they are, so
+//! an administrator's edits survive restarts.
+
+use serde_json::{Value, json};
+
+use super::GROUP;
+use crate::handlers::status::ApiResult;
+use crate::registry::find_resource;
+use crate::registry::rest::Registry;
+
+const READ: &[&str] = &["get", "list", "watch"];
+const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
+const ALL: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const EVENTS_WRITE: &[&str] = &["create", "patch", "update"];
+
+fn rule(verbs: &[&str], groups: &[&str], resources: &[&str]) -> Value {
+    json!({"verbs": verbs, "apiGroups": groups, "resources": resources})
+}
+
+fn named(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> Value {
+    json!({"verbs": verbs, "apiGroups": groups, "resources": resources, "resourceNames": names})
+}
+
+fn urls(verbs: &[&str], urls: &[&str]) -> Value {
+    json!({"verbs": verbs, "nonResourceURLs": urls})
+}
+
+fn metadata(name: &str, extra_labels: &[(&str, &str)]) -> Value {
+    let mut labels = json!({"kubernetes.io/bootstrapping": "rbac-defaults"});
+    for (k, v) in extra_labels {
+        labels[*k] = json!(v);
+    }
+    json!({
+        "name": name,
+        "labels": labels,
+        "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"},
+    })
+}
+
+fn cluster_role(name: &str, rules: Vec<Value>) -> Value {
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": metadata(name, &[]), "rules": rules})
+}
+
+/// A role whose rules the aggregation loop fills from roles labelled `aggregate-to-<to>`.
+fn aggregated(name: &str, labels: &[(&str, &str)]) -> Value {
+    let selector = json!({"matchLabels": {format!("{GROUP}/aggregate-to-{name}"): "true"}});
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": metadata(name, labels),
+        "aggregationRule": {"clusterRoleSelectors": [selector]},
+    })
+}
+
+fn aggregate_to(to: &str, rules: Vec<Value>) -> Value {
+    let label = format!("{GROUP}/aggregate-to-{to}");
+    let mut role = cluster_role(&format!("system:aggregate-to-{to}"), rules);
+    role["metadata"]["labels"][label] = json!("true");
+    role
+}
+
+fn view_rules() -> Vec<Value> {
+    vec![
+        rule(READ, &[""], &["configmaps", "endpoints", "persistentvolumeclaims", "persistentvolumeclaims/status",
+            "pods", "replicationcontrollers", "replicationcontrollers/scale", "serviceaccounts", "services",
+            "services/status"]),
+        rule(READ, &[""], &["bindings", "events", "limitranges", "namespaces/status", "pods/log", "pods/status",
+            "replicationcontrollers/status", "resourcequotas", "resourcequotas/status"]),
+        rule(READ, &[""], &["namespaces"]),
+        rule(READ, &["discovery.k8s.io"], &["endpointslices"]),
+        rule(READ, &["apps"], &["controllerrevisions", "daemonsets", "daemonsets/status", "deployments",
+            "deployments/scale", "deployments/status", "replicasets", "replicasets/scale", "replicasets/status",
+            "statefulsets", "statefulsets/scale", "statefulsets/status"]),
+        rule(READ, &["autoscaling"], &["horizontalpodautoscalers", "horizontalpodautoscalers/status"]),
+        rule(READ, &["batch"], &["cronjobs", "cronjobs/status", "jobs", "jobs/status"]),
+        rule(READ, &["extensions"], &["daemonsets", "daemonsets/status", "deployments", "deployments/scale",
+            "deployments/status", "ingresses", "ingresses/status", "networkpolicies", "replicasets",
+            "replicasets/scale", "replicasets/status", "replicationcontrollers/scale"]),
+        rule(READ, &["policy"], &["poddisruptionbudgets", "poddisruptionbudgets/status"]),
+        rule(READ, &["networking.k8s.io"], &["ingresses", "ingresses/status", "networkpolicies"]),
+    ]
+}
+
+fn edit_rules() -> Vec<Value> {
+    let pod_io = ["pods/attach", "pods/exec", "pods/portforward", "pods/proxy"];
+    vec![
+        rule(READ, &[""], &[&pod_io[..], &["secrets", "services/proxy"]].concat()),
+        rule(&["impersonate"], &[""], &["serviceaccounts"]),
+        rule(WRITE, &[""], &[&["pods"], &pod_io[..]].concat()),
+        rule(&["create"], &[""], &["pods/eviction"]),
+        rule(WRITE, &[""], &["configmaps", "events", "persistentvolumeclaims", "replicationcontrollers",
+            "replicationcontrollers/scale", "secrets", "serviceaccounts", "services", "services/proxy"]),
+        rule(&["create"], &[""], &["serviceaccounts/token"]),
+        rule(WRITE, &["apps"], &["daemonsets", "deployments", "deployments/rollback", "deployments/scale",
+            "replicasets", "replicasets/scale", "statefulsets", "statefulsets/scale"]),
+        rule(WRITE, &["autoscaling"], &["horizontalpodautoscalers"]),
+        rule(WRITE, &["batch"], &["cronjobs", "jobs"]),
+        rule(WRITE, &["extensions"], &["daemonsets", "deployments", "deployments/rollback", "deployments/scale",
+            "ingresses", "networkpolicies", "replicasets", "replicasets/scale", "replicationcontrollers/scale"]),
+        rule(WRITE, &["policy"], &["poddisruptionbudgets"]),
+        rule(WRITE, &["networking.k8s.io"], &["ingresses", "networkpolicies"]),
+        rule(ALL, &["coordination.k8s.io"], &["leases"]),
+    ]
+}
+
+fn admin_rules() -> Vec<Value> {
+    vec![
+        rule(&["create"], &["authorization.k8s.io"], &["localsubjectaccessreviews"]),
+        rule(ALL, &[GROUP], &["rolebindings", "roles"]),
+    ]
+}
+
+/// What the scheduler and the controller-manager both need to run and lead.
+fn leader_rules(lease: &str) -> Vec<Value> {
+    vec![
+        rule(EVENTS_WRITE, &["", "events.k8s.io"], &["events"]),
+        rule(&["create"], &["coordination.k8s.io"], &["leases"]),
+        named(&["get", "update"], &["coordination.k8s.io"], &["leases"], &[lease]),
+    ]
+}
+
+fn scheduler_rules() -> Vec<Value> {
+    let mut rules = leader_rules("kube-scheduler");
+    rules.extend([
+        rule(READ, &[""], &["nodes"]),
+        rule(&["delete", "get", "list", "watch"], &[""], &["pods"]),
+        rule(&["create"], &[""], &["bindings", "pods/binding"]),
+        rule(&["patch", "update"], &[""], &["pods/status"]),
+        rule(READ, &[""], &["replicationcontrollers", "services"]),
+        rule(READ, &["apps", "extensions"], &["replicasets"]),
+        rule(READ, &["apps"], &["statefulsets"]),
+        rule(READ, &["policy"], &["poddisruptionbudgets"]),
+        rule(READ, &[""], &["persistentvolumeclaims", "persistentvolumes"]),
+        rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
+        rule(&["create"], &["authorization.k8s.io"], &["subjectaccessreviews"]),
+        rule(READ, &["storage.k8s.io"], &["csinodes"]),
+        rule(READ, &[""], &["namespaces"]),
+        rule(READ, &["storage.k8s.io"], &["csidrivers"]),
+        rule(READ, &["storage.k8s.io"], &["csistoragecapacities"]),
+    ]);
+    rules
+}
+
+fn controller_manager_rules() -> Vec<Value> {
+    let mut rules = leader_rules("kube-controller-manager");
+    rules.extend([
+        rule(&["create"], &[""], &["secrets", "serviceaccounts"]),
+        rule(&["delete"], &[""], &["secrets"]),
+        rule(&["get"], &[""], &["configmaps", "namespaces", "secrets", "serviceaccounts"]),
+        rule(&["update"], &[""], &["secrets", "serviceaccounts"]),
+        rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
+        rule(&["create"], &["authorization.k8s.io"], &["subjectaccessreviews"]),
+        rule(&["list", "watch"], &["*"], &["*"]),
+        rule(&["create"], &[""], &["serviceaccounts/token"]),
+    ]);
+    rules
+}
+
+fn node_rules() -> Vec<Value> {
+    vec![
+        rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
+        rule(&["create"], &["authorization.k8s.io"], &["localsubjectaccessreviews", "subjectaccessreviews"]),
+        rule(READ, &[""], &["services"]),
+        rule(&["create", "get", "list", "watch"], &[""], &["nodes"]),
+        rule(&["patch", "update"], &[""], &["nodes/status"]),
+        rule(&["patch", "update"], &[""], &["nodes"]),
+        rule(EVENTS_WRITE, &[""], &["events"]),
+        rule(READ, &[""], &["pods"]),
+        rule(&["create", "delete"], &[""], &["pods"]),
+        rule(&["patch", "update"], &[""], &["pods/status"]),
+        rule(&["create"], &[""], &["pods/eviction"]),
+        rule(READ, &[""], &["configmaps", "secrets"]),
+        rule(&["get"], &[""], &["persistentvolumeclaims", "persistentvolumes"]),
+        rule(&["get"], &[""], &["endpoints"]),
+        rule(&["create", "get", "list", "watch"], &["certificates.k8s.io"], &["certificatesigningrequests"]),
+        rule(&["create", "delete", "get", "patch", "update"], &["coordination.k8s.io"], &["leases"]),
+        rule(&["get"], &["storage.k8s.io"], &["volumeattachments"]),
+        rule(&["create"], &[""], &["serviceaccounts/token"]),
+        rule(&["get", "patch", "update"], &[""], &["persistentvolumeclaims/status"]),
+        rule(READ, &["storage.k8s.io"], &["csidrivers"]),
+        rule(&["create", "delete", "get", "patch", "update"], &["storage.k8s.io"], &["csinodes"]),
+        rule(READ, &["node.k8s.io"], &["runtimeclasses"]),
+    ]
+}
+
+fn proxier_rules() -> Vec<Value> {
+    vec![
+        rule(&["list", "watch"], &[""], &["endpoints", "services"]),
+        rule(READ, &[""], &["nodes"]),
+        rule(EVENTS_WRITE, &["", "events.k8s.io"], &["events"]),
+        rule(&["list", "watch"], &["discovery.k8s.io"], &["endpointslices"]),
+    ]
+}
+
+/// The default ClusterRoles.
+pub fn cluster_roles() -> Vec<Value> {
+    let health = ["/healthz", "/livez", "/readyz", "/version", "/version/"];
+    let discovery = ["/api", "/api/*", "/apis", "/apis/*", "/openapi", "/openapi/*"];
+    let to_admin = [(concat!("rbac.authorization.k8s.io", "/aggregate-to-admin"), "true")];
+    let to_edit = [(concat!("rbac.authorization.k8s.io", "/aggregate-to-edit"), "true")];
+    vec![
+        aggregated("admin", &[]),
+        cluster_role("cluster-admin", vec![rule(&["*"], &["*"], &["*"]), urls(&["*"], &["*"])]),
+        aggregated("edit", &to_admin),
+        aggregate_to("admin", admin_rules()),
+        aggregate_to("edit", edit_rules()),
+        aggregate_to("view", view_rules()),
+        cluster_role("system:auth-delegator", vec![
+            rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
+            rule(&["create"], &["authorization.k8s.io"], &["subjectaccessreviews"]),
+        ]),
+        cluster_role("system:basic-user", vec![
+            rule(&["create"], &["authorization.k8s.io"], &["selfsubjectaccessreviews", "selfsubjectrulesreviews"]),
+            rule(&["create"], &["authentication.k8s.io"], &["selfsubjectreviews"]),
+        ]),
+        cluster_role("system:discovery", vec![urls(&["get"], &[&discovery[..], &health[..]].concat())]),
+        cluster_role("system:kube-controller-manager", controller_manager_rules()),
+        cluster_role("system:kube-dns", vec![rule(&["list", "watch"], &[""], &["endpoints", "services"])]),
+        cluster_role("system:kube-scheduler", scheduler_rules()),
+        cluster_role("system:monitoring", vec![urls(&["get"], &["/healthz", "/healthz/*", "/livez", "/livez/*",
+            "/metrics", "/metrics/slis", "/readyz", "/readyz/*"])]),
+        cluster_role("system:node", node_rules()),
+        cluster_role("system:node-bootstrapper", vec![
+            rule(&["create", "get", "list", "watch"], &["certificates.k8s.io"], &["certificatesigningrequests"]),
+        ]),
+        cluster_role("system:node-proxier", proxier_rules()),
+        cluster_role("system:public-info-viewer", vec![urls(&["get"], &health)]),
+        cluster_role("system:service-account-issuer-discovery", vec![
+            urls(&["get"], &["/.well-known/openid-configuration", "/openid/v1/jwks"]),
+        ]),
+        cluster_role("system:volume-scheduler", vec![
+            rule(&["get", "list", "patch", "update", "watch"], &[""], &["persistentvolumes"]),
+            rule(READ, &["storage.k8s.io"], &["storageclasses"]),
+            rule(&["get", "list", "patch", "update", "watch"], &[""], &["persistentvolumeclaims"]),
+        ]),
+        aggregated("view", &to_edit),
+    ]
+}
+
+fn subject(kind: &str, name: &str) -> Value {
+    match kind.split_once('/') {
+        // a service account: "ServiceAccount/<namespace>"
+        Some((kind, ns)) => json!({"kind": kind, "name": name, "namespace": ns}),
+        None => json!({"apiGroup": GROUP, "kind": kind, "name": name}),
+    }
+}
+
+fn binding(role: &str, subjects: &[(&str, &str)]) -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": metadata(role, &[]),
+        "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": role},
+        "subjects": subjects.iter().map(|(k, n)| subject(k, n)).collect::<Vec<_>>(),
+    })
+}
+
+/// The default ClusterRoleBindings, each named after its role.
+pub fn cluster_role_bindings() -> Vec<Value> {
+    let everyone = [("Group", "system:authenticated"), ("Group", "system:unauthenticated")];
+    vec![
+        binding("cluster-admin", &[("Group", "system:masters")]),
+        binding("system:basic-user", &[("Group", "system:authenticated")]),
+        binding("system:discovery", &[("Group", "system:authenticated")]),
+        binding("system:kube-controller-manager", &[("User", "system:kube-controller-manager")]),
+        binding("system:kube-dns", &[("ServiceAccount/kube-system", "kube-dns")]),
+        binding("system:kube-scheduler", &[("User", "system:kube-scheduler")]),
+        binding("system:monitoring", &[("Group", "system:monitoring")]),
+        // nodes are authorized by the Node authorizer; the binding is kept without subjects
+        binding("system:node", &[]),
+        binding("system:node-proxier", &[("User", "system:kube-proxy")]),
+        binding("system:public-info-viewer", &everyone),
+        binding("system:service-account-issuer-discovery", &[("Group", "system:serviceaccounts")]),
+        binding("system:volume-scheduler", &[("User", "system:kube-scheduler")]),
+    ]
+}
+
+/// Create every default role and binding that does not exist yet.
+pub async fn ensure(reg: &Registry) -> ApiResult<()> {
+    let roles = find_resource(GROUP, "v1", "clusterroles").expect("clusterroles are served");
+    let bindings = find_resource(GROUP, "v1", "clusterrolebindings").expect("clusterrolebindings are served");
+    let objects = cluster_roles().into_iter().map(|o| (roles, o));
+    for (res, obj) in objects.chain(cluster_role_bindings().into_iter().map(|o| (bindings, o))) {
+        match reg.create(res, "", obj, false).await {
+            Ok(_) => {}
+            Err(e) if e.reason == "AlreadyExists" => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
