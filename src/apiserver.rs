@@ -71,7 +71,9 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     namespaces::bootstrap(&registry, args.secure_port)
         .await
         .map_err(|e| anyhow::anyhow!("creating the built-in objects: {}", e.message))?;
-    bootstrap::ensure(&registry).await.map_err(|e| anyhow::anyhow!("creating the RBAC bootstrap policy: {}", e.message))?;
+    bootstrap::ensure(&registry)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the RBAC bootstrap policy: {}", e.message))?;
 
     let cert_paths = match (&args.tls_cert_file, &args.tls_private_key_file) {
         (Some(cert), Some(key)) => tls::CertPaths { cert: cert.clone(), key: key.clone() },

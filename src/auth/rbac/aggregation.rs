@@ -21,7 +21,8 @@ fn selector_matches(sel: &Value, labels: &Map<String, Value>) -> bool {
     let exprs = sel.get("matchExpressions").and_then(Value::as_array).into_iter().flatten();
     let all_exprs = exprs.into_iter().all(|e| {
         let key = e.get("key").and_then(Value::as_str).unwrap_or("");
-        let values: Vec<&str> = e.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+        let values: Vec<&str> =
+            e.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
         match (e.get("operator").and_then(Value::as_str).unwrap_or(""), label(key)) {
             ("In", Some(v)) => values.contains(&v),
             ("NotIn", v) => v.is_none_or(|v| !values.contains(&v)),
@@ -67,7 +68,8 @@ pub async fn reconcile(reg: &Registry, caches: &Caches) -> usize {
     let mut written = 0;
     for role in all.iter().filter(|r| r.get("aggregationRule").is_some_and(|a| !a.is_null())) {
         let rules = aggregated_rules(role, &all);
-        let current: Vec<Value> = rules_of(role).into_iter().map(|r| serde_json::to_value(r).unwrap_or_default()).collect();
+        let current: Vec<Value> =
+            rules_of(role).into_iter().map(|r| serde_json::to_value(r).unwrap_or_default()).collect();
         if current == rules {
             continue;
         }

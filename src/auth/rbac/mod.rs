@@ -133,7 +133,8 @@ impl Index {
         }
         .into();
         for s in b.subjects.unwrap_or_default() {
-            let grant = Grant { namespace: Some(ns.clone()).filter(|n| !n.is_empty()), rules: rules.clone(), via: via.clone() };
+            let grant =
+                Grant { namespace: Some(ns.clone()).filter(|n| !n.is_empty()), rules: rules.clone(), via: via.clone() };
             let (map, key) = match s.kind.as_str() {
                 "User" => (&mut self.users, s.name),
                 "Group" => (&mut self.groups, s.name),

@@ -33,8 +33,10 @@ fn resource_matches(rule: &[String], resource: &str, subresource: &str) -> bool 
         }
         match subresource {
             "" => r == resource,
-            sub => r.strip_prefix(resource).and_then(|s| s.strip_prefix('/')) == Some(sub)
-                || r.strip_prefix("*/") == Some(sub),
+            sub => {
+                r.strip_prefix(resource).and_then(|s| s.strip_prefix('/')) == Some(sub)
+                    || r.strip_prefix("*/") == Some(sub)
+            }
         }
     })
 }
@@ -75,7 +77,8 @@ impl PolicyRule {
             self.resources.iter().any(|m| m == r) || (res != "*" && resource_matches(&self.resources, res, sub))
         });
         let names_ok = self.resource_names.is_empty()
-            || (!other.resource_names.is_empty() && other.resource_names.iter().all(|n| self.resource_names.contains(n)));
+            || (!other.resource_names.is_empty()
+                && other.resource_names.iter().all(|n| self.resource_names.contains(n)));
         all(&self.api_groups, &other.api_groups) && resources_ok && names_ok
     }
 
@@ -165,7 +168,8 @@ mod tests {
 
     #[test]
     fn non_resource_urls_with_trailing_star() {
-        let r = PolicyRule { verbs: vec!["get".into()], non_resource_urls: vec!["/apis/*".into()], ..Default::default() };
+        let r =
+            PolicyRule { verbs: vec!["get".into()], non_resource_urls: vec!["/apis/*".into()], ..Default::default() };
         assert!(r.allows(&Attributes::of(&Method::GET, "/apis/apps/v1", None)));
         assert!(!r.allows(&Attributes::of(&Method::GET, "/api", None)));
         assert!(!r.allows(&Attributes::of(&Method::POST, "/apis/x", None)));

@@ -3,8 +3,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    AGE, Column, NAME, Printer, access_modes, age, col, created_at, deleting, int, list, map_len, name, or_none, since, text,
-    time_at, wide,
+    AGE, Column, NAME, Printer, access_modes, age, col, created_at, deleting, int, list, map_len, name, or_none, since,
+    text, time_at, wide,
 };
 use crate::registry::{events, meta};
 
@@ -40,10 +40,8 @@ pub static LEASE: Printer = Printer {
 
 /// LimitRanges have no printer upstream, so they get the generic table: the name and
 /// the creation time as an RFC 3339 timestamp.
-pub static LIMIT_RANGE: Printer = Printer {
-    columns: &[NAME, col("Created At", "date", AGE.description)],
-    cells: |o| vec![name(o), created_at(o)],
-};
+pub static LIMIT_RANGE: Printer =
+    Printer { columns: &[NAME, col("Created At", "date", AGE.description)], cells: |o| vec![name(o), created_at(o)] };
 
 pub static RESOURCE_QUOTA: Printer = Printer {
     columns: &[

@@ -14,4 +14,3 @@ use super::strategy::Strategy;
 pub struct Plain;
 impl Strategy for Plain {}
 pub static PLAIN: Plain = Plain;
-

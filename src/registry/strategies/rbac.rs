@@ -60,10 +60,16 @@ fn validate_rule(rule: &Value, path: &str, namespaced: bool, errs: &mut Vec<Fiel
         return;
     }
     if array(rule, "apiGroups").is_empty() {
-        errs.push(FieldError::required(format!("{path}.apiGroups"), "resource rules must supply at least one api group"));
+        errs.push(FieldError::required(
+            format!("{path}.apiGroups"),
+            "resource rules must supply at least one api group",
+        ));
     }
     if array(rule, "resources").is_empty() {
-        errs.push(FieldError::required(format!("{path}.resources"), "resource rules must supply at least one resource"));
+        errs.push(FieldError::required(
+            format!("{path}.resources"),
+            "resource rules must supply at least one resource",
+        ));
     }
 }
 

@@ -1,0 +1,313 @@
+//! Authorization: the RBAC kinds, the bootstrap policy, ClusterRole aggregation, the
+//! authorizer chain answering SubjectAccessReviews, and `kubectl auth can-i`. Without
+//! an authenticator every request comes from the development superuser, so who-may-do-what
+//! is asked through SubjectAccessReview (spec.user / spec.groups) over raw HTTP.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const RBAC: &str = "/apis/rbac.authorization.k8s.io/v1";
+const SAR: &str = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
+
+fn binding(kind: &str, name: &str, role_kind: &str, role: &str, subjects: Value) -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
+        "subjects": subjects,
+    })
+}
+
+fn user(name: &str) -> Value {
+    json!([{"kind": "User", "name": name, "apiGroup": "rbac.authorization.k8s.io"}])
+}
+
+/// A request to ask about: `verb resource[/sub] [group] [namespace]` or `verb /path`.
+struct Ask<'a> {
+    verb: &'a str,
+    what: &'a str,
+    group: &'a str,
+    namespace: &'a str,
+}
+
+const fn ask<'a>(verb: &'a str, what: &'a str, group: &'a str, namespace: &'a str) -> Ask<'a> {
+    Ask { verb, what, group, namespace }
+}
+
+fn review_spec(a: &Ask) -> Value {
+    if a.what.starts_with('/') {
+        return json!({"nonResourceAttributes": {"verb": a.verb, "path": a.what}});
+    }
+    let (resource, sub) = a.what.split_once('/').unwrap_or((a.what, ""));
+    json!({"resourceAttributes": {"verb": a.verb, "group": a.group, "resource": resource, "subresource": sub,
+        "namespace": a.namespace}})
+}
+
+/// status of a SubjectAccessReview for `name` (in group system:authenticated).
+async fn sar(c: &Cluster, name: &str, a: &Ask<'_>) -> Value {
+    let mut spec = review_spec(a);
+    spec["user"] = json!(name);
+    spec["groups"] = json!(["system:authenticated"]);
+    let body = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec});
+    let (status, review) = c.post(SAR, &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{review}");
+    review["status"].clone()
+}
+
+async fn allowed(c: &Cluster, name: &str, a: &Ask<'_>) -> bool {
+    sar(c, name, a).await["allowed"] == true
+}
+
+/// Poll until `name` may do `a` (the caches and the aggregation loop follow etcd).
+async fn wait_allowed(c: &Cluster, name: &str, a: &Ask<'_>) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !allowed(c, name, a).await {
+        assert!(Instant::now() < deadline, "{name} never allowed to {} {}", a.verb, a.what);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The RBAC kinds at upstream's keys with upstream's validation, the bootstrap policy,
+/// discovery, OpenAPI, printer columns and `kubectl auth can-i` for the superuser.
+#[tokio::test]
+async fn rbac_kinds_bootstrap_policy_and_kubectl() {
+    let c = Cluster::start().await;
+    let admin = c.must_get(&format!("{RBAC}/clusterroles/cluster-admin")).await;
+    assert_eq!(admin["metadata"]["labels"]["kubernetes.io/bootstrapping"], "rbac-defaults");
+    assert_eq!(admin["metadata"]["annotations"]["rbac.authorization.kubernetes.io/autoupdate"], "true");
+    assert_eq!(admin["rules"][0]["verbs"], json!(["*"]));
+    assert!(c.etcd_get("/registry/clusterroles/system:node").await.is_some());
+    assert!(c.etcd_get("/registry/clusterrolebindings/cluster-admin").await.is_some());
+    let masters = c.must_get(&format!("{RBAC}/clusterrolebindings/cluster-admin")).await;
+    assert_eq!(masters["subjects"][0]["name"], "system:masters");
+
+    // a Role and a RoleBinding in a namespace, at upstream's keys
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "reader"},
+        "rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}]});
+    c.create(&format!("{RBAC}/namespaces/default/roles"), &role).await;
+    let rb = binding("RoleBinding", "read", "Role", "reader", json!([{"kind": "User", "name": "alice"}]));
+    let created = c.create(&format!("{RBAC}/namespaces/default/rolebindings"), &rb).await;
+    assert_eq!(created["subjects"][0]["apiGroup"], "rbac.authorization.k8s.io", "subject apiGroup defaulted");
+    assert!(c.etcd_get("/registry/roles/default/reader").await.is_some());
+    assert!(c.etcd_get("/registry/rolebindings/default/read").await.is_some());
+
+    // validation: rules need verbs; roleRef is immutable; subjects need a known kind
+    let bad = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "bad"},
+        "rules": [{"apiGroups": [""], "resources": ["pods"]}]});
+    let (status, body) = c.post(&format!("{RBAC}/namespaces/default/roles"), &bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(cause_fields(&body), vec!["rules[0].verbs"]);
+    let mut changed = created.clone();
+    changed["roleRef"]["name"] = json!("other");
+    let (status, body) = c.put(&format!("{RBAC}/namespaces/default/rolebindings/read"), &changed).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["message"].as_str().unwrap_or("").contains("cannot change roleRef"), "{body}");
+    let weird = binding("ClusterRoleBinding", "w", "Role", "x", json!([{"kind": "Robot", "name": "r"}]));
+    let (status, body) = c.post(&format!("{RBAC}/clusterrolebindings"), &weird).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(cause_fields(&body), vec!["roleRef.kind", "subjects[0].kind"]);
+
+    // discovery and OpenAPI know both groups
+    let (_, rbac_list) = c.get(RBAC).await;
+    let names: Vec<&str> =
+        rbac_list["resources"].as_array().unwrap().iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, ["clusterrolebindings", "clusterroles", "rolebindings", "roles"]);
+    let (_, authz) = c.get("/apis/authorization.k8s.io/v1").await;
+    let ssar = authz["resources"].as_array().unwrap().iter().find(|r| r["name"] == "selfsubjectaccessreviews");
+    assert_eq!(ssar.expect("selfsubjectaccessreviews in discovery")["verbs"], json!(["create"]));
+    let (status, doc) = c.get("/openapi/v3/apis/rbac.authorization.k8s.io/v1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["components"]["schemas"]["io.k8s.api.rbac.v1.ClusterRole"].is_object());
+    let (status, doc) = c.get("/openapi/v3/apis/authorization.k8s.io/v1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["paths"]["/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"]["post"].is_object());
+
+    for version in KUBECTL_VERSIONS {
+        let out = c.kubectl_ok(version, &["get", "clusterroles"]);
+        let header = out.lines().next().unwrap_or("");
+        assert!(header.starts_with("NAME") && header.contains("CREATED AT"), "{out}");
+        for role in ["cluster-admin", "admin", "edit", "view", "system:basic-user", "system:node"] {
+            assert!(out.lines().any(|l| l.split_whitespace().next() == Some(role)), "{role} missing:\n{out}");
+        }
+        let out = c.kubectl_ok(version, &["get", "rolebindings", "-o", "wide"]);
+        assert!(out.lines().next().unwrap_or("").contains("ROLE"), "{out}");
+        assert!(out.contains("Role/reader") && out.contains("alice"), "{out}");
+        assert_eq!(c.kubectl_ok(version, &["auth", "can-i", "list", "pods"]).trim(), "yes");
+        assert_eq!(c.kubectl_ok(version, &["auth", "can-i", "create", "clusterroles"]).trim(), "yes");
+        let list = c.kubectl_ok(version, &["auth", "can-i", "--list"]);
+        assert!(list.contains("*.*"), "{list}");
+        // kubectl creates bindings through the typed client (protobuf on newer versions)
+        let name = format!("view-{}", version.replace('.', "-"));
+        c.kubectl_ok(version, &["create", "clusterrolebinding", &name, "--clusterrole=view", "--user=carol"]);
+        c.kubectl_ok(version, &["create", "role", &name, "--verb=get", "--resource=pods", "-n", "default"]);
+    }
+}
+
+/// The bootstrap roles bound to users, against upstream's documented policy: view, edit
+/// and admin in a namespace (RoleBinding), cluster-admin everywhere, and nothing.
+#[tokio::test]
+async fn bootstrap_roles_policy_matrix() {
+    let c = Cluster::start_with(&["--authorization-mode=Node,RBAC"]).await;
+    c.create("/api/v1/namespaces", &namespace("team")).await;
+    for (who, role) in [("viewer", "view"), ("editor", "edit"), ("nsadmin", "admin")] {
+        let b = binding("RoleBinding", who, "ClusterRole", role, user(who));
+        c.create(&format!("{RBAC}/namespaces/team/rolebindings"), &b).await;
+    }
+    c.create(
+        &format!("{RBAC}/clusterrolebindings"),
+        &binding("ClusterRoleBinding", "root", "ClusterRole", "cluster-admin", user("root")),
+    )
+    .await;
+    // the aggregated roles are filled by the aggregation loop; wait for the last of them
+    wait_allowed(&c, "nsadmin", &ask("create", "rolebindings", "rbac.authorization.k8s.io", "team")).await;
+    wait_allowed(&c, "viewer", &ask("get", "pods", "", "team")).await;
+
+    let users = ["viewer", "editor", "nsadmin", "root", "nobody"];
+    let rbac = "rbac.authorization.k8s.io";
+    let matrix: &[(Ask, [bool; 5])] = &[
+        (ask("get", "pods", "", "team"), [true, true, true, true, false]),
+        (ask("watch", "services", "", "team"), [true, true, true, true, false]),
+        (ask("get", "pods/log", "", "team"), [true, true, true, true, false]),
+        (ask("list", "secrets", "", "team"), [false, true, true, true, false]),
+        (ask("create", "deployments", "apps", "team"), [false, true, true, true, false]),
+        (ask("delete", "configmaps", "", "team"), [false, true, true, true, false]),
+        (ask("create", "pods/exec", "", "team"), [false, true, true, true, false]),
+        (ask("impersonate", "serviceaccounts", "", "team"), [false, true, true, true, false]),
+        (ask("create", "rolebindings", rbac, "team"), [false, false, true, true, false]),
+        (ask("create", "localsubjectaccessreviews", "authorization.k8s.io", "team"), [false, false, true, true, false]),
+        (ask("get", "pods", "", "elsewhere"), [false, false, false, true, false]),
+        (ask("update", "nodes", "", ""), [false, false, false, true, false]),
+        (ask("list", "namespaces", "", ""), [false, false, false, true, false]),
+        (ask("create", "selfsubjectaccessreviews", "authorization.k8s.io", ""), [true; 5]),
+        (ask("get", "/healthz", "", ""), [true; 5]),
+        (ask("get", "/apis/apps/v1", "", ""), [true; 5]),
+        (ask("get", "/metrics", "", ""), [false, false, false, true, false]),
+    ];
+    let mut wrong = Vec::new();
+    for (a, expected) in matrix {
+        for (who, want) in users.iter().zip(expected) {
+            if allowed(&c, who, a).await != *want {
+                wrong.push(format!("{who} {} {} in {:?}: expected {want}", a.verb, a.what, a.namespace));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    let reason = sar(&c, "root", &ask("delete", "nodes", "", "")).await["reason"].clone();
+    assert_eq!(reason, r#"RBAC: allowed by ClusterRoleBinding "root" of ClusterRole "cluster-admin" to User "root""#);
+}
+
+/// A Role with resourceNames bound to a user, a service account and a group; a
+/// LocalSubjectAccessReview; a rules review; aggregation of a new labelled ClusterRole.
+#[tokio::test]
+async fn roles_bindings_subjects_and_aggregation() {
+    let c = Cluster::start_with(&["--authorization-mode=RBAC"]).await;
+    c.create("/api/v1/namespaces", &namespace("dev")).await;
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "one-pod"},
+        "rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"], "resourceNames": ["p1"]},
+                  {"verbs": ["list"], "apiGroups": ["apps"], "resources": ["deployments"]}]});
+    c.create(&format!("{RBAC}/namespaces/dev/roles"), &role).await;
+    let subjects = json!([{"kind": "User", "name": "alice"}, {"kind": "ServiceAccount", "name": "robot"},
+        {"kind": "Group", "name": "system:serviceaccounts:qa"}]);
+    c.create(&format!("{RBAC}/namespaces/dev/rolebindings"), &binding("RoleBinding", "b", "Role", "one-pod", subjects))
+        .await;
+
+    let p1 = json!({"resourceAttributes": {"verb": "get", "resource": "pods", "name": "p1", "namespace": "dev"}});
+    let body =
+        |spec: Value| json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec});
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, r) = c.post(SAR, &body(json!({"user": "alice", "resourceAttributes": p1["resourceAttributes"]}))).await;
+        if r["status"]["allowed"] == true {
+            assert_eq!(
+                r["status"]["reason"],
+                r#"RBAC: allowed by RoleBinding "b/dev" of Role "one-pod" to User "alice""#
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "alice never allowed: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut p2 = p1.clone();
+    p2["resourceAttributes"]["name"] = json!("p2");
+    let cases = [
+        (json!({"user": "alice"}), p2.clone(), false),
+        (json!({"user": "system:serviceaccount:dev:robot"}), p1.clone(), true),
+        (json!({"user": "system:serviceaccount:other:robot"}), p1.clone(), false),
+        (json!({"user": "x", "groups": ["system:serviceaccounts:qa"]}), p1.clone(), true),
+        (json!({"user": "bob"}), p1.clone(), false),
+    ];
+    for (who, attrs, want) in cases {
+        let mut spec = who.clone();
+        spec["resourceAttributes"] = attrs["resourceAttributes"].clone();
+        let (_, r) = c.post(SAR, &body(spec)).await;
+        assert_eq!(r["status"]["allowed"], want, "{who} {attrs}: {r}");
+    }
+    // a SubjectAccessReview must name someone and exactly one kind of attributes
+    let (status, r) = c.post(SAR, &body(json!({"resourceAttributes": p1["resourceAttributes"]}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{r}");
+    let (status, r) = c.post(SAR, &body(json!({"user": "alice"}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{r}");
+
+    // LocalSubjectAccessReview: the namespace of the URL
+    let lsar = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "LocalSubjectAccessReview",
+        "metadata": {"namespace": "dev"}, "spec": {"user": "alice", "resourceAttributes": p1["resourceAttributes"]}});
+    let (status, r) = c.post("/apis/authorization.k8s.io/v1/namespaces/dev/localsubjectaccessreviews", &lsar).await;
+    assert_eq!((status, r["status"]["allowed"].clone()), (StatusCode::CREATED, json!(true)), "{r}");
+    let (status, r) = c.post("/apis/authorization.k8s.io/v1/namespaces/other/localsubjectaccessreviews", &lsar).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{r}");
+
+    // the superuser's own rules: everything, complete
+    let ssrr = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview", "spec": {"namespace": "dev"}});
+    let (status, r) = c.post("/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", &ssrr).await;
+    assert_eq!(status, StatusCode::CREATED, "{r}");
+    assert!(r["status"]["resourceRules"].as_array().unwrap().iter().any(|x| x["verbs"] == json!(["*"])), "{r}");
+    assert_eq!(r["status"]["incomplete"], false);
+
+    // aggregation: a new ClusterRole labelled aggregate-to-view extends view, edit and admin
+    c.create(
+        &format!("{RBAC}/clusterrolebindings"),
+        &binding("ClusterRoleBinding", "viewers", "ClusterRole", "view", user("vera")),
+    )
+    .await;
+    let widgets = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "widget-viewer", "labels": {"rbac.authorization.k8s.io/aggregate-to-view": "true"}},
+        "rules": [{"verbs": ["get", "list"], "apiGroups": ["example.com"], "resources": ["widgets"]}]});
+    c.create(&format!("{RBAC}/clusterroles"), &widgets).await;
+    wait_allowed(&c, "vera", &ask("list", "widgets", "example.com", "dev")).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let admin = c.must_get(&format!("{RBAC}/clusterroles/admin")).await;
+        if admin["rules"].as_array().into_iter().flatten().any(|r| r["resources"] == json!(["widgets"])) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "admin never aggregated widgets: {admin}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // and removing the label takes the rules away again
+    let path = format!("{RBAC}/clusterroles/widget-viewer");
+    let unlabel = json!({"metadata": {"labels": {"rbac.authorization.k8s.io/aggregate-to-view": null}}});
+    let (status, _) = c.patch(&path, "application/merge-patch+json", &unlabel).await;
+    assert_eq!(status, StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while allowed(&c, "vera", &ask("list", "widgets", "example.com", "dev")).await {
+        assert!(Instant::now() < deadline, "view kept the widget rules");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// AlwaysDeny refuses everyone outside the privileged group (which upstream always
+/// allows, so the development superuser still gets through).
+#[tokio::test]
+async fn always_deny_refuses_all_but_the_privileged_group() {
+    let c = Cluster::start_with(&["--authorization-mode=AlwaysDeny"]).await;
+    let status = sar(&c, "bob", &ask("list", "pods", "", "default")).await;
+    assert_eq!(status["allowed"], false);
+    assert_eq!(status["reason"], "Everything is forbidden.");
+    let (status, _) = c.get("/api/v1/namespaces/default/pods").await;
+    assert_eq!(status, StatusCode::OK, "system:masters is allowed whatever the modes");
+    for version in KUBECTL_VERSIONS {
+        assert_eq!(c.kubectl_ok(version, &["auth", "can-i", "delete", "nodes"]).trim(), "yes");
+    }
+}
