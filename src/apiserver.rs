@@ -66,7 +66,7 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     let caches = Caches::new(store.clone(), keys.clone(), args.watch_cache_history, progress_ordered);
     let registry = Registry::new(store, keys, alloc);
     let rbac = Arc::new(Rbac::new(caches.clone()));
-    let authz = Arc::new(Chain::new(&args.authorization_mode, rbac)?);
+    let authz = Arc::new(Chain::new(&args.authorization_mode, rbac.clone())?);
     tracing::info!(modes = ?args.authorization_mode, "authorization");
     namespaces::bootstrap(&registry, args.secure_port)
         .await
@@ -87,7 +87,7 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     caches.start_all();
     // ClusterRole aggregation belongs to the controller-manager; run here until it exists
     tokio::spawn(aggregation::run(registry.clone(), caches.clone()));
-    let app = handlers::router(AppState { registry, caches, advertise: advertise.clone(), authz });
+    let app = handlers::router(AppState { registry, caches, advertise: advertise.clone(), authz, rbac });
     tracing::info!(address = %local, etcd = ?args.etcd_servers, "serving the Kubernetes API");
     if let Some(path) = &args.write_kubeconfig {
         crate::kubeconfig::write(path, &format!("https://{advertise}"), "ferrokube")?;

@@ -144,7 +144,8 @@ async fn review(
 
 /// No one grants RBAC permissions they do not hold (a no-op for other kinds).
 fn check_escalation(ctx: &Ctx, obj: &Value) -> ApiResult<()> {
-    escalation::check(&ctx.state.authz, &ctx.user, ctx.res, ctx.namespace(), obj)
+    let judges = escalation::Judges { authorizer: &*ctx.state.authz, rules: &*ctx.state.rbac };
+    escalation::check(&judges, &ctx.user, ctx.res, ctx.namespace(), obj)
 }
 
 async fn read_body(body: Body) -> ApiResult<Bytes> {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use http::Extensions;
 
-use super::rbac::Rbac;
 use super::rbac::rule::PolicyRule;
+use super::rbac::{Rbac, RuleResolver};
 use super::request::{Attributes, Decision, UserInfo};
 use crate::handlers::status::ApiError;
 
@@ -93,13 +93,13 @@ impl Authorizer for Rbac {
         Rbac::decide(self, user, attrs)
     }
     fn rules_for(&self, user: &UserInfo, namespace: &str) -> Option<Vec<PolicyRule>> {
-        Some(Rbac::rules_for(self, user, namespace))
+        Some(RuleResolver::rules_for(self, user, namespace))
     }
 }
 
 /// Adapts the shared RBAC evaluator to a chain entry.
-struct RbacMode(Arc<Rbac>);
-impl Authorizer for RbacMode {
+struct Shared(Arc<dyn Authorizer>);
+impl Authorizer for Shared {
     fn authorize(&self, user: &UserInfo, attrs: &Attributes) -> Decision {
         self.0.authorize(user, attrs)
     }
@@ -107,29 +107,28 @@ impl Authorizer for RbacMode {
         self.0.decide(user, attrs)
     }
     fn rules_for(&self, user: &UserInfo, namespace: &str) -> Option<Vec<PolicyRule>> {
-        Authorizer::rules_for(&*self.0, user, namespace)
+        self.0.rules_for(user, namespace)
     }
 }
 
 pub const MODES: &[&str] = &["AlwaysAllow", "AlwaysDeny", "Node", "RBAC"];
 
-/// The authorizers of `--authorization-mode`, in order. The RBAC evaluator exists
-/// whatever the modes: escalation checks on RBAC writes resolve rules with it.
+/// The authorizers of `--authorization-mode`, in order.
 pub struct Chain {
     authorizers: Vec<Box<dyn Authorizer>>,
     /// Only AlwaysAllow: nothing to ask (the default, and the fast path).
     allow_all: bool,
-    pub rbac: Arc<Rbac>,
 }
 
 impl Chain {
-    pub fn new(modes: &[String], rbac: Arc<Rbac>) -> anyhow::Result<Chain> {
+    /// `rbac` answers for the RBAC mode (the evaluator over the watch caches).
+    pub fn new(modes: &[String], rbac: Arc<dyn Authorizer>) -> anyhow::Result<Chain> {
         let mut authorizers: Vec<Box<dyn Authorizer>> = vec![Box::new(Privileged)];
         for mode in modes {
             authorizers.push(match mode.as_str() {
                 "AlwaysAllow" => Box::new(AlwaysAllow),
                 "AlwaysDeny" => Box::new(AlwaysDeny),
-                "RBAC" => Box::new(RbacMode(rbac.clone())),
+                "RBAC" => Box::new(Shared(rbac.clone())),
                 "Node" => {
                     tracing::warn!("the Node authorizer is not implemented yet; it has no opinion on any request");
                     Box::new(NodePlaceholder)
@@ -141,7 +140,7 @@ impl Chain {
             anyhow::bail!("--authorization-mode must name at least one mode");
         }
         let allow_all = modes.first().is_some_and(|m| m == "AlwaysAllow");
-        Ok(Chain { authorizers, allow_all, rbac })
+        Ok(Chain { authorizers, allow_all })
     }
 
     pub fn allows_everything(&self) -> bool {

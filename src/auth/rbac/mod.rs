@@ -157,6 +157,29 @@ impl Index {
     }
 }
 
+/// Where escalation checks read what a user holds and what a role grants.
+pub trait RuleResolver: Send + Sync {
+    /// Every rule `user` holds for requests in `namespace` ("" = cluster scope only).
+    fn rules_for(&self, user: &UserInfo, namespace: &str) -> Vec<PolicyRule>;
+    /// The rules of a Role or ClusterRole; None when it does not exist.
+    fn role_rules(&self, kind: &str, namespace: &str, name: &str) -> Option<Vec<PolicyRule>>;
+}
+
+impl RuleResolver for Rbac {
+    fn rules_for(&self, user: &UserInfo, namespace: &str) -> Vec<PolicyRule> {
+        let index = self.current();
+        index.grants(user, namespace).flat_map(|(g, _)| g.rules.iter().cloned()).collect()
+    }
+
+    fn role_rules(&self, kind: &str, namespace: &str, name: &str) -> Option<Vec<PolicyRule>> {
+        let index = self.current();
+        match kind {
+            "ClusterRole" => index.cluster_roles.get(name).map(|r| r.to_vec()),
+            _ => index.roles.get(&(namespace.to_string(), name.to_string())).map(|r| r.to_vec()),
+        }
+    }
+}
+
 impl Rbac {
     pub fn new(caches: Caches) -> Rbac {
         Rbac { caches, watched: OnceLock::new(), index: RwLock::default() }
@@ -185,21 +208,6 @@ impl Rbac {
             }
         }
         (Decision::NoOpinion(String::new()), String::new())
-    }
-
-    /// Every rule `user` holds for requests in `namespace` ("" = cluster scope only).
-    pub fn rules_for(&self, user: &UserInfo, namespace: &str) -> Vec<PolicyRule> {
-        let index = self.current();
-        index.grants(user, namespace).flat_map(|(g, _)| g.rules.iter().cloned()).collect()
-    }
-
-    /// The rules of the role a binding refers to, from the cache; None if it is missing.
-    pub fn role_rules(&self, kind: &str, namespace: &str, name: &str) -> Option<Vec<PolicyRule>> {
-        let index = self.current();
-        match kind {
-            "ClusterRole" => index.cluster_roles.get(name).map(|r| r.to_vec()),
-            _ => index.roles.get(&(namespace.to_string(), name.to_string())).map(|r| r.to_vec()),
-        }
     }
 }
 

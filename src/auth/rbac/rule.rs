@@ -59,7 +59,7 @@ impl PolicyRule {
         }
         has(&self.api_groups, &a.api_group)
             && resource_matches(&self.resources, &a.resource, &a.subresource)
-            && (self.resource_names.is_empty() || self.resource_names.iter().any(|n| *n == a.name))
+            && (self.resource_names.is_empty() || self.resource_names.contains(&a.name))
     }
 
     /// Whether every request this `other` rule allows, this rule allows too. Only atomic
