@@ -100,3 +100,32 @@ pub async fn run(reg: Registry, caches: Caches) {
         let _ = tokio::time::timeout(Duration::from_secs(30), changed.changed()).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role(name: &str, labels: Value, rules: Value) -> Value {
+        json!({"metadata": {"name": name, "labels": labels}, "rules": rules})
+    }
+
+    #[test]
+    fn selected_rules_once_each_never_from_itself() {
+        let get = json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]});
+        let list = json!({"verbs": ["list"], "apiGroups": [""], "resources": ["pods"]});
+        let target = json!({"metadata": {"name": "t", "labels": {"x": "1"}}, "aggregationRule": {"clusterRoleSelectors": [
+            {"matchLabels": {"x": "1"}},
+            {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]},
+        ]}});
+        let all = vec![
+            target.clone(),
+            role("a", json!({"x": "1"}), json!([get.clone()])),
+            role("b", json!({"tier": "b"}), json!([get.clone(), list.clone()])),
+            role("c", json!({"tier": "c"}), json!([{"verbs": ["delete"], "apiGroups": [""], "resources": ["pods"]}])),
+        ];
+        assert_eq!(aggregated_rules(&target, &all), vec![get, list]);
+        assert!(!selector_matches(&json!({}), &Map::new()), "an empty selector matches nothing");
+        let absent = json!({"matchExpressions": [{"key": "k", "operator": "DoesNotExist"}]});
+        assert!(selector_matches(&absent, &Map::new()));
+    }
+}

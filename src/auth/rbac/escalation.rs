@@ -30,6 +30,11 @@ pub fn check(j: &Judges, user: &UserInfo, res: &ResourceDef, namespace: &str, ob
             if allowed(j, user, "escalate", res.plural, namespace, name) {
                 return Ok(());
             }
+            // aggregated rules are whatever other roles hold: only escalate may ask for them
+            if obj.get("aggregationRule").is_some_and(|a| !a.is_null()) {
+                let why = "must have cluster-admin privileges to use the aggregationRule";
+                return Err(ApiError::forbidden_request(res.group, res.plural, name, why));
+            }
             confirm_held(j, user, res, namespace, name, &rules_of(obj))
         }
         "rolebindings" | "clusterrolebindings" => check_binding(j, user, res, namespace, obj),
@@ -169,6 +174,13 @@ mod tests {
         );
         // cluster scope: bob holds nothing there
         assert!(run("clusterroles", role("get")).is_err());
+        let aggregated = json!({"metadata": {"name": "agg"}, "aggregationRule": {"clusterRoleSelectors": [{}]}});
+        let err = run("clusterroles", aggregated).unwrap_err();
+        assert!(
+            err.message.ends_with("must have cluster-admin privileges to use the aggregationRule"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

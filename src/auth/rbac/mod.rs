@@ -9,7 +9,7 @@ pub mod escalation;
 pub mod rule;
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -74,14 +74,16 @@ struct Grant {
     rules: Arc<[PolicyRule]>,
     /// `ClusterRoleBinding "x" of ClusterRole "y"`, for the reason of an allow.
     via: Arc<str>,
+    /// `User "bob"`: the subject the binding names.
+    to: Arc<str>,
 }
 
 /// Every binding's rules, by the user or group it names.
 #[derive(Default)]
 struct Index {
     revisions: [i64; 4],
-    users: HashMap<String, Vec<(Grant, Arc<str>)>>,
-    groups: HashMap<String, Vec<(Grant, Arc<str>)>>,
+    users: HashMap<String, Vec<Grant>>,
+    groups: HashMap<String, Vec<Grant>>,
     cluster_roles: HashMap<String, Arc<[PolicyRule]>>,
     roles: HashMap<(String, String), Arc<[PolicyRule]>>,
 }
@@ -91,6 +93,7 @@ pub struct Rbac {
     /// The four caches, looked up once (`Caches::get` takes a lock).
     watched: OnceLock<[Arc<Cache>; 4]>,
     index: RwLock<Arc<Index>>,
+    rebuild: Mutex<()>,
 }
 
 fn objects<T: for<'de> Deserialize<'de>>(caches: &Caches, res: &'static ResourceDef) -> Vec<T> {
@@ -132,9 +135,8 @@ impl Index {
             _ => format!("RoleBinding \"{}/{ns}\" of {} {:?}", b.metadata.name, b.role_ref.kind, b.role_ref.name),
         }
         .into();
+        let namespace = Some(ns.clone()).filter(|n| !n.is_empty());
         for s in b.subjects.unwrap_or_default() {
-            let grant =
-                Grant { namespace: Some(ns.clone()).filter(|n| !n.is_empty()), rules: rules.clone(), via: via.clone() };
             let (map, key) = match s.kind.as_str() {
                 "User" => (&mut self.users, s.name),
                 "Group" => (&mut self.groups, s.name),
@@ -144,16 +146,17 @@ impl Index {
                 }
                 _ => continue,
             };
-            let to: Arc<str> = format!("{} {:?}", s.kind, key).into();
-            map.entry(key).or_default().push((grant, to));
+            let to = format!("{} {:?}", s.kind, key).into();
+            let grant = Grant { namespace: namespace.clone(), rules: rules.clone(), via: via.clone(), to };
+            map.entry(key).or_default().push(grant);
         }
     }
 
     /// Each grant that applies to `user` for requests in `namespace` ("" = cluster scope).
-    fn grants<'a>(&'a self, user: &'a UserInfo, namespace: &'a str) -> impl Iterator<Item = &'a (Grant, Arc<str>)> {
+    fn grants<'a>(&'a self, user: &'a UserInfo, namespace: &'a str) -> impl Iterator<Item = &'a Grant> {
         let by_user = self.users.get(&user.name).into_iter().flatten();
         let by_group = user.groups.iter().filter_map(|g| self.groups.get(g)).flatten();
-        by_user.chain(by_group).filter(move |(g, _)| g.namespace.as_deref().is_none_or(|n| n == namespace))
+        by_user.chain(by_group).filter(move |g| g.namespace.as_deref().is_none_or(|n| n == namespace))
     }
 }
 
@@ -168,7 +171,7 @@ pub trait RuleResolver: Send + Sync {
 impl RuleResolver for Rbac {
     fn rules_for(&self, user: &UserInfo, namespace: &str) -> Vec<PolicyRule> {
         let index = self.current();
-        index.grants(user, namespace).flat_map(|(g, _)| g.rules.iter().cloned()).collect()
+        index.grants(user, namespace).flat_map(|g| g.rules.iter().cloned()).collect()
     }
 
     fn role_rules(&self, kind: &str, namespace: &str, name: &str) -> Option<Vec<PolicyRule>> {
@@ -182,15 +185,22 @@ impl RuleResolver for Rbac {
 
 impl Rbac {
     pub fn new(caches: Caches) -> Rbac {
-        Rbac { caches, watched: OnceLock::new(), index: RwLock::default() }
+        Rbac { caches, watched: OnceLock::new(), index: RwLock::default(), rebuild: Mutex::new(()) }
     }
 
     /// The index for the caches' current state, rebuilt when any of them moved on.
     fn current(&self) -> Arc<Index> {
         let watched = self.watched.get_or_init(|| resources().map(|r| self.caches.get(r)));
         let revisions = [0, 1, 2, 3].map(|i| watched[i].revision());
+        let fresh_enough = |index: &Index| index.revisions == revisions && revisions.iter().all(|r| *r > 0);
         let index = self.index.read().unwrap_or_else(|e| e.into_inner()).clone();
-        if index.revisions == revisions && revisions.iter().all(|r| *r > 0) {
+        if fresh_enough(&index) {
+            return index;
+        }
+        // one rebuild at a time; whoever waited finds it done
+        let _rebuilding = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if fresh_enough(&index) {
             return index;
         }
         let fresh = Arc::new(Index::build(&self.caches, revisions));
@@ -202,9 +212,9 @@ impl Rbac {
     pub fn decide(&self, user: &UserInfo, attrs: &Attributes) -> (Decision, String) {
         let index = self.current();
         let ns = if attrs.resource_request { attrs.namespace.as_str() } else { "" };
-        for (grant, to) in index.grants(user, ns) {
+        for grant in index.grants(user, ns) {
             if grant.rules.iter().any(|r| r.allows(attrs)) {
-                return (Decision::Allow, format!("RBAC: allowed by {} to {to}", grant.via));
+                return (Decision::Allow, format!("RBAC: allowed by {} to {}", grant.via, grant.to));
             }
         }
         (Decision::NoOpinion(String::new()), String::new())
