@@ -103,16 +103,28 @@ fn objects<T: for<'de> Deserialize<'de>>(caches: &Caches, res: &'static Resource
 }
 
 impl Index {
-    fn build(caches: &Caches, revisions: [i64; 4]) -> Index {
+    fn from_caches(caches: &Caches, revisions: [i64; 4]) -> Index {
         let [cluster_roles, roles, crbs, rbs] = resources();
+        let roles = objects::<RoleObj>(caches, cluster_roles).into_iter().chain(objects(caches, roles));
+        let bindings = objects::<BindingObj>(caches, crbs).into_iter().chain(objects(caches, rbs));
+        Index::build(roles, bindings, revisions)
+    }
+
+    /// Roles first (bindings resolve them); a namespace tells a Role from a ClusterRole.
+    fn build(
+        roles: impl Iterator<Item = RoleObj>,
+        bindings: impl Iterator<Item = BindingObj>,
+        revisions: [i64; 4],
+    ) -> Index {
         let mut index = Index { revisions, ..Default::default() };
-        for r in objects::<RoleObj>(caches, cluster_roles) {
-            index.cluster_roles.insert(r.metadata.name, r.rules.unwrap_or_default().into());
+        for r in roles {
+            let rules: Arc<[PolicyRule]> = r.rules.unwrap_or_default().into();
+            match r.metadata.namespace.is_empty() {
+                true => index.cluster_roles.insert(r.metadata.name, rules),
+                false => index.roles.insert((r.metadata.namespace, r.metadata.name), rules),
+            };
         }
-        for r in objects::<RoleObj>(caches, roles) {
-            index.roles.insert((r.metadata.namespace, r.metadata.name), r.rules.unwrap_or_default().into());
-        }
-        for b in objects::<BindingObj>(caches, crbs).into_iter().chain(objects(caches, rbs)) {
+        for b in bindings {
             index.add_binding(b);
         }
         index
@@ -203,7 +215,7 @@ impl Rbac {
         if fresh_enough(&index) {
             return index;
         }
-        let fresh = Arc::new(Index::build(&self.caches, revisions));
+        let fresh = Arc::new(Index::from_caches(&self.caches, revisions));
         *self.index.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
         fresh
     }
@@ -224,4 +236,78 @@ impl Rbac {
 /// Rules as the `rules` of a stored role (for aggregation and bootstrap).
 pub fn rules_of(obj: &Value) -> Vec<PolicyRule> {
     obj.get("rules").and_then(|r| serde_json::from_value(r.clone()).ok()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use http::Method;
+    use serde_json::json;
+
+    use super::*;
+
+    fn parse<T: for<'de> Deserialize<'de>>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).expect("valid object")
+    }
+
+    /// `n` namespaces, each with a Role and a RoleBinding of it to its own user and group,
+    /// plus the cluster-wide view of one group.
+    fn index_of(n: usize) -> Index {
+        let rule = json!([{"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods", "configmaps"]}]);
+        let mut roles = vec![parse::<RoleObj>(json!({"metadata": {"name": "view"}, "rules": rule}))];
+        let mut bindings = vec![parse::<BindingObj>(json!({"metadata": {"name": "v"},
+            "roleRef": {"kind": "ClusterRole", "name": "view"}, "subjects": [{"kind": "Group", "name": "viewers"}]}))];
+        for i in 0..n {
+            roles.push(parse(json!({"metadata": {"name": "r", "namespace": format!("ns{i}")}, "rules": rule})));
+            bindings.push(parse(json!({"metadata": {"name": "b", "namespace": format!("ns{i}")},
+                "roleRef": {"kind": "Role", "name": "r"},
+                "subjects": [{"kind": "User", "name": format!("u{i}")}, {"kind": "Group", "name": format!("g{i}")},
+                    {"kind": "ServiceAccount", "name": "sa"}]})));
+        }
+        Index::build(roles.into_iter(), bindings.into_iter(), [1; 4])
+    }
+
+    fn user(name: &str, groups: &[&str]) -> UserInfo {
+        UserInfo { name: name.into(), groups: groups.iter().map(|g| g.to_string()).collect(), ..Default::default() }
+    }
+
+    fn allows(index: &Index, u: &UserInfo, a: &Attributes) -> bool {
+        let ns = if a.resource_request { a.namespace.as_str() } else { "" };
+        index.grants(u, ns).any(|g| g.rules.iter().any(|r| r.allows(a)))
+    }
+
+    #[test]
+    fn bindings_apply_where_they_are() {
+        let index = index_of(3);
+        let pods = |ns: &str| Attributes::of(&Method::GET, &format!("/api/v1/namespaces/{ns}/pods"), None);
+        assert!(allows(&index, &user("u1", &[]), &pods("ns1")));
+        assert!(!allows(&index, &user("u1", &[]), &pods("ns2")), "a RoleBinding stays in its namespace");
+        assert!(allows(&index, &user("x", &["g2"]), &pods("ns2")));
+        assert!(allows(&index, &user("system:serviceaccount:ns0:sa", &[]), &pods("ns0")));
+        assert!(!allows(&index, &user("system:serviceaccount:ns0:sa", &[]), &pods("ns1")));
+        let all_pods = Attributes::of(&Method::GET, "/api/v1/pods", None);
+        assert!(!allows(&index, &user("u1", &[]), &all_pods), "cluster scope needs a ClusterRoleBinding");
+        assert!(allows(&index, &user("x", &["viewers"]), &all_pods));
+        let delete = Attributes::of(&Method::DELETE, "/api/v1/namespaces/ns1/pods/p", None);
+        assert!(!allows(&index, &user("u1", &[]), &delete));
+    }
+
+    /// Decisions cost a hash lookup per subject and a scan of that subject's rules, not
+    /// a scan of every binding: with 10,000 bindings a decision stays in microseconds
+    /// (the server spends hundreds of microseconds of CPU per create).
+    #[test]
+    fn decisions_stay_cheap_with_many_bindings() {
+        let index = index_of(10_000);
+        let u = user("u9999", &["system:authenticated", "g5"]);
+        let a = Attributes::of(&Method::POST, "/api/v1/namespaces/ns9999/configmaps", None);
+        let started = Instant::now();
+        let rounds = 20_000;
+        for _ in 0..rounds {
+            assert!(!allows(&index, &u, &a));
+        }
+        let per = started.elapsed() / rounds;
+        eprintln!("RBAC decision with 10,000 bindings: {per:?}");
+        assert!(per.as_micros() < 200, "{per:?} per decision");
+    }
 }
