@@ -14,7 +14,8 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::auth::authz::Chain;
+use crate::auth::authz::node::NodeAuthorizer;
+use crate::auth::authz::{Backends, Chain};
 use crate::auth::rbac::{Rbac, aggregation, bootstrap};
 use crate::auth::tls;
 use crate::handlers::{self, AppState};
@@ -53,7 +54,7 @@ pub struct ApiserverArgs {
     /// Events each resource's watch cache keeps for watches resuming at a resourceVersion.
     #[arg(long, default_value_t = crate::watch::caches::DEFAULT_HISTORY)]
     pub watch_cache_history: usize,
-    /// Authorizers asked in order, comma separated: AlwaysAllow, AlwaysDeny, RBAC, Node.
+    /// Authorizers asked in order, comma separated: AlwaysAllow, AlwaysDeny, Node, RBAC.
     #[arg(long, value_delimiter = ',', default_value = "AlwaysAllow")]
     pub authorization_mode: Vec<String>,
 }
@@ -66,7 +67,8 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     let caches = Caches::new(store.clone(), keys.clone(), args.watch_cache_history, progress_ordered);
     let registry = Registry::new(store, keys, alloc);
     let rbac = Arc::new(Rbac::new(caches.clone()));
-    let authz = Arc::new(Chain::new(&args.authorization_mode, rbac.clone())?);
+    let node = Arc::new(NodeAuthorizer::new(caches.clone()));
+    let authz = Arc::new(Chain::new(&args.authorization_mode, Backends { rbac: rbac.clone(), node })?);
     tracing::info!(modes = ?args.authorization_mode, "authorization");
     namespaces::bootstrap(&registry, args.secure_port)
         .await

@@ -311,3 +311,69 @@ async fn always_deny_refuses_all_but_the_privileged_group() {
         assert_eq!(c.kubectl_ok(version, &["auth", "can-i", "delete", "nodes"]).trim(), "yes");
     }
 }
+
+/// The Node authorizer: a kubelet reads only what its own pods use and writes only its
+/// own Node and Lease; the rest follows the system:node rules.
+#[tokio::test]
+async fn node_authorizer_follows_the_pods_of_the_node() {
+    let c = Cluster::start_with(&["--authorization-mode=Node,RBAC"]).await;
+    for name in ["s1", "s2", "pull"] {
+        c.create("/api/v1/namespaces/default/secrets", &json!({"metadata": {"name": name}, "data": {}})).await;
+    }
+    c.create("/api/v1/namespaces/default/configmaps", &configmap("c1", json!({}))).await;
+    let mut p1 = pod("p1", "nginx");
+    p1["spec"]["nodeName"] = json!("n1");
+    p1["spec"]["serviceAccountName"] = json!("robot");
+    p1["spec"]["imagePullSecrets"] = json!([{"name": "pull"}]);
+    p1["spec"]["volumes"] = json!([{"name": "s", "secret": {"secretName": "s1"}}]);
+    p1["spec"]["containers"][0]["envFrom"] = json!([{"configMapRef": {"name": "c1"}}]);
+    c.create("/api/v1/namespaces/default/pods", &p1).await;
+    let mut p2 = pod("p2", "nginx");
+    p2["spec"]["nodeName"] = json!("n2");
+    p2["spec"]["volumes"] = json!([{"name": "s", "secret": {"secretName": "s2"}}]);
+    c.create("/api/v1/namespaces/default/pods", &p2).await;
+
+    let node = |verb: &'static str, resource: &'static str, sub: &'static str, ns: &'static str, name: &'static str| {
+        json!({"user": "system:node:n1", "groups": ["system:nodes", "system:authenticated"],
+            "resourceAttributes": {"verb": verb, "resource": resource, "subresource": sub, "namespace": ns, "name": name,
+                "group": if resource == "leases" { "coordination.k8s.io" } else { "" }}})
+    };
+    let cases = [
+        (node("get", "secrets", "", "default", "s1"), true),
+        (node("watch", "secrets", "", "default", "pull"), true),
+        (node("get", "secrets", "", "default", "s2"), false),
+        (node("list", "secrets", "", "default", ""), false),
+        (node("delete", "secrets", "", "default", "s1"), false),
+        (node("get", "configmaps", "", "default", "c1"), true),
+        (node("create", "serviceaccounts", "token", "default", "robot"), true),
+        (node("create", "serviceaccounts", "token", "default", "default"), false),
+        (node("patch", "nodes", "status", "", "n1"), true),
+        (node("update", "nodes", "", "", "n2"), false),
+        (node("get", "nodes", "", "", "n2"), true),
+        (node("update", "leases", "", "kube-node-lease", "n1"), true),
+        (node("update", "leases", "", "kube-node-lease", "n2"), false),
+        (node("list", "pods", "", "", ""), true),
+        (node("create", "deployments", "", "default", ""), false),
+    ];
+    let body =
+        |spec: &Value| json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec});
+    // the pods reach the cache shortly after their creation
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while c.post(SAR, &body(&cases[0].0)).await.1["status"]["allowed"] != true {
+        assert!(Instant::now() < deadline, "n1 never allowed to read s1");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut wrong = Vec::new();
+    for (spec, want) in &cases {
+        let (_, r) = c.post(SAR, &body(spec)).await;
+        if r["status"]["allowed"] != *want {
+            wrong.push(format!("{} → {}", spec["resourceAttributes"], r["status"]));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    // a node identity without a node name is denied outright, not merely unanswered
+    let nameless = json!({"user": "system:node:", "groups": ["system:nodes"],
+        "resourceAttributes": {"verb": "get", "resource": "pods", "namespace": "default"}});
+    let (_, r) = c.post(SAR, &body(&nameless)).await;
+    assert_eq!((r["status"]["allowed"].clone(), r["status"]["denied"].clone()), (json!(false), json!(true)), "{r}");
+}

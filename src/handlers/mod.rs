@@ -96,7 +96,8 @@ mod tests {
 
     async fn status_of(modes: &[&str], user: Option<UserInfo>) -> (http::StatusCode, serde_json::Value) {
         let modes: Vec<String> = modes.iter().map(|m| m.to_string()).collect();
-        let chain = Arc::new(Chain::new(&modes, Arc::new(Silent)).expect("modes"));
+        let backends = authz::Backends { rbac: Arc::new(Silent), node: Arc::new(Silent) };
+        let chain = Arc::new(Chain::new(&modes, backends).expect("modes"));
         let app = Router::new()
             .route("/api/v1/namespaces/{ns}/pods", get(|| async { "ok" }))
             .layer(middleware::from_fn_with_state(chain, authorize));

@@ -1,6 +1,7 @@
-//! Authorization: the `--authorization-mode` chain (AlwaysAllow, AlwaysDeny, RBAC, and
-//! Node as a placeholder), asked in order after the privileged group, and the 403 a
-//! refused request gets.
+//! Authorization: the `--authorization-mode` chain (AlwaysAllow, AlwaysDeny, Node, RBAC),
+//! asked in order after the privileged group, and the 403 a refused request gets.
+
+pub mod node;
 
 use std::sync::Arc;
 
@@ -63,14 +64,6 @@ impl Authorizer for AlwaysDeny {
     }
 }
 
-/// The Node authorizer is not implemented yet: it has no opinion on anything.
-struct NodePlaceholder;
-impl Authorizer for NodePlaceholder {
-    fn authorize(&self, _: &UserInfo, _: &Attributes) -> Decision {
-        Decision::NoOpinion(String::new())
-    }
-}
-
 /// The privileged group, asked before the configured modes.
 struct Privileged;
 impl Authorizer for Privileged {
@@ -115,6 +108,12 @@ impl Authorizer for Shared {
 
 pub const MODES: &[&str] = &["AlwaysAllow", "AlwaysDeny", "Node", "RBAC"];
 
+/// The authorizers behind the RBAC and Node modes.
+pub struct Backends {
+    pub rbac: Arc<dyn Authorizer>,
+    pub node: Arc<dyn Authorizer>,
+}
+
 /// The authorizers of `--authorization-mode`, in order.
 pub struct Chain {
     authorizers: Vec<Box<dyn Authorizer>>,
@@ -123,18 +122,15 @@ pub struct Chain {
 }
 
 impl Chain {
-    /// `rbac` answers for the RBAC mode (the evaluator over the watch caches).
-    pub fn new(modes: &[String], rbac: Arc<dyn Authorizer>) -> anyhow::Result<Chain> {
+    /// `backends` answer for the RBAC and Node modes (both read the watch caches).
+    pub fn new(modes: &[String], backends: Backends) -> anyhow::Result<Chain> {
         let mut authorizers: Vec<Box<dyn Authorizer>> = vec![Box::new(Privileged)];
         for mode in modes {
             authorizers.push(match mode.as_str() {
                 "AlwaysAllow" => Box::new(AlwaysAllow),
                 "AlwaysDeny" => Box::new(AlwaysDeny),
-                "RBAC" => Box::new(Shared(rbac.clone())),
-                "Node" => {
-                    tracing::warn!("the Node authorizer is not implemented yet; it has no opinion on any request");
-                    Box::new(NodePlaceholder)
-                }
+                "RBAC" => Box::new(Shared(backends.rbac.clone())),
+                "Node" => Box::new(Shared(backends.node.clone())),
                 other => anyhow::bail!("unknown authorization mode {other:?}: supported modes are {MODES:?}"),
             });
         }

@@ -250,7 +250,8 @@ fn controller_manager_rules() -> Vec<Value> {
     rules
 }
 
-fn node_rules() -> Vec<Value> {
+/// The system:node ClusterRole; the Node authorizer applies it to every node directly.
+pub fn node_rules() -> Vec<Value> {
     vec![
         rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
         rule(&["create"], &["authorization.k8s.io"], &["localsubjectaccessreviews", "subjectaccessreviews"]),
