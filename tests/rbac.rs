@@ -180,6 +180,7 @@ async fn bootstrap_roles_policy_matrix() {
         (ask("get", "pods", "", "elsewhere"), [false, false, false, true, false]),
         (ask("update", "nodes", "", ""), [false, false, false, true, false]),
         (ask("list", "namespaces", "", ""), [false, false, false, true, false]),
+        (ask("get", "namespaces", "", "team"), [true, true, true, true, false]),
         (ask("create", "selfsubjectaccessreviews", "authorization.k8s.io", ""), [true; 5]),
         (ask("get", "/healthz", "", ""), [true; 5]),
         (ask("get", "/apis/apps/v1", "", ""), [true; 5]),

@@ -74,12 +74,17 @@ impl Attributes {
             (None, "list" | "watch") => selected_name(query),
             (name, _) => name,
         };
+        // a namespace is inside itself: a RoleBinding there may grant reading it
+        let namespace = match (p.group.is_empty() && p.resource == "namespaces", &name) {
+            (true, Some(own)) => Some(own.clone()),
+            _ => p.namespace,
+        };
         Attributes {
             verb: verb.to_string(),
             resource_request: true,
             api_group: p.group,
             api_version: p.version,
-            namespace: p.namespace.unwrap_or_default(),
+            namespace: namespace.unwrap_or_default(),
             resource: p.resource,
             subresource: p.subresource.unwrap_or_default(),
             name: name.unwrap_or_default(),
@@ -124,5 +129,9 @@ mod tests {
         let q = Some("fieldSelector=metadata.name%3Ds1&watch=true");
         let a = Attributes::of(&Method::GET, "/api/v1/namespaces/ns/secrets", q);
         assert_eq!((a.verb.as_str(), a.name.as_str()), ("watch", "s1"));
+        let a = Attributes::of(&Method::GET, "/api/v1/namespaces/team", None);
+        assert_eq!((a.resource.as_str(), a.namespace.as_str(), a.name.as_str()), ("namespaces", "team", "team"));
+        let a = Attributes::of(&Method::PUT, "/api/v1/namespaces/team/status", None);
+        assert_eq!((a.namespace.as_str(), a.subresource.as_str()), ("team", "status"));
     }
 }
