@@ -378,3 +378,34 @@ async fn node_authorizer_follows_the_pods_of_the_node() {
     let (_, r) = c.post(SAR, &body(&nameless)).await;
     assert_eq!((r["status"]["allowed"].clone(), r["status"]["denied"].clone()), (json!(false), json!(true)), "{r}");
 }
+
+/// At start the bootstrap policy is reconciled: deleted objects come back, missing rules
+/// and subjects are added again, and objects annotated autoupdate "false" are left alone.
+#[tokio::test]
+async fn bootstrap_policy_is_reconciled_at_start() {
+    let mut c = Cluster::start().await;
+    let role = |name: &str| format!("{RBAC}/clusterroles/{name}");
+    let mut basic = c.must_get(&role("system:basic-user")).await;
+    basic["rules"] = json!([]);
+    assert_eq!(c.put(&role("system:basic-user"), &basic).await.0, StatusCode::OK);
+    let mut discovery = c.must_get(&role("system:discovery")).await;
+    discovery["rules"] = json!([]);
+    discovery["metadata"]["annotations"]["rbac.authorization.kubernetes.io/autoupdate"] = json!("false");
+    assert_eq!(c.put(&role("system:discovery"), &discovery).await.0, StatusCode::OK);
+    let viewer_path = format!("{RBAC}/clusterrolebindings/system:public-info-viewer");
+    let mut viewer = c.must_get(&viewer_path).await;
+    viewer["subjects"] = json!([{"kind": "User", "name": "keep-me", "apiGroup": "rbac.authorization.k8s.io"}]);
+    assert_eq!(c.put(&viewer_path, &viewer).await.0, StatusCode::OK);
+    assert_eq!(c.delete(&role("system:monitoring")).await.0, StatusCode::OK);
+
+    c.stop_server();
+    c.start_server().await;
+    let basic = c.must_get(&role("system:basic-user")).await;
+    let resources: Vec<Value> = basic["rules"].as_array().unwrap().iter().map(|r| r["resources"].clone()).collect();
+    assert!(resources.contains(&json!(["selfsubjectaccessreviews"])), "{basic}");
+    assert_eq!(c.must_get(&role("system:discovery")).await["rules"], json!([]), "autoupdate false is respected");
+    let subjects = c.must_get(&viewer_path).await["subjects"].clone();
+    let names: Vec<&str> = subjects.as_array().unwrap().iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names, ["keep-me", "system:authenticated", "system:unauthenticated"]);
+    c.must_get(&role("system:monitoring")).await;
+}

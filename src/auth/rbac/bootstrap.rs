@@ -4,10 +4,13 @@
 
 use serde_json::{Value, json};
 
-use super::GROUP;
+use super::rule::uncovered;
+use super::{GROUP, rules_of};
 use crate::handlers::status::ApiResult;
-use crate::registry::find_resource;
-use crate::registry::rest::Registry;
+use crate::registry::rest::{Part, Registry};
+use crate::registry::{ResourceDef, find_resource, meta};
+
+const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 
 const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
@@ -34,7 +37,7 @@ fn metadata(name: &str, extra_labels: &[(&str, &str)]) -> Value {
     json!({
         "name": name,
         "labels": labels,
-        "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"},
+        "annotations": {AUTOUPDATE: "true"},
     })
 }
 
@@ -384,17 +387,100 @@ pub fn cluster_role_bindings() -> Vec<Value> {
     ]
 }
 
-/// Create every default role and binding that does not exist yet.
+/// Create every default role and binding that does not exist yet, and bring back what
+/// is missing from those that do, unless an administrator set their
+/// `rbac.authorization.kubernetes.io/autoupdate` annotation to "false" (upstream's
+/// reconciliation at start: a newer server's added permissions reach an older cluster;
+/// nothing is ever taken away).
 pub async fn ensure(reg: &Registry) -> ApiResult<()> {
     let roles = find_resource(GROUP, "v1", "clusterroles").expect("clusterroles are served");
     let bindings = find_resource(GROUP, "v1", "clusterrolebindings").expect("clusterrolebindings are served");
     let objects = cluster_roles().into_iter().map(|o| (roles, o));
     for (res, obj) in objects.chain(cluster_role_bindings().into_iter().map(|o| (bindings, o))) {
-        match reg.create(res, "", obj, false).await {
+        match reg.create(res, "", obj.clone(), false).await {
             Ok(_) => {}
-            Err(e) if e.reason == "AlreadyExists" => {}
+            Err(e) if e.reason == "AlreadyExists" => reconcile(reg, res, &obj).await?,
             Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+async fn reconcile(reg: &Registry, res: &ResourceDef, expected: &Value) -> ApiResult<()> {
+    let name = meta::name(expected);
+    let mut current = reg.get(res, "", name).await?;
+    let annotations = meta::metadata(&current).and_then(|m| m.get("annotations"));
+    if annotations.and_then(|a| a.get(AUTOUPDATE)).and_then(Value::as_str) == Some("false") {
+        return Ok(());
+    }
+    let mut changed = add_missing_keys(&mut current, expected, "labels");
+    changed |= add_missing_keys(&mut current, expected, "annotations");
+    changed |= match res.plural {
+        "clusterroles" => add_missing_rules(&mut current, expected),
+        _ => add_missing_entries(&mut current, expected, "subjects"),
+    };
+    if !changed {
+        return Ok(());
+    }
+    tracing::info!(kind = res.kind, name, "reconciling bootstrap RBAC object");
+    match reg.update(res, "", name, current, Part::Main, false).await {
+        Ok(_) => Ok(()),
+        // someone else wrote it meanwhile; the next start reconciles again
+        Err(e) if e.reason == "Conflict" => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Put the expected metadata map entries (labels, annotations) the object lacks.
+fn add_missing_keys(current: &mut Value, expected: &Value, field: &str) -> bool {
+    let Some(want) = expected.pointer(&format!("/metadata/{field}")).and_then(Value::as_object) else {
+        return false;
+    };
+    let have = meta::metadata_mut(current).entry(field).or_insert_with(|| json!({}));
+    let Some(have) = have.as_object_mut() else { return false };
+    let mut changed = false;
+    for (k, v) in want {
+        if !have.contains_key(k) {
+            have.insert(k.clone(), v.clone());
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// Append the expected array entries (subjects, selectors) the object lacks.
+fn add_missing_entries(current: &mut Value, expected: &Value, pointer: &str) -> bool {
+    let want = expected.pointer(&format!("/{pointer}")).and_then(Value::as_array).cloned().unwrap_or_default();
+    let (parent, field) = pointer.rsplit_once('/').unwrap_or(("", pointer));
+    let Some(holder) =
+        (if parent.is_empty() { Some(&mut *current) } else { current.pointer_mut(&format!("/{parent}")) })
+    else {
+        return false;
+    };
+    if !holder.get(field).is_some_and(Value::is_array) {
+        holder[field] = json!([]);
+    }
+    let Some(have) = holder[field].as_array_mut() else { return false };
+    let missing: Vec<Value> = want.into_iter().filter(|w| !have.contains(w)).collect();
+    have.extend(missing.iter().cloned());
+    !missing.is_empty()
+}
+
+/// Rules the role does not cover yet; an aggregated role's rules belong to the
+/// aggregation loop, so only its selectors are completed.
+fn add_missing_rules(current: &mut Value, expected: &Value) -> bool {
+    if expected.get("aggregationRule").is_some() {
+        if !current.get("aggregationRule").is_some_and(Value::is_object) {
+            current["aggregationRule"] = json!({});
+        }
+        return add_missing_entries(current, expected, "aggregationRule/clusterRoleSelectors");
+    }
+    let missing = uncovered(&rules_of(current), &rules_of(expected));
+    if missing.is_empty() {
+        return false;
+    }
+    let rules = current.get("rules").and_then(Value::as_array).cloned().unwrap_or_default();
+    let added = missing.iter().filter_map(|r| serde_json::to_value(r).ok());
+    current["rules"] = Value::Array(rules.into_iter().chain(added).collect());
+    true
 }
