@@ -140,5 +140,10 @@ fn rules_review(state: &AppState, user: &UserInfo, review: &Value) -> Value {
         .collect();
     let non_resource: Vec<Value> =
         non_resource.iter().map(|r| json!({"verbs": r.verbs, "nonResourceURLs": r.non_resource_urls})).collect();
-    json!({"resourceRules": resource, "nonResourceRules": non_resource, "incomplete": incomplete})
+    let mut status = json!({"resourceRules": resource, "nonResourceRules": non_resource, "incomplete": incomplete});
+    if incomplete {
+        // the Node authorizer: what a kubelet may read depends on its pods
+        status["evaluationError"] = json!("some authorization modes cannot list the rules they allow for this user");
+    }
+    status
 }
