@@ -82,6 +82,10 @@ async fn rbac_kinds_bootstrap_policy_and_kubectl() {
     assert!(c.etcd_get("/registry/clusterrolebindings/cluster-admin").await.is_some());
     let masters = c.must_get(&format!("{RBAC}/clusterrolebindings/cluster-admin")).await;
     assert_eq!(masters["subjects"][0]["name"], "system:masters");
+    assert!(c.etcd_get("/registry/roles/kube-system/system::leader-locking-kube-scheduler").await.is_some());
+    let signer =
+        c.must_get(&format!("{RBAC}/namespaces/kube-public/rolebindings/system:controller:bootstrap-signer")).await;
+    assert_eq!(signer["subjects"][0]["namespace"], "kube-system");
 
     // a Role and a RoleBinding in a namespace, at upstream's keys
     let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "reader"},
@@ -195,6 +199,10 @@ async fn bootstrap_roles_policy_matrix() {
         }
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
+    // the namespaced bootstrap roles: leader election in kube-system only
+    let candidates = |ns| ask("list", "leasecandidates", "coordination.k8s.io", ns);
+    assert!(allowed(&c, "system:kube-scheduler", &candidates("kube-system")).await);
+    assert!(!allowed(&c, "system:kube-scheduler", &candidates("default")).await);
     let reason = sar(&c, "root", &ask("delete", "nodes", "", "")).await["reason"].clone();
     assert_eq!(reason, r#"RBAC: allowed by ClusterRoleBinding "root" of ClusterRole "cluster-admin" to User "root""#);
 }

@@ -387,17 +387,119 @@ pub fn cluster_role_bindings() -> Vec<Value> {
     ]
 }
 
+fn role(namespace: &str, name: &str, rules: Vec<Value>) -> Value {
+    let mut metadata = metadata(name, &[]);
+    metadata["namespace"] = json!(namespace);
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": metadata, "rules": rules})
+}
+
+/// A RoleBinding of the Role `role` in `namespace`.
+fn role_binding(namespace: &str, name: &str, role: &str, subjects: &[(&str, &str)]) -> Value {
+    let mut metadata = metadata(name, &[]);
+    metadata["namespace"] = json!(namespace);
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": metadata,
+        "roleRef": {"apiGroup": GROUP, "kind": "Role", "name": role},
+        "subjects": subjects.iter().map(|(k, n)| subject(k, n)).collect::<Vec<_>>(),
+    })
+}
+
+const SYSTEM: &str = "kube-system";
+const PUBLIC: &str = "kube-public";
+
+fn leader_locking_rules() -> Vec<Value> {
+    let verbs = ["create", "get", "list", "update", "watch"];
+    vec![
+        rule(&verbs, &["coordination.k8s.io"], &["leases"]),
+        rule(&verbs, &["coordination.k8s.io"], &["leasecandidates"]),
+    ]
+}
+
+/// The default Roles of kube-system and kube-public.
+pub fn namespace_roles() -> Vec<Value> {
+    let events = || rule(EVENTS_WRITE, &["", "events.k8s.io"], &["events"]);
+    vec![
+        role(
+            PUBLIC,
+            "system:controller:bootstrap-signer",
+            vec![
+                rule(READ, &[""], &["configmaps"]),
+                named(&["update"], &[""], &["configmaps"], &["cluster-info"]),
+                events(),
+            ],
+        ),
+        role(
+            SYSTEM,
+            "extension-apiserver-authentication-reader",
+            vec![named(READ, &[""], &["configmaps"], &["extension-apiserver-authentication"])],
+        ),
+        role(SYSTEM, "system::leader-locking-kube-controller-manager", leader_locking_rules()),
+        role(SYSTEM, "system::leader-locking-kube-scheduler", leader_locking_rules()),
+        role(SYSTEM, "system:controller:bootstrap-signer", vec![rule(READ, &[""], &["secrets"])]),
+        role(
+            SYSTEM,
+            "system:controller:cloud-provider",
+            vec![rule(&["create", "get", "list", "watch"], &[""], &["configmaps"])],
+        ),
+        role(
+            SYSTEM,
+            "system:controller:token-cleaner",
+            vec![rule(&["delete", "get", "list", "watch"], &[""], &["secrets"]), events()],
+        ),
+    ]
+}
+
+/// The default RoleBindings of kube-system and kube-public.
+pub fn namespace_role_bindings() -> Vec<Value> {
+    let sa = "ServiceAccount/kube-system";
+    let signer = "system:controller:bootstrap-signer";
+    let controller = |name: &str, account: &'static str| role_binding(SYSTEM, name, name, &[(sa, account)]);
+    vec![
+        role_binding(PUBLIC, signer, signer, &[(sa, "bootstrap-signer")]),
+        role_binding(
+            SYSTEM,
+            "system::extension-apiserver-authentication-reader",
+            "extension-apiserver-authentication-reader",
+            &[("User", "system:kube-controller-manager"), ("User", "system:kube-scheduler")],
+        ),
+        role_binding(
+            SYSTEM,
+            "system::leader-locking-kube-controller-manager",
+            "system::leader-locking-kube-controller-manager",
+            &[
+                ("User", "system:kube-controller-manager"),
+                (sa, "kube-controller-manager"),
+                (sa, "leader-election-controller"),
+            ],
+        ),
+        role_binding(
+            SYSTEM,
+            "system::leader-locking-kube-scheduler",
+            "system::leader-locking-kube-scheduler",
+            &[("User", "system:kube-scheduler"), (sa, "kube-scheduler")],
+        ),
+        controller(signer, "bootstrap-signer"),
+        controller("system:controller:cloud-provider", "cloud-provider"),
+        controller("system:controller:token-cleaner", "token-cleaner"),
+    ]
+}
+
 /// Create every default role and binding that does not exist yet, and bring back what
 /// is missing from those that do, unless an administrator set their
 /// `rbac.authorization.kubernetes.io/autoupdate` annotation to "false" (upstream's
 /// reconciliation at start: a newer server's added permissions reach an older cluster;
 /// nothing is ever taken away).
 pub async fn ensure(reg: &Registry) -> ApiResult<()> {
-    let roles = find_resource(GROUP, "v1", "clusterroles").expect("clusterroles are served");
-    let bindings = find_resource(GROUP, "v1", "clusterrolebindings").expect("clusterrolebindings are served");
-    let objects = cluster_roles().into_iter().map(|o| (roles, o));
-    for (res, obj) in objects.chain(cluster_role_bindings().into_iter().map(|o| (bindings, o))) {
-        match reg.create(res, "", obj.clone(), false).await {
+    let kinds = ["clusterroles", "clusterrolebindings", "roles", "rolebindings"]
+        .map(|r| find_resource(GROUP, "v1", r).expect("RBAC kinds are served"));
+    let [cluster_roles_res, cluster_bindings_res, roles_res, bindings_res] = kinds;
+    let objects = (cluster_roles().into_iter().map(|o| (cluster_roles_res, o)))
+        .chain(cluster_role_bindings().into_iter().map(|o| (cluster_bindings_res, o)))
+        .chain(namespace_roles().into_iter().map(|o| (roles_res, o)))
+        .chain(namespace_role_bindings().into_iter().map(|o| (bindings_res, o)));
+    for (res, obj) in objects {
+        let namespace = meta::namespace(&obj).to_string();
+        match reg.create(res, &namespace, obj.clone(), false).await {
             Ok(_) => {}
             Err(e) if e.reason == "AlreadyExists" => reconcile(reg, res, &obj).await?,
             Err(e) => return Err(e),
@@ -407,8 +509,8 @@ pub async fn ensure(reg: &Registry) -> ApiResult<()> {
 }
 
 async fn reconcile(reg: &Registry, res: &ResourceDef, expected: &Value) -> ApiResult<()> {
-    let name = meta::name(expected);
-    let mut current = reg.get(res, "", name).await?;
+    let (namespace, name) = (meta::namespace(expected), meta::name(expected));
+    let mut current = reg.get(res, namespace, name).await?;
     let annotations = meta::metadata(&current).and_then(|m| m.get("annotations"));
     if annotations.and_then(|a| a.get(AUTOUPDATE)).and_then(Value::as_str) == Some("false") {
         return Ok(());
@@ -416,14 +518,14 @@ async fn reconcile(reg: &Registry, res: &ResourceDef, expected: &Value) -> ApiRe
     let mut changed = add_missing_keys(&mut current, expected, "labels");
     changed |= add_missing_keys(&mut current, expected, "annotations");
     changed |= match res.plural {
-        "clusterroles" => add_missing_rules(&mut current, expected),
+        "clusterroles" | "roles" => add_missing_rules(&mut current, expected),
         _ => add_missing_entries(&mut current, expected, "subjects"),
     };
     if !changed {
         return Ok(());
     }
     tracing::info!(kind = res.kind, name, "reconciling bootstrap RBAC object");
-    match reg.update(res, "", name, current, Part::Main, false).await {
+    match reg.update(res, namespace, name, current, Part::Main, false).await {
         Ok(_) => Ok(()),
         // someone else wrote it meanwhile; the next start reconciles again
         Err(e) if e.reason == "Conflict" => Ok(()),
