@@ -372,7 +372,31 @@ pub fn group_version_routes(group: &str, version: &str) -> Vec<Route> {
         let kind_def = definition_for(r.group, r.version, r.kind);
         routes.extend(Resource { r, prefix: prefix.clone(), scope, kind_def }.routes());
     }
+    if group.is_empty() {
+        routes.push(core_bindings());
+    }
     routes
+}
+
+/// The create-only `bindings` collection of core/v1 (the older form of pods/binding),
+/// which is not in the table but which discovery lists: `kubectl explain bindings` looks
+/// the Binding kind up through this path.
+fn core_bindings() -> Route {
+    let def = definition_for("", "v1", "Binding");
+    let op = Op {
+        method: "post",
+        id: "createCoreV1NamespacedBinding".into(),
+        description: "create a Binding".into(),
+        tag: tag("", "v1"),
+        action: Some("post"),
+        gvk: Some(("".into(), "v1".into(), "Binding".into())),
+        query: WRITE_PARAMS,
+        body: Some(def.clone()),
+        consumes: &["*/*"],
+        produces: OBJECT_TYPES,
+        responses: ["200", "201", "202"].map(|code| (code, def.clone())).into(),
+    };
+    Route { path: format!("{}/namespaces/{{namespace}}/bindings", base("", "v1")), ops: vec![op] }
 }
 
 #[cfg(test)]
