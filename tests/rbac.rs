@@ -164,9 +164,11 @@ async fn bootstrap_roles_policy_matrix() {
         &binding("ClusterRoleBinding", "root", "ClusterRole", "cluster-admin", user("root")),
     )
     .await;
-    // the aggregated roles are filled by the aggregation loop; wait for the last of them
-    wait_allowed(&c, "nsadmin", &ask("create", "rolebindings", "rbac.authorization.k8s.io", "team")).await;
-    wait_allowed(&c, "viewer", &ask("get", "pods", "", "team")).await;
+    // the aggregation loop fills view, then edit from view, then admin from edit: wait
+    // for the end of that chain
+    wait_allowed(&c, "nsadmin", &ask("get", "pods", "", "team")).await;
+    wait_allowed(&c, "editor", &ask("get", "pods", "", "team")).await;
+    wait_allowed(&c, "root", &ask("update", "nodes", "", "")).await;
 
     let users = ["viewer", "editor", "nsadmin", "root", "nobody"];
     let rbac = "rbac.authorization.k8s.io";
@@ -203,6 +205,12 @@ async fn bootstrap_roles_policy_matrix() {
     let candidates = |ns| ask("list", "leasecandidates", "coordination.k8s.io", ns);
     assert!(allowed(&c, "system:kube-scheduler", &candidates("kube-system")).await);
     assert!(!allowed(&c, "system:kube-scheduler", &candidates("default")).await);
+    // the superuser's rules, listed by RBAC through the cluster-admin binding of system:masters
+    for version in KUBECTL_VERSIONS {
+        let list = c.kubectl_ok(version, &["auth", "can-i", "--list", "-n", "team"]);
+        assert!(list.lines().any(|l| l.starts_with("*.*")), "{list}");
+        assert_eq!(c.kubectl_ok(version, &["auth", "can-i", "create", "pods", "--subresource=eviction"]).trim(), "yes");
+    }
     let reason = sar(&c, "root", &ask("delete", "nodes", "", "")).await["reason"].clone();
     assert_eq!(reason, r#"RBAC: allowed by ClusterRoleBinding "root" of ClusterRole "cluster-admin" to User "root""#);
 }
