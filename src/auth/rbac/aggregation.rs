@@ -60,25 +60,47 @@ fn cluster_roles() -> &'static ResourceDef {
     find_resource(super::GROUP, "v1", "clusterroles").expect("clusterroles are served")
 }
 
+/// Recompute aggregated roles in memory until nothing changes, so a chain (view into
+/// edit into admin) settles in one pass; returns the indices of the roles that changed.
+fn settle(all: &mut [Value]) -> Vec<usize> {
+    let aggregated: Vec<usize> =
+        (0..all.len()).filter(|&i| all[i].get("aggregationRule").is_some_and(|a| !a.is_null())).collect();
+    let mut changed = Vec::new();
+    // each round settles at least one more link of the longest chain
+    for _ in 0..=aggregated.len() {
+        let mut moved = false;
+        for &i in &aggregated {
+            let rules = aggregated_rules(&all[i], all);
+            let current: Vec<Value> =
+                rules_of(&all[i]).into_iter().map(|r| serde_json::to_value(r).unwrap_or_default()).collect();
+            if current != rules {
+                all[i]["rules"] = json!(rules);
+                moved = true;
+                if !changed.contains(&i) {
+                    changed.push(i);
+                }
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    changed
+}
+
 /// Bring every aggregated ClusterRole up to date once; returns how many were written.
 pub async fn reconcile(reg: &Registry, caches: &Caches) -> usize {
     let res = cluster_roles();
     let snapshot = caches.get(res).snapshot(&caches.range(res, "", None), &Filter::everything(res));
-    let all: Vec<Value> = snapshot.objects.iter().filter_map(|o| serde_json::from_slice(&o.json).ok()).collect();
+    let mut all: Vec<Value> = snapshot.objects.iter().filter_map(|o| serde_json::from_slice(&o.json).ok()).collect();
     let mut written = 0;
-    for role in all.iter().filter(|r| r.get("aggregationRule").is_some_and(|a| !a.is_null())) {
-        let rules = aggregated_rules(role, &all);
-        let current: Vec<Value> =
-            rules_of(role).into_iter().map(|r| serde_json::to_value(r).unwrap_or_default()).collect();
-        if current == rules {
-            continue;
-        }
-        let mut updated = role.clone();
-        updated["rules"] = json!(rules);
+    for i in settle(&mut all) {
+        let role = all[i].clone();
+        let name = meta::name(&role).to_string();
         // the resourceVersion read is the precondition: a conflict is retried next round
-        match reg.update(res, "", meta::name(role), updated, Part::Main, false).await {
+        match reg.update(res, "", &name, role, Part::Main, false).await {
             Ok(_) => written += 1,
-            Err(e) => tracing::debug!(role = meta::name(role), error = %e.message, "aggregating ClusterRole"),
+            Err(e) => tracing::debug!(role = name, error = %e.message, "aggregating ClusterRole"),
         }
     }
     written
@@ -127,5 +149,26 @@ mod tests {
         assert!(!selector_matches(&json!({}), &Map::new()), "an empty selector matches nothing");
         let absent = json!({"matchExpressions": [{"key": "k", "operator": "DoesNotExist"}]});
         assert!(selector_matches(&absent, &Map::new()));
+    }
+
+    #[test]
+    fn chains_settle_in_one_pass() {
+        // each role gathers the roles labelled to-<its name>
+        let aggregating = |name: &str, labels: Value| {
+            json!({"metadata": {"name": name, "labels": labels},
+                "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {format!("to-{name}"): "true"}}]}})
+        };
+        let get = json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]});
+        let mut all = vec![
+            aggregating("admin", json!({})),
+            aggregating("edit", json!({"to-admin": "true"})),
+            aggregating("view", json!({"to-edit": "true"})),
+            role("source", json!({"to-view": "true"}), json!([get.clone()])),
+        ];
+        let mut changed = settle(&mut all);
+        changed.sort_unstable();
+        assert_eq!(changed, vec![0, 1, 2]);
+        assert_eq!(all[0]["rules"], json!([get]));
+        assert!(settle(&mut all).is_empty(), "settled");
     }
 }
