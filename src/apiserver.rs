@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,6 +14,9 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use crate::auth::authz::node::NodeAuthorizer;
+use crate::auth::authz::{Backends, Chain};
+use crate::auth::rbac::{Rbac, aggregation, bootstrap};
 use crate::auth::tls;
 use crate::handlers::{self, AppState};
 use crate::registry::allocator::Allocator;
@@ -50,6 +54,9 @@ pub struct ApiserverArgs {
     /// Events each resource's watch cache keeps for watches resuming at a resourceVersion.
     #[arg(long, default_value_t = crate::watch::caches::DEFAULT_HISTORY)]
     pub watch_cache_history: usize,
+    /// Authorizers asked in order, comma separated: AlwaysAllow, AlwaysDeny, Node, RBAC.
+    #[arg(long, value_delimiter = ',', default_value = "AlwaysAllow")]
+    pub authorization_mode: Vec<String>,
 }
 
 pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
@@ -59,9 +66,16 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     let progress_ordered = etcd_progress_ordered(&store).await;
     let caches = Caches::new(store.clone(), keys.clone(), args.watch_cache_history, progress_ordered);
     let registry = Registry::new(store, keys, alloc);
+    let rbac = Arc::new(Rbac::new(caches.clone()));
+    let node = Arc::new(NodeAuthorizer::new(caches.clone()));
+    let authz = Arc::new(Chain::new(&args.authorization_mode, Backends { rbac: rbac.clone(), node })?);
+    tracing::info!(modes = ?args.authorization_mode, "authorization");
     namespaces::bootstrap(&registry, args.secure_port)
         .await
         .map_err(|e| anyhow::anyhow!("creating the built-in objects: {}", e.message))?;
+    bootstrap::ensure(&registry)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the RBAC bootstrap policy: {}", e.message))?;
 
     let cert_paths = match (&args.tls_cert_file, &args.tls_private_key_file) {
         (Some(cert), Some(key)) => tls::CertPaths { cert: cert.clone(), key: key.clone() },
@@ -73,7 +87,9 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let advertise = format!("{}:{}", local.ip(), local.port());
     caches.start_all();
-    let app = handlers::router(AppState { registry, caches, advertise: advertise.clone() });
+    // ClusterRole aggregation belongs to the controller-manager; run here until it exists
+    tokio::spawn(aggregation::run(registry.clone(), caches.clone()));
+    let app = handlers::router(AppState { registry, caches, advertise: advertise.clone(), authz, rbac });
     tracing::info!(address = %local, etcd = ?args.etcd_servers, "serving the Kubernetes API");
     if let Some(path) = &args.write_kubeconfig {
         crate::kubeconfig::write(path, &format!("https://{advertise}"), "ferrokube")?;

@@ -89,7 +89,17 @@ fn check_discovery_commands(c: &Cluster) {
             "kubectl {version}"
         );
         let out = c.kubectl_ok(version, &["api-resources", "--namespaced=false", "-o", "name"]);
-        assert_eq!(sorted(lines(&out)), ["namespaces", "nodes", "persistentvolumes"], "kubectl {version}");
+        let cluster_scoped = [
+            "clusterrolebindings.rbac.authorization.k8s.io",
+            "clusterroles.rbac.authorization.k8s.io",
+            "namespaces",
+            "nodes",
+            "persistentvolumes",
+            "selfsubjectaccessreviews.authorization.k8s.io",
+            "selfsubjectrulesreviews.authorization.k8s.io",
+            "subjectaccessreviews.authorization.k8s.io",
+        ];
+        assert_eq!(sorted(lines(&out)), cluster_scoped, "kubectl {version}");
         let out = c.kubectl_ok(version, &["api-resources", "--verbs=deletecollection", "-o", "name"]);
         assert!(!lines(&out).contains(&"namespaces".to_string()), "kubectl {version}: {out}");
         assert!(lines(&out).contains(&"configmaps".to_string()), "kubectl {version}: {out}");
@@ -97,7 +107,16 @@ fn check_discovery_commands(c: &Cluster) {
         let out = c.kubectl_ok(version, &["api-versions"]);
         assert_eq!(
             sorted(lines(&out)),
-            ["apps/v1", "batch/v1", "coordination.k8s.io/v1", "events.k8s.io/v1", "networking.k8s.io/v1", "v1"],
+            [
+                "apps/v1",
+                "authorization.k8s.io/v1",
+                "batch/v1",
+                "coordination.k8s.io/v1",
+                "events.k8s.io/v1",
+                "networking.k8s.io/v1",
+                "rbac.authorization.k8s.io/v1",
+                "v1"
+            ],
             "kubectl {version} api-versions"
         );
 

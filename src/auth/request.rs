@@ -68,18 +68,36 @@ impl Attributes {
             (Method::DELETE, false) => "deletecollection",
             _ => return non_resource(),
         };
+        // a list or watch pinned to one name by its field selector is about that object,
+        // as upstream's request info has it (a kubelet watches one secret this way)
+        let name = match (p.name, verb) {
+            (None, "list" | "watch") => selected_name(query),
+            (name, _) => name,
+        };
+        // a namespace is inside itself: a RoleBinding there may grant reading it
+        let namespace = match (p.group.is_empty() && p.resource == "namespaces", &name) {
+            (true, Some(own)) => Some(own.clone()),
+            _ => p.namespace,
+        };
         Attributes {
             verb: verb.to_string(),
             resource_request: true,
             api_group: p.group,
             api_version: p.version,
-            namespace: p.namespace.unwrap_or_default(),
+            namespace: namespace.unwrap_or_default(),
             resource: p.resource,
             subresource: p.subresource.unwrap_or_default(),
-            name: p.name.unwrap_or_default(),
+            name: name.unwrap_or_default(),
             path: uri_path.to_string(),
         }
     }
+}
+
+/// The name a `metadata.name=<name>` field selector requires, if it is a valid name.
+fn selected_name(query: Option<&str>) -> Option<String> {
+    let fields = crate::handlers::query::Query::parse(query).ok()?.field_selector().ok()?;
+    let name = fields.pinned_name()?;
+    (!name.is_empty() && name != "." && name != ".." && !name.contains(['/', '%'])).then(|| name.to_string())
 }
 
 /// An authorizer's answer. Authorizers are asked in `--authorization-mode` order; the
@@ -108,5 +126,12 @@ mod tests {
         assert_eq!((a.verb.as_str(), a.path.as_str()), ("get", "/healthz"));
         let a = Attributes::of(&Method::GET, "/apis/apps/v1", None);
         assert!(!a.resource_request, "discovery is a non-resource path");
+        let q = Some("fieldSelector=metadata.name%3Ds1&watch=true");
+        let a = Attributes::of(&Method::GET, "/api/v1/namespaces/ns/secrets", q);
+        assert_eq!((a.verb.as_str(), a.name.as_str()), ("watch", "s1"));
+        let a = Attributes::of(&Method::GET, "/api/v1/namespaces/team", None);
+        assert_eq!((a.resource.as_str(), a.namespace.as_str(), a.name.as_str()), ("namespaces", "team", "team"));
+        let a = Attributes::of(&Method::PUT, "/api/v1/namespaces/team/status", None);
+        assert_eq!((a.namespace.as_str(), a.subresource.as_str()), ("team", "status"));
     }
 }

@@ -1,8 +1,10 @@
 //! The one generic resource handler: resolves the URL against the resource table and
 //! runs get / list / watch / create / update / patch / delete / deletecollection.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -15,7 +17,10 @@ use super::path::{self, ResourcePath, Target};
 use super::query::Query;
 use super::status::{ApiError, ApiResult};
 use super::table::{self, IncludeObject};
-use super::{AppState, discovery, list, pods};
+use super::{AppState, discovery, list, pods, reviews};
+use crate::auth::authz;
+use crate::auth::rbac::escalation;
+use crate::auth::request::UserInfo;
 use crate::fieldmanager::{self, Manager};
 use crate::registry::filter::Filter;
 use crate::registry::rest::{DeleteOpts, Part, WriteOpts};
@@ -27,13 +32,26 @@ pub async fn dispatch(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    user: Option<Extension<Arc<UserInfo>>>,
     body: Body,
 ) -> Response {
     let started = std::time::Instant::now();
-    let result = handle(&state, &method, &uri, &headers, body).await;
+    // the authorization layer always leaves the identity; a router without it serves
+    // as upstream does without authentication
+    let user = user.map(|Extension(u)| u).unwrap_or_else(authz::dev_superuser);
+    let req = Req { method: &method, uri: &uri, headers: &headers, user };
+    let result = handle(&state, req, body).await;
     let response = result.unwrap_or_else(IntoResponse::into_response);
     tracing::debug!(%method, path = uri.path(), status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     response
+}
+
+/// The parts of a request the handler reads, and who sent it.
+struct Req<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    user: Arc<UserInfo>,
 }
 
 /// A request resolved against the table.
@@ -43,6 +61,7 @@ struct Ctx<'a> {
     path: ResourcePath,
     query: Query,
     headers: &'a HeaderMap,
+    user: Arc<UserInfo>,
 }
 
 impl Ctx<'_> {
@@ -54,7 +73,8 @@ impl Ctx<'_> {
     }
 }
 
-async fn handle(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
+async fn handle(state: &AppState, req: Req<'_>, body: Body) -> ApiResult<Response> {
+    let (method, uri, headers) = (req.method, req.uri, req.headers);
     let target = path::parse(uri.path()).ok_or_else(ApiError::not_found_path)?;
     let p = match target {
         Target::Group(g) if method == Method::GET => return discovery::api_group(&g),
@@ -75,6 +95,9 @@ async fn handle(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMa
     if !res.namespaced && p.namespace.is_some() {
         return Err(ApiError::not_found_path());
     }
+    if res.review {
+        return review(state, res, &p, req, body).await;
+    }
     if p.subresource.as_deref() == Some("scale") && res.has_scale && p.name.is_some() {
         let query = Query::parse(uri.query())?;
         let (ns, name) = (p.namespace.as_deref().unwrap_or(""), p.name.as_deref().unwrap_or(""));
@@ -90,7 +113,7 @@ async fn handle(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMa
         Some(_) => return Err(ApiError::not_found_path()),
     };
     let query = Query::parse(uri.query())?;
-    let ctx = Ctx { state, res, path: p, query, headers };
+    let ctx = Ctx { state, res, path: p, query, headers, user: req.user };
     let output = codec::negotiate(headers)?;
     let has_name = ctx.path.name.is_some();
     match (method.clone(), has_name) {
@@ -113,6 +136,29 @@ fn write_opts(query: &Query, headers: &HeaderMap, sub: Option<&'static str>, opt
     let manager = Manager::from_request(query.get("fieldManager"), headers, sub);
     Manager::validate(&manager.name, options)?;
     Ok(WriteOpts { dry_run: query.dry_run()?, manager: Some(manager) })
+}
+
+/// POST of an authorization review (the only verb reviews have).
+async fn review(
+    state: &AppState,
+    res: &'static ResourceDef,
+    p: &ResourcePath,
+    req: Req<'_>,
+    body: Body,
+) -> ApiResult<Response> {
+    if *req.method != Method::POST || p.name.is_some() || (res.namespaced && p.namespace.is_none()) {
+        return Err(ApiError::method_not_allowed());
+    }
+    let query = Query::parse(req.uri.query())?;
+    let namespace = p.namespace.as_deref().unwrap_or("");
+    let review_req = reviews::Request { res, namespace, user: req.user, headers: req.headers, query: &query };
+    reviews::create(state, review_req, read_body(body).await?).await
+}
+
+/// No one grants RBAC permissions they do not hold (a no-op for other kinds).
+fn check_escalation(ctx: &Ctx, obj: &Value) -> ApiResult<()> {
+    let judges = escalation::Judges { authorizer: &*ctx.state.authz, rules: &*ctx.state.rbac };
+    escalation::check(&judges, &ctx.user, ctx.res, ctx.namespace(), obj)
 }
 
 async fn read_body(body: Body) -> ApiResult<Bytes> {
@@ -211,6 +257,7 @@ async fn create(ctx: &Ctx<'_>, output: Output, body: Bytes) -> ApiResult<Respons
     }
     let (obj, warnings) = decode(ctx, &body)?;
     check_body_namespace(ctx, &obj)?;
+    check_escalation(ctx, &obj)?;
     let opts = write_opts(&ctx.query, ctx.headers, None, "CreateOptions")?;
     let created = ctx.state.registry.create(ctx.res, ctx.namespace(), obj, &opts).await?;
     Ok(codec::with_warnings(render(ctx, StatusCode::CREATED, output, &created)?, &warnings))
@@ -219,6 +266,7 @@ async fn create(ctx: &Ctx<'_>, output: Output, body: Bytes) -> ApiResult<Respons
 async fn update(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiResult<Response> {
     let (obj, warnings) = decode(ctx, &body)?;
     check_body_namespace(ctx, &obj)?;
+    check_escalation(ctx, &obj)?;
     let opts = write_opts(&ctx.query, ctx.headers, part.subresource(), "UpdateOptions")?;
     let updated = ctx.state.registry.update(ctx.res, ctx.namespace(), ctx.name(), obj, part, &opts).await?;
     Ok(codec::with_warnings(render(ctx, StatusCode::OK, output, &updated)?, &warnings))
@@ -273,6 +321,7 @@ async fn patch(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiRes
         let validation = FieldValidation::parse(ctx.query.get("fieldValidation"))?;
         let (obj, warnings) = codec::decode_object(ctx.res, patched, validation)?;
         check_body_namespace(ctx, &obj)?;
+        check_escalation(ctx, &obj)?;
         match reg.update(ctx.res, ctx.namespace(), ctx.name(), obj, part, &opts).await {
             Ok(updated) => return Ok(codec::with_warnings(render(ctx, StatusCode::OK, output, &updated)?, &warnings)),
             // raced with another writer: recompute on the new version, unless the

@@ -131,6 +131,16 @@ impl ApiError {
         let msg = format!("{} \"{name}\" is forbidden: {why}", qualified(group, resource));
         ApiError::new(StatusCode::FORBIDDEN, "Forbidden", msg).with_details(group, resource, name)
     }
+    /// A request the authorizers refused: the resource (and name) when there is one.
+    pub fn forbidden_request(group: &str, resource: &str, name: &str, why: &str) -> Self {
+        let msg = match (resource, name) {
+            ("", _) => format!("forbidden: {why}"),
+            (r, "") => format!("{} is forbidden: {why}", qualified(group, r)),
+            (r, n) => format!("{} \"{n}\" is forbidden: {why}", qualified(group, r)),
+        };
+        let err = ApiError::new(StatusCode::FORBIDDEN, "Forbidden", msg);
+        if resource.is_empty() { err } else { err.with_details(group, resource, name) }
+    }
     pub fn method_not_allowed() -> Self {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,

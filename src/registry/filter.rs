@@ -23,6 +23,11 @@ impl Filter {
         Ok(Filter { res, labels, fields })
     }
 
+    /// No selectors: every object of `res`.
+    pub fn everything(res: &'static ResourceDef) -> Filter {
+        Filter { res, labels: LabelSelector::default(), fields: FieldSelector::default() }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty() && self.fields.is_empty()
     }

@@ -34,6 +34,9 @@ pub struct ResourceDef {
     pub strategy: &'static (dyn Strategy + Sync),
     pub printer: &'static Printer,
     pub decode: Decoder,
+    /// A create-only review (authorization.k8s.io): answered by `handlers::reviews`,
+    /// never stored, so it has no etcd keys and no watch cache.
+    pub review: bool,
 }
 
 impl ResourceDef {
@@ -54,7 +57,7 @@ impl ResourceDef {
 macro_rules! resource {
     ($group:expr, $version:expr, $plural:expr, $singular:expr, $kind:expr, namespaced: $ns:expr,
      short: $short:expr, categories: $cat:expr, status: $status:expr, etcd: $etcd:expr,
-     strategy: $strategy:expr, printer: $printer:expr, decode: $decode:expr $(, verbs: $verbs:expr)? $(, storage: $storage:expr)? $(, scale: $scale:expr)?) => {
+     strategy: $strategy:expr, printer: $printer:expr, decode: $decode:expr $(, verbs: $verbs:expr)? $(, storage: $storage:expr)? $(, scale: $scale:expr)? $(, review: $review:expr)?) => {
         ResourceDef {
             group: $group,
             version: $version,
@@ -72,12 +75,17 @@ macro_rules! resource {
             strategy: $strategy,
             printer: $printer,
             decode: $decode,
+            review: { let _r = false; $( let _r = $review; )? _r },
         }
     };
 }
 
 use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, coordination::v1 as coord, core::v1 as core};
+use k8s_openapi::api::{authorization::v1 as authz, rbac::v1 as rbac};
 use k8s_openapi::api::{events::v1 as eventsv1, networking::v1 as net};
+
+/// The one verb of a review.
+const CREATE_ONLY: &[&str] = &["create"];
 
 static RESOURCES: LazyLock<Vec<ResourceDef>> = LazyLock::new(|| {
     let all: &'static [&'static str] = &["all"];
@@ -166,6 +174,37 @@ static RESOURCES: LazyLock<Vec<ResourceDef>> = LazyLock::new(|| {
         resource!("events.k8s.io", "v1", "events", "event", "Event", namespaced: true, short: &["ev"],
             categories: none, status: false, etcd: "events", strategy: &strategies::EVENT,
             printer: &printers::EVENT, decode: typed::decoder::<eventsv1::Event>, storage: ("", "v1")),
+        // rbac.authorization.k8s.io/v1
+        resource!("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding",
+            namespaced: false, short: &[], categories: none, status: false, etcd: "clusterrolebindings",
+            strategy: &strategies::CLUSTER_ROLE_BINDING, printer: &printers::CLUSTER_ROLE_BINDING,
+            decode: typed::decoder::<rbac::ClusterRoleBinding>),
+        resource!("rbac.authorization.k8s.io", "v1", "clusterroles", "clusterrole", "ClusterRole", namespaced: false,
+            short: &[], categories: none, status: false, etcd: "clusterroles", strategy: &strategies::CLUSTER_ROLE,
+            printer: &printers::CLUSTER_ROLE, decode: typed::decoder::<rbac::ClusterRole>),
+        resource!("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding", namespaced: true,
+            short: &[], categories: none, status: false, etcd: "rolebindings", strategy: &strategies::ROLE_BINDING,
+            printer: &printers::ROLE_BINDING, decode: typed::decoder::<rbac::RoleBinding>),
+        resource!("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", namespaced: true, short: &[],
+            categories: none, status: false, etcd: "roles", strategy: &strategies::ROLE, printer: &printers::ROLE,
+            decode: typed::decoder::<rbac::Role>),
+        // authorization.k8s.io/v1: reviews, answered by the authorizers and never stored
+        resource!("authorization.k8s.io", "v1", "localsubjectaccessreviews", "localsubjectaccessreview",
+            "LocalSubjectAccessReview", namespaced: true, short: &[], categories: none, status: false, etcd: "",
+            strategy: &strategies::REVIEW, printer: &printers::REVIEW,
+            decode: typed::decoder::<authz::LocalSubjectAccessReview>, verbs: CREATE_ONLY, review: true),
+        resource!("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "selfsubjectaccessreview",
+            "SelfSubjectAccessReview", namespaced: false, short: &[], categories: none, status: false, etcd: "",
+            strategy: &strategies::REVIEW, printer: &printers::REVIEW,
+            decode: typed::decoder::<authz::SelfSubjectAccessReview>, verbs: CREATE_ONLY, review: true),
+        resource!("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "selfsubjectrulesreview",
+            "SelfSubjectRulesReview", namespaced: false, short: &[], categories: none, status: false, etcd: "",
+            strategy: &strategies::REVIEW, printer: &printers::REVIEW,
+            decode: typed::decoder::<authz::SelfSubjectRulesReview>, verbs: CREATE_ONLY, review: true),
+        resource!("authorization.k8s.io", "v1", "subjectaccessreviews", "subjectaccessreview", "SubjectAccessReview",
+            namespaced: false, short: &[], categories: none, status: false, etcd: "", strategy: &strategies::REVIEW,
+            printer: &printers::REVIEW, decode: typed::decoder::<authz::SubjectAccessReview>, verbs: CREATE_ONLY,
+            review: true),
     ]
 });
 

@@ -14,6 +14,8 @@ pub enum NameRule {
     Label,
     /// RFC 1035 label: services.
     Dns1035,
+    /// Any URL path segment: RBAC kinds (`system:node`).
+    PathSegment,
 }
 
 const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
@@ -50,16 +52,34 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
 pub fn name_problems(name: &str, rule: NameRule) -> Vec<String> {
     let mut out = Vec::new();
     // as upstream: the length and the pattern are separate problems
+    if rule == NameRule::PathSegment {
+        return path_segment_problems(name);
+    }
     let (ok, max, msg) = match rule {
         NameRule::Subdomain => (subdomain_pattern(name), 253, SUBDOMAIN_MSG),
         NameRule::Label => (label_pattern(name), 63, LABEL_MSG),
         NameRule::Dns1035 => (dns1035_pattern(name), 63, DNS1035_MSG),
+        NameRule::PathSegment => (true, usize::MAX, ""),
     };
     if name.len() > max {
         out.push(format!("must be no more than {max} characters"));
     }
     if !ok {
         out.push(msg.to_string());
+    }
+    out
+}
+
+/// A name that must survive as one URL path segment.
+fn path_segment_problems(name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if name == "." || name == ".." {
+        out.push(format!("may not be '{name}'"));
+    }
+    for bad in ["/", "%"] {
+        if name.contains(bad) {
+            out.push(format!("may not contain '{bad}'"));
+        }
     }
     out
 }

@@ -35,7 +35,7 @@ impl Caches {
 
     /// Start a cache for every resource in the table.
     pub fn start_all(&self) {
-        for res in all_resources() {
+        for res in all_resources().iter().filter(|r| !r.review) {
             self.get(res);
         }
     }

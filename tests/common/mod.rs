@@ -117,11 +117,18 @@ pub struct Cluster {
     pub http: reqwest::Client,
     etcd: Option<Child>,
     server: Option<Child>,
+    /// Extra `ferrokube apiserver` flags (`start_with`).
+    server_flags: Vec<String>,
 }
 
 impl Cluster {
     /// Start etcd and the API server and wait until /readyz answers "ok".
     pub async fn start() -> Cluster {
+        Cluster::start_with(&[]).await
+    }
+
+    /// `start`, with extra API server flags (`--authorization-mode=RBAC` ...).
+    pub async fn start_with(server_flags: &[&str]) -> Cluster {
         let dir = tempfile::Builder::new().prefix("ferrokube-it-").tempdir().expect("tempdir");
         let http = reqwest::Client::builder()
             .use_rustls_tls()
@@ -141,6 +148,7 @@ impl Cluster {
             http,
             etcd: None,
             server: None,
+            server_flags: server_flags.iter().map(|f| f.to_string()).collect(),
         };
         cluster.start_etcd().await;
         cluster.start_server().await;
@@ -228,6 +236,7 @@ impl Cluster {
                     .arg(format!("--secure-port={}", self.port))
                     .arg(format!("--cert-dir={}", self.cert_dir.display()))
                     .arg(format!("--write-kubeconfig={}", self.kubeconfig.display()))
+                    .args(&self.server_flags)
                     .env("NO_COLOR", "1")
                     .env("RUST_LOG", "info"),
                 "server.log",

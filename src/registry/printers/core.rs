@@ -3,8 +3,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    AGE, Column, NAME, Printer, access_modes, age, col, deleting, int, list, map_len, name, or_none, since, text,
-    time_at, wide,
+    AGE, Column, NAME, Printer, access_modes, age, col, created_at, deleting, int, list, map_len, name, or_none, since,
+    text, time_at, wide,
 };
 use crate::registry::{events, meta};
 
@@ -40,14 +40,8 @@ pub static LEASE: Printer = Printer {
 
 /// LimitRanges have no printer upstream, so they get the generic table: the name and
 /// the creation time as an RFC 3339 timestamp.
-pub static LIMIT_RANGE: Printer = Printer {
-    columns: &[NAME, col("Created At", "date", AGE.description)],
-    cells: |o| {
-        let created = time_at(o, "metadata.creationTimestamp")
-            .map_or_else(|| "0001-01-01T00:00:00Z".into(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
-        vec![name(o), json!(created)]
-    },
-};
+pub static LIMIT_RANGE: Printer =
+    Printer { columns: &[NAME, col("Created At", "date", AGE.description)], cells: |o| vec![name(o), created_at(o)] };
 
 pub static RESOURCE_QUOTA: Printer = Printer {
     columns: &[

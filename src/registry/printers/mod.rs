@@ -6,6 +6,7 @@
 mod core;
 mod network;
 mod pod;
+mod rbac;
 mod workloads;
 
 use chrono::{DateTime, Utc};
@@ -19,6 +20,7 @@ pub use self::core::{
 };
 pub use self::network::{ENDPOINTS, INGRESS, SERVICE};
 pub use self::pod::POD;
+pub use self::rbac::{CLUSTER_ROLE, CLUSTER_ROLE_BINDING, REVIEW, ROLE, ROLE_BINDING};
 pub use self::workloads::{
     CONTROLLER_REVISION, CRON_JOB, DAEMON_SET, DEPLOYMENT, JOB, REPLICA_SET, REPLICATION_CONTROLLER, STATEFUL_SET,
 };
@@ -110,6 +112,13 @@ pub fn age_of(ts: Option<&str>) -> String {
 
 pub fn age(obj: &Value) -> Value {
     json!(age_of(meta::metadata(obj).and_then(|m| m.get("creationTimestamp")).and_then(Value::as_str)))
+}
+
+/// The creation time as an RFC 3339 timestamp, the "Created At" cell of the generic table.
+fn created_at(obj: &Value) -> Value {
+    let created = time_at(obj, "metadata.creationTimestamp")
+        .map_or_else(|| "0001-01-01T00:00:00Z".into(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+    json!(created)
 }
 
 pub fn name(obj: &Value) -> Value {

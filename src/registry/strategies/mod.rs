@@ -2,9 +2,11 @@
 
 mod apps;
 mod core;
+mod rbac;
 
 pub use apps::*;
 pub use core::*;
+pub use rbac::*;
 
 use super::strategy::Strategy;
 

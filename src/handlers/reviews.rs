@@ -1,0 +1,149 @@
+//! authorization.k8s.io/v1 reviews: create-only kinds that are never stored, answered by
+//! the authorizer chain. SubjectAccessReview asks about anyone, LocalSubjectAccessReview
+//! about anyone within one namespace, SelfSubjectAccessReview about the requester, and
+//! SelfSubjectRulesReview lists the requester's rules in a namespace.
+
+use std::sync::Arc;
+
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::codec::{self, FieldValidation, Output};
+use super::query::Query;
+use super::status::{ApiError, ApiResult, FieldError};
+use crate::auth::authz::Authorizer;
+use crate::auth::rbac::rule::PolicyRule;
+use crate::auth::request::{Attributes, Decision, UserInfo};
+use crate::registry::{ResourceDef, meta};
+
+/// What a review request carries besides its body.
+pub struct Request<'a> {
+    pub res: &'static ResourceDef,
+    pub namespace: &'a str,
+    pub user: Arc<UserInfo>,
+    pub headers: &'a HeaderMap,
+    pub query: &'a Query,
+}
+
+pub async fn create(state: &AppState, req: Request<'_>, body: Bytes) -> ApiResult<Response> {
+    let validation = FieldValidation::parse(req.query.get("fieldValidation"))?;
+    let (mut review, warnings) = codec::decode_body(req.res, req.headers, &body, validation)?;
+    let status = match req.res.kind {
+        "SelfSubjectRulesReview" => rules_review(state, &req.user, &review),
+        "SelfSubjectAccessReview" => access_review(state, &req.user, &review, req.res)?,
+        "LocalSubjectAccessReview" => {
+            local_namespace(&mut review, req.namespace, req.res)?;
+            access_review(state, &subject_of(&review, req.res)?, &review, req.res)?
+        }
+        _ => access_review(state, &subject_of(&review, req.res)?, &review, req.res)?,
+    };
+    review["status"] = status;
+    let response = codec::respond(StatusCode::CREATED, Output::Json, &review);
+    Ok(codec::with_warnings(response, &warnings))
+}
+
+fn invalid(res: &ResourceDef, review: &Value, cause: FieldError) -> ApiError {
+    ApiError::invalid(res.group, res.kind, meta::name(review), vec![cause])
+}
+
+/// The user a (Local)SubjectAccessReview asks about.
+fn subject_of(review: &Value, res: &ResourceDef) -> ApiResult<UserInfo> {
+    let spec = review.get("spec").cloned().unwrap_or_default();
+    let strings = |v: Option<&Value>| -> Vec<String> {
+        v.and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(String::from).collect()
+    };
+    let user = UserInfo {
+        name: spec.get("user").and_then(Value::as_str).unwrap_or("").to_string(),
+        uid: spec.get("uid").and_then(Value::as_str).unwrap_or("").to_string(),
+        groups: strings(spec.get("groups")),
+        extra: spec
+            .get("extra")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), strings(Some(v))))
+            .collect(),
+    };
+    if user.name.is_empty() && user.groups.is_empty() {
+        let why = "at least one of user or group must be specified";
+        return Err(invalid(res, review, FieldError::invalid("spec.user", &json!(""), why)));
+    }
+    Ok(user)
+}
+
+/// A LocalSubjectAccessReview is about its own namespace only.
+fn local_namespace(review: &mut Value, namespace: &str, res: &ResourceDef) -> ApiResult<()> {
+    let asked = review.pointer("/spec/resourceAttributes/namespace").and_then(Value::as_str).unwrap_or("");
+    if review.pointer("/spec/resourceAttributes").is_none_or(Value::is_null) {
+        let cause = FieldError::required("spec.resourceAttributes", "");
+        return Err(invalid(res, review, cause));
+    }
+    if asked != namespace {
+        let why = format!("must match metadata.namespace: {namespace}");
+        let cause = FieldError::invalid("spec.resourceAttributes.namespace", &json!(asked), &why);
+        return Err(invalid(res, review, cause));
+    }
+    meta::metadata_mut(review).insert("namespace".into(), json!(namespace));
+    Ok(())
+}
+
+/// The request a review's spec describes.
+fn attributes_of(review: &Value, res: &ResourceDef) -> ApiResult<Attributes> {
+    let text = |v: &Value, f: &str| v.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+    let spec = review.get("spec").cloned().unwrap_or_default();
+    let resource = spec.get("resourceAttributes").filter(|v| !v.is_null());
+    let non_resource = spec.get("nonResourceAttributes").filter(|v| !v.is_null());
+    match (resource, non_resource) {
+        (Some(r), None) => Ok(Attributes {
+            verb: text(r, "verb"),
+            resource_request: true,
+            api_group: text(r, "group"),
+            api_version: text(r, "version"),
+            namespace: text(r, "namespace"),
+            resource: text(r, "resource"),
+            subresource: text(r, "subresource"),
+            name: text(r, "name"),
+            path: String::new(),
+        }),
+        (None, Some(n)) => Ok(Attributes { verb: text(n, "verb"), path: text(n, "path"), ..Default::default() }),
+        _ => {
+            let why = "exactly one of nonResourceAttributes or resourceAttributes must be specified";
+            Err(invalid(res, review, FieldError::invalid("spec.resourceAttributes", &json!(null), why)))
+        }
+    }
+}
+
+fn access_review(state: &AppState, user: &UserInfo, review: &Value, res: &ResourceDef) -> ApiResult<Value> {
+    let attrs = attributes_of(review, res)?;
+    let (decision, reason) = state.authz.decide(user, &attrs);
+    let mut status = json!({"allowed": decision == Decision::Allow});
+    if matches!(decision, Decision::Deny(_)) {
+        status["denied"] = json!(true);
+    }
+    if !reason.is_empty() {
+        status["reason"] = json!(reason);
+    }
+    Ok(status)
+}
+
+fn rules_review(state: &AppState, user: &UserInfo, review: &Value) -> Value {
+    let namespace = review.pointer("/spec/namespace").and_then(Value::as_str).unwrap_or("");
+    let (rules, incomplete) = state.authz.rules_for(user, namespace);
+    let (non_resource, resource): (Vec<PolicyRule>, Vec<PolicyRule>) =
+        rules.into_iter().partition(|r| !r.non_resource_urls.is_empty());
+    let resource: Vec<Value> = resource
+        .iter()
+        .map(|r| json!({"verbs": r.verbs, "apiGroups": r.api_groups, "resources": r.resources, "resourceNames": r.resource_names}))
+        .collect();
+    let non_resource: Vec<Value> =
+        non_resource.iter().map(|r| json!({"verbs": r.verbs, "nonResourceURLs": r.non_resource_urls})).collect();
+    let mut status = json!({"resourceRules": resource, "nonResourceRules": non_resource, "incomplete": incomplete});
+    if incomplete {
+        // the Node authorizer: what a kubelet may read depends on its pods
+        status["evaluationError"] = json!("some authorization modes cannot list the rules they allow for this user");
+    }
+    status
+}
