@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,7 +14,11 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::auth::tls;
+use crate::auth::authn::token_file::TokenFile;
+use crate::auth::authn::x509::X509;
+use crate::auth::authn::{self, Authenticate, Authenticator};
+use crate::auth::authz::{AlwaysAllow, Authorizer};
+use crate::auth::tls::{self, PeerCertificates};
 use crate::handlers::{self, AppState};
 use crate::registry::allocator::Allocator;
 use crate::registry::keys::KeySpace;
@@ -41,6 +46,20 @@ pub struct ApiserverArgs {
     pub tls_cert_file: Option<PathBuf>,
     #[arg(long, requires = "tls_cert_file")]
     pub tls_private_key_file: Option<PathBuf>,
+    /// `cert,key` or `cert,key:name1,name2`: a certificate served to clients asking for
+    /// these names by SNI (default: the names in the certificate). Repeatable.
+    #[arg(long, value_name = "CERT,KEY[:NAMES]")]
+    pub tls_sni_cert_key: Vec<tls::SniCert>,
+    /// Client certificates signed by these CAs authenticate as CN (user) and O (groups).
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Static bearer tokens, CSV: token,user,uid,"group1,group2".
+    #[arg(long)]
+    pub token_auth_file: Option<PathBuf>,
+    /// Requests without credentials act as system:anonymous (default true); false: 401.
+    /// With none of these authentication flags, every request acts as system:admin.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub anonymous_auth: Option<bool>,
     /// Service ClusterIPs are allocated from this range.
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: ipnet::Ipv4Net,
@@ -63,23 +82,51 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("creating the built-in objects: {}", e.message))?;
 
-    let cert_paths = match (&args.tls_cert_file, &args.tls_private_key_file) {
-        (Some(cert), Some(key)) => tls::CertPaths { cert: cert.clone(), key: key.clone() },
-        _ => tls::ensure_serving_cert(&args.cert_dir, &[args.bind_address.to_string()])?,
-    };
-    let acceptor = TlsAcceptor::from(tls::server_config(&cert_paths)?);
+    let tls_opts = tls_options(&args)?;
+    let resolver = Arc::new(tls::CertResolver::new(&tls_opts.serving, &tls_opts.sni)?);
+    resolver.spawn_reloader();
+    let acceptor = TlsAcceptor::from(tls::server_config(&tls_opts, resolver)?);
+    let authn = Arc::new(authenticator(&args, tls_opts.client_ca.clone())?);
     let addr = SocketAddr::new(args.bind_address, args.secure_port);
     let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
     let advertise = format!("{}:{}", local.ip(), local.port());
     caches.start_all();
-    let app = handlers::router(AppState { registry, caches, advertise: advertise.clone() });
+    let app = handlers::router(AppState { registry, caches, advertise: advertise.clone() })
+        .layer(axum::middleware::from_fn_with_state(authn, authn::layer));
     tracing::info!(address = %local, etcd = ?args.etcd_servers, "serving the Kubernetes API");
     if let Some(path) = &args.write_kubeconfig {
         crate::kubeconfig::write(path, &format!("https://{advertise}"), "ferrokube")?;
         tracing::info!(path = %path.display(), "wrote kubeconfig");
     }
     serve(listener, acceptor, app).await
+}
+
+fn tls_options(args: &ApiserverArgs) -> anyhow::Result<tls::TlsOptions> {
+    let serving = match (&args.tls_cert_file, &args.tls_private_key_file) {
+        (Some(cert), Some(key)) => tls::CertPaths { cert: cert.clone(), key: key.clone() },
+        _ => tls::ensure_serving_cert(&args.cert_dir, &[args.bind_address.to_string()])?,
+    };
+    let client_ca = args.client_ca_file.as_deref().map(tls::ClientCa::load).transpose()?.map(Arc::new);
+    Ok(tls::TlsOptions { serving, sni: args.tls_sni_cert_key.clone(), client_ca })
+}
+
+/// The authenticators the flags configure, in upstream's order; with no authentication
+/// flag at all, the development identity for everyone (see `Authenticator::dev`).
+fn authenticator(args: &ApiserverArgs, client_ca: Option<Arc<tls::ClientCa>>) -> anyhow::Result<Authenticator> {
+    let authz: Arc<dyn Authorizer> = Arc::new(AlwaysAllow);
+    if client_ca.is_none() && args.token_auth_file.is_none() && args.anonymous_auth.is_none() {
+        tracing::warn!("no authentication flags: every request acts as system:admin in system:masters");
+        return Ok(Authenticator::dev(authz));
+    }
+    let mut chain: Vec<Box<dyn Authenticate>> = Vec::new();
+    if let Some(ca) = client_ca {
+        chain.push(Box::new(X509 { ca }));
+    }
+    if let Some(path) = &args.token_auth_file {
+        chain.push(Box::new(TokenFile::load(path)?));
+    }
+    Ok(Authenticator::new(chain, args.anonymous_auth.unwrap_or(true), authz))
 }
 
 /// Connect to etcd, retrying while it starts; logs progress every attempt.
@@ -147,8 +194,15 @@ async fn serve(listener: TcpListener, acceptor: TlsAcceptor, app: axum::Router) 
                 }
                 Err(_) => return,
             };
+            // the client's certificate chain goes with each request to x509 authentication
+            let peer_certs =
+                tls.get_ref().1.peer_certificates().map(|chain| PeerCertificates(Arc::new(chain.to_vec())));
             let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                app.clone().oneshot(req.map(axum::body::Body::new))
+                let mut req = req.map(axum::body::Body::new);
+                if let Some(certs) = &peer_certs {
+                    req.extensions_mut().insert(certs.clone());
+                }
+                app.clone().oneshot(req)
             });
             let builder = auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await {

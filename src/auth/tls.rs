@@ -1,13 +1,23 @@
 //! Serving certificates: loaded from files, or generated once into `--cert-dir` (a
-//! self-signed CA and a serving certificate for localhost and 127.0.0.1), as upstream does.
+//! self-signed CA and a serving certificate for localhost and 127.0.0.1), as upstream does;
+//! the rustls configuration (TLS 1.2 and 1.3 with rustls' default suites, which are all
+//! AEAD with forward secrecy), certificates chosen by SNI and reloaded when their files
+//! change, and client certificates requested for x509 authentication.
+
+mod reload;
+mod verifier;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use rustls::ServerConfig;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls::pki_types::CertificateDer;
 
+pub use reload::CertResolver;
+pub use verifier::{ClientCa, PeerCertificates};
+
+#[derive(Clone, Debug)]
 pub struct CertPaths {
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -48,17 +58,57 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// rustls config with HTTP/2 and HTTP/1.1 offered through ALPN.
-pub fn server_config(paths: &CertPaths) -> anyhow::Result<Arc<ServerConfig>> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&paths.cert)
-        .with_context(|| format!("reading {}", paths.cert.display()))?
-        .collect::<Result<_, _>>()?;
-    let key = PrivateKeyDer::from_pem_file(&paths.key).with_context(|| format!("reading {}", paths.key.display()))?;
+/// A `--tls-sni-cert-key` entry: `cert,key` or `cert,key:name1,name2`. Without names,
+/// the certificate serves the DNS names and common name it carries.
+#[derive(Clone, Debug)]
+pub struct SniCert {
+    pub paths: CertPaths,
+    pub names: Vec<String>,
+}
+
+impl std::str::FromStr for SniCert {
+    type Err = String;
+    fn from_str(value: &str) -> Result<SniCert, String> {
+        let (files, names) = value.split_once(':').unwrap_or((value, ""));
+        let (cert, key) = files
+            .split_once(',')
+            .filter(|(c, k)| !c.is_empty() && !k.is_empty() && !k.contains(','))
+            .ok_or_else(|| format!("expected comma separated certificate and key file paths in {value:?}"))?;
+        let names = names.split(',').map(|n| n.trim().to_ascii_lowercase()).filter(|n| !n.is_empty()).collect();
+        Ok(SniCert { paths: CertPaths { cert: cert.into(), key: key.into() }, names })
+    }
+}
+
+/// Everything the TLS listener needs from the flags.
+pub struct TlsOptions {
+    pub serving: CertPaths,
+    pub sni: Vec<SniCert>,
+    pub client_ca: Option<Arc<ClientCa>>,
+}
+
+/// rustls config with HTTP/2 and HTTP/1.1 offered through ALPN, certificates from the
+/// (reloading) resolver, and client certificates requested but not required when a
+/// client CA is configured (token and anonymous clients still connect).
+pub fn server_config(opts: &TlsOptions, resolver: Arc<CertResolver>) -> anyhow::Result<Arc<ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let builder = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match &opts.client_ca {
+        Some(ca) => builder.with_client_cert_verifier(ca.handshake_verifier()),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Every certificate in a PEM file.
+fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing {}", path.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "no certificate in {}", path.display());
+    Ok(certs)
 }

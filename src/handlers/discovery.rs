@@ -7,8 +7,8 @@ use http::{HeaderMap, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::reviews::{self, Review};
 use super::status::ApiError;
-use crate::registry::resources::group_versions;
 use crate::registry::{ResourceDef, all_resources};
 
 pub const KUBE_VERSION: (&str, &str) = ("1", "33");
@@ -87,6 +87,29 @@ fn aggregated_response(version: &str, groups: Vec<Value>) -> Response {
         .into_response()
 }
 
+/// Every served group version: the stored resources' and the reviews'.
+fn group_versions() -> Vec<(&'static str, &'static str)> {
+    let mut out = crate::registry::resources::group_versions();
+    for r in reviews::REVIEWS {
+        for v in r.versions {
+            if !out.contains(&(r.group, *v)) {
+                out.push((r.group, v));
+            }
+        }
+    }
+    out
+}
+
+fn review_resource(r: &Review) -> Value {
+    json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind, "verbs": ["create"]})
+}
+
+fn aggregated_review(r: &Review, version: &str) -> Value {
+    let kind = json!({"group": r.group, "version": version, "kind": r.kind});
+    let scope = if r.namespaced { "Namespaced" } else { "Cluster" };
+    json!({"resource": r.plural, "responseKind": kind, "scope": scope, "singularResource": r.singular, "verbs": ["create"]})
+}
+
 fn resources_of(group: &str, version: &str) -> impl Iterator<Item = &'static ResourceDef> {
     let (group, version) = (group.to_string(), version.to_string());
     all_resources().iter().filter(move |r| r.group == group && r.version == version)
@@ -115,6 +138,7 @@ fn aggregated_group(group: &str) -> Value {
         .filter(|(g, _)| *g == group)
         .map(|(g, v)| {
             let mut resources: Vec<Value> = resources_of(g, v).map(aggregated_resource).collect();
+            resources.extend(reviews::in_group_version(g, v).map(|r| aggregated_review(r, v)));
             if g.is_empty() {
                 let kind = json!({"group": "", "version": "v1", "kind": "Binding"});
                 let scope = "Namespaced";
@@ -261,6 +285,7 @@ pub fn resource_list(group: &str, version: &str) -> Result<Response, ApiError> {
             resources.push(entry);
         }
     }
+    resources.extend(reviews::in_group_version(group, version).map(review_resource));
     if group.is_empty() && !resources.is_empty() {
         resources.push(bindings_resource());
     }

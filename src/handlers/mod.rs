@@ -10,6 +10,7 @@ pub mod path;
 pub mod pods;
 pub mod query;
 pub mod resource;
+pub mod reviews;
 pub mod scale;
 pub mod status;
 pub mod table;

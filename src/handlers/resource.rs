@@ -1,10 +1,11 @@
 //! The one generic resource handler: resolves the URL against the resource table and
 //! runs get / list / watch / create / update / patch / delete / deletecollection.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -15,7 +16,8 @@ use super::path::{self, ResourcePath, Target};
 use super::query::Query;
 use super::status::{ApiError, ApiResult};
 use super::table::{self, IncludeObject};
-use super::{AppState, discovery, list, pods};
+use super::{AppState, discovery, list, pods, reviews};
+use crate::auth::request::UserInfo;
 use crate::registry::filter::Filter;
 use crate::registry::rest::{DeleteOpts, Part};
 use crate::registry::{ResourceDef, find_resource, meta};
@@ -26,10 +28,13 @@ pub async fn dispatch(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    user: Option<Extension<Arc<UserInfo>>>,
     body: Body,
 ) -> Response {
     let started = std::time::Instant::now();
-    let result = handle(&state, &method, &uri, &headers, body).await;
+    // authentication always attaches a user; a router used without it is anonymous
+    let user = user.map(|Extension(u)| u).unwrap_or_else(|| Arc::new(UserInfo::anonymous()));
+    let result = handle(&state, &method, &uri, &headers, &user, body).await;
     let response = result.unwrap_or_else(IntoResponse::into_response);
     tracing::debug!(%method, path = uri.path(), status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     response
@@ -53,7 +58,14 @@ impl Ctx<'_> {
     }
 }
 
-async fn handle(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
+async fn handle(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    user: &UserInfo,
+    body: Body,
+) -> ApiResult<Response> {
     let target = path::parse(uri.path()).ok_or_else(ApiError::not_found_path)?;
     let p = match target {
         Target::Group(g) if method == Method::GET => return discovery::api_group(&g),
@@ -61,6 +73,9 @@ async fn handle(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMa
         Target::Group(_) | Target::GroupVersion(..) => return Err(ApiError::method_not_allowed()),
         Target::Resource(p) => p,
     };
+    if let Some(review) = reviews::find(&p) {
+        return review.handle(method, &p.version, user);
+    }
     if let Some(action) = pods::Action::of(&p) {
         let query = Query::parse(uri.query())?;
         if *method != Method::POST {

@@ -131,6 +131,15 @@ impl ApiError {
         let msg = format!("{} \"{name}\" is forbidden: {why}", qualified(group, resource));
         ApiError::new(StatusCode::FORBIDDEN, "Forbidden", msg).with_details(group, resource, name)
     }
+    /// 401 for credentials that fail (or none, where anonymous requests are off). The
+    /// message never says why, so a client cannot probe which part was wrong.
+    pub fn unauthorized() -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized")
+    }
+    /// 403 for a non-resource path, which names no resource.
+    pub fn forbidden_path(why: &str) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "Forbidden", format!("forbidden: {why}"))
+    }
     pub fn method_not_allowed() -> Self {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -1,0 +1,148 @@
+//! Serving certificates chosen by SNI and re-read when their files change, so a rotated
+//! certificate is served without a restart (upstream watches the files the same way).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use rustls::pki_types::PrivateKeyDer;
+use rustls::pki_types::pem::PemObject;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use super::{CertPaths, SniCert, read_certs};
+
+/// How often the files' modification times and sizes are compared with the loaded ones.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// What identifies one version of a cert/key pair on disk: (mtime, length) of each file.
+type Stamp = Option<[(SystemTime, u64); 2]>;
+
+fn stamp(paths: &CertPaths) -> Stamp {
+    let one = |p: &std::path::Path| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+    Some([one(&paths.cert)?, one(&paths.key)?])
+}
+
+fn certified_key(paths: &CertPaths) -> anyhow::Result<CertifiedKey> {
+    let certs = read_certs(&paths.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&paths.key).with_context(|| format!("reading {}", paths.key.display()))?;
+    let provider = rustls::crypto::ring::default_provider();
+    CertifiedKey::from_der(certs, key, &provider).with_context(|| format!("loading {}", paths.cert.display()))
+}
+
+/// One cert/key pair and the version of its files that is being served.
+#[derive(Debug)]
+struct Pair {
+    paths: CertPaths,
+    stamp: Mutex<Stamp>,
+    key: RwLock<Arc<CertifiedKey>>,
+}
+
+impl Pair {
+    fn load(paths: &CertPaths) -> anyhow::Result<Pair> {
+        let stamp = stamp(paths);
+        let key = certified_key(paths)?;
+        Ok(Pair { paths: paths.clone(), stamp: Mutex::new(stamp), key: RwLock::new(Arc::new(key)) })
+    }
+
+    fn current(&self) -> Arc<CertifiedKey> {
+        self.key.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Re-read the files if they changed. A pair caught half-written (a new cert with the
+    /// old key) fails to load and is retried on the next tick; the old one keeps serving.
+    fn reload_if_changed(&self) {
+        let now = stamp(&self.paths);
+        let mut last = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
+        if now.is_none() || now == *last {
+            return;
+        }
+        match certified_key(&self.paths) {
+            Ok(key) => {
+                *self.key.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(key);
+                *last = now;
+                tracing::info!(cert = %self.paths.cert.display(), "reloaded a serving certificate");
+            }
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "serving certificate changed but cannot be loaded yet"),
+        }
+    }
+}
+
+/// The default serving certificate plus the `--tls-sni-cert-key` ones, by server name.
+#[derive(Debug)]
+pub struct CertResolver {
+    default: Pair,
+    sni: Vec<Pair>,
+    /// lower-case name (or `*.suffix`) → index into `sni`
+    names: HashMap<String, usize>,
+}
+
+impl CertResolver {
+    pub fn new(serving: &CertPaths, sni: &[SniCert]) -> anyhow::Result<CertResolver> {
+        let default = Pair::load(serving)?;
+        let pairs: Vec<Pair> = sni.iter().map(|s| Pair::load(&s.paths)).collect::<anyhow::Result<_>>()?;
+        let mut names = HashMap::new();
+        // names given on the flag win over names read from certificates; earlier flags win
+        for (i, pair) in pairs.iter().enumerate() {
+            for name in names_in(&pair.current()) {
+                names.entry(name).or_insert(i);
+            }
+        }
+        for (i, entry) in sni.iter().enumerate().rev() {
+            names.extend(entry.names.iter().map(|n| (n.clone(), i)));
+        }
+        Ok(CertResolver { default, sni: pairs, names })
+    }
+
+    /// Poll the files every RELOAD_INTERVAL for as long as the resolver is in use.
+    pub fn spawn_reloader(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RELOAD_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(resolver) = weak.upgrade() else { return };
+                let _ = tokio::task::spawn_blocking(move || resolver.reload_changed()).await;
+            }
+        });
+    }
+
+    fn reload_changed(&self) {
+        self.default.reload_if_changed();
+        self.sni.iter().for_each(Pair::reload_if_changed);
+    }
+
+    /// An exact name first, then a wildcard covering its first label.
+    fn lookup(&self, server_name: &str) -> Option<&Pair> {
+        let name = server_name.to_ascii_lowercase();
+        let wildcard = || name.split_once('.').and_then(|(_, rest)| self.names.get(&format!("*.{rest}")));
+        self.names.get(&name).or_else(wildcard).map(|&i| &self.sni[i])
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let pair = hello.server_name().and_then(|n| self.lookup(n)).unwrap_or(&self.default);
+        Some(pair.current())
+    }
+}
+
+/// The DNS names a certificate serves: its subject alternative names and common name.
+fn names_in(key: &CertifiedKey) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Some(Ok((_, cert))) = key.cert.first().map(|c| x509_parser::parse_x509_certificate(c)) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> =
+        cert.subject().iter_common_name().filter_map(|a| a.as_str().ok()).map(str::to_string).collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for general in &san.value.general_names {
+            if let GeneralName::DNSName(dns) = general {
+                names.push(dns.to_string());
+            }
+        }
+    }
+    names.iter().map(|n| n.to_ascii_lowercase()).collect()
+}
