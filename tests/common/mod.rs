@@ -23,6 +23,11 @@ pub use serde_json::{Value, json};
 /// The kubectl versions every kubectl test runs with: the oldest and newest supported.
 pub const KUBECTL_VERSIONS: [&str; 2] = ["1.27", "1.33"];
 
+/// The bearer token the harness's HTTP client and the server's written kubeconfig carry.
+/// Without authentication flags the server accepts anything; tests that configure a
+/// token file list it there (as an admin) so the harness can still poll readiness.
+pub const DEV_TOKEN: &str = "ferrokube-dev-admin";
+
 /// How long a process gets to come up before the harness gives up.
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -117,15 +122,26 @@ pub struct Cluster {
     pub http: reqwest::Client,
     etcd: Option<Child>,
     server: Option<Child>,
+    /// Flags added to every start of `ferrokube apiserver`.
+    server_flags: Vec<String>,
 }
 
 impl Cluster {
     /// Start etcd and the API server and wait until /readyz answers "ok".
     pub async fn start() -> Cluster {
+        Cluster::start_with(&[]).await
+    }
+
+    /// `start` with extra `ferrokube apiserver` flags (e.g. authentication).
+    pub async fn start_with(server_flags: &[&str]) -> Cluster {
         let dir = tempfile::Builder::new().prefix("ferrokube-it-").tempdir().expect("tempdir");
+        let mut auth = reqwest::header::HeaderMap::new();
+        let bearer = format!("Bearer {DEV_TOKEN}").parse().expect("header value");
+        auth.insert(reqwest::header::AUTHORIZATION, bearer);
         let http = reqwest::Client::builder()
             .use_rustls_tls()
             .danger_accept_invalid_certs(true)
+            .default_headers(auth)
             .timeout(Duration::from_secs(60))
             .build()
             .expect("reqwest client");
@@ -141,6 +157,7 @@ impl Cluster {
             http,
             etcd: None,
             server: None,
+            server_flags: server_flags.iter().map(|f| f.to_string()).collect(),
         };
         cluster.start_etcd().await;
         cluster.start_server().await;
@@ -228,6 +245,7 @@ impl Cluster {
                     .arg(format!("--secure-port={}", self.port))
                     .arg(format!("--cert-dir={}", self.cert_dir.display()))
                     .arg(format!("--write-kubeconfig={}", self.kubeconfig.display()))
+                    .args(&self.server_flags)
                     .env("NO_COLOR", "1")
                     .env("RUST_LOG", "info"),
                 "server.log",
