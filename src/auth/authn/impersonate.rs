@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use http::HeaderMap;
 
-use crate::auth::authn::AUTHENTICATED;
+use crate::auth::authn::{AUTHENTICATED, parse};
 use crate::auth::authz::{self, Authorizer};
 use crate::auth::request::{Attributes, Decision, UserInfo};
 use crate::handlers::status::{ApiError, ApiResult};
@@ -15,7 +15,6 @@ const USER: &str = "impersonate-user";
 const UID: &str = "impersonate-uid";
 const GROUP: &str = "impersonate-group";
 const EXTRA_PREFIX: &str = "impersonate-extra-";
-const SERVICE_ACCOUNT_PREFIX: &str = "system:serviceaccount:";
 
 /// The identity the request acts as: `user` itself without impersonation headers, else
 /// the impersonated one, each part authorized. The headers are removed either way.
@@ -45,7 +44,7 @@ fn requested(headers: &mut HeaderMap) -> ApiResult<Option<UserInfo>> {
     let extra_headers: Vec<String> =
         headers.keys().map(|k| k.as_str().to_string()).filter(|k| k.starts_with(EXTRA_PREFIX)).collect();
     for header in extra_headers {
-        let key = percent_encoding::percent_decode_str(&header[EXTRA_PREFIX.len()..]).decode_utf8_lossy().into_owned();
+        let key = parse::extra_key(&header[EXTRA_PREFIX.len()..]);
         extra.insert(key, values(headers, &header));
         headers.remove(&header);
     }
@@ -75,7 +74,7 @@ fn checks(wanted: &UserInfo) -> Vec<Attributes> {
         name: name.into(),
         ..Default::default()
     };
-    let mut out = vec![match service_account(&wanted.name) {
+    let mut out = vec![match parse::service_account(&wanted.name) {
         Some((namespace, name)) => check("", "serviceaccounts", namespace, name),
         None => check("", "users", "", &wanted.name),
     }];
@@ -93,18 +92,12 @@ fn checks(wanted: &UserInfo) -> Vec<Attributes> {
     out
 }
 
-/// `system:serviceaccount:<namespace>:<name>` → (namespace, name).
-fn service_account(user: &str) -> Option<(&str, &str)> {
-    let (namespace, name) = user.strip_prefix(SERVICE_ACCOUNT_PREFIX)?.split_once(':')?;
-    (!namespace.is_empty() && !name.is_empty() && !name.contains(':')).then_some((namespace, name))
-}
-
 /// The groups an impersonated identity has without asking: a service account's groups
 /// when none are named, and `system:authenticated` for anyone but anonymous unless the
 /// caller named it or `system:unauthenticated`.
 fn with_implied_groups(mut user: UserInfo) -> UserInfo {
     if user.groups.is_empty()
-        && let Some((namespace, _)) = service_account(&user.name)
+        && let Some((namespace, _)) = parse::service_account(&user.name)
     {
         user.groups = vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{namespace}")];
     }

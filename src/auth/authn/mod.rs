@@ -6,6 +6,7 @@
 //! extensions as `Arc<UserInfo>` for authorization and the handlers.
 
 pub mod impersonate;
+pub mod parse;
 pub mod token_file;
 pub mod x509;
 
@@ -92,11 +93,7 @@ fn with_authenticated_group(mut user: UserInfo) -> UserInfo {
 
 /// The token of an `Authorization: Bearer <token>` header; any other scheme is no token.
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let mut parts = value.split(' ');
-    let scheme = parts.next()?;
-    let token = parts.next()?;
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    parse::bearer(headers.get(http::header::AUTHORIZATION)?.to_str().ok()?)
 }
 
 /// The axum middleware: authenticate, apply impersonation, pass the identity on.

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use http::request::Parts;
 
-use super::{Authenticate, Outcome, bearer_token};
+use super::{Authenticate, Outcome, bearer_token, parse};
 use crate::auth::request::UserInfo;
 
 pub struct TokenFile {
@@ -23,7 +23,7 @@ impl TokenFile {
     fn parse(text: &str) -> anyhow::Result<TokenFile> {
         let mut users = HashMap::new();
         for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let record = csv_fields(line).with_context(|| format!("line {}", n + 1))?;
+            let record = parse::csv_fields(line).map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))?;
             anyhow::ensure!(
                 record.len() >= 3,
                 "line {}: needs at least 3 columns (token, user name, uid), found {}",
@@ -58,36 +58,6 @@ impl Authenticate for TokenFile {
 
 fn split_groups(field: &str) -> Vec<String> {
     field.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_string).collect()
-}
-
-/// One CSV record: fields separated by commas, optionally in double quotes (a doubled
-/// quote inside is one quote); spaces before a field are dropped.
-fn csv_fields(line: &str) -> anyhow::Result<Vec<String>> {
-    let mut fields = Vec::new();
-    let mut chars = line.trim_end_matches('\r').chars().peekable();
-    loop {
-        while chars.next_if(|c| *c == ' ' || *c == '\t').is_some() {}
-        let mut field = String::new();
-        if chars.next_if_eq(&'"').is_some() {
-            loop {
-                match chars.next() {
-                    Some('"') if chars.next_if_eq(&'"').is_some() => field.push('"'),
-                    Some('"') => break,
-                    Some(c) => field.push(c),
-                    None => anyhow::bail!("unterminated quoted field"),
-                }
-            }
-            anyhow::ensure!(matches!(chars.peek(), None | Some(',')), "text after a quoted field");
-        } else {
-            while let Some(c) = chars.next_if(|c| *c != ',') {
-                field.push(c);
-            }
-        }
-        fields.push(field);
-        if chars.next().is_none() {
-            return Ok(fields);
-        }
-    }
 }
 
 #[cfg(test)]

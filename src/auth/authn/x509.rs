@@ -43,3 +43,39 @@ fn user_of(der: &[u8]) -> Option<UserInfo> {
     let groups = subject.iter_organization().filter_map(|o| o.as_str().ok()).map(str::to_string).collect();
     Some(UserInfo { name, groups, ..Default::default() })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn certificate(cn: &str, orgs: &[&str]) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        if let Some(org) = orgs.first() {
+            params.distinguished_name.push(rcgen::DnType::OrganizationName, *org);
+        }
+        params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn user_from_subject() {
+        let user = user_of(&certificate("alice", &["devs"])).unwrap();
+        assert_eq!((user.name.as_str(), user.groups.as_slice()), ("alice", ["devs".to_string()].as_slice()));
+        assert!(user_of(&certificate("", &[])).is_none(), "no common name, no user");
+    }
+
+    /// Truncated and corrupted certificates are no user and no panic.
+    #[test]
+    fn damaged_certificates() {
+        let der = certificate("alice", &["devs"]);
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..2_000 {
+            let mut bytes = der[..rng.usize(..=der.len())].to_vec();
+            if !bytes.is_empty() {
+                let i = rng.usize(..bytes.len());
+                bytes[i] ^= rng.u8(1..);
+            }
+            let _ = user_of(&bytes);
+        }
+    }
+}
