@@ -71,6 +71,16 @@ impl Pki {
     }
 }
 
+/// Client certificate parameters valid only between two dates (year, month, day).
+fn valid_between(user: &str, from: (i32, u8, u8), to: (i32, u8, u8)) -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, user);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+    params.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
+    params
+}
+
 /// PEM with the certificate and key, as reqwest's Identity takes them.
 fn identity(paths: &(PathBuf, PathBuf)) -> reqwest::Identity {
     let mut pem = std::fs::read(&paths.0).unwrap();
@@ -196,11 +206,8 @@ async fn bad_credentials_are_401_without_detail() {
     let pki = Pki::new(dir.path(), "client-ca");
     let other = Pki::new(dir.path(), "other-ca");
     let stranger = other.client("mallory", &["system:masters"]);
-    let mut expired = CertificateParams::new(Vec::<String>::new()).unwrap();
-    expired.distinguished_name.push(DnType::CommonName, "old");
-    expired.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    (expired.not_before, expired.not_after) = (rcgen::date_time_ymd(2020, 1, 1), rcgen::date_time_ymd(2021, 1, 1));
-    let expired = pki.issue("old", expired);
+    let expired = pki.issue("old", valid_between("old", (2020, 1, 1), (2021, 1, 1)));
+    let not_yet_valid = pki.issue("early", valid_between("early", (2100, 1, 1), (2101, 1, 1)));
     let tokens = token_file(dir.path());
     let c = Cluster::start_with(&[
         &format!("--client-ca-file={}", pki.ca_file().display()),
@@ -213,8 +220,16 @@ async fn bad_credentials_are_401_without_detail() {
     assert_unauthorized(status, &body);
     let (status, body) = whoami(&c, &client(Some(identity(&stranger))), None).await;
     assert_unauthorized(status, &body);
-    let (status, body) = whoami(&c, &client(Some(identity(&expired))), None).await;
-    assert_unauthorized(status, &body);
+    for cert in [&expired, &not_yet_valid] {
+        let (status, body) = whoami(&c, &client(Some(identity(cert))), None).await;
+        assert_unauthorized(status, &body);
+    }
+    // malformed or foreign Authorization headers are no credentials: 401 with anonymous off
+    for header in ["Bearer", "Bearer ", "Basic YWxpY2U6cHc=", "bearer\tx", "Bearer  x"] {
+        let resp = client(None).get(c.url("/api")).header("authorization", header).send().await.unwrap();
+        let status = resp.status();
+        assert_unauthorized(status, &resp.json().await.unwrap());
+    }
     // anonymous requests are off: no credentials is 401 too, even for discovery
     for path in ["/api", "/version", WHOAMI] {
         let resp = client(None).get(c.url(path)).send().await.unwrap();
