@@ -34,18 +34,14 @@ pub fn apply(authz: &dyn Authorizer, user: UserInfo, headers: &mut HeaderMap) ->
 
 /// The identity the headers ask for (taking them out of the request), if any.
 fn requested(headers: &mut HeaderMap) -> ApiResult<Option<UserInfo>> {
-    let values = |headers: &HeaderMap, name: &str| -> Vec<String> {
-        headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect()
-    };
-    let name = values(headers, USER).into_iter().next().unwrap_or_default();
-    let uid = values(headers, UID).into_iter().next().unwrap_or_default();
-    let groups = values(headers, GROUP);
+    let name = values(headers, USER)?.into_iter().next().unwrap_or_default();
+    let uid = values(headers, UID)?.into_iter().next().unwrap_or_default();
+    let groups = values(headers, GROUP)?;
     let mut extra = BTreeMap::new();
     let extra_headers: Vec<String> =
         headers.keys().map(|k| k.as_str().to_string()).filter(|k| k.starts_with(EXTRA_PREFIX)).collect();
     for header in extra_headers {
-        let key = parse::extra_key(&header[EXTRA_PREFIX.len()..]);
-        extra.insert(key, values(headers, &header));
+        extra.insert(parse::extra_key(&header[EXTRA_PREFIX.len()..]), values(headers, &header)?);
         headers.remove(&header);
     }
     for header in [USER, UID, GROUP] {
@@ -60,6 +56,14 @@ fn requested(headers: &mut HeaderMap) -> ApiResult<Option<UserInfo>> {
         return Ok(None);
     }
     Ok(Some(UserInfo { name, uid, groups, extra }))
+}
+
+/// Every value of one header. A value that is not text is refused rather than skipped:
+/// skipping `Impersonate-User` would run the request as the caller instead.
+fn values(headers: &HeaderMap, name: &str) -> ApiResult<Vec<String>> {
+    let text = |v: &http::HeaderValue| v.to_str().map(str::to_string);
+    let bad = |_| ApiError::bad_request(format!("invalid {name} header value"));
+    headers.get_all(name).iter().map(text).collect::<Result<_, _>>().map_err(bad)
 }
 
 /// One `impersonate` check per part of the identity: the user (or service account),
@@ -148,6 +152,9 @@ mod tests {
         assert_eq!(sa.groups, ["system:serviceaccounts", "system:serviceaccounts:ns", AUTHENTICATED]);
         let mut h = headers(&[("Impersonate-Group", "devs")]);
         assert_eq!(apply(&authz::AlwaysAllow, alice(), &mut h).unwrap_err().code, 400);
+        let mut h = HeaderMap::new();
+        h.insert("impersonate-user", http::HeaderValue::from_bytes(b"b\xffb").unwrap());
+        assert_eq!(apply(&authz::AlwaysAllow, alice(), &mut h).unwrap_err().code, 400, "not text");
     }
 
     #[test]
