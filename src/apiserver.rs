@@ -195,8 +195,7 @@ async fn serve(listener: TcpListener, acceptor: TlsAcceptor, app: axum::Router) 
                 Err(_) => return,
             };
             // the client's certificate chain goes with each request to x509 authentication
-            let peer_certs =
-                tls.get_ref().1.peer_certificates().map(|chain| PeerCertificates(Arc::new(chain.to_vec())));
+            let peer_certs = tls.get_ref().1.peer_certificates().map(PeerCertificates::new);
             let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let mut req = req.map(axum::body::Body::new);
                 if let Some(certs) = &peer_certs {

@@ -3,8 +3,10 @@
 //! organizations.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::request::Parts;
+use rustls::pki_types::CertificateDer;
 
 use super::{Authenticate, Outcome};
 use crate::auth::request::UserInfo;
@@ -16,21 +18,35 @@ pub struct X509 {
 
 impl Authenticate for X509 {
     fn authenticate(&self, req: &Parts) -> Outcome {
-        let Some(PeerCertificates(chain)) = req.extensions.get::<PeerCertificates>() else {
+        let Some(peer) = req.extensions.get::<PeerCertificates>().filter(|p| !p.chain.is_empty()) else {
             return Outcome::NoCredentials;
         };
-        if chain.is_empty() {
-            return Outcome::NoCredentials;
+        if let Some(user) = peer.verified_user() {
+            return Outcome::Authenticated(user);
         }
-        if let Err(e) = self.ca.verify(chain) {
+        if let Err(e) = self.ca.verify(&peer.chain) {
             return Outcome::Rejected(format!("verifying the client certificate: {e}"));
         }
-        match user_of(&chain[0]) {
-            Some(user) => Outcome::Authenticated(user),
+        match user_of(&peer.chain[0]) {
+            Some(user) => {
+                peer.remember(user.clone(), expiry(&peer.chain));
+                Outcome::Authenticated(user)
+            }
             // a certificate without a common name names no one; other credentials may
             None => Outcome::NoCredentials,
         }
     }
+}
+
+/// The earliest notAfter in the chain: until then a verified chain stays verified.
+/// Unparsable (never the case for a chain that verified): already past.
+fn expiry(chain: &[CertificateDer<'static>]) -> SystemTime {
+    let not_after = |der: &CertificateDer| {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        u64::try_from(cert.validity().not_after.timestamp()).ok()
+    };
+    let earliest = chain.iter().map(not_after).try_fold(u64::MAX, |min, t| t.map(|t| min.min(t)));
+    earliest.map_or(UNIX_EPOCH, |secs| UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 fn user_of(der: &[u8]) -> Option<UserInfo> {
@@ -62,6 +78,9 @@ mod tests {
         let user = user_of(&certificate("alice", &["devs"])).unwrap();
         assert_eq!((user.name.as_str(), user.groups.as_slice()), ("alice", ["devs".to_string()].as_slice()));
         assert!(user_of(&certificate("", &[])).is_none(), "no common name, no user");
+        let until = expiry(&[CertificateDer::from(certificate("alice", &[]))]);
+        assert!(until > SystemTime::now() + Duration::from_secs(365 * 86400), "rcgen's default validity");
+        assert_eq!(expiry(&[CertificateDer::from(vec![1, 2, 3])]), UNIX_EPOCH);
     }
 
     /// Truncated and corrupted certificates are no user and no panic.

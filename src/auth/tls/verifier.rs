@@ -5,7 +5,8 @@
 //! certificate but a good token is still let in by its token.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use anyhow::Context;
 use rustls::client::danger::HandshakeSignatureValid;
@@ -15,10 +16,33 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
 use super::read_certs;
+use crate::auth::request::UserInfo;
 
-/// The certificate chain a client presented, attached to every request of its connection.
+/// The certificate chain a client presented, attached to every request of its connection,
+/// with the user x509 authentication found in it: later requests on the connection reuse
+/// that answer (until the chain's earliest expiry) instead of verifying signatures again.
 #[derive(Clone, Debug)]
-pub struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
+pub struct PeerCertificates {
+    pub chain: Arc<Vec<CertificateDer<'static>>>,
+    verified: Arc<Mutex<Option<(UserInfo, SystemTime)>>>,
+}
+
+impl PeerCertificates {
+    pub fn new(chain: &[CertificateDer<'_>]) -> PeerCertificates {
+        let chain = chain.iter().map(|c| c.clone().into_owned()).collect();
+        PeerCertificates { chain: Arc::new(chain), verified: Arc::default() }
+    }
+
+    /// The user remembered for this chain, while it is still valid.
+    pub fn verified_user(&self) -> Option<UserInfo> {
+        let memo = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        memo.as_ref().filter(|(_, until)| SystemTime::now() < *until).map(|(user, _)| user.clone())
+    }
+
+    pub fn remember(&self, user: UserInfo, until: SystemTime) {
+        *self.verified.lock().unwrap_or_else(|e| e.into_inner()) = Some((user, until));
+    }
+}
 
 /// The CA bundle of `--client-ca-file`.
 #[derive(Debug)]
