@@ -89,7 +89,8 @@ fn check_discovery_commands(c: &Cluster) {
             "kubectl {version}"
         );
         let out = c.kubectl_ok(version, &["api-resources", "--namespaced=false", "-o", "name"]);
-        assert_eq!(sorted(lines(&out)), ["namespaces", "nodes", "persistentvolumes"], "kubectl {version}");
+        let cluster_scoped = ["namespaces", "nodes", "persistentvolumes", "selfsubjectreviews.authentication.k8s.io"];
+        assert_eq!(sorted(lines(&out)), cluster_scoped, "kubectl {version}");
         let out = c.kubectl_ok(version, &["api-resources", "--verbs=deletecollection", "-o", "name"]);
         assert!(!lines(&out).contains(&"namespaces".to_string()), "kubectl {version}: {out}");
         assert!(lines(&out).contains(&"configmaps".to_string()), "kubectl {version}: {out}");
@@ -97,7 +98,16 @@ fn check_discovery_commands(c: &Cluster) {
         let out = c.kubectl_ok(version, &["api-versions"]);
         assert_eq!(
             sorted(lines(&out)),
-            ["apps/v1", "batch/v1", "coordination.k8s.io/v1", "events.k8s.io/v1", "networking.k8s.io/v1", "v1"],
+            [
+                "apps/v1",
+                "authentication.k8s.io/v1",
+                "authentication.k8s.io/v1beta1",
+                "batch/v1",
+                "coordination.k8s.io/v1",
+                "events.k8s.io/v1",
+                "networking.k8s.io/v1",
+                "v1"
+            ],
             "kubectl {version} api-versions"
         );
 
