@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::reviews::{self, Review};
+use super::served_group_versions as group_versions;
 use super::status::ApiError;
 use crate::registry::{ResourceDef, all_resources};
 
@@ -85,19 +86,6 @@ fn aggregated_response(version: &str, groups: Vec<Value>) -> Response {
     let content_type = format!("application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList");
     (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], serde_json::to_vec(&body).unwrap_or_default())
         .into_response()
-}
-
-/// Every served group version: the stored resources' and the reviews'.
-fn group_versions() -> Vec<(&'static str, &'static str)> {
-    let mut out = crate::registry::resources::group_versions();
-    for r in reviews::REVIEWS {
-        for v in r.versions {
-            if !out.contains(&(r.group, *v)) {
-                out.push((r.group, v));
-            }
-        }
-    }
-    out
 }
 
 fn review_resource(r: &Review) -> Value {

@@ -30,6 +30,17 @@ pub struct AppState {
     pub advertise: String,
 }
 
+/// Every group version served: the resource table's, then the reviews'.
+pub fn served_group_versions() -> Vec<(&'static str, &'static str)> {
+    let mut out = crate::registry::resources::group_versions();
+    for gv in reviews::group_versions() {
+        if !out.contains(&gv) {
+            out.push(gv);
+        }
+    }
+    out
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/version", get(discovery::version))

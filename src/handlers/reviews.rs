@@ -51,6 +51,11 @@ pub fn in_group_version<'a>(group: &'a str, version: &'a str) -> impl Iterator<I
     REVIEWS.iter().filter(move |r| r.group == group && r.versions.contains(&version))
 }
 
+/// The (group, version) pairs reviews are served in.
+pub fn group_versions() -> impl Iterator<Item = (&'static str, &'static str)> {
+    REVIEWS.iter().flat_map(|r| r.versions.iter().map(move |v| (r.group, *v)))
+}
+
 impl Review {
     /// POST: the review with its status filled in. The request body carries nothing the
     /// answer depends on (these kinds have no spec, or one only the user can fill), so

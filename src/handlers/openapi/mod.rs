@@ -20,7 +20,7 @@ use http::{HeaderMap, StatusCode, Uri, header};
 use serde_json::{Value, json};
 
 use super::status::ApiError;
-use crate::registry::resources::group_versions;
+use crate::handlers::served_group_versions as group_versions;
 use crate::schema::schemas;
 
 /// One serialized document and its content hash (the ETag, and `?hash=` in v3 URLs).

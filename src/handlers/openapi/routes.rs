@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::handlers::reviews::{self, Review};
 use crate::registry::ResourceDef;
 use crate::schema::schemas;
 
@@ -350,7 +351,7 @@ pub fn discovery_routes() -> Vec<Route> {
         ),
     ];
     let mut groups: Vec<&str> =
-        crate::registry::all_resources().iter().map(|r| r.group).filter(|g| !g.is_empty()).collect();
+        crate::handlers::served_group_versions().into_iter().map(|(g, _)| g).filter(|g| !g.is_empty()).collect();
     groups.sort_unstable();
     groups.dedup();
     for group in groups {
@@ -372,7 +373,34 @@ pub fn group_version_routes(group: &str, version: &str) -> Vec<Route> {
         let kind_def = definition_for(r.group, r.version, r.kind);
         routes.extend(Resource { r, prefix: prefix.clone(), scope, kind_def }.routes());
     }
+    // a review version without a schema (v1beta1 SelfSubjectReview, which Kubernetes 1.33
+    // no longer documents) is served but not described
+    for review in reviews::in_group_version(group, version) {
+        if let Some(def) = schemas().name_for_kind(group, version, review.kind) {
+            routes.push(review_route(review, group, version, def));
+        }
+    }
     routes
+}
+
+/// The one operation of a review: create, answered with the review filled in.
+fn review_route(review: &Review, group: &str, version: &str, def: &str) -> Route {
+    let scope = if review.namespaced { "Namespaced" } else { "" };
+    let ns = if review.namespaced { "/namespaces/{namespace}" } else { "" };
+    let op = Op {
+        method: "post",
+        id: format!("create{}{scope}{}", id_prefix(group, version), review.kind),
+        description: format!("create a {}", review.kind),
+        tag: tag(group, version),
+        action: Some("post"),
+        gvk: Some((group.into(), version.into(), review.kind.into())),
+        query: WRITE_PARAMS,
+        body: Some(def.to_string()),
+        consumes: &["*/*"],
+        produces: OBJECT_TYPES,
+        responses: ["200", "201", "202"].map(|code| (code, def.to_string())).into(),
+    };
+    Route { path: format!("{}{ns}/{}", base(group, version), review.plural), ops: vec![op] }
 }
 
 #[cfg(test)]
@@ -407,5 +435,8 @@ mod tests {
         let core = group_version_routes("networking.k8s.io", "v1");
         assert!(core.iter().any(|r| r.ops.iter().any(|o| o.id == "readNetworkingV1NamespacedIngress")));
         assert_eq!(tag("networking.k8s.io", "v1"), "networking_v1");
+        let auth = group_version_routes("authentication.k8s.io", "v1");
+        let review = auth.iter().find(|r| r.path == "/apis/authentication.k8s.io/v1/selfsubjectreviews").unwrap();
+        assert_eq!(review.ops[0].id, "createAuthenticationV1SelfSubjectReview");
     }
 }

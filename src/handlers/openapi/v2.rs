@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::closure;
 use super::routes::{META, Op, Route, group_version_routes, operation_refs, response_text};
-use crate::registry::resources::group_versions;
+use crate::handlers::served_group_versions as group_versions;
 
 /// Definitions clients look up although no served path returns them: the bodies of
 /// subresources upstream has (eviction, binding) and the discovery documents.
