@@ -102,6 +102,8 @@ pub async fn layer(State(authn): State<Arc<Authenticator>>, req: Request, next: 
     let Some(user) = authn.authenticate(&parts) else {
         return ApiError::unauthorized().into_response();
     };
+    // the credentials have served their purpose; nothing after needs (or may log) them
+    parts.headers.remove(http::header::AUTHORIZATION);
     let user = match impersonate::apply(authn.authorizer.as_ref(), user, &mut parts.headers) {
         Ok(user) => user,
         Err(e) => return e.into_response(),
