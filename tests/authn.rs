@@ -189,6 +189,23 @@ async fn client_certificates_tokens_anonymous_and_impersonation() {
         assert_eq!(groups(&info), ["devs", "system:authenticated"], "kubectl {version}");
     }
 
+    // every impersonation header, raw: uid, repeated groups, percent-encoded extra keys
+    let headers = [
+        ("impersonate-user", "dave"),
+        ("impersonate-uid", "42"),
+        ("impersonate-group", "a"),
+        ("impersonate-group", "b"),
+        ("impersonate-extra-scopes%2Fread", "x"),
+    ];
+    let review = c.call(Method::POST, WHOAMI, common::Body::Json(&review_body()), &headers).await;
+    let info = &review.json["status"]["userInfo"];
+    assert_eq!((info["username"].as_str(), info["uid"].as_str()), (Some("dave"), Some("42")), "{info}");
+    assert_eq!(groups(info), ["a", "b", "system:authenticated"]);
+    assert_eq!(info["extra"], json!({"scopes/read": ["x"]}));
+    let headers = [("impersonate-group", "a")];
+    let r = c.call(Method::POST, WHOAMI, common::Body::Json(&review_body()), &headers).await;
+    assert_eq!(status_reason(r.status, &r.json), "BadRequest", "groups without a user");
+
     let (status, body) = whoami(&c, &client(Some(identity(&alice))), None).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(
