@@ -112,3 +112,19 @@ fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     anyhow::ensure!(!certs.is_empty(), "no certificate in {}", path.display());
     Ok(certs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sni_flag_values() {
+        let sni: SniCert = "a.crt,a.key".parse().unwrap();
+        assert_eq!((sni.paths.cert, sni.paths.key, sni.names.len()), ("a.crt".into(), "a.key".into(), 0));
+        let sni: SniCert = "a.crt,a.key:Foo.example, *.bar.example".parse().unwrap();
+        assert_eq!(sni.names, ["foo.example", "*.bar.example"]);
+        for bad in ["a.crt", "a.crt,", ",a.key", "a.crt,a.key,b.key"] {
+            assert!(bad.parse::<SniCert>().is_err(), "{bad}");
+        }
+    }
+}

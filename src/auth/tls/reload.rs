@@ -146,3 +146,34 @@ fn names_in(key: &CertifiedKey) -> Vec<String> {
     }
     names.iter().map(|n| n.to_ascii_lowercase()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(dir: &std::path::Path, name: &str, sans: &[&str]) -> CertPaths {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let paths = CertPaths { cert: dir.join(format!("{name}.crt")), key: dir.join(format!("{name}.key")) };
+        std::fs::write(&paths.cert, params.self_signed(&key).unwrap().pem()).unwrap();
+        std::fs::write(&paths.key, key.serialize_pem()).unwrap();
+        paths
+    }
+
+    /// Exact names before wildcards; names on the flag before names in certificates.
+    #[test]
+    fn sni_lookup() {
+        let dir = tempfile::tempdir().unwrap();
+        let default = pair(dir.path(), "default", &["localhost"]);
+        let wild = SniCert { paths: pair(dir.path(), "wild", &["*.example"]), names: vec![] };
+        let exact = SniCert { paths: pair(dir.path(), "exact", &["a.example"]), names: vec![] };
+        let claimed = SniCert { paths: pair(dir.path(), "claimed", &["c.example"]), names: vec!["a.example".into()] };
+        let resolver = CertResolver::new(&default, &[wild, exact, claimed]).unwrap();
+        let chosen = |name: &str| resolver.lookup(name).map(|p| p.paths.cert.file_stem().unwrap().to_owned());
+        assert_eq!(chosen("b.example").as_deref(), Some("wild".as_ref()));
+        assert_eq!(chosen("A.Example").as_deref(), Some("claimed".as_ref()), "the flag's name wins");
+        assert_eq!(chosen("c.example").as_deref(), Some("claimed".as_ref()));
+        assert_eq!(chosen("x.y.example"), None, "a wildcard covers one label");
+        assert_eq!(chosen("localhost"), None, "the default certificate serves the rest");
+    }
+}
