@@ -11,7 +11,6 @@ use clap::Args;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::auth::authn::token_file::TokenFile;
@@ -82,11 +81,9 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("creating the built-in objects: {}", e.message))?;
 
-    let tls_opts = tls_options(&args)?;
-    let resolver = Arc::new(tls::CertResolver::new(&tls_opts.serving, &tls_opts.sni)?);
-    resolver.spawn_reloader();
-    let acceptor = TlsAcceptor::from(tls::server_config(&tls_opts, resolver)?);
-    let authn = Arc::new(authenticator(&args, tls_opts.client_ca.clone())?);
+    let tls = tls::Tls::new(&tls_options(&args)?)?;
+    tls.spawn_reloader();
+    let authn = Arc::new(authenticator(&args, tls.client_ca.clone())?);
     let addr = SocketAddr::new(args.bind_address, args.secure_port);
     let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
@@ -99,7 +96,7 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
         crate::kubeconfig::write(path, &format!("https://{advertise}"), "ferrokube")?;
         tracing::info!(path = %path.display(), "wrote kubeconfig");
     }
-    serve(listener, acceptor, app).await
+    serve(listener, tls, app).await
 }
 
 fn tls_options(args: &ApiserverArgs) -> anyhow::Result<tls::TlsOptions> {
@@ -107,13 +104,12 @@ fn tls_options(args: &ApiserverArgs) -> anyhow::Result<tls::TlsOptions> {
         (Some(cert), Some(key)) => tls::CertPaths { cert: cert.clone(), key: key.clone() },
         _ => tls::ensure_serving_cert(&args.cert_dir, &[args.bind_address.to_string()])?,
     };
-    let client_ca = args.client_ca_file.as_deref().map(tls::ClientCa::load).transpose()?.map(Arc::new);
-    Ok(tls::TlsOptions { serving, sni: args.tls_sni_cert_key.clone(), client_ca })
+    Ok(tls::TlsOptions { serving, sni: args.tls_sni_cert_key.clone(), client_ca: args.client_ca_file.clone() })
 }
 
 /// The authenticators the flags configure, in upstream's order; with no authentication
 /// flag at all, the development identity for everyone (see `Authenticator::dev`).
-fn authenticator(args: &ApiserverArgs, client_ca: Option<Arc<tls::ClientCa>>) -> anyhow::Result<Authenticator> {
+fn authenticator(args: &ApiserverArgs, client_ca: Option<Arc<tls::ClientCaFile>>) -> anyhow::Result<Authenticator> {
     let authz: Arc<dyn Authorizer> = Arc::new(AlwaysAllow);
     if client_ca.is_none() && args.token_auth_file.is_none() && args.anonymous_auth.is_none() {
         tracing::warn!("no authentication flags: every request acts as system:admin in system:masters");
@@ -165,7 +161,7 @@ async fn etcd_progress_ordered(store: &Store) -> bool {
     }
 }
 
-async fn serve(listener: TcpListener, acceptor: TlsAcceptor, app: axum::Router) -> anyhow::Result<()> {
+async fn serve(listener: TcpListener, tls: Arc<tls::Tls>, app: axum::Router) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -183,7 +179,7 @@ async fn serve(listener: TcpListener, acceptor: TlsAcceptor, app: axum::Router) 
             }
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
+        let acceptor = tls.acceptor();
         let app = app.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {

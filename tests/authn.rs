@@ -215,6 +215,24 @@ async fn client_certificates_tokens_anonymous_and_impersonation() {
     // a failing token does not spoil a good certificate: the first success wins
     let (status, body) = whoami(&c, &client(Some(identity(&alice))), Some("forged")).await;
     assert_eq!((status, body["status"]["userInfo"]["username"].as_str()), (StatusCode::CREATED, Some("alice")));
+
+    // a replaced client CA file is used without a restart: the new CA's certificates
+    // start working, the old CA's stop
+    let next = Pki::new(dir.path(), "next-client-ca");
+    let erin = next.client("erin", &[]);
+    std::fs::copy(next.ca_file(), pki.ca_file()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = whoami(&c, &client(Some(identity(&erin))), None).await;
+        if status == StatusCode::CREATED {
+            assert_eq!(body["status"]["userInfo"]["username"], "erin");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new client CA was not used: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, body) = whoami(&c, &client(Some(identity(&alice))), None).await;
+    assert_unauthorized(status, &body);
 }
 
 #[tokio::test]

@@ -8,14 +8,15 @@ mod reload;
 mod verifier;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use rustls::ServerConfig;
 use rustls::pki_types::CertificateDer;
+use tokio_rustls::TlsAcceptor;
 
 pub use reload::CertResolver;
-pub use verifier::{ClientCa, PeerCertificates};
+pub use verifier::{ClientCa, ClientCaFile, PeerCertificates};
 
 #[derive(Clone, Debug)]
 pub struct CertPaths {
@@ -83,17 +84,62 @@ impl std::str::FromStr for SniCert {
 pub struct TlsOptions {
     pub serving: CertPaths,
     pub sni: Vec<SniCert>,
-    pub client_ca: Option<Arc<ClientCa>>,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The listener's TLS state: serving certificates and client CAs, followed as their files
+/// change. A new client CA bundle needs a new rustls config (the handshake names the
+/// accepted CAs), which new connections pick up through `acceptor`.
+pub struct Tls {
+    resolver: Arc<CertResolver>,
+    pub client_ca: Option<Arc<ClientCaFile>>,
+    acceptor: RwLock<TlsAcceptor>,
+}
+
+impl Tls {
+    pub fn new(opts: &TlsOptions) -> anyhow::Result<Arc<Tls>> {
+        let resolver = Arc::new(CertResolver::new(&opts.serving, &opts.sni)?);
+        let client_ca = opts.client_ca.as_deref().map(ClientCaFile::load).transpose()?.map(Arc::new);
+        let config = server_config(resolver.clone(), client_ca.as_ref().map(|ca| ca.current()).as_deref())?;
+        Ok(Arc::new(Tls { resolver, client_ca, acceptor: RwLock::new(TlsAcceptor::from(config)) }))
+    }
+
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.acceptor.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Poll the files every RELOAD_INTERVAL for as long as the listener is in use.
+    pub fn spawn_reloader(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(reload::RELOAD_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(tls) = weak.upgrade() else { return };
+                let _ = tokio::task::spawn_blocking(move || tls.reload_changed()).await;
+            }
+        });
+    }
+
+    fn reload_changed(&self) {
+        self.resolver.reload_changed();
+        let Some(ca) = self.client_ca.as_ref().filter(|ca| ca.reload_if_changed()) else { return };
+        match server_config(self.resolver.clone(), Some(&ca.current())) {
+            Ok(config) => *self.acceptor.write().unwrap_or_else(|e| e.into_inner()) = TlsAcceptor::from(config),
+            Err(e) => tracing::warn!(error = %e, "cannot use the new client CA bundle in the handshake"),
+        }
+    }
 }
 
 /// rustls config with HTTP/2 and HTTP/1.1 offered through ALPN, certificates from the
 /// (reloading) resolver, and client certificates requested but not required when a
 /// client CA is configured (token and anonymous clients still connect).
-pub fn server_config(opts: &TlsOptions, resolver: Arc<CertResolver>) -> anyhow::Result<Arc<ServerConfig>> {
+fn server_config(resolver: Arc<CertResolver>, client_ca: Option<&ClientCa>) -> anyhow::Result<Arc<ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
-    let builder = match &opts.client_ca {
+    let builder = match client_ca {
         Some(ca) => builder.with_client_cert_verifier(ca.handshake_verifier()),
         None => builder.with_no_client_auth(),
     };

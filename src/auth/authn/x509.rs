@@ -10,10 +10,10 @@ use rustls::pki_types::CertificateDer;
 
 use super::{Authenticate, Outcome};
 use crate::auth::request::UserInfo;
-use crate::auth::tls::{ClientCa, PeerCertificates};
+use crate::auth::tls::{ClientCaFile, PeerCertificates};
 
 pub struct X509 {
-    pub ca: Arc<ClientCa>,
+    pub ca: Arc<ClientCaFile>,
 }
 
 impl Authenticate for X509 {
@@ -21,15 +21,16 @@ impl Authenticate for X509 {
         let Some(peer) = req.extensions.get::<PeerCertificates>().filter(|p| !p.chain.is_empty()) else {
             return Outcome::NoCredentials;
         };
-        if let Some(user) = peer.verified_user() {
+        let generation = self.ca.generation();
+        if let Some(user) = peer.verified_user(generation) {
             return Outcome::Authenticated(user);
         }
-        if let Err(e) = self.ca.verify(&peer.chain) {
+        if let Err(e) = self.ca.current().verify(&peer.chain) {
             return Outcome::Rejected(format!("verifying the client certificate: {e}"));
         }
         match user_of(&peer.chain[0]) {
             Some(user) => {
-                peer.remember(user.clone(), expiry(&peer.chain));
+                peer.remember(user.clone(), expiry(&peer.chain), generation);
                 Outcome::Authenticated(user)
             }
             // a certificate without a common name names no one; other credentials may

@@ -16,12 +16,18 @@ use super::{CertPaths, SniCert, read_certs};
 /// How often the files' modification times and sizes are compared with the loaded ones.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 
-/// What identifies one version of a cert/key pair on disk: (mtime, length) of each file.
+/// What identifies one version of a file on disk: its modification time and length.
+pub(super) type FileStamp = Option<(SystemTime, u64)>;
+
+pub(super) fn file_stamp(path: &std::path::Path) -> FileStamp {
+    std::fs::metadata(path).ok().and_then(|m| Some((m.modified().ok()?, m.len())))
+}
+
+/// One version of a cert/key pair: both files' stamps.
 type Stamp = Option<[(SystemTime, u64); 2]>;
 
 fn stamp(paths: &CertPaths) -> Stamp {
-    let one = |p: &std::path::Path| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
-    Some([one(&paths.cert)?, one(&paths.key)?])
+    Some([file_stamp(&paths.cert)?, file_stamp(&paths.key)?])
 }
 
 fn certified_key(paths: &CertPaths) -> anyhow::Result<CertifiedKey> {
@@ -95,21 +101,7 @@ impl CertResolver {
         Ok(CertResolver { default, sni: pairs, names })
     }
 
-    /// Poll the files every RELOAD_INTERVAL for as long as the resolver is in use.
-    pub fn spawn_reloader(self: &Arc<Self>) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(RELOAD_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(resolver) = weak.upgrade() else { return };
-                let _ = tokio::task::spawn_blocking(move || resolver.reload_changed()).await;
-            }
-        });
-    }
-
-    fn reload_changed(&self) {
+    pub(super) fn reload_changed(&self) {
         self.default.reload_if_changed();
         self.sni.iter().for_each(Pair::reload_if_changed);
     }

@@ -4,8 +4,9 @@
 //! 401 as upstream does rather than breaking the handshake, and a client with a bad
 //! certificate but a good token is still let in by its token.
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use anyhow::Context;
@@ -16,6 +17,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
 use super::read_certs;
+use super::reload::{FileStamp, file_stamp};
 use crate::auth::request::UserInfo;
 
 /// The certificate chain a client presented, attached to every request of its connection,
@@ -24,7 +26,8 @@ use crate::auth::request::UserInfo;
 #[derive(Clone, Debug)]
 pub struct PeerCertificates {
     pub chain: Arc<Vec<CertificateDer<'static>>>,
-    verified: Arc<Mutex<Option<(UserInfo, SystemTime)>>>,
+    /// the user, until when, and the CA generation it was verified against
+    verified: Arc<Mutex<Option<(UserInfo, SystemTime, u64)>>>,
 }
 
 impl PeerCertificates {
@@ -33,18 +36,69 @@ impl PeerCertificates {
         PeerCertificates { chain: Arc::new(chain), verified: Arc::default() }
     }
 
-    /// The user remembered for this chain, while it is still valid.
-    pub fn verified_user(&self) -> Option<UserInfo> {
+    /// The user remembered for this chain, while it is valid and the CAs unchanged.
+    pub fn verified_user(&self, generation: u64) -> Option<UserInfo> {
         let memo = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        memo.as_ref().filter(|(_, until)| SystemTime::now() < *until).map(|(user, _)| user.clone())
+        let fresh =
+            |(_, until, r#gen): &&(UserInfo, SystemTime, u64)| *r#gen == generation && SystemTime::now() < *until;
+        memo.as_ref().filter(fresh).map(|(user, _, _)| user.clone())
     }
 
-    pub fn remember(&self, user: UserInfo, until: SystemTime) {
-        *self.verified.lock().unwrap_or_else(|e| e.into_inner()) = Some((user, until));
+    pub fn remember(&self, user: UserInfo, until: SystemTime, generation: u64) {
+        *self.verified.lock().unwrap_or_else(|e| e.into_inner()) = Some((user, until, generation));
     }
 }
 
-/// The CA bundle of `--client-ca-file`.
+/// `--client-ca-file`, re-read when it changes (see `Tls::spawn_reloader`).
+#[derive(Debug)]
+pub struct ClientCaFile {
+    path: PathBuf,
+    stamp: Mutex<FileStamp>,
+    current: RwLock<Arc<ClientCa>>,
+    /// Bumped on every reload, so chains verified against older CAs are verified again.
+    generation: AtomicU64,
+}
+
+impl ClientCaFile {
+    pub fn load(path: &Path) -> anyhow::Result<ClientCaFile> {
+        let stamp = Mutex::new(file_stamp(path));
+        let current = RwLock::new(Arc::new(ClientCa::load(path)?));
+        Ok(ClientCaFile { path: path.to_path_buf(), stamp, current, generation: AtomicU64::new(0) })
+    }
+
+    pub fn current(&self) -> Arc<ClientCa> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Re-read the bundle if the file changed; true when a new one is in use. A bundle
+    /// that does not load (half written, empty) is retried on the next poll.
+    pub fn reload_if_changed(&self) -> bool {
+        let now = file_stamp(&self.path);
+        let mut last = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
+        if now.is_none() || now == *last {
+            return false;
+        }
+        match ClientCa::load(&self.path) {
+            Ok(ca) => {
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ca);
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                *last = now;
+                tracing::info!(path = %self.path.display(), "reloaded the client CA bundle");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "client CA file changed but cannot be loaded yet");
+                false
+            }
+        }
+    }
+}
+
+/// One version of the CA bundle of `--client-ca-file`.
 #[derive(Debug)]
 pub struct ClientCa {
     strict: Arc<dyn ClientCertVerifier>,
