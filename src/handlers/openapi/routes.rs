@@ -376,31 +376,55 @@ pub fn group_version_routes(group: &str, version: &str) -> Vec<Route> {
     // a review version without a schema (v1beta1 SelfSubjectReview, which Kubernetes 1.33
     // no longer documents) is served but not described
     for review in reviews::in_group_version(group, version) {
-        if let Some(def) = schemas().name_for_kind(group, version, review.kind) {
-            routes.push(review_route(review, group, version, def));
+        if schemas().name_for_kind(group, version, review.kind).is_some() {
+            routes.push(review_route(review, group, version));
         }
+    }
+    if (group, version) == ("", "v1") {
+        routes.extend(core_actions());
     }
     routes
 }
 
 /// The one operation of a review: create, answered with the review filled in.
-fn review_route(review: &Review, group: &str, version: &str, def: &str) -> Route {
+fn review_route(review: &Review, group: &str, version: &str) -> Route {
     let scope = if review.namespaced { "Namespaced" } else { "" };
     let ns = if review.namespaced { "/namespaces/{namespace}" } else { "" };
+    let path = format!("{}{ns}/{}", base(group, version), review.plural);
+    let id = format!("create{}{scope}{}", id_prefix(group, version), review.kind);
+    create_only(path, id, tag(group, version), (group, version, review.kind))
+}
+
+/// core/v1's create-only actions (served by `handlers::pods`): the legacy `bindings`
+/// collection, `pods/binding` and `pods/eviction`.
+fn core_actions() -> Vec<Route> {
+    let ns = "/api/v1/namespaces/{namespace}";
+    let actions = [
+        ("bindings", "createCoreV1NamespacedBinding", ("", "v1", "Binding")),
+        ("pods/{name}/binding", "createCoreV1NamespacedPodBinding", ("", "v1", "Binding")),
+        ("pods/{name}/eviction", "createCoreV1NamespacedPodEviction", ("policy", "v1", "Eviction")),
+    ];
+    let route = |(path, id, gvk): (&str, &str, _)| create_only(format!("{ns}/{path}"), id.into(), tag("", "v1"), gvk);
+    actions.into_iter().map(route).collect()
+}
+
+/// A POST that takes and returns one kind, as upstream documents create-only resources.
+fn create_only(path: String, id: String, tag: String, (group, version, kind): (&str, &str, &str)) -> Route {
+    let def = definition_for(group, version, kind);
     let op = Op {
         method: "post",
-        id: format!("create{}{scope}{}", id_prefix(group, version), review.kind),
-        description: format!("create a {}", review.kind),
-        tag: tag(group, version),
+        id,
+        description: format!("create a {kind}"),
+        tag,
         action: Some("post"),
-        gvk: Some((group.into(), version.into(), review.kind.into())),
+        gvk: Some((group.into(), version.into(), kind.into())),
         query: WRITE_PARAMS,
-        body: Some(def.to_string()),
+        body: Some(def.clone()),
         consumes: &["*/*"],
         produces: OBJECT_TYPES,
-        responses: ["200", "201", "202"].map(|code| (code, def.to_string())).into(),
+        responses: ["200", "201", "202"].map(|code| (code, def.clone())).into(),
     };
-    Route { path: format!("{}{ns}/{}", base(group, version), review.plural), ops: vec![op] }
+    Route { path, ops: vec![op] }
 }
 
 #[cfg(test)]
@@ -438,5 +462,8 @@ mod tests {
         let auth = group_version_routes("authentication.k8s.io", "v1");
         let review = auth.iter().find(|r| r.path == "/apis/authentication.k8s.io/v1/selfsubjectreviews").unwrap();
         assert_eq!(review.ops[0].id, "createAuthenticationV1SelfSubjectReview");
+        let core = group_version_routes("", "v1");
+        let eviction = core.iter().find(|r| r.path.ends_with("/pods/{name}/eviction")).unwrap();
+        assert_eq!(eviction.ops[0].gvk, Some(("policy".into(), "v1".into(), "Eviction".into())));
     }
 }
