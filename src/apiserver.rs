@@ -11,13 +11,15 @@ use clap::Args;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use crate::auth::authn::token_file::TokenFile;
+use crate::auth::authn::x509::X509;
+use crate::auth::authn::{self, Authenticate, Authenticator};
 use crate::auth::authz::node::NodeAuthorizer;
-use crate::auth::authz::{Backends, Chain};
+use crate::auth::authz::{Authorizer, Backends, Chain};
 use crate::auth::rbac::{Rbac, aggregation, bootstrap};
-use crate::auth::tls;
+use crate::auth::tls::{self, PeerCertificates};
 use crate::handlers::{self, AppState};
 use crate::registry::allocator::Allocator;
 use crate::registry::keys::KeySpace;
@@ -45,6 +47,20 @@ pub struct ApiserverArgs {
     pub tls_cert_file: Option<PathBuf>,
     #[arg(long, requires = "tls_cert_file")]
     pub tls_private_key_file: Option<PathBuf>,
+    /// `cert,key` or `cert,key:name1,name2`: a certificate served to clients asking for
+    /// these names by SNI (default: the names in the certificate). Repeatable.
+    #[arg(long, value_name = "CERT,KEY[:NAMES]")]
+    pub tls_sni_cert_key: Vec<tls::SniCert>,
+    /// Client certificates signed by these CAs authenticate as CN (user) and O (groups).
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Static bearer tokens, CSV: token,user,uid,"group1,group2".
+    #[arg(long)]
+    pub token_auth_file: Option<PathBuf>,
+    /// Requests without credentials act as system:anonymous (default true); false: 401.
+    /// With none of these authentication flags, every request acts as system:admin.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub anonymous_auth: Option<bool>,
     /// Service ClusterIPs are allocated from this range.
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: ipnet::Ipv4Net,
@@ -77,11 +93,8 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("creating the RBAC bootstrap policy: {}", e.message))?;
 
-    let cert_paths = match (&args.tls_cert_file, &args.tls_private_key_file) {
-        (Some(cert), Some(key)) => tls::CertPaths { cert: cert.clone(), key: key.clone() },
-        _ => tls::ensure_serving_cert(&args.cert_dir, &[args.bind_address.to_string()])?,
-    };
-    let acceptor = TlsAcceptor::from(tls::server_config(&cert_paths)?);
+    let tls = tls::Tls::new(&tls_options(&args)?)?;
+    tls.spawn_reloader();
     let addr = SocketAddr::new(args.bind_address, args.secure_port);
     let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
@@ -89,13 +102,46 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     caches.start_all();
     // ClusterRole aggregation belongs to the controller-manager; run here until it exists
     tokio::spawn(aggregation::run(registry.clone(), caches.clone()));
-    let app = handlers::router(AppState { registry, caches, advertise: advertise.clone(), authz, rbac });
+    let authn = Arc::new(authenticator(&args, tls.client_ca.clone(), authz.clone())?);
+    let app = handlers::router(AppState { registry, caches, advertise: advertise.clone(), authz, rbac })
+        .layer(axum::middleware::from_fn_with_state(authn, authn::layer));
     tracing::info!(address = %local, etcd = ?args.etcd_servers, "serving the Kubernetes API");
     if let Some(path) = &args.write_kubeconfig {
         crate::kubeconfig::write(path, &format!("https://{advertise}"), "ferrokube")?;
         tracing::info!(path = %path.display(), "wrote kubeconfig");
     }
-    serve(listener, acceptor, app).await
+    serve(listener, tls, app).await
+}
+
+fn tls_options(args: &ApiserverArgs) -> anyhow::Result<tls::TlsOptions> {
+    let serving = match (&args.tls_cert_file, &args.tls_private_key_file) {
+        (Some(cert), Some(key)) => tls::CertPaths { cert: cert.clone(), key: key.clone() },
+        _ => tls::ensure_serving_cert(&args.cert_dir, &[args.bind_address.to_string()])?,
+    };
+    Ok(tls::TlsOptions { serving, sni: args.tls_sni_cert_key.clone(), client_ca: args.client_ca_file.clone() })
+}
+
+/// The authenticators the flags configure, in upstream's order; with no authentication
+/// flag at all, the development identity for everyone (see `Authenticator::dev`).
+/// `authz` decides who may impersonate whom.
+fn authenticator(
+    args: &ApiserverArgs,
+    client_ca: Option<Arc<tls::ClientCaFile>>,
+    authz: Arc<Chain>,
+) -> anyhow::Result<Authenticator> {
+    let authz: Arc<dyn Authorizer> = authz;
+    if client_ca.is_none() && args.token_auth_file.is_none() && args.anonymous_auth.is_none() {
+        tracing::warn!("no authentication flags: every request acts as system:admin in system:masters");
+        return Ok(Authenticator::dev(authz));
+    }
+    let mut chain: Vec<Box<dyn Authenticate>> = Vec::new();
+    if let Some(ca) = client_ca {
+        chain.push(Box::new(X509 { ca }));
+    }
+    if let Some(path) = &args.token_auth_file {
+        chain.push(Box::new(TokenFile::load(path)?));
+    }
+    Ok(Authenticator::new(chain, args.anonymous_auth.unwrap_or(true), authz))
 }
 
 /// Connect to etcd, retrying while it starts; logs progress every attempt.
@@ -134,7 +180,7 @@ async fn etcd_progress_ordered(store: &Store) -> bool {
     }
 }
 
-async fn serve(listener: TcpListener, acceptor: TlsAcceptor, app: axum::Router) -> anyhow::Result<()> {
+async fn serve(listener: TcpListener, tls: Arc<tls::Tls>, app: axum::Router) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -152,7 +198,7 @@ async fn serve(listener: TcpListener, acceptor: TlsAcceptor, app: axum::Router) 
             }
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
+        let acceptor = tls.acceptor();
         let app = app.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
@@ -163,8 +209,14 @@ async fn serve(listener: TcpListener, acceptor: TlsAcceptor, app: axum::Router) 
                 }
                 Err(_) => return,
             };
+            // the client's certificate chain goes with each request to x509 authentication
+            let peer_certs = tls.get_ref().1.peer_certificates().map(PeerCertificates::new);
             let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                app.clone().oneshot(req.map(axum::body::Body::new))
+                let mut req = req.map(axum::body::Body::new);
+                if let Some(certs) = &peer_certs {
+                    req.extensions_mut().insert(certs.clone());
+                }
+                app.clone().oneshot(req)
             });
             let builder = auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await {

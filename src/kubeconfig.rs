@@ -7,8 +7,8 @@ use serde_yaml::{Mapping, Value};
 
 /// A kubeconfig with one cluster/user/context named `name`, trusting the server's
 /// self-signed certificate (insecure-skip-tls-verify) until the security work lands.
-/// The user carries a bearer token so kubectl does not prompt for a password; the
-/// server accepts every request until authentication exists.
+/// The user carries a bearer token so kubectl does not prompt for a password; a server
+/// started without authentication flags takes every request as its admin.
 fn entries(server: &str, name: &str) -> (Value, Value, Value) {
     let cluster = serde_yaml::from_str(&format!(
         "name: {name}\ncluster:\n  server: {server}\n  insecure-skip-tls-verify: true\n"

@@ -96,6 +96,7 @@ fn check_discovery_commands(c: &Cluster) {
             "nodes",
             "persistentvolumes",
             "selfsubjectaccessreviews.authorization.k8s.io",
+            "selfsubjectreviews.authentication.k8s.io",
             "selfsubjectrulesreviews.authorization.k8s.io",
             "subjectaccessreviews.authorization.k8s.io",
         ];
@@ -109,6 +110,8 @@ fn check_discovery_commands(c: &Cluster) {
             sorted(lines(&out)),
             [
                 "apps/v1",
+                "authentication.k8s.io/v1",
+                "authentication.k8s.io/v1beta1",
                 "authorization.k8s.io/v1",
                 "batch/v1",
                 "coordination.k8s.io/v1",

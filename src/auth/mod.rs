@@ -1,7 +1,9 @@
-//! Transport security, and the identity and request attributes that authentication and
-//! authorization (issue 5) work with. Until an authorization mode other than
-//! AlwaysAllow is configured, every request is allowed, as upstream's default.
+//! Transport security (`tls`), authentication (`authn`: who is asking, including
+//! impersonation), the authorizer seam (`authz`), and the identity and request attributes
+//! they share (`request`). Until an authorization mode other than AlwaysAllow is
+//! configured, every authenticated request is allowed, as upstream's default.
 
+pub mod authn;
 pub mod authz;
 pub mod rbac;
 pub mod request;

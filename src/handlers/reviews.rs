@@ -1,5 +1,6 @@
-//! authorization.k8s.io/v1 reviews: create-only kinds that are never stored, answered by
-//! the authorizer chain. SubjectAccessReview asks about anyone, LocalSubjectAccessReview
+//! Reviews: create-only kinds that are never stored. authentication.k8s.io
+//! SelfSubjectReview tells callers who they are; the authorization.k8s.io/v1 ones are
+//! answered by the authorizer chain. SubjectAccessReview asks about anyone, LocalSubjectAccessReview
 //! about anyone within one namespace, SelfSubjectAccessReview about the requester, and
 //! SelfSubjectRulesReview lists the requester's rules in a namespace.
 
@@ -32,6 +33,7 @@ pub async fn create(state: &AppState, req: Request<'_>, body: Bytes) -> ApiResul
     let validation = FieldValidation::parse(req.query.get("fieldValidation"))?;
     let (mut review, warnings) = codec::decode_body(req.res, req.headers, &body, validation)?;
     let status = match req.res.kind {
+        "SelfSubjectReview" => self_subject(&req.user),
         "SelfSubjectRulesReview" => rules_review(state, &req.user, &review),
         "SelfSubjectAccessReview" => access_review(state, &req.user, &review, req.res)?,
         "LocalSubjectAccessReview" => {
@@ -43,6 +45,21 @@ pub async fn create(state: &AppState, req: Request<'_>, body: Bytes) -> ApiResul
     review["status"] = status;
     let response = codec::respond(StatusCode::CREATED, Output::Json, &review);
     Ok(codec::with_warnings(response, &warnings))
+}
+
+/// SelfSubjectReview: who the server takes the caller for (after impersonation).
+fn self_subject(user: &UserInfo) -> Value {
+    let mut info = json!({"username": user.name});
+    if !user.uid.is_empty() {
+        info["uid"] = json!(user.uid);
+    }
+    if !user.groups.is_empty() {
+        info["groups"] = json!(user.groups);
+    }
+    if !user.extra.is_empty() {
+        info["extra"] = json!(user.extra);
+    }
+    json!({"userInfo": info})
 }
 
 fn invalid(res: &ResourceDef, review: &Value, cause: FieldError) -> ApiError {

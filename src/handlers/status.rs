@@ -141,6 +141,11 @@ impl ApiError {
         let err = ApiError::new(StatusCode::FORBIDDEN, "Forbidden", msg);
         if resource.is_empty() { err } else { err.with_details(group, resource, name) }
     }
+    /// 401 for credentials that fail (or none, where anonymous requests are off). The
+    /// message never says why, so a client cannot probe which part was wrong.
+    pub fn unauthorized() -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized")
+    }
     pub fn method_not_allowed() -> Self {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -81,7 +81,7 @@ macro_rules! resource {
 }
 
 use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, coordination::v1 as coord, core::v1 as core};
-use k8s_openapi::api::{authorization::v1 as authz, rbac::v1 as rbac};
+use k8s_openapi::api::{authentication::v1 as authn, authorization::v1 as authz, rbac::v1 as rbac};
 use k8s_openapi::api::{events::v1 as eventsv1, networking::v1 as net};
 
 /// The one verb of a review.
@@ -188,6 +188,15 @@ static RESOURCES: LazyLock<Vec<ResourceDef>> = LazyLock::new(|| {
         resource!("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", namespaced: true, short: &[],
             categories: none, status: false, etcd: "roles", strategy: &strategies::ROLE, printer: &printers::ROLE,
             decode: typed::decoder::<rbac::Role>),
+        // authentication.k8s.io: who the caller is (`kubectl auth whoami`); v1beta1 too,
+        // which kubectl 1.27 asks for (Kubernetes 1.33 has no schema for it: not typed)
+        resource!("authentication.k8s.io", "v1", "selfsubjectreviews", "selfsubjectreview", "SelfSubjectReview",
+            namespaced: false, short: &[], categories: none, status: false, etcd: "", strategy: &strategies::REVIEW,
+            printer: &printers::REVIEW, decode: typed::decoder::<authn::SelfSubjectReview>, verbs: CREATE_ONLY,
+            review: true),
+        resource!("authentication.k8s.io", "v1beta1", "selfsubjectreviews", "selfsubjectreview", "SelfSubjectReview",
+            namespaced: false, short: &[], categories: none, status: false, etcd: "", strategy: &strategies::REVIEW,
+            printer: &printers::REVIEW, decode: typed::untyped, verbs: CREATE_ONLY, review: true),
         // authorization.k8s.io/v1: reviews, answered by the authorizers and never stored
         resource!("authorization.k8s.io", "v1", "localsubjectaccessreviews", "localsubjectaccessreview",
             "LocalSubjectAccessReview", namespaced: true, short: &[], categories: none, status: false, etcd: "",

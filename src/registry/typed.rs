@@ -15,6 +15,12 @@ pub fn decoder<T: DeserializeOwned + Serialize>(raw: &Value) -> Result<Value, St
     serde_json::to_value(&typed).map_err(|e| e.to_string())
 }
 
+/// For a kind served in a version the Kubernetes schemas no longer carry (kept for old
+/// clients): the body as sent, with no fields to check.
+pub fn untyped(raw: &Value) -> Result<Value, String> {
+    Ok(raw.clone())
+}
+
 /// Paths of fields present in `raw` but absent from the typed round-trip `decoded`:
 /// the fields the schema does not know. Null values are ignored (they decode to absent).
 pub fn unknown_fields(raw: &Value, decoded: &Value) -> Vec<String> {

@@ -23,6 +23,11 @@ pub use serde_json::{Value, json};
 /// The kubectl versions every kubectl test runs with: the oldest and newest supported.
 pub const KUBECTL_VERSIONS: [&str; 2] = ["1.27", "1.33"];
 
+/// The bearer token the harness's HTTP client and the server's written kubeconfig carry.
+/// Without authentication flags the server accepts anything; tests that configure a
+/// token file list it there (as an admin) so the harness can still poll readiness.
+pub const DEV_TOKEN: &str = "ferrokube-dev-admin";
+
 /// How long a process gets to come up before the harness gives up.
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -130,9 +135,13 @@ impl Cluster {
     /// `start`, with extra API server flags (`--authorization-mode=RBAC` ...).
     pub async fn start_with(server_flags: &[&str]) -> Cluster {
         let dir = tempfile::Builder::new().prefix("ferrokube-it-").tempdir().expect("tempdir");
+        let mut auth = reqwest::header::HeaderMap::new();
+        let bearer = format!("Bearer {DEV_TOKEN}").parse().expect("header value");
+        auth.insert(reqwest::header::AUTHORIZATION, bearer);
         let http = reqwest::Client::builder()
             .use_rustls_tls()
             .danger_accept_invalid_certs(true)
+            .default_headers(auth)
             .timeout(Duration::from_secs(60))
             .build()
             .expect("reqwest client");

@@ -350,7 +350,7 @@ pub fn discovery_routes() -> Vec<Route> {
         ),
     ];
     let mut groups: Vec<&str> =
-        crate::registry::all_resources().iter().map(|r| r.group).filter(|g| !g.is_empty()).collect();
+        crate::registry::resources::group_versions().into_iter().map(|(g, _)| g).filter(|g| !g.is_empty()).collect();
     groups.sort_unstable();
     groups.dedup();
     for group in groups {
@@ -367,41 +367,43 @@ pub fn group_version_routes(group: &str, version: &str) -> Vec<Route> {
     let path = format!("{}/", base(group, version));
     let resources = format!("{META}.APIResourceList");
     let mut routes = vec![discovery(path, format!("get{prefix}APIResources"), tag(group, version), &resources)];
-    for r in crate::registry::all_resources().iter().filter(|r| r.group == group && r.version == version) {
+    // a kind served in a version Kubernetes 1.33 has no schema for (v1beta1
+    // SelfSubjectReview, kept for kubectl 1.27) is served but not described
+    let described = |r: &&ResourceDef| schemas().name_for_kind(r.group, r.version, r.kind).is_some();
+    for r in
+        crate::registry::all_resources().iter().filter(|r| r.group == group && r.version == version).filter(described)
+    {
         let scope = if r.namespaced { "Namespaced" } else { "" };
         let kind_def = definition_for(r.group, r.version, r.kind);
         routes.extend(Resource { r, prefix: prefix.clone(), scope, kind_def }.routes());
     }
-    if group.is_empty() {
-        routes.extend(pod_action_routes(&prefix));
+    if (group, version) == ("", "v1") {
+        routes.extend(core_actions());
     }
     routes
 }
 
-/// The create-only paths served by `handlers::pods`: the `bindings` collection and
-/// the pods' `binding` and `eviction` subresources.
-fn pod_action_routes(prefix: &str) -> Vec<Route> {
+/// core/v1's create-only actions (served by `handlers::pods`): the legacy `bindings`
+/// collection, `pods/binding` and `pods/eviction`.
+fn core_actions() -> Vec<Route> {
     let ns = "/api/v1/namespaces/{namespace}";
-    let binding = ("", "v1", "Binding");
-    vec![
-        create_only(format!("{ns}/bindings"), format!("create{prefix}NamespacedBinding"), binding),
-        create_only(format!("{ns}/pods/{{name}}/binding"), format!("create{prefix}NamespacedPodBinding"), binding),
-        create_only(
-            format!("{ns}/pods/{{name}}/eviction"),
-            format!("create{prefix}NamespacedPodEviction"),
-            ("policy", "v1", "Eviction"),
-        ),
-    ]
+    let actions = [
+        ("bindings", "createCoreV1NamespacedBinding", ("", "v1", "Binding")),
+        ("pods/{name}/binding", "createCoreV1NamespacedPodBinding", ("", "v1", "Binding")),
+        ("pods/{name}/eviction", "createCoreV1NamespacedPodEviction", ("policy", "v1", "Eviction")),
+    ];
+    let route = |(path, id, gvk): (&str, &str, _)| create_only(format!("{ns}/{path}"), id.into(), tag("", "v1"), gvk);
+    actions.into_iter().map(route).collect()
 }
 
-/// A POST that takes one kind and answers with it (upstream documents actions so).
-fn create_only(path: String, id: String, (group, version, kind): (&str, &str, &str)) -> Route {
+/// A POST that takes and returns one kind, as upstream documents create-only resources.
+fn create_only(path: String, id: String, tag: String, (group, version, kind): (&str, &str, &str)) -> Route {
     let def = definition_for(group, version, kind);
     let op = Op {
         method: "post",
         id,
         description: format!("create a {kind}"),
-        tag: tag("", "v1"),
+        tag,
         action: Some("post"),
         gvk: Some((group.into(), version.into(), kind.into())),
         query: WRITE_PARAMS,
@@ -420,6 +422,9 @@ mod tests {
     #[test]
     fn every_served_kind_has_a_definition() {
         for r in crate::registry::all_resources() {
+            if (r.group, r.version, r.kind) == ("authentication.k8s.io", "v1beta1", "SelfSubjectReview") {
+                continue; // kept for kubectl 1.27; Kubernetes 1.33 documents only v1
+            }
             assert!(schemas().name_for_kind(r.group, r.version, r.kind).is_some(), "{}", r.kind);
             let listed = r.allows("list");
             assert!(!listed || schemas().name_for_kind(r.group, r.version, &r.list_kind()).is_some(), "{}List", r.kind);
@@ -446,5 +451,11 @@ mod tests {
         let core = group_version_routes("networking.k8s.io", "v1");
         assert!(core.iter().any(|r| r.ops.iter().any(|o| o.id == "readNetworkingV1NamespacedIngress")));
         assert_eq!(tag("networking.k8s.io", "v1"), "networking_v1");
+        let auth = group_version_routes("authentication.k8s.io", "v1");
+        let review = auth.iter().find(|r| r.path == "/apis/authentication.k8s.io/v1/selfsubjectreviews").unwrap();
+        assert_eq!(review.ops[0].id, "createAuthenticationV1SelfSubjectReview");
+        let core = group_version_routes("", "v1");
+        let eviction = core.iter().find(|r| r.path.ends_with("/pods/{name}/eviction")).unwrap();
+        assert_eq!(eviction.ops[0].gvk, Some(("policy".into(), "v1".into(), "Eviction".into())));
     }
 }
