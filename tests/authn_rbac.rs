@@ -93,16 +93,40 @@ async fn tokens_and_rbac_over_the_network() {
     let (code, _) = as_user(&c, "bob-token", reqwest::Method::GET, "/api/v1/namespaces/kube-system/pods", None).await;
     assert_eq!(code, StatusCode::FORBIDDEN, "the binding is for default only");
 
-    // bob cannot grant himself edit (escalation), even with a binding in his namespace
-    let (code, body) = as_user(
-        &c,
-        "bob-token",
-        reqwest::Method::POST,
-        "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings",
-        Some(&rolebinding("bob-edit", "edit", "bob")),
-    )
-    .await;
+    // bob may write RoleBindings in default, but grants only what he holds: view, not edit
+    // (escalation prevention), by POST and by server-side apply alike
+    let writer = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "binding-writer"},
+        "rules": [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"],
+                   "verbs": ["create", "get", "patch", "update"]}]});
+    c.create("/apis/rbac.authorization.k8s.io/v1/clusterroles", &writer).await;
+    let bindings = "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings";
+    c.create(bindings, &rolebinding("bob-writes", "binding-writer", "bob")).await;
+    let mut status = StatusCode::FORBIDDEN;
+    for _ in 0..50 {
+        let body = rolebinding("carol-view", "view", "carol");
+        status = as_user(&c, "bob-token", reqwest::Method::POST, bindings, Some(&body)).await.0;
+        if status == StatusCode::CREATED {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, StatusCode::CREATED, "bob could not grant view, which he holds");
+    let edit = rolebinding("bob-edit", "edit", "bob");
+    let (code, body) = as_user(&c, "bob-token", reqwest::Method::POST, bindings, Some(&edit)).await;
     assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    assert!(body["message"].as_str().unwrap_or("").contains("not currently held"), "{body}");
+    let client = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    let applied = client
+        .patch(c.url(&format!("{bindings}/bob-edit?fieldManager=bob")))
+        .bearer_auth("bob-token")
+        .header("content-type", "application/apply-patch+yaml")
+        .body(edit.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(applied.status(), StatusCode::FORBIDDEN, "server-side apply escalated");
+    assert_eq!(c.get(&format!("{bindings}/bob-edit")).await.0, StatusCode::NOT_FOUND);
 
     // eve may impersonate bob only once RBAC grants it; kubectl --as is then judged as bob
     for version in KUBECTL_VERSIONS {

@@ -21,6 +21,9 @@ pub struct Target<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
     pub part: Part,
+    /// Checks the handler runs on the object about to be written, as on any write
+    /// (RBAC escalation prevention).
+    pub admit: &'a (dyn Fn(&Value) -> ApiResult<()> + Sync),
 }
 
 /// Apply the body for the request's `fieldManager`: 200 with the object, or 201 when
@@ -31,7 +34,7 @@ pub async fn apply(
     body: &[u8],
     query: &Query,
 ) -> ApiResult<(StatusCode, Value, Vec<String>)> {
-    let Target { res, namespace: ns, name, part } = target;
+    let Target { res, namespace: ns, name, part, admit } = target;
     let manager_name = query.get("fieldManager").unwrap_or("");
     if manager_name.is_empty() {
         let cause = FieldError::required("fieldManager", "is required for apply patch");
@@ -53,6 +56,7 @@ pub async fn apply(
         };
         let merged = merge_applied(res, live.as_ref(), &config, &manager, force)?;
         let (mut obj, warnings) = codec::decode_object(res, merged, validation)?;
+        admit(&obj)?;
         let Some(live) = live else {
             match reg.create(res, ns, obj, &opts).await {
                 Ok(created) => return Ok((StatusCode::CREATED, created, warnings)),

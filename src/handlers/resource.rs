@@ -282,7 +282,9 @@ async fn patch(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiRes
     let media = content_type.split(';').next().unwrap_or("").trim().to_string();
     let reg = &ctx.state.registry;
     if media == fieldmanager::APPLY_PATCH {
-        let target = fieldmanager::Target { res: ctx.res, namespace: ctx.namespace(), name: ctx.name(), part };
+        let admit = |obj: &Value| check_escalation(ctx, obj);
+        let target =
+            fieldmanager::Target { res: ctx.res, namespace: ctx.namespace(), name: ctx.name(), part, admit: &admit };
         let (code, obj, warnings) = fieldmanager::apply(reg, target, &body, &ctx.query).await?;
         return Ok(codec::with_warnings(render(ctx, code, output, &obj)?, &warnings));
     }
