@@ -1,0 +1,210 @@
+//! ServiceAccount tokens: the keys (`--service-account-signing-key-file`,
+//! `--service-account-key-file`), the claims of bound and legacy tokens, signing for
+//! the TokenRequest API and signature checks for the authenticator. Which objects a token
+//! is bound to, and whether they still exist, is the authenticator's business.
+
+use std::path::Path;
+
+use anyhow::Context;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// The issuer of secret-based tokens minted by upstream's old token controller.
+pub const LEGACY_ISSUER: &str = "kubernetes/serviceaccount";
+
+/// A uid and name pair as bound tokens carry them.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ref {
+    pub name: String,
+    pub uid: String,
+}
+
+/// The `kubernetes.io` claim of a bound token.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Bound {
+    pub namespace: String,
+    pub serviceaccount: Ref,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<Ref>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Ref>,
+}
+
+/// The claims of both token forms; which one a token is depends on what it carries.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "one_or_many")]
+    pub aud: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    #[serde(rename = "kubernetes.io", default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<Bound>,
+    #[serde(rename = "kubernetes.io/serviceaccount/namespace", default, skip_serializing_if = "Option::is_none")]
+    pub legacy_namespace: Option<String>,
+    #[serde(rename = "kubernetes.io/serviceaccount/secret.name", default, skip_serializing_if = "Option::is_none")]
+    pub legacy_secret: Option<String>,
+    #[serde(
+        rename = "kubernetes.io/serviceaccount/service-account.name",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub legacy_sa_name: Option<String>,
+    #[serde(
+        rename = "kubernetes.io/serviceaccount/service-account.uid",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub legacy_sa_uid: Option<String>,
+}
+
+/// JWT `aud` may be one string or a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Aud {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Aud::deserialize(d)? {
+        Aud::One(a) => vec![a],
+        Aud::Many(v) => v,
+    })
+}
+
+/// Signs tokens with `--service-account-signing-key-file` as the first issuer.
+pub struct Signer {
+    key: EncodingKey,
+    alg: Algorithm,
+    pub issuer: String,
+    /// `--api-audiences`: what a TokenRequest without audiences gets.
+    pub audiences: Vec<String>,
+}
+
+impl Signer {
+    pub fn load(path: &Path, issuer: String, audiences: Vec<String>) -> anyhow::Result<Signer> {
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let (key, alg) = signing_key(&pem).with_context(|| format!("signing key {}", path.display()))?;
+        let signer = Signer { key, alg, issuer, audiences };
+        // a key of an unsupported curve or size only fails when it signs: find out now
+        signer.sign(&Claims::default()).with_context(|| format!("signing with {}", path.display()))?;
+        Ok(signer)
+    }
+
+    pub fn sign(&self, claims: &Claims) -> anyhow::Result<String> {
+        Ok(jsonwebtoken::encode(&Header::new(self.alg), claims, &self.key)?)
+    }
+}
+
+/// RSA (PKCS#1 or PKCS#8) signs RS256; EC P-256 (PKCS#8) signs ES256.
+fn signing_key(pem: &[u8]) -> anyhow::Result<(EncodingKey, Algorithm)> {
+    if let Ok(key) = EncodingKey::from_rsa_pem(pem) {
+        return Ok((key, Algorithm::RS256));
+    }
+    if let Ok(key) = EncodingKey::from_ec_pem(pem) {
+        return Ok((key, Algorithm::ES256));
+    }
+    anyhow::bail!("not an RSA or PKCS#8 EC P-256 private key")
+}
+
+/// A key that verifies tokens, with the algorithm its family signs.
+pub struct VerifyKey {
+    key: DecodingKey,
+    alg: Algorithm,
+}
+
+/// Every public key in a PEM file: public keys as they are, private keys by their public
+/// half (upstream accepts both in `--service-account-key-file`).
+pub fn load_verify_keys(path: &Path) -> anyhow::Result<Vec<VerifyKey>> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let blocks = pem::parse_many(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let keys: Vec<VerifyKey> = blocks.iter().filter_map(verify_key).collect();
+    anyhow::ensure!(!keys.is_empty(), "{}: no RSA or EC P-256 key found", path.display());
+    Ok(keys)
+}
+
+fn verify_key(block: &pem::Pem) -> Option<VerifyKey> {
+    let encoded = pem::encode(block);
+    if block.tag().contains("PRIVATE KEY") {
+        let pair = rcgen::KeyPair::from_pem(&encoded).ok()?;
+        let raw = pair.public_key_raw();
+        return if pair.algorithm() == &rcgen::PKCS_RSA_SHA256 {
+            Some(VerifyKey { key: DecodingKey::from_rsa_der(raw), alg: Algorithm::RS256 })
+        } else if pair.algorithm() == &rcgen::PKCS_ECDSA_P256_SHA256 {
+            Some(VerifyKey { key: DecodingKey::from_ec_der(raw), alg: Algorithm::ES256 })
+        } else {
+            None
+        };
+    }
+    if let Ok(key) = DecodingKey::from_rsa_pem(encoded.as_bytes()) {
+        return Some(VerifyKey { key, alg: Algorithm::RS256 });
+    }
+    DecodingKey::from_ec_pem(encoded.as_bytes()).ok().map(|key| VerifyKey { key, alg: Algorithm::ES256 })
+}
+
+/// The verification side: keys and the issuers tokens may come from.
+pub struct Verifier {
+    pub keys: Vec<VerifyKey>,
+    /// `--service-account-issuer`, all of them (tokens of a previous issuer keep working).
+    pub issuers: Vec<String>,
+    pub audiences: Vec<String>,
+}
+
+/// Clock skew tolerated on exp and nbf.
+const LEEWAY_SECONDS: i64 = 60;
+
+/// Why a token is refused (logged, never sent).
+pub type Refusal = String;
+
+impl Verifier {
+    /// The claims a token would carry if it is ours: None when it is not a JWT from one
+    /// of our issuers at all, so other token authenticators may still know it.
+    pub fn peek(&self, token: &str) -> Option<Claims> {
+        jsonwebtoken::decode_header(token).ok()?;
+        let claims: Claims = jsonwebtoken::dangerous::insecure_decode_claims(token).ok()?;
+        let ours = claims.iss == LEGACY_ISSUER || self.issuers.contains(&claims.iss);
+        ours.then_some(claims)
+    }
+
+    /// Signature, then issuer-specific checks: bound tokens need our audience and time
+    /// window; legacy tokens carry neither.
+    pub fn verify(&self, token: &str, now: i64) -> Result<Claims, Refusal> {
+        let claims = self.check_signature(token)?;
+        if claims.iss == LEGACY_ISSUER {
+            return Ok(claims);
+        }
+        if !claims.aud.iter().any(|a| self.audiences.contains(a)) {
+            return Err(format!("audiences {:?} are not among {:?}", claims.aud, self.audiences));
+        }
+        let exp = claims.exp.ok_or("no expiry")?;
+        if now > exp + LEEWAY_SECONDS {
+            return Err("expired".into());
+        }
+        if claims.nbf.is_some_and(|nbf| now + LEEWAY_SECONDS < nbf) {
+            return Err("not valid yet".into());
+        }
+        Ok(claims)
+    }
+
+    fn check_signature(&self, token: &str) -> Result<Claims, Refusal> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
+        let mut validation = Validation::new(header.alg);
+        // time and audience are checked by `verify`, which knows the token's form
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        for key in self.keys.iter().filter(|k| k.alg == header.alg) {
+            if let Ok(data) = jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
+                return Ok(data.claims);
+            }
+        }
+        Err("no key verifies the signature".into())
+    }
+}
