@@ -208,3 +208,80 @@ impl Verifier {
         Err("no key verifies the signature".into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An EC P-256 key pair as PEM files in `dir`: (private, public).
+    fn ec_pair(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let (private, public) = (dir.join(format!("{name}.key")), dir.join(format!("{name}.pub")));
+        std::fs::write(&private, key.serialize_pem()).unwrap();
+        std::fs::write(&public, key.public_key_pem()).unwrap();
+        (private, public)
+    }
+
+    fn bound(aud: &str, exp: i64) -> Claims {
+        Claims {
+            iss: "https://issuer".into(),
+            sub: "system:serviceaccount:ns:sa".into(),
+            aud: vec![aud.into()],
+            exp: Some(exp),
+            bound: Some(Bound { namespace: "ns".into(), ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    fn verifier(keys: Vec<VerifyKey>) -> Verifier {
+        Verifier { keys, issuers: vec!["https://issuer".into()], audiences: vec!["api".into()] }
+    }
+
+    #[test]
+    fn signs_and_verifies_with_public_or_private_key_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (private, public) = ec_pair(dir.path(), "sa");
+        let signer = Signer::load(&private, "https://issuer".into(), vec!["api".into()]).unwrap();
+        let token = signer.sign(&bound("api", 1_000)).unwrap();
+        for file in [&public, &private] {
+            let claims = verifier(load_verify_keys(file).unwrap()).verify(&token, 1_000).unwrap();
+            assert_eq!(claims.bound.unwrap().namespace, "ns");
+        }
+    }
+
+    #[test]
+    fn refuses_foreign_keys_audiences_and_expired_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let (private, public) = ec_pair(dir.path(), "sa");
+        let (other, _) = ec_pair(dir.path(), "other");
+        let signer = Signer::load(&private, "https://issuer".into(), vec![]).unwrap();
+        let foreign = Signer::load(&other, "https://issuer".into(), vec![]).unwrap();
+        let v = verifier(load_verify_keys(&public).unwrap());
+        assert!(v.verify(&foreign.sign(&bound("api", 1_000)).unwrap(), 1_000).is_err(), "another key");
+        assert!(v.verify(&signer.sign(&bound("vault", 1_000)).unwrap(), 1_000).is_err(), "audience");
+        let token = signer.sign(&bound("api", 1_000)).unwrap();
+        assert!(v.verify(&token, 1_000 + LEEWAY_SECONDS).is_ok(), "within the leeway");
+        assert!(v.verify(&token, 1_001 + LEEWAY_SECONDS).is_err(), "expired");
+    }
+
+    #[test]
+    fn only_jwts_of_our_issuers_are_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let (private, public) = ec_pair(dir.path(), "sa");
+        let v = verifier(load_verify_keys(&public).unwrap());
+        assert!(v.peek("not-a-jwt").is_none());
+        let ours = Signer::load(&private, "https://issuer".into(), vec![]).unwrap();
+        assert!(v.peek(&ours.sign(&bound("api", 1)).unwrap()).is_some());
+        let theirs = Claims { iss: "https://elsewhere".into(), ..bound("api", 1) };
+        assert!(v.peek(&ours.sign(&theirs).unwrap()).is_none(), "another issuer's token");
+        let legacy = Claims { iss: LEGACY_ISSUER.into(), ..Default::default() };
+        assert!(v.verify(&ours.sign(&legacy).unwrap(), 0).is_ok(), "legacy tokens carry no audience or expiry");
+    }
+
+    #[test]
+    fn audience_is_a_string_or_a_list() {
+        let one: Claims = serde_json::from_str(r#"{"iss":"i","sub":"s","aud":"a"}"#).unwrap();
+        let many: Claims = serde_json::from_str(r#"{"iss":"i","sub":"s","aud":["a","b"]}"#).unwrap();
+        assert_eq!((one.aud, many.aud), (vec!["a".to_string()], vec!["a".to_string(), "b".to_string()]));
+    }
+}
