@@ -222,6 +222,7 @@ async fn bad_tokens(c: &Cluster, dir: &Path, key: &Path, sa_uid: &str) {
         ("another key", mint(&other, Algorithm::RS256, &bound_claims(sa_uid, ISSUER, now() + 600))),
         ("wrong audience", mint(key, Algorithm::RS256, &bound_claims(sa_uid, "https://elsewhere", now() + 600))),
         ("malformed", format!("{}x", &good[..good.len() - 4])),
+        ("shaped like a JWT", "a.b.c".into()),
         ("not a JWT at all", "garbage".into()),
     ];
     for (what, token) in cases {

@@ -164,13 +164,16 @@ const LEEWAY_SECONDS: i64 = 60;
 pub type Refusal = String;
 
 impl Verifier {
-    /// The claims a token would carry if it is ours: None when it is not a JWT from one
-    /// of our issuers at all, so other token authenticators may still know it.
-    pub fn peek(&self, token: &str) -> Option<Claims> {
-        jsonwebtoken::decode_header(token).ok()?;
-        let claims: Claims = jsonwebtoken::dangerous::insecure_decode_claims(token).ok()?;
-        let ours = claims.iss == LEGACY_ISSUER || self.issuers.contains(&claims.iss);
-        ours.then_some(claims)
+    /// Whether a token is ours to judge: not when it is no JWT, or one of another issuer
+    /// (other token authenticators may know it); a JWT that does not even parse is bad.
+    pub fn peek(&self, token: &str) -> Result<bool, Refusal> {
+        if token.split('.').count() != 3 {
+            return Ok(false);
+        }
+        jsonwebtoken::decode_header(token).map_err(|e| format!("malformed header: {e}"))?;
+        let claims: Claims =
+            jsonwebtoken::dangerous::insecure_decode_claims(token).map_err(|e| format!("malformed claims: {e}"))?;
+        Ok(claims.iss == LEGACY_ISSUER || self.issuers.contains(&claims.iss))
     }
 
     /// Signature, then issuer-specific checks: bound tokens need our audience and time
@@ -269,11 +272,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (private, public) = ec_pair(dir.path(), "sa");
         let v = verifier(load_verify_keys(&public).unwrap());
-        assert!(v.peek("not-a-jwt").is_none());
+        assert_eq!(v.peek("not-a-jwt"), Ok(false));
+        assert!(v.peek("a.b.c").is_err(), "shaped like a JWT but not one");
         let ours = Signer::load(&private, "https://issuer".into(), vec![]).unwrap();
-        assert!(v.peek(&ours.sign(&bound("api", 1)).unwrap()).is_some());
+        assert_eq!(v.peek(&ours.sign(&bound("api", 1)).unwrap()), Ok(true));
         let theirs = Claims { iss: "https://elsewhere".into(), ..bound("api", 1) };
-        assert!(v.peek(&ours.sign(&theirs).unwrap()).is_none(), "another issuer's token");
+        assert_eq!(v.peek(&ours.sign(&theirs).unwrap()), Ok(false), "another issuer's token");
         let legacy = Claims { iss: LEGACY_ISSUER.into(), ..Default::default() };
         assert!(v.verify(&ours.sign(&legacy).unwrap(), 0).is_ok(), "legacy tokens carry no audience or expiry");
     }

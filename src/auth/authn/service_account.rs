@@ -28,12 +28,18 @@ impl Authenticate for ServiceAccountTokens {
         let Some(token) = bearer_token(&req.headers) else {
             return Outcome::NoCredentials;
         };
-        // not a JWT of ours: upstream leaves such tokens to the other authenticators
-        if self.verifier.peek(token).is_none() {
-            return Outcome::NoCredentials;
-        }
         let now = chrono::Utc::now().timestamp();
-        match self.verifier.verify(token, now).and_then(|claims| self.identify(token, &claims)) {
+        let verified = self.verifier.peek(token).and_then(|ours| match ours {
+            true => self.verifier.verify(token, now).map(Some),
+            // not a JWT of ours: upstream leaves such tokens to the other authenticators
+            false => Ok(None),
+        });
+        let claims = match verified {
+            Ok(Some(claims)) => claims,
+            Ok(None) => return Outcome::NoCredentials,
+            Err(why) => return Outcome::Rejected(format!("service account token: {why}")),
+        };
+        match self.identify(token, &claims) {
             Ok(user) => Outcome::Authenticated(user),
             Err(why) => Outcome::Rejected(format!("service account token: {why}")),
         }
@@ -90,6 +96,9 @@ impl ServiceAccountTokens {
         if uid != want.uid {
             return Err(format!("{resource} {ns}/{} has uid {uid}, the token was for {}", want.name, want.uid));
         }
+        if deleted_before_grace(&obj) {
+            return Err(format!("{resource} {ns}/{} is being deleted", want.name));
+        }
         Ok(())
     }
 
@@ -100,6 +109,16 @@ impl ServiceAccountTokens {
         serde_json::from_slice(&obj?.json).ok()
     }
 }
+
+/// Being deleted for longer than a minute: as upstream, a terminating pod keeps its
+/// credentials for a short grace, then loses them even while its deletion lingers.
+fn deleted_before_grace(obj: &Value) -> bool {
+    let since = obj.pointer("/metadata/deletionTimestamp").and_then(Value::as_str);
+    let since = since.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    since.is_some_and(|t| t.timestamp() + DELETION_GRACE_SECONDS < chrono::Utc::now().timestamp())
+}
+
+const DELETION_GRACE_SECONDS: i64 = 60;
 
 /// The decoded `data.token` of a service-account-token secret.
 fn secret_token(secret: &Value) -> Option<String> {
@@ -120,5 +139,29 @@ pub fn user(ns: &str, sa: &Ref) -> UserInfo {
             super::AUTHENTICATED.into(),
         ],
         extra: BTreeMap::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn terminating_objects_keep_their_tokens_for_a_minute() {
+        let at = |secs: i64| {
+            let t = chrono::Utc::now() - chrono::Duration::seconds(secs);
+            json!({"metadata": {"deletionTimestamp": t.to_rfc3339()}})
+        };
+        assert!(!deleted_before_grace(&json!({"metadata": {}})));
+        assert!(!deleted_before_grace(&at(10)));
+        assert!(deleted_before_grace(&at(120)));
+    }
+
+    #[test]
+    fn service_account_identity() {
+        let u = user("ns", &Ref { name: "sa".into(), uid: "u1".into() });
+        assert_eq!((u.name.as_str(), u.uid.as_str()), ("system:serviceaccount:ns:sa", "u1"));
+        assert_eq!(u.groups, ["system:serviceaccounts", "system:serviceaccounts:ns", "system:authenticated"]);
     }
 }
