@@ -195,7 +195,7 @@ fn service_account_tokens(
     for path in &key_files {
         keys.extend(sa_token::load_verify_keys(path)?);
     }
-    let verifier = Verifier { keys, issuers: args.service_account_issuer.clone(), audiences };
+    let verifier = Verifier::new(keys, args.service_account_issuer.clone(), audiences);
     tracing::info!(issuers = ?verifier.issuers, audiences = ?verifier.audiences, "service account tokens");
     Ok((signer, Some(ServiceAccountTokens { verifier, caches: caches.clone() })))
 }

@@ -3,7 +3,9 @@
 //! the TokenRequest API and signature checks for the authenticator. Which objects a token
 //! is bound to, and whether they still exist, is the authenticator's business.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
 
 use anyhow::Context;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -151,11 +153,17 @@ fn verify_key(block: &pem::Pem) -> Option<VerifyKey> {
 
 /// The verification side: keys and the issuers tokens may come from.
 pub struct Verifier {
-    pub keys: Vec<VerifyKey>,
+    keys: Vec<VerifyKey>,
     /// `--service-account-issuer`, all of them (tokens of a previous issuer keep working).
     pub issuers: Vec<String>,
     pub audiences: Vec<String>,
+    /// Tokens whose signature was verified, with their claims: a client sends the same
+    /// token with every request, and the signature check is the expensive part.
+    signed: Mutex<HashMap<String, Claims>>,
 }
+
+/// Verified tokens remembered at most; the memory is dropped whole when full.
+const SIGNED_CACHE_ENTRIES: usize = 4096;
 
 /// Clock skew tolerated on exp and nbf.
 const LEEWAY_SECONDS: i64 = 60;
@@ -164,6 +172,10 @@ const LEEWAY_SECONDS: i64 = 60;
 pub type Refusal = String;
 
 impl Verifier {
+    pub fn new(keys: Vec<VerifyKey>, issuers: Vec<String>, audiences: Vec<String>) -> Verifier {
+        Verifier { keys, issuers, audiences, signed: Mutex::default() }
+    }
+
     /// Whether a token is ours to judge: not when it is no JWT, or one of another issuer
     /// (other token authenticators may know it); a JWT that does not even parse is bad.
     pub fn peek(&self, token: &str) -> Result<bool, Refusal> {
@@ -179,7 +191,7 @@ impl Verifier {
     /// Signature, then issuer-specific checks: bound tokens need our audience and time
     /// window; legacy tokens carry neither.
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, Refusal> {
-        let claims = self.check_signature(token)?;
+        let claims = self.signature_checked(token)?;
         if claims.iss == LEGACY_ISSUER {
             return Ok(claims);
         }
@@ -193,6 +205,20 @@ impl Verifier {
         if claims.nbf.is_some_and(|nbf| now + LEEWAY_SECONDS < nbf) {
             return Err("not valid yet".into());
         }
+        Ok(claims)
+    }
+
+    /// The claims of a token with a good signature, verified once per token.
+    fn signature_checked(&self, token: &str) -> Result<Claims, Refusal> {
+        if let Some(claims) = self.signed.lock().unwrap_or_else(|e| e.into_inner()).get(token) {
+            return Ok(claims.clone());
+        }
+        let claims = self.check_signature(token)?;
+        let mut signed = self.signed.lock().unwrap_or_else(|e| e.into_inner());
+        if signed.len() >= SIGNED_CACHE_ENTRIES {
+            signed.clear();
+        }
+        signed.insert(token.to_string(), claims.clone());
         Ok(claims)
     }
 
@@ -237,7 +263,7 @@ mod tests {
     }
 
     fn verifier(keys: Vec<VerifyKey>) -> Verifier {
-        Verifier { keys, issuers: vec!["https://issuer".into()], audiences: vec!["api".into()] }
+        Verifier::new(keys, vec!["https://issuer".into()], vec!["api".into()])
     }
 
     #[test]
@@ -264,7 +290,7 @@ mod tests {
         assert!(v.verify(&signer.sign(&bound("vault", 1_000)).unwrap(), 1_000).is_err(), "audience");
         let token = signer.sign(&bound("api", 1_000)).unwrap();
         assert!(v.verify(&token, 1_000 + LEEWAY_SECONDS).is_ok(), "within the leeway");
-        assert!(v.verify(&token, 1_001 + LEEWAY_SECONDS).is_err(), "expired");
+        assert!(v.verify(&token, 1_001 + LEEWAY_SECONDS).is_err(), "expired, though its signature is remembered");
     }
 
     #[test]
