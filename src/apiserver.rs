@@ -13,12 +13,14 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use crate::auth::authn::service_account::ServiceAccountTokens;
 use crate::auth::authn::token_file::TokenFile;
 use crate::auth::authn::x509::X509;
 use crate::auth::authn::{self, Authenticate, Authenticator};
 use crate::auth::authz::node::NodeAuthorizer;
 use crate::auth::authz::{Authorizer, Backends, Chain};
 use crate::auth::rbac::{Rbac, aggregation, bootstrap};
+use crate::auth::sa_token::{self, Signer, Verifier};
 use crate::auth::tls::{self, PeerCertificates};
 use crate::handlers::{self, AppState};
 use crate::registry::allocator::Allocator;
@@ -61,6 +63,19 @@ pub struct ApiserverArgs {
     /// With none of these authentication flags, every request acts as system:admin.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub anonymous_auth: Option<bool>,
+    /// PEM private key (RSA, or EC P-256 in PKCS#8) that signs ServiceAccount tokens.
+    #[arg(long, requires = "service_account_issuer")]
+    pub service_account_signing_key_file: Option<PathBuf>,
+    /// PEM public or private keys that verify ServiceAccount tokens (default: the
+    /// signing key). Repeatable.
+    #[arg(long)]
+    pub service_account_key_file: Vec<PathBuf>,
+    /// Issuer (`iss`) of ServiceAccount tokens; the first signs, all are accepted. Repeatable.
+    #[arg(long)]
+    pub service_account_issuer: Vec<String>,
+    /// Audiences the API accepts in ServiceAccount tokens (default: the first issuer).
+    #[arg(long, value_delimiter = ',')]
+    pub api_audiences: Vec<String>,
     /// Service ClusterIPs are allocated from this range.
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: ipnet::Ipv4Net,
@@ -102,9 +117,10 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     caches.start_all();
     // ClusterRole aggregation belongs to the controller-manager; run here until it exists
     tokio::spawn(aggregation::run(registry.clone(), caches.clone()));
-    let authn = Arc::new(authenticator(&args, tls.client_ca.clone(), authz.clone())?);
-    let app = handlers::router(AppState { registry, caches, advertise: advertise.clone(), authz, rbac })
-        .layer(axum::middleware::from_fn_with_state(authn, authn::layer));
+    let (signer, sa_tokens) = service_account_tokens(&args, &caches)?;
+    let authn = Arc::new(authenticator(&args, tls.client_ca.clone(), sa_tokens, authz.clone())?);
+    let state = AppState { registry, caches, advertise: advertise.clone(), authz, rbac, signer };
+    let app = handlers::router(state).layer(axum::middleware::from_fn_with_state(authn, authn::layer));
     tracing::info!(address = %local, etcd = ?args.etcd_servers, "serving the Kubernetes API");
     if let Some(path) = &args.write_kubeconfig {
         crate::kubeconfig::write(path, &format!("https://{advertise}"), "ferrokube")?;
@@ -127,10 +143,12 @@ fn tls_options(args: &ApiserverArgs) -> anyhow::Result<tls::TlsOptions> {
 fn authenticator(
     args: &ApiserverArgs,
     client_ca: Option<Arc<tls::ClientCaFile>>,
+    sa_tokens: Option<ServiceAccountTokens>,
     authz: Arc<Chain>,
 ) -> anyhow::Result<Authenticator> {
     let authz: Arc<dyn Authorizer> = authz;
-    if client_ca.is_none() && args.token_auth_file.is_none() && args.anonymous_auth.is_none() {
+    let configured = client_ca.is_some() || args.token_auth_file.is_some() || sa_tokens.is_some();
+    if !configured && args.anonymous_auth.is_none() {
         tracing::warn!("no authentication flags: every request acts as system:admin in system:masters");
         return Ok(Authenticator::dev(authz));
     }
@@ -141,7 +159,45 @@ fn authenticator(
     if let Some(path) = &args.token_auth_file {
         chain.push(Box::new(TokenFile::load(path)?));
     }
+    if let Some(sa) = sa_tokens {
+        chain.push(Box::new(sa));
+    }
     Ok(Authenticator::new(chain, args.anonymous_auth.unwrap_or(true), authz))
+}
+
+/// The ServiceAccount token signer (for TokenRequest) and authenticator the
+/// `--service-account-*` flags configure; neither without key flags.
+fn service_account_tokens(
+    args: &ApiserverArgs,
+    caches: &Caches,
+) -> anyhow::Result<(Option<Arc<Signer>>, Option<ServiceAccountTokens>)> {
+    let mut key_files = args.service_account_key_file.clone();
+    if key_files.is_empty() {
+        key_files.extend(args.service_account_signing_key_file.clone());
+    }
+    if key_files.is_empty() {
+        return Ok((None, None));
+    }
+    anyhow::ensure!(!args.service_account_issuer.is_empty(), "--service-account-issuer is required to verify tokens");
+    let audiences = if args.api_audiences.is_empty() {
+        args.service_account_issuer[..1].to_vec()
+    } else {
+        args.api_audiences.clone()
+    };
+    let signer = match &args.service_account_signing_key_file {
+        Some(path) => {
+            let issuer = args.service_account_issuer[0].clone();
+            Some(Arc::new(Signer::load(path, issuer, audiences.clone())?))
+        }
+        None => None,
+    };
+    let mut keys = Vec::new();
+    for path in &key_files {
+        keys.extend(sa_token::load_verify_keys(path)?);
+    }
+    let verifier = Verifier::new(keys, args.service_account_issuer.clone(), audiences);
+    tracing::info!(issuers = ?verifier.issuers, audiences = ?verifier.audiences, "service account tokens");
+    Ok((signer, Some(ServiceAccountTokens { verifier, caches: caches.clone() })))
 }
 
 /// Connect to etcd, retrying while it starts; logs progress every attempt.

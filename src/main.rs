@@ -35,7 +35,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the Kubernetes API from etcd (kube-apiserver).
-    Apiserver(apiserver::ApiserverArgs),
+    Apiserver(Box<apiserver::ApiserverArgs>),
     /// Start etcd and every component as child processes and write a kubeconfig.
     Up(up::UpArgs),
 }
@@ -52,7 +52,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Apiserver(args) => apiserver::run(args).await,
+            Command::Apiserver(args) => apiserver::run(*args).await,
             Command::Up(args) => up::run(args).await,
         }
     });

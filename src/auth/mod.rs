@@ -7,4 +7,5 @@ pub mod authn;
 pub mod authz;
 pub mod rbac;
 pub mod request;
+pub mod sa_token;
 pub mod tls;

@@ -94,8 +94,11 @@ fn resources_of(group: &str, version: &str) -> impl Iterator<Item = &'static Res
 
 /// Create-only subresources that act on an object rather than store one (served by
 /// `handlers::pods`): (resource, subresource, response group, version, kind).
-const ACTION_SUBRESOURCES: &[(&str, &str, &str, &str, &str)] =
-    &[("pods", "binding", "", "v1", "Binding"), ("pods", "eviction", "policy", "v1", "Eviction")];
+const ACTION_SUBRESOURCES: &[(&str, &str, &str, &str, &str)] = &[
+    ("pods", "binding", "", "v1", "Binding"),
+    ("pods", "eviction", "policy", "v1", "Eviction"),
+    ("serviceaccounts", "token", "authentication.k8s.io", "v1", "TokenRequest"),
+];
 
 fn action_subresources(
     r: &ResourceDef,

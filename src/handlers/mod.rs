@@ -14,6 +14,7 @@ pub mod reviews;
 pub mod scale;
 pub mod status;
 pub mod table;
+pub mod token_request;
 
 use std::sync::Arc;
 
@@ -40,6 +41,8 @@ pub struct AppState {
     pub authz: Arc<Chain>,
     /// The RBAC evaluator, whatever the modes: escalation checks on RBAC writes use it.
     pub rbac: Arc<Rbac>,
+    /// Signs TokenRequests; None without `--service-account-signing-key-file`.
+    pub signer: Option<Arc<crate::auth::sa_token::Signer>>,
 }
 
 pub fn router(state: AppState) -> Router {

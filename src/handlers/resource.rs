@@ -17,7 +17,7 @@ use super::path::{self, ResourcePath, Target};
 use super::query::Query;
 use super::status::{ApiError, ApiResult};
 use super::table::{self, IncludeObject};
-use super::{AppState, discovery, list, pods, reviews};
+use super::{AppState, discovery, list, pods, reviews, token_request};
 use crate::auth::authz;
 use crate::auth::rbac::escalation;
 use crate::auth::request::UserInfo;
@@ -82,6 +82,14 @@ async fn handle(state: &AppState, req: Req<'_>, body: Body) -> ApiResult<Respons
         Target::Group(_) | Target::GroupVersion(..) => return Err(ApiError::method_not_allowed()),
         Target::Resource(p) => p,
     };
+    if token_request::is_token_request(&p) {
+        if *method != Method::POST {
+            return Err(ApiError::method_not_allowed());
+        }
+        let (namespace, name) = (p.namespace.as_deref().unwrap_or(""), p.name.as_deref().unwrap_or(""));
+        let body = read_body(body).await?;
+        return token_request::create(state, (namespace, name), headers, &body).await;
+    }
     if let Some(action) = pods::Action::of(&p) {
         let query = Query::parse(uri.query())?;
         if *method != Method::POST {

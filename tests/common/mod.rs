@@ -296,6 +296,18 @@ impl Cluster {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// A kubeconfig `kubeconfig-<name>` for this server that authenticates with `token`.
+    pub fn token_kubeconfig(&self, name: &str, token: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("kubeconfig-{name}"));
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    insecure-skip-tls-verify: true\n\
+             users:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n",
+            self.base
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

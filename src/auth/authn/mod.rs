@@ -7,6 +7,7 @@
 
 pub mod impersonate;
 pub mod parse;
+pub mod service_account;
 pub mod token_file;
 pub mod x509;
 

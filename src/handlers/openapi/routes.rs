@@ -391,6 +391,11 @@ fn core_actions() -> Vec<Route> {
         ("bindings", "createCoreV1NamespacedBinding", ("", "v1", "Binding")),
         ("pods/{name}/binding", "createCoreV1NamespacedPodBinding", ("", "v1", "Binding")),
         ("pods/{name}/eviction", "createCoreV1NamespacedPodEviction", ("policy", "v1", "Eviction")),
+        (
+            "serviceaccounts/{name}/token",
+            "createCoreV1NamespacedServiceAccountToken",
+            ("authentication.k8s.io", "v1", "TokenRequest"),
+        ),
     ];
     let route = |(path, id, gvk): (&str, &str, _)| create_only(format!("{ns}/{path}"), id.into(), tag("", "v1"), gvk);
     actions.into_iter().map(route).collect()
