@@ -1,6 +1,7 @@
 //! HTTP routes. Everything under `/api` and `/apis` goes through one generic resource
 //! handler driven by the resource table; discovery and health have their own routes.
 
+pub mod actions;
 pub mod codec;
 pub mod discovery;
 mod duplicate_keys;

@@ -1,6 +1,6 @@
-//! Pod subresources that act rather than store: `pods/binding` (how a scheduler places a
-//! pod; also the legacy `bindings` collection) and `pods/eviction` (policy/v1 Eviction,
-//! what `kubectl drain` calls).
+//! Pod subresources that act rather than store (dispatched by `handlers::actions`):
+//! `pods/binding` (how a scheduler places a pod; also the legacy `bindings` collection)
+//! and `pods/eviction` (policy/v1 Eviction, what `kubectl drain` calls).
 
 use axum::response::Response;
 use bytes::Bytes;
@@ -8,43 +8,9 @@ use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 use super::codec::{self, Output};
-use super::path::ResourcePath;
 use super::status::{ApiError, ApiResult, FieldError};
 use crate::registry::rest::{DeleteOpts, Part, Registry, WriteOpts};
 use crate::registry::{ResourceDef, find_resource, meta};
-
-/// Which action a path names.
-pub enum Action {
-    Bind,
-    Evict,
-}
-
-impl Action {
-    pub fn of(p: &ResourcePath) -> Option<Action> {
-        if !p.group.is_empty() || p.version != "v1" || p.namespace.is_none() {
-            return None;
-        }
-        match (p.resource.as_str(), p.name.is_some(), p.subresource.as_deref()) {
-            ("bindings", false, None) => Some(Action::Bind),
-            ("pods", true, Some("binding")) => Some(Action::Bind),
-            ("pods", true, Some("eviction")) => Some(Action::Evict),
-            _ => None,
-        }
-    }
-
-    pub async fn run(
-        &self,
-        reg: &Registry,
-        target: Target<'_>,
-        headers: &HeaderMap,
-        body: &Bytes,
-    ) -> ApiResult<Response> {
-        match self {
-            Action::Bind => bind(reg, target, headers, body).await,
-            Action::Evict => evict(reg, target, headers, body).await,
-        }
-    }
-}
 
 /// What one of these requests addresses: the pod's namespace and the name on the URL
 /// (empty for the `bindings` collection, where the body names the pod).

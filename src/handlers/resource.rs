@@ -17,7 +17,7 @@ use super::path::{self, ResourcePath, Target};
 use super::query::Query;
 use super::status::{ApiError, ApiResult};
 use super::table::{self, IncludeObject};
-use super::{AppState, discovery, list, pods, reviews, token_request};
+use super::{AppState, actions, discovery, list, reviews};
 use crate::auth::authz;
 use crate::auth::rbac::escalation;
 use crate::auth::request::UserInfo;
@@ -82,22 +82,9 @@ async fn handle(state: &AppState, req: Req<'_>, body: Body) -> ApiResult<Respons
         Target::Group(_) | Target::GroupVersion(..) => return Err(ApiError::method_not_allowed()),
         Target::Resource(p) => p,
     };
-    if token_request::is_token_request(&p) {
-        if *method != Method::POST {
-            return Err(ApiError::method_not_allowed());
-        }
-        let (namespace, name) = (p.namespace.as_deref().unwrap_or(""), p.name.as_deref().unwrap_or(""));
-        let body = read_body(body).await?;
-        return token_request::create(state, (namespace, name), headers, &body).await;
-    }
-    if let Some(action) = pods::Action::of(&p) {
+    if let Some(action) = actions::Action::of(&p) {
         let query = Query::parse(uri.query())?;
-        if *method != Method::POST {
-            return Err(ApiError::method_not_allowed());
-        }
-        let (namespace, name) = (p.namespace.as_deref().unwrap_or(""), p.name.as_deref().unwrap_or(""));
-        let target = pods::Target { namespace, name, dry_run: query.dry_run()? };
-        return action.run(&state.registry, target, headers, &read_body(body).await?).await;
+        return action.run(state, &p, method, &query, headers, &read_body(body).await?).await;
     }
     let res = find_resource(&p.group, &p.version, &p.resource).ok_or_else(ApiError::not_found_path)?;
     if !res.namespaced && p.namespace.is_some() {

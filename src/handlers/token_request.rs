@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::codec::{self, Output};
-use super::path::ResourcePath;
 use super::status::{ApiError, ApiResult, FieldError};
 use crate::auth::sa_token::{Bound, Claims, Ref, Signer};
 use crate::registry::rest::Registry;
@@ -24,16 +23,6 @@ const MIN_SECONDS: i64 = 600;
 const MAX_SECONDS: i64 = 1 << 32;
 /// How long a TokenRequest waits for the watch caches to see what it read.
 const CACHE_WAIT: Duration = Duration::from_secs(2);
-
-/// Whether a path is `POST …/serviceaccounts/{name}/token`.
-pub fn is_token_request(p: &ResourcePath) -> bool {
-    p.group.is_empty()
-        && p.version == "v1"
-        && p.namespace.is_some()
-        && p.resource == "serviceaccounts"
-        && p.name.is_some()
-        && p.subresource.as_deref() == Some("token")
-}
 
 fn core(resource: &str) -> &'static ResourceDef {
     find_resource("", "v1", resource).expect("core resources are in the resource table")
