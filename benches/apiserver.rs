@@ -6,6 +6,8 @@
 //! - updates/s of Deployments, 16 clients each on its own Deployment: PUT of the whole
 //!   object against a strategic merge PATCH of one annotation and a server-side apply of
 //!   the whole configuration with that annotation changed, in the same run,
+//! - what authentication and authorization cost: the same creates through a second
+//!   server run with Node,RBAC, a token file and a client CA (`auth.rs`),
 //! - p50/p90 latency of a LIST of 10,000 pods (JSON, and as a Table),
 //! - the server's resident memory with 10,000 pods stored,
 //! - LIST of those pods from the watch cache (resourceVersion=0) and from etcd
@@ -25,6 +27,12 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use serde_json::json;
+
+#[path = "apiserver/auth.rs"]
+mod auth;
+
+/// Makes the HTTP client each simulated client uses (one connection each).
+type NewClient = Arc<dyn Fn() -> reqwest::Client + Send + Sync>;
 
 struct Proc(Child);
 impl Drop for Proc {
@@ -69,16 +77,7 @@ async fn main() {
             .spawn()
             .expect("start etcd (apt-get install etcd-server)"),
     );
-    let server = Proc(
-        Command::new(env!("CARGO_BIN_EXE_ferrokube"))
-            .args(["apiserver", &format!("--etcd-servers={etcd_url}"), &format!("--secure-port={api_port}")])
-            .arg(format!("--cert-dir={}", dir.path().join("certs").display()))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start server"),
-    );
+    let server = spawn_server(&etcd_url, api_port, &dir.path().join("certs"), &[]);
     let base = format!("https://127.0.0.1:{api_port}");
     wait_ready(&base).await;
 
@@ -101,6 +100,8 @@ async fn main() {
         row("  server CPU per ConfigMap create", cm_cpu, " us", None);
         row("  server CPU per Pod create", pod_cpu, " us", None);
     }
+
+    auth::auth_cost(&etcd_url, dir.path(), &base, pid, creates).await;
 
     update_rates(&base, updates, 16).await;
 
@@ -179,6 +180,21 @@ async fn watch_fanout(base: &str, pid: u32, watchers: usize, n: usize) {
     row(&format!("watchers that got all {n} events"), complete as f64, "", None);
     row("last write -> every watcher has every event", (last_seen - last_write).as_secs_f64() * 1000.0, " ms", None);
     row("server RSS per idle watcher", per_watcher_kb, " KB", None);
+}
+
+/// The release server on `port`, quiet, with `extra` flags.
+fn spawn_server(etcd_url: &str, port: u16, cert_dir: &std::path::Path, extra: &[String]) -> Proc {
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_ferrokube"))
+            .args(["apiserver", &format!("--etcd-servers={etcd_url}"), &format!("--secure-port={port}")])
+            .arg(format!("--cert-dir={}", cert_dir.display()))
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start server"),
+    )
 }
 
 fn row(label: &str, value: f64, unit: &str, ratio: Option<f64>) {
@@ -353,14 +369,25 @@ async fn api_create_rate_in(
 }
 
 async fn create_rate(url: String, n: usize, clients: usize, make: fn(&str) -> serde_json::Value) -> f64 {
+    create_rate_with(url, n, clients, make, Arc::new(http_client)).await
+}
+
+/// Objects created per second at `url` by `clients` clients made by `new_client`.
+async fn create_rate_with(
+    url: String,
+    n: usize,
+    clients: usize,
+    make: fn(&str) -> serde_json::Value,
+    new_client: NewClient,
+) -> f64 {
     let url = Arc::new(url);
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
-            let url = url.clone();
+            let (url, new_client) = (url.clone(), new_client.clone());
             tokio::spawn(async move {
                 // one connection per client, as separate controllers would have
-                let client = http_client();
+                let client = new_client();
                 for i in (c..n).step_by(clients) {
                     let r = client.post(url.as_str()).json(&make(&format!("obj-{i}"))).send().await.expect("post");
                     assert!(r.status().is_success(), "create failed: {}", r.status());
