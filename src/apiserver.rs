@@ -20,6 +20,7 @@ use crate::auth::authn::{self, Authenticate, Authenticator};
 use crate::auth::authz::node::NodeAuthorizer;
 use crate::auth::authz::{Authorizer, Backends, Chain};
 use crate::auth::rbac::{Rbac, aggregation, bootstrap};
+use crate::auth::sa_discovery;
 use crate::auth::sa_token::{self, Signer, Verifier};
 use crate::auth::tls::{self, PeerCertificates};
 use crate::handlers::{self, AppState};
@@ -76,6 +77,14 @@ pub struct ApiserverArgs {
     /// Audiences the API accepts in ServiceAccount tokens (default: the first issuer).
     #[arg(long, value_delimiter = ',')]
     pub api_audiences: Vec<String>,
+    /// The longest token a TokenRequest gets (a Go duration such as `24h`); longer
+    /// requests are cut to it.
+    #[arg(long, value_parser = parse_go_duration)]
+    pub service_account_max_token_expiration: Option<std::time::Duration>,
+    /// Where the issuer's discovery document says the key set is (default:
+    /// `https://<this server>/openid/v1/jwks`).
+    #[arg(long)]
+    pub service_account_jwks_uri: Option<String>,
     /// Service ClusterIPs are allocated from this range.
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: ipnet::Ipv4Net,
@@ -117,9 +126,10 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     caches.start_all();
     // ClusterRole aggregation belongs to the controller-manager; run here until it exists
     tokio::spawn(aggregation::run(registry.clone(), caches.clone()));
-    let (signer, sa_tokens) = service_account_tokens(&args, &caches)?;
-    let authn = Arc::new(authenticator(&args, tls.client_ca.clone(), sa_tokens, authz.clone())?);
-    let state = AppState { registry, caches, advertise: advertise.clone(), authz, rbac, signer };
+    let sa = service_account_tokens(&args, &caches, &advertise)?;
+    let authn = Arc::new(authenticator(&args, tls.client_ca.clone(), sa.authn, authz.clone())?);
+    let (signer, sa_discovery) = (sa.signer, sa.discovery);
+    let state = AppState { registry, caches, advertise: advertise.clone(), authz, rbac, signer, sa_discovery };
     let app = handlers::router(state).layer(axum::middleware::from_fn_with_state(authn, authn::layer));
     tracing::info!(address = %local, etcd = ?args.etcd_servers, "serving the Kubernetes API");
     if let Some(path) = &args.write_kubeconfig {
@@ -165,18 +175,28 @@ fn authenticator(
     Ok(Authenticator::new(chain, args.anonymous_auth.unwrap_or(true), authz))
 }
 
-/// The ServiceAccount token signer (for TokenRequest) and authenticator the
-/// `--service-account-*` flags configure; neither without key flags.
+/// What the `--service-account-*` flags configure; nothing without key flags.
+#[derive(Default)]
+struct ServiceAccountSetup {
+    /// Signs TokenRequests.
+    signer: Option<Arc<Signer>>,
+    /// Authenticates ServiceAccount tokens.
+    authn: Option<ServiceAccountTokens>,
+    /// The issuer's discovery documents (an https issuer only).
+    discovery: Option<Arc<sa_discovery::Documents>>,
+}
+
 fn service_account_tokens(
     args: &ApiserverArgs,
     caches: &Caches,
-) -> anyhow::Result<(Option<Arc<Signer>>, Option<ServiceAccountTokens>)> {
+    advertise: &str,
+) -> anyhow::Result<ServiceAccountSetup> {
     let mut key_files = args.service_account_key_file.clone();
     if key_files.is_empty() {
         key_files.extend(args.service_account_signing_key_file.clone());
     }
     if key_files.is_empty() {
-        return Ok((None, None));
+        return Ok(ServiceAccountSetup::default());
     }
     anyhow::ensure!(!args.service_account_issuer.is_empty(), "--service-account-issuer is required to verify tokens");
     let audiences = if args.api_audiences.is_empty() {
@@ -187,7 +207,9 @@ fn service_account_tokens(
     let signer = match &args.service_account_signing_key_file {
         Some(path) => {
             let issuer = args.service_account_issuer[0].clone();
-            Some(Arc::new(Signer::load(path, issuer, audiences.clone())?))
+            let mut signer = Signer::load(path, issuer, audiences.clone())?;
+            signer.max_seconds = args.service_account_max_token_expiration.map(|d| d.as_secs() as i64);
+            Some(Arc::new(signer))
         }
         None => None,
     };
@@ -197,7 +219,39 @@ fn service_account_tokens(
     }
     let verifier = Verifier::new(keys, args.service_account_issuer.clone(), audiences);
     tracing::info!(issuers = ?verifier.issuers, audiences = ?verifier.audiences, "service account tokens");
-    Ok((signer, Some(ServiceAccountTokens { verifier, caches: caches.clone() })))
+    let issuer = &args.service_account_issuer[0];
+    let discovery = sa_discovery::is_discoverable(issuer).then(|| {
+        let jwks_uri =
+            args.service_account_jwks_uri.clone().unwrap_or_else(|| format!("https://{advertise}/openid/v1/jwks"));
+        Arc::new(sa_discovery::Documents::new(issuer, &jwks_uri, verifier.jwks()))
+    });
+    let authn = Some(ServiceAccountTokens { verifier, caches: caches.clone() });
+    Ok(ServiceAccountSetup { signer, authn, discovery })
+}
+
+/// A Go duration as upstream's flags take them: `90s`, `1h30m`, `24h`.
+fn parse_go_duration(text: &str) -> Result<std::time::Duration, String> {
+    let mut total = 0.0;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err("an empty duration".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let number: f64 = rest[..digits].parse().map_err(|_| format!("invalid duration {text:?}"))?;
+        rest = &rest[digits..];
+        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let scale = match &rest[..unit] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            other => return Err(format!("unknown unit {other:?} in duration {text:?}")),
+        };
+        total += number * scale;
+        rest = &rest[unit..];
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
 }
 
 /// Connect to etcd, retrying while it starts; logs progress every attempt.
@@ -290,5 +344,22 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = term.recv() => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_go_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_go_duration("1h30m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(parse_go_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("1.5h"), Ok(Duration::from_secs(5_400)));
+        assert!(parse_go_duration("").is_err());
+        assert!(parse_go_duration("10d").is_err(), "Go has no day unit");
+        assert!(parse_go_duration("h").is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! ServiceAccount tokens against the real server: `kubectl create token` and whoami with
 //! stock kubectl, tokens bound to pods and secrets losing their power when those go,
 //! recreated accounts, legacy secret tokens, bad tokens (expired, foreign key, wrong
-//! audience) answering a bare 401, and RBAC granting a service account by binding.
+//! audience) answering a bare 401, RBAC granting a service account by binding, the
+//! longest token lifetime, and the issuer's OpenID discovery documents and key set.
 
 mod common;
 
@@ -162,6 +163,13 @@ async fn kubectl_create_token_bound_tokens_and_bad_tokens() {
     secret_bound_and_legacy(&c, &key, &sa_uid).await;
     bad_tokens(&c, dir.path(), &key, &sa_uid).await;
     recreated_account(&c).await;
+
+    // the RSA key is published under the id every token names
+    let jwks = c.must_get("/openid/v1/jwks").await;
+    let token = issued(&c, "default", json!({})).await;
+    let kid = jsonwebtoken::decode_header(&token).unwrap().kid.expect("a key id");
+    assert_eq!(jwks["keys"][0]["kid"], kid.as_str(), "{jwks}");
+    assert_eq!((&jwks["keys"][0]["kty"], &jwks["keys"][0]["e"]), (&json!("RSA"), &json!("AQAB")), "{jwks}");
 }
 
 /// A pod-bound token names the pod in extra and dies with the pod.
@@ -256,6 +264,7 @@ async fn ec_keys_audiences_and_rbac() {
         format!("--service-account-issuer={ISSUER}"),
         "--api-audiences=api-a,api-b".to_string(),
         "--authorization-mode=RBAC".to_string(),
+        "--service-account-max-token-expiration=30m".to_string(),
     ];
     let c = Cluster::start_with(&flags.iter().map(String::as_str).collect::<Vec<_>>()).await;
     c.create(&format!("{NS}/serviceaccounts"), &service_account("reader")).await;
@@ -280,4 +289,31 @@ async fn ec_keys_audiences_and_rbac() {
     }
     let other_ns = "/api/v1/namespaces/kube-system/pods";
     assert_eq!(as_token(&c, Method::GET, other_ns, None, &token).await.0, StatusCode::FORBIDDEN);
+
+    // longer than --service-account-max-token-expiration: cut to it
+    let (_, body) = token_request(&c, "reader", json!({"expirationSeconds": 7200})).await;
+    assert_eq!(body["spec"]["expirationSeconds"], 1800, "{body}");
+    issuer_discovery(&c, &token).await;
+}
+
+/// Any service account reads the issuer's discovery documents (upstream's
+/// system:service-account-issuer-discovery binding); the key set verifies its token.
+async fn issuer_discovery(c: &Cluster, token: &str) {
+    let (status, config) = as_token(c, Method::GET, "/.well-known/openid-configuration", None, token).await;
+    assert_eq!(status, StatusCode::OK, "{config}");
+    assert_eq!(config["issuer"], ISSUER);
+    assert!(config["jwks_uri"].as_str().unwrap().ends_with("/openid/v1/jwks"), "{config}");
+    assert_eq!(config["id_token_signing_alg_values_supported"], json!(["ES256"]));
+    let (status, jwks) = as_token(c, Method::GET, "/openid/v1/jwks", None, token).await;
+    assert_eq!(status, StatusCode::OK, "{jwks}");
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks.clone()).expect("a JWK set");
+    let kid = jsonwebtoken::decode_header(token).unwrap().kid.expect("tokens name their key");
+    let jwk = set.find(&kid).unwrap_or_else(|| panic!("no key {kid} in {jwks}"));
+    let mut validation = jsonwebtoken::Validation::new(Algorithm::ES256);
+    validation.set_audience(&["api-a"]);
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+    jsonwebtoken::decode::<Value>(token, &key, &validation).expect("the published key verifies the token");
+    let anonymous = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    let status = anonymous.get(c.url("/openid/v1/jwks")).send().await.unwrap().status();
+    assert_eq!(status, StatusCode::FORBIDDEN, "anonymous users are not bound to issuer discovery");
 }

@@ -7,5 +7,6 @@ pub mod authn;
 pub mod authz;
 pub mod rbac;
 pub mod request;
+pub mod sa_discovery;
 pub mod sa_token;
 pub mod tls;

@@ -11,6 +11,8 @@ use anyhow::Context;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use super::sa_discovery::key_id;
+
 /// The issuer of secret-based tokens minted by upstream's old token controller.
 pub const LEGACY_ISSUER: &str = "kubernetes/serviceaccount";
 
@@ -85,6 +87,11 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
 pub struct Signer {
     key: EncodingKey,
     alg: Algorithm,
+    /// The key's id, in every token's header, as upstream sets it (None for a key rcgen
+    /// cannot read, such as PKCS#1 RSA: such tokens still verify, by trying every key).
+    kid: Option<String>,
+    /// `--service-account-max-token-expiration`: longer requests are cut to this.
+    pub max_seconds: Option<i64>,
     pub issuer: String,
     /// `--api-audiences`: what a TokenRequest without audiences gets.
     pub audiences: Vec<String>,
@@ -94,14 +101,19 @@ impl Signer {
     pub fn load(path: &Path, issuer: String, audiences: Vec<String>) -> anyhow::Result<Signer> {
         let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let (key, alg) = signing_key(&pem).with_context(|| format!("signing key {}", path.display()))?;
-        let signer = Signer { key, alg, issuer, audiences };
+        let kid = std::str::from_utf8(&pem)
+            .ok()
+            .and_then(|text| rcgen::KeyPair::from_pem(text).ok())
+            .map(|pair| key_id(&rcgen::PublicKeyData::subject_public_key_info(&pair)));
+        let signer = Signer { key, alg, kid, max_seconds: None, issuer, audiences };
         // a key of an unsupported curve or size only fails when it signs: find out now
         signer.sign(&Claims::default()).with_context(|| format!("signing with {}", path.display()))?;
         Ok(signer)
     }
 
     pub fn sign(&self, claims: &Claims) -> anyhow::Result<String> {
-        Ok(jsonwebtoken::encode(&Header::new(self.alg), claims, &self.key)?)
+        let header = Header { kid: self.kid.clone(), ..Header::new(self.alg) };
+        Ok(jsonwebtoken::encode(&header, claims, &self.key)?)
     }
 }
 
@@ -116,10 +128,18 @@ fn signing_key(pem: &[u8]) -> anyhow::Result<(EncodingKey, Algorithm)> {
     anyhow::bail!("not an RSA or PKCS#8 EC P-256 private key")
 }
 
-/// A key that verifies tokens, with the algorithm its family signs.
+/// A key that verifies tokens, with the algorithm its family signs and, when known, its
+/// DER SubjectPublicKeyInfo (for its key id and the published key set).
 pub struct VerifyKey {
     key: DecodingKey,
     alg: Algorithm,
+    spki: Option<Vec<u8>>,
+}
+
+impl VerifyKey {
+    fn kid(&self) -> Option<String> {
+        self.spki.as_deref().map(key_id)
+    }
 }
 
 /// Every public key in a PEM file: public keys as they are, private keys by their public
@@ -136,19 +156,21 @@ fn verify_key(block: &pem::Pem) -> Option<VerifyKey> {
     let encoded = pem::encode(block);
     if block.tag().contains("PRIVATE KEY") {
         let pair = rcgen::KeyPair::from_pem(&encoded).ok()?;
-        let raw = pair.public_key_raw();
+        let (raw, spki) = (pair.public_key_raw(), Some(rcgen::PublicKeyData::subject_public_key_info(&pair)));
         return if pair.algorithm() == &rcgen::PKCS_RSA_SHA256 {
-            Some(VerifyKey { key: DecodingKey::from_rsa_der(raw), alg: Algorithm::RS256 })
+            Some(VerifyKey { key: DecodingKey::from_rsa_der(raw), alg: Algorithm::RS256, spki })
         } else if pair.algorithm() == &rcgen::PKCS_ECDSA_P256_SHA256 {
-            Some(VerifyKey { key: DecodingKey::from_ec_der(raw), alg: Algorithm::ES256 })
+            Some(VerifyKey { key: DecodingKey::from_ec_der(raw), alg: Algorithm::ES256, spki })
         } else {
             None
         };
     }
+    // a "PUBLIC KEY" block is the SubjectPublicKeyInfo itself
+    let spki = (block.tag() == "PUBLIC KEY").then(|| block.contents().to_vec());
     if let Ok(key) = DecodingKey::from_rsa_pem(encoded.as_bytes()) {
-        return Some(VerifyKey { key, alg: Algorithm::RS256 });
+        return Some(VerifyKey { key, alg: Algorithm::RS256, spki });
     }
-    DecodingKey::from_ec_pem(encoded.as_bytes()).ok().map(|key| VerifyKey { key, alg: Algorithm::ES256 })
+    DecodingKey::from_ec_pem(encoded.as_bytes()).ok().map(|key| VerifyKey { key, alg: Algorithm::ES256, spki })
 }
 
 /// The verification side: keys and the issuers tokens may come from.
@@ -174,6 +196,11 @@ pub type Refusal = String;
 impl Verifier {
     pub fn new(keys: Vec<VerifyKey>, issuers: Vec<String>, audiences: Vec<String>) -> Verifier {
         Verifier { keys, issuers, audiences, signed: Mutex::default() }
+    }
+
+    /// Every verification key as a JWK, for `/openid/v1/jwks`.
+    pub fn jwks(&self) -> Vec<serde_json::Value> {
+        self.keys.iter().filter_map(|k| k.spki.as_deref().and_then(super::sa_discovery::jwk)).collect()
     }
 
     /// Whether a token is ours to judge: not when it is no JWT, or one of another issuer
@@ -229,7 +256,13 @@ impl Verifier {
         validation.required_spec_claims.clear();
         validation.validate_exp = false;
         validation.validate_aud = false;
-        for key in self.keys.iter().filter(|k| k.alg == header.alg) {
+        // the key the header names first; then the others, as a token may come from a
+        // signer that sets no key id or another one
+        let mut keys: Vec<&VerifyKey> = self.keys.iter().filter(|k| k.alg == header.alg).collect();
+        if header.kid.is_some() {
+            keys.sort_by_key(|k| k.kid() != header.kid);
+        }
+        for key in keys {
             if let Ok(data) = jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
                 return Ok(data.claims);
             }

@@ -1,5 +1,6 @@
 //! Discovery documents (`/api`, `/apis`, `/api/v1`, `/apis/<g>/<v>`, aggregated
-//! discovery v2 and v2beta1), `/version` and the health endpoints.
+//! discovery v2 and v2beta1), `/version`, the health endpoints, and the ServiceAccount
+//! issuer's OpenID documents.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -273,4 +274,26 @@ pub fn resource_list(group: &str, version: &str) -> Result<Response, ApiError> {
     let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     Ok(axum::Json(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
         .into_response())
+}
+
+/// `/.well-known/openid-configuration`: the ServiceAccount issuer's provider configuration.
+pub async fn openid_configuration(State(state): State<AppState>) -> Response {
+    issuer_document(&state, "application/json", |d| d.configuration.clone())
+}
+
+/// `/openid/v1/jwks`: the keys that verify ServiceAccount tokens.
+pub async fn openid_jwks(State(state): State<AppState>) -> Response {
+    issuer_document(&state, "application/jwk-set+json", |d| d.jwks.clone())
+}
+
+fn issuer_document(
+    state: &AppState,
+    content_type: &'static str,
+    pick: fn(&crate::auth::sa_discovery::Documents) -> Vec<u8>,
+) -> Response {
+    let Some(docs) = &state.sa_discovery else {
+        return ApiError::not_found_path().into_response();
+    };
+    let headers = [(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=3600")];
+    (headers, pick(docs)).into_response()
 }

@@ -44,6 +44,9 @@ pub struct AppState {
     pub rbac: Arc<Rbac>,
     /// Signs TokenRequests; None without `--service-account-signing-key-file`.
     pub signer: Option<Arc<crate::auth::sa_token::Signer>>,
+    /// The ServiceAccount issuer's discovery documents; None unless the issuer is an
+    /// https URL and tokens are verified.
+    pub sa_discovery: Option<Arc<crate::auth::sa_discovery::Documents>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -60,6 +63,8 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi/v2", get(openapi::v2))
         .route("/openapi/v3", get(openapi::v3_root))
         .route("/openapi/v3/{*path}", get(openapi::v3_document))
+        .route("/.well-known/openid-configuration", get(discovery::openid_configuration))
+        .route("/openid/v1/jwks", get(discovery::openid_jwks))
         .fallback(resource::dispatch)
         .layer(middleware::from_fn_with_state(state.authz.clone(), authorize))
         .with_state(state)

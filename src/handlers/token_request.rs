@@ -54,6 +54,8 @@ fn parse_request(req: &Value, sa: &str, signer: &Signer) -> ApiResult<Wanted> {
     if seconds > MAX_SECONDS {
         return Err(invalid("may not specify a duration larger than 2^32 seconds"));
     }
+    // upstream cuts a request beyond --service-account-max-token-expiration to it
+    let seconds = signer.max_seconds.map_or(seconds, |max| seconds.min(max));
     let bound = match spec.get("boundObjectRef").filter(|v| v.is_object()) {
         Some(r) => Some(bound_ref(r, sa)?),
         None => None,
