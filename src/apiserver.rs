@@ -123,7 +123,8 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     let app = handlers::router(state).layer(axum::middleware::from_fn_with_state(authn, authn::layer));
     tracing::info!(address = %local, etcd = ?args.etcd_servers, "serving the Kubernetes API");
     if let Some(path) = &args.write_kubeconfig {
-        crate::kubeconfig::write(path, &format!("https://{advertise}"), "ferrokube")?;
+        let creds = crate::kubeconfig::Credentials::DevToken;
+        crate::kubeconfig::write(path, &format!("https://{advertise}"), "ferrokube", &creds)?;
         tracing::info!(path = %path.display(), "wrote kubeconfig");
     }
     serve(listener, tls, app).await
