@@ -216,6 +216,14 @@ fn up_is_secure_by_default_and_restarts_on_the_same_ca() {
     assert!(text.ends_with("\n200") && text.contains(r#""kind":"PodList""#), "{line}: {text}");
     let url = format!("https://127.0.0.1:{}/api/v1/pods", up.port);
     let ca = up.pki("ca.crt");
+    // the README's ServiceAccount token line
+    kubectl_ok("1.33", &up.kubeconfig, &home, &["create", "serviceaccount", "reader"]);
+    let bind = ["create", "clusterrolebinding", "reader", "--clusterrole=view", "--serviceaccount=default:reader"];
+    kubectl_ok("1.33", &up.kubeconfig, &home, &bind);
+    let token = kubectl_ok("1.33", &up.kubeconfig, &home, &["create", "token", "reader"]);
+    let bearer = format!("Authorization: Bearer {}", token.trim());
+    let (status, body) = curl(&["--cacert", ca.to_str().unwrap(), "-H", &bearer, &url]);
+    assert_eq!(status, 200, "{body}");
     let (status, body) = curl(&["--cacert", ca.to_str().unwrap(), &url]);
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("system:anonymous"), "{body}");
