@@ -13,6 +13,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use crate::auth::authn::bootstrap_token::BootstrapTokens;
 use crate::auth::authn::service_account::ServiceAccountTokens;
 use crate::auth::authn::token_file::TokenFile;
 use crate::auth::authn::x509::X509;
@@ -76,6 +77,10 @@ pub struct ApiserverArgs {
     /// Audiences the API accepts in ServiceAccount tokens (default: the first issuer).
     #[arg(long, value_delimiter = ',')]
     pub api_audiences: Vec<String>,
+    /// Bootstrap tokens (Secrets of type bootstrap.kubernetes.io/token in kube-system)
+    /// authenticate as system:bootstrap:<id>.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
+    pub enable_bootstrap_token_auth: bool,
     /// Service ClusterIPs are allocated from this range.
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: ipnet::Ipv4Net,
@@ -118,7 +123,8 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     // ClusterRole aggregation belongs to the controller-manager; run here until it exists
     tokio::spawn(aggregation::run(registry.clone(), caches.clone()));
     let (signer, sa_tokens) = service_account_tokens(&args, &caches)?;
-    let authn = Arc::new(authenticator(&args, tls.client_ca.clone(), sa_tokens, authz.clone())?);
+    let bootstrap_tokens = args.enable_bootstrap_token_auth.then(|| BootstrapTokens { caches: caches.clone() });
+    let authn = Arc::new(authenticator(&args, tls.client_ca.clone(), sa_tokens, bootstrap_tokens, authz.clone())?);
     let state = AppState { registry, caches, advertise: advertise.clone(), authz, rbac, signer };
     let app = handlers::router(state).layer(axum::middleware::from_fn_with_state(authn, authn::layer));
     tracing::info!(address = %local, etcd = ?args.etcd_servers, "serving the Kubernetes API");
@@ -145,10 +151,12 @@ fn authenticator(
     args: &ApiserverArgs,
     client_ca: Option<Arc<tls::ClientCaFile>>,
     sa_tokens: Option<ServiceAccountTokens>,
+    bootstrap_tokens: Option<BootstrapTokens>,
     authz: Arc<Chain>,
 ) -> anyhow::Result<Authenticator> {
     let authz: Arc<dyn Authorizer> = authz;
-    let configured = client_ca.is_some() || args.token_auth_file.is_some() || sa_tokens.is_some();
+    let configured =
+        client_ca.is_some() || args.token_auth_file.is_some() || sa_tokens.is_some() || bootstrap_tokens.is_some();
     if !configured && args.anonymous_auth.is_none() {
         tracing::warn!("no authentication flags: every request acts as system:admin in system:masters");
         return Ok(Authenticator::dev(authz));
@@ -162,6 +170,9 @@ fn authenticator(
     }
     if let Some(sa) = sa_tokens {
         chain.push(Box::new(sa));
+    }
+    if let Some(bootstrap) = bootstrap_tokens {
+        chain.push(Box::new(bootstrap));
     }
     Ok(Authenticator::new(chain, args.anonymous_auth.unwrap_or(true), authz))
 }

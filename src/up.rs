@@ -81,6 +81,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             format!("--service-account-signing-key-file={}", path(&pki.sa_key())),
             format!("--service-account-key-file={}", path(&pki.sa_pub())),
             format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
+            "--enable-bootstrap-token-auth".to_string(),
         ],
         &data_dir,
     )?;

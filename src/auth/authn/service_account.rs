@@ -103,11 +103,16 @@ impl ServiceAccountTokens {
     }
 
     fn cached(&self, resource: &str, ns: &str, name: &str) -> Option<Value> {
-        let res: &'static ResourceDef = find_resource("", "v1", resource)?;
-        let key = self.caches.range(res, ns, Some(name)).start;
-        let (obj, _) = self.caches.get(res).get(&key);
-        serde_json::from_slice(&obj?.json).ok()
+        cached(&self.caches, resource, ns, name)
     }
+}
+
+/// A core/v1 object as the watch cache has it (authenticators never wait on etcd).
+pub fn cached(caches: &Caches, resource: &str, ns: &str, name: &str) -> Option<Value> {
+    let res: &'static ResourceDef = find_resource("", "v1", resource)?;
+    let key = caches.range(res, ns, Some(name)).start;
+    let (obj, _) = caches.get(res).get(&key);
+    serde_json::from_slice(&obj?.json).ok()
 }
 
 /// Being deleted for longer than a minute: as upstream, a terminating pod keeps its
