@@ -329,8 +329,14 @@ async fn always_deny_refuses_all_but_the_privileged_group() {
     }
 }
 
-/// The Node authorizer: a kubelet reads only what its own pods use and writes only its
-/// own Node and Lease; the rest follows the system:node rules.
+/// A SubjectAccessReview spec limited by a field selector.
+fn with_fields(mut spec: Value, raw: &str) -> Value {
+    spec["resourceAttributes"]["fieldSelector"] = json!({"rawSelector": raw});
+    spec
+}
+
+/// The Node authorizer: a kubelet reads only its own pods and what they use, and writes
+/// only its own Node and Lease; the rest follows the system:node rules.
 #[tokio::test]
 async fn node_authorizer_follows_the_pods_of_the_node() {
     let c = Cluster::start_with(&["--authorization-mode=Node,RBAC"]).await;
@@ -369,7 +375,16 @@ async fn node_authorizer_follows_the_pods_of_the_node() {
         (node("get", "nodes", "", "", "n2"), true),
         (node("update", "leases", "", "kube-node-lease", "n1"), true),
         (node("update", "leases", "", "kube-node-lease", "n2"), false),
-        (node("list", "pods", "", "", ""), true),
+        // pods: only its own (upstream's selector authorization, 1.32+)
+        (node("list", "pods", "", "", ""), false),
+        (with_fields(node("list", "pods", "", "", ""), "spec.nodeName=n1"), true),
+        (with_fields(node("watch", "pods", "", "", ""), "spec.nodeName=n2"), false),
+        (with_fields(node("watch", "pods", "", "", ""), "status.phase!=Failed,spec.nodeName=n1"), true),
+        (node("get", "pods", "", "default", "p1"), true),
+        (node("get", "pods", "", "default", "p2"), false),
+        (node("watch", "pods", "", "default", "p1"), true),
+        (node("get", "pods", "status", "default", "p1"), false),
+        (node("patch", "pods", "status", "default", "p1"), true),
         (node("create", "deployments", "", "default", ""), false),
     ];
     let body =

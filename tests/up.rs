@@ -240,6 +240,11 @@ fn up_is_secure_by_default_and_restarts_on_the_same_ca() {
     let node = whoami("1.27", &kubelet, &home);
     assert_eq!(node["username"], format!("system:node:{NODE}"), "{node}");
     assert!(node["groups"].as_array().unwrap().contains(&json!("system:nodes")), "{node}");
+    // the kubelet lists its own pods only (upstream's selector authorization)
+    let own = format!("spec.nodeName={NODE}");
+    kubectl_ok("1.33", &kubelet, &home, &["get", "pods", "-A", "--field-selector", &own]);
+    let all = kubectl("1.33", &kubelet, &home, &["get", "pods", "-A"]);
+    assert!(!all.status.success() && String::from_utf8_lossy(&all.stderr).contains("Forbidden"), "{all:?}");
     for name in ["controller-manager", "proxy"] {
         assert!(up.component_kubeconfig(name).is_file(), "{name}.conf");
     }

@@ -103,7 +103,7 @@ impl Authenticate for BootstrapTokens {
             return Outcome::NoCredentials;
         };
         let name = format!("{SECRET_PREFIX}{id}");
-        let Some(secret) = super::service_account::cached(&self.caches, "secrets", NAMESPACE, &name) else {
+        let Some(secret) = crate::auth::cached(&self.caches, "secrets", NAMESPACE, &name) else {
             return Outcome::Rejected(format!("bootstrap token: no secret {name}"));
         };
         match identify(&secret, id, token_secret) {
