@@ -205,6 +205,33 @@ async fn bootstrap_roles_policy_matrix() {
     let candidates = |ns| ask("list", "leasecandidates", "coordination.k8s.io", ns);
     assert!(allowed(&c, "system:kube-scheduler", &candidates("kube-system")).await);
     assert!(!allowed(&c, "system:kube-scheduler", &candidates("default")).await);
+    // the controllers' roles, bound to their service accounts in kube-system
+    let controller = |name: &str| format!("system:serviceaccount:kube-system:{name}");
+    for (who, a, want) in [
+        ("deployment-controller", ask("create", "replicasets", "apps", "team"), true),
+        ("deployment-controller", ask("update", "deployments/status", "apps", "team"), true),
+        ("deployment-controller", ask("create", "pods", "", "team"), false),
+        ("replicaset-controller", ask("create", "pods", "", "team"), true),
+        ("replicaset-controller", ask("get", "secrets", "", "team"), false),
+        ("statefulset-controller", ask("create", "persistentvolumeclaims", "", "team"), true),
+        ("daemon-set-controller", ask("create", "pods/binding", "", "team"), true),
+        ("job-controller", ask("update", "jobs/finalizers", "batch", "team"), true),
+        ("cronjob-controller", ask("create", "jobs", "batch", "team"), true),
+        ("generic-garbage-collector", ask("delete", "configmaps", "", "team"), true),
+        ("generic-garbage-collector", ask("create", "configmaps", "", "team"), false),
+        ("namespace-controller", ask("deletecollection", "secrets", "", "team"), true),
+        ("node-controller", ask("patch", "nodes/status", "", ""), true),
+        ("endpoint-controller", ask("update", "endpoints", "", "team"), true),
+        ("endpointslice-controller", ask("create", "endpointslices", "discovery.k8s.io", "team"), true),
+        ("service-account-controller", ask("create", "serviceaccounts", "", "team"), true),
+        ("service-account-controller", ask("delete", "serviceaccounts", "", "team"), false),
+        ("root-ca-cert-publisher", ask("update", "configmaps", "", "team"), true),
+        ("persistent-volume-binder", ask("create", "persistentvolumes", "", ""), true),
+        ("ttl-after-finished-controller", ask("delete", "jobs", "batch", "team"), true),
+        ("ttl-after-finished-controller", ask("delete", "pods", "", "team"), false),
+    ] {
+        assert_eq!(allowed(&c, &controller(who), &a).await, want, "{who} {} {}", a.verb, a.what);
+    }
     // the superuser's rules, listed by RBAC through the cluster-admin binding of system:masters
     for version in KUBECTL_VERSIONS {
         let list = c.kubectl_ok(version, &["auth", "can-i", "--list", "-n", "team"]);
