@@ -267,3 +267,26 @@ fn up_is_secure_by_default_and_restarts_on_the_same_ca() {
     assert_eq!(kept.trim(), "configmap/kept");
     assert!(again.interrupt().success());
 }
+
+/// `ferrokube certs` on its own: everything on the first run, nothing new on the second.
+#[test]
+fn certs_subcommand_mints_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferrokube"))
+            .args(["certs", "--node-name=a,b", "--server=https://10.0.0.5:6443"])
+            .arg(format!("--dir={}", dir.path().display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = run();
+    assert!(first.contains("CA made") && first.contains("kubelet-a, kubelet-b"), "{first}");
+    for conf in ["admin", "scheduler", "controller-manager", "proxy", "kubelet-a", "kubelet-b"] {
+        let text = std::fs::read_to_string(dir.path().join(format!("kubeconfigs/{conf}.conf"))).unwrap();
+        assert!(text.contains("server: https://10.0.0.5:6443") && text.contains("client-key-data"), "{conf}");
+    }
+    let second = run();
+    assert!(second.contains("CA kept") && second.contains("issued now: none"), "{second}");
+}
