@@ -13,6 +13,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use crate::auth::authn::bootstrap_token::BootstrapTokens;
 use crate::auth::authn::service_account::ServiceAccountTokens;
 use crate::auth::authn::token_file::TokenFile;
 use crate::auth::authn::x509::X509;
@@ -85,6 +86,10 @@ pub struct ApiserverArgs {
     /// `https://<this server>/openid/v1/jwks`).
     #[arg(long)]
     pub service_account_jwks_uri: Option<String>,
+    /// Bootstrap tokens (Secrets of type bootstrap.kubernetes.io/token in kube-system)
+    /// authenticate as system:bootstrap:<id>.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
+    pub enable_bootstrap_token_auth: bool,
     /// Service ClusterIPs are allocated from this range.
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: ipnet::Ipv4Net,
@@ -127,13 +132,15 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     // ClusterRole aggregation belongs to the controller-manager; run here until it exists
     tokio::spawn(aggregation::run(registry.clone(), caches.clone()));
     let sa = service_account_tokens(&args, &caches, &advertise)?;
-    let authn = Arc::new(authenticator(&args, tls.client_ca.clone(), sa.authn, authz.clone())?);
+    let bootstrap_tokens = args.enable_bootstrap_token_auth.then(|| BootstrapTokens { caches: caches.clone() });
+    let authn = Arc::new(authenticator(&args, tls.client_ca.clone(), sa.authn, bootstrap_tokens, authz.clone())?);
     let (signer, sa_discovery) = (sa.signer, sa.discovery);
     let state = AppState { registry, caches, advertise: advertise.clone(), authz, rbac, signer, sa_discovery };
     let app = handlers::router(state).layer(axum::middleware::from_fn_with_state(authn, authn::layer));
     tracing::info!(address = %local, etcd = ?args.etcd_servers, "serving the Kubernetes API");
     if let Some(path) = &args.write_kubeconfig {
-        crate::kubeconfig::write(path, &format!("https://{advertise}"), "ferrokube")?;
+        let creds = crate::kubeconfig::Credentials::DevToken;
+        crate::kubeconfig::write(path, &format!("https://{advertise}"), "ferrokube", &creds)?;
         tracing::info!(path = %path.display(), "wrote kubeconfig");
     }
     serve(listener, tls, app).await
@@ -154,10 +161,12 @@ fn authenticator(
     args: &ApiserverArgs,
     client_ca: Option<Arc<tls::ClientCaFile>>,
     sa_tokens: Option<ServiceAccountTokens>,
+    bootstrap_tokens: Option<BootstrapTokens>,
     authz: Arc<Chain>,
 ) -> anyhow::Result<Authenticator> {
     let authz: Arc<dyn Authorizer> = authz;
-    let configured = client_ca.is_some() || args.token_auth_file.is_some() || sa_tokens.is_some();
+    let configured =
+        client_ca.is_some() || args.token_auth_file.is_some() || sa_tokens.is_some() || bootstrap_tokens.is_some();
     if !configured && args.anonymous_auth.is_none() {
         tracing::warn!("no authentication flags: every request acts as system:admin in system:masters");
         return Ok(Authenticator::dev(authz));
@@ -171,6 +180,9 @@ fn authenticator(
     }
     if let Some(sa) = sa_tokens {
         chain.push(Box::new(sa));
+    }
+    if let Some(bootstrap) = bootstrap_tokens {
+        chain.push(Box::new(bootstrap));
     }
     Ok(Authenticator::new(chain, args.anonymous_auth.unwrap_or(true), authz))
 }

@@ -3,6 +3,7 @@
 
 mod apiserver;
 mod auth;
+mod certs;
 mod cli;
 mod fieldmanager;
 mod handlers;
@@ -36,6 +37,8 @@ struct Cli {
 enum Command {
     /// Serve the Kubernetes API from etcd (kube-apiserver).
     Apiserver(Box<apiserver::ApiserverArgs>),
+    /// Mint a cluster CA, serving and client certificates, keys and kubeconfigs.
+    Certs(certs::CertsArgs),
     /// Start etcd and every component as child processes and write a kubeconfig.
     Up(up::UpArgs),
 }
@@ -53,6 +56,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Apiserver(args) => apiserver::run(*args).await,
+            Command::Certs(args) => certs::run(args),
             Command::Up(args) => up::run(args).await,
         }
     });
