@@ -24,6 +24,7 @@ use crate::auth::sa_token::{self, Signer, Verifier};
 use crate::auth::tls::{self, PeerCertificates};
 use crate::handlers::{self, AppState};
 use crate::registry::allocator::Allocator;
+use crate::registry::encryption::Encryption;
 use crate::registry::keys::KeySpace;
 use crate::registry::namespaces;
 use crate::registry::rest::Registry;
@@ -85,14 +86,22 @@ pub struct ApiserverArgs {
     /// Events each resource's watch cache keeps for watches resuming at a resourceVersion.
     #[arg(long, default_value_t = crate::watch::caches::DEFAULT_HISTORY)]
     pub watch_cache_history: usize,
+    /// EncryptionConfiguration (apiserver.config.k8s.io/v1): which resources are encrypted
+    /// in etcd, with which providers (aescbc, aesgcm, secretbox, identity).
+    #[arg(long)]
+    pub encryption_provider_config: Option<PathBuf>,
     /// Authorizers asked in order, comma separated: AlwaysAllow, AlwaysDeny, Node, RBAC.
     #[arg(long, value_delimiter = ',', default_value = "AlwaysAllow")]
     pub authorization_mode: Vec<String>,
 }
 
 pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
-    let store = connect_etcd(&args.etcd_servers).await?;
     let keys = KeySpace::new(&args.etcd_prefix);
+    let encryption = args.encryption_provider_config.as_deref().map(|p| Encryption::load(p, &keys)).transpose()?;
+    let mut store = connect_etcd(&args.etcd_servers).await?;
+    if let Some(encryption) = encryption {
+        store = store.with_encryption(encryption);
+    }
     let alloc = Allocator::new(args.service_cluster_ip_range, keys.clone());
     let progress_ordered = etcd_progress_ordered(&store).await;
     let caches = Caches::new(store.clone(), keys.clone(), args.watch_cache_history, progress_ordered);

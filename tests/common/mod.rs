@@ -285,6 +285,12 @@ impl Cluster {
         false
     }
 
+    /// Replace the extra flags the next `start_server` passes (a restart with another
+    /// configuration).
+    pub fn set_server_flags(&mut self, flags: &[&str]) {
+        self.server_flags = flags.iter().map(|f| f.to_string()).collect();
+    }
+
     /// Stop the API server (SIGKILL) and leave etcd running.
     pub fn stop_server(&mut self) {
         kill(&mut self.server);
