@@ -91,16 +91,23 @@ pub async fn layer(State(auditor): State<Arc<Auditor>>, mut req: Request, next: 
     req.extensions_mut().insert(annotations.clone());
     auditor.emit(&event, Stage::RequestReceived, &decision);
     if decision.level >= Level::Request && has_body(req.method()) {
-        let (parts, body) = req.into_parts();
-        let Ok(bytes) = axum::body::to_bytes(body, codec::MAX_BODY + 1).await else {
+        let Some((read, object)) = request_object(req, &decision).await else {
             return with_audit_id(ApiError::too_large().into_response(), &id);
         };
-        event.request_object = parse_object(&parts.headers, &bytes, &decision);
-        req = Request::from_parts(parts, Body::from(bytes));
+        (req, event.request_object) = (read, object);
     }
     let resp = next.run(req).await;
     event.annotations = annotations.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
     with_audit_id(finish(auditor, event, decision, resp, attrs.verb == "watch").await, &id)
+}
+
+/// Read the request's body (None: over the size limit), decode it for the event and put
+/// it back for the handler.
+async fn request_object(req: Request, decision: &Decision) -> Option<(Request, Option<Value>)> {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, codec::MAX_BODY + 1).await.ok()?;
+    let object = parse_object(&parts.headers, &bytes, decision);
+    Some((Request::from_parts(parts, Body::from(bytes)), object))
 }
 
 /// Upstream takes a caller's `Audit-ID`; otherwise a new UUID.
@@ -189,15 +196,7 @@ fn parse_object(headers: &HeaderMap, bytes: &Bytes, d: &Decision) -> Option<Valu
 async fn finish(auditor: Arc<Auditor>, mut event: Event, d: Decision, resp: Response, watch: bool) -> Response {
     let code = resp.status().as_u16();
     if watch && code < 300 {
-        event.response_status = Some(event::response_status(code, None));
-        auditor.emit(&event, Stage::ResponseStarted, &d);
-        let (parts, body) = resp.into_parts();
-        let done = Completion { auditor, event, decision: d };
-        let stream = body.into_data_stream().map(move |chunk| {
-            let _ = &done;
-            chunk
-        });
-        return Response::from_parts(parts, Body::from_stream(stream));
+        return watch_started(auditor, event, d, resp);
     }
     let (parts, body) = resp.into_parts();
     let body = if d.level == Level::RequestResponse || code >= 400 {
@@ -212,6 +211,19 @@ async fn finish(auditor: Arc<Auditor>, mut event: Event, d: Decision, resp: Resp
     };
     auditor.emit(&event, Stage::ResponseComplete, &d);
     Response::from_parts(parts, body)
+}
+
+/// A watch's ResponseStarted now; its ResponseComplete when the stream is dropped.
+fn watch_started(auditor: Arc<Auditor>, mut event: Event, decision: Decision, resp: Response) -> Response {
+    event.response_status = Some(event::response_status(resp.status().as_u16(), None));
+    auditor.emit(&event, Stage::ResponseStarted, &decision);
+    let (parts, body) = resp.into_parts();
+    let done = Completion { auditor, event, decision };
+    let stream = body.into_data_stream().map(move |chunk| {
+        let _ = &done;
+        chunk
+    });
+    Response::from_parts(parts, Body::from_stream(stream))
 }
 
 /// Writes a watch's ResponseComplete when its stream ends or its client goes away.
