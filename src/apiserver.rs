@@ -150,7 +150,10 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     if let Some(auditor) = &auditor {
         app = app.layer(axum::middleware::from_fn_with_state(auditor.clone(), audit::layer));
     }
-    let app = app.layer(axum::middleware::from_fn_with_state(authn, authn::layer));
+    let mut app = app.layer(axum::middleware::from_fn_with_state(authn, authn::layer));
+    if let Some(auditor) = &auditor {
+        app = app.layer(axum::middleware::from_fn_with_state(auditor.clone(), audit::received));
+    }
     tracing::info!(address = %local, etcd = ?args.etcd_servers, "serving the Kubernetes API");
     if let Some(path) = &args.write_kubeconfig {
         crate::kubeconfig::write(path, &format!("https://{advertise}"), "ferrokube")?;

@@ -105,6 +105,8 @@ async fn requests_are_audited_at_the_policy_level() {
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     let forbidden = call_as(&c, "alice-token", Method::GET, "/api/v1/namespaces/default/pods", &[]).await;
     assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
+    let unauthenticated = call_as(&c, "wrong-token", Method::GET, "/api/v1/namespaces/default/pods", &[]).await;
+    assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
     let quiet = call_as(&c, "quiet-token", Method::GET, "/api/v1/namespaces", &[]).await;
     let hushed = call_as(&c, "hushed-token", Method::GET, "/api/v1/namespaces", &[]).await;
     let health = call_as(&c, DEV_TOKEN, Method::GET, "/healthz", &[]).await;
@@ -163,6 +165,14 @@ async fn requests_are_audited_at_the_policy_level() {
     assert_eq!(refused["responseStatus"]["code"], 403);
     assert_eq!(refused["responseStatus"]["reason"], "Forbidden");
     assert_eq!(refused["annotations"]["authorization.k8s.io/decision"], "forbid");
+
+    // refused by authentication: audited all the same, with no user
+    let unknown = &by_id[unauthenticated.header("audit-id")];
+    assert_eq!(stages(unknown), ["RequestReceived", "ResponseComplete"]);
+    assert_eq!(unknown[1]["user"], json!({}));
+    assert_eq!(unknown[1]["level"], "Request");
+    assert_eq!(unknown[1]["responseStatus"]["code"], 401);
+    assert_eq!(unknown[1]["responseStatus"]["reason"], "Unauthorized");
 
     // level None: quiet users and groups, health checks; the header is there all the same
     for resp in [&quiet, &hushed, &health] {

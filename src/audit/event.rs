@@ -12,6 +12,7 @@ use crate::auth::request::{Attributes, UserInfo};
 #[derive(Serialize, Clone)]
 #[serde(rename_all = "camelCase")]
 pub struct User {
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub username: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub uid: String,

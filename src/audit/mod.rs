@@ -76,29 +76,70 @@ impl Auditor {
     }
 }
 
-/// The audit middleware: RequestReceived, then the request, then the later stages.
+/// The event as far as the request alone tells it, from `received` to `layer`.
+#[derive(Clone)]
+struct Pending {
+    event: Event,
+    attrs: Attributes,
+}
+
+/// Marks a response whose request `layer` audited.
+#[derive(Clone, Copy)]
+struct Audited;
+
+/// Around authentication: starts every request's event and sets `Audit-Id` on every
+/// response; requests authentication refuses (401, a refused impersonation) never reach
+/// `layer`, so they are audited here, as an unknown user.
+pub async fn received(State(auditor): State<Arc<Auditor>>, mut req: Request, next: Next) -> Response {
+    let attrs = Attributes::of(req.method(), req.uri().path(), req.uri().query());
+    let pending = Pending { event: base_event(&req, &attrs), attrs };
+    req.extensions_mut().insert(pending.clone());
+    let resp = next.run(req).await;
+    let id = pending.event.audit_id.clone();
+    if resp.extensions().get::<Audited>().is_some() {
+        return with_audit_id(resp, &id);
+    }
+    let decision = auditor.policy.evaluate(&UserInfo::default(), &pending.attrs);
+    if decision.level == Level::None {
+        return with_audit_id(resp, &id);
+    }
+    let event = Event { level: decision.level, ..pending.event };
+    auditor.emit(&event, Stage::RequestReceived, &decision);
+    with_audit_id(finish(auditor, event, decision, resp, false).await, &id)
+}
+
+/// After authentication: the policy's level for this user, RequestReceived, the request,
+/// then the later stages.
 pub async fn layer(State(auditor): State<Arc<Auditor>>, mut req: Request, next: Next) -> Response {
-    let id = audit_id(req.headers());
+    let Some(Pending { mut event, attrs }) = req.extensions_mut().remove::<Pending>() else {
+        return next.run(req).await;
+    };
     let user = authz::user_of(req.extensions());
     let original = req.extensions().get::<ImpersonatedBy>().map(|i| i.0.clone());
-    let attrs = Attributes::of(req.method(), req.uri().path(), req.uri().query());
     let decision = auditor.policy.evaluate(original.as_deref().unwrap_or(&user), &attrs);
     if decision.level == Level::None {
-        return with_audit_id(next.run(req).await, &id);
+        return audited(next.run(req).await);
     }
-    let mut event = base_event(&req, &id, &attrs, &decision, (&user, original.as_deref()));
+    event.level = decision.level;
+    event.user = User::from(original.as_deref().unwrap_or(&user));
+    event.impersonated_user = original.map(|_| User::from(user.as_ref()));
     let annotations = Annotations::default();
     req.extensions_mut().insert(annotations.clone());
     auditor.emit(&event, Stage::RequestReceived, &decision);
     if decision.level >= Level::Request && has_body(req.method()) {
         let Some((read, object)) = request_object(req, &decision).await else {
-            return with_audit_id(ApiError::too_large().into_response(), &id);
+            return audited(ApiError::too_large().into_response());
         };
         (req, event.request_object) = (read, object);
     }
     let resp = next.run(req).await;
     event.annotations = annotations.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    with_audit_id(finish(auditor, event, decision, resp, attrs.verb == "watch").await, &id)
+    audited(finish(auditor, event, decision, resp, attrs.verb == "watch").await)
+}
+
+fn audited(mut resp: Response) -> Response {
+    resp.extensions_mut().insert(Audited);
+    resp
 }
 
 /// Read the request's body (None: over the size limit), decode it for the event and put
@@ -131,21 +172,20 @@ fn has_body(method: &Method) -> bool {
     matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
 }
 
-/// The event's fields known when the request arrives.
-fn base_event(req: &Request, id: &str, attrs: &Attributes, d: &Decision, who: (&UserInfo, Option<&UserInfo>)) -> Event {
-    let (user, original) = who;
+/// The event's fields known when the request arrives (the user and level come later).
+fn base_event(req: &Request, attrs: &Attributes) -> Event {
     let now = event::timestamp(Utc::now());
     let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     Event {
         kind: "Event",
         api_version: "audit.k8s.io/v1",
-        level: d.level,
-        audit_id: id.to_string(),
+        level: Level::None,
+        audit_id: audit_id(req.headers()),
         stage: Stage::RequestReceived,
         request_uri: req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default(),
         verb: attrs.verb.clone(),
-        user: User::from(original.unwrap_or(user)),
-        impersonated_user: original.map(|_| User::from(user)),
+        user: User::from(&UserInfo::default()),
+        impersonated_user: None,
         source_ips: source_ips(req),
         user_agent: header(http::header::USER_AGENT),
         object_ref: ObjectRef::of(attrs),
