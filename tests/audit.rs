@@ -225,3 +225,33 @@ fn a_bad_policy_is_a_start_up_error() {
         assert!(stderr.contains(expected) && stderr.contains("audit-policy-file"), "{expected}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn audit_log_to_standard_output_with_omitted_stages() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    let text = "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nomitManagedFields: true\nrules:\n- level: RequestResponse\n  resources: [{group: '', resources: [configmaps]}]\n";
+    std::fs::write(&policy, text).unwrap();
+    let c = Cluster::start_with(&[&format!("--audit-policy-file={}", policy.display()), "--audit-log-path=-"]).await;
+    c.create("/api/v1/namespaces/default/configmaps", &json!({"metadata": {"name": "out"}, "data": {"a": "b"}})).await;
+    let resp = c.call(Method::GET, "/api/v1/namespaces/default/configmaps/out", Body::None, &[]).await;
+    let id = resp.header("audit-id").to_string();
+    // the server's standard output is its log file in the harness
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let events: Vec<Value> = loop {
+        let log = std::fs::read_to_string(c.dir.path().join("server.log")).unwrap_or_default();
+        let events: Vec<Value> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["auditID"] == id.as_str())
+            .collect();
+        if !events.is_empty() || Instant::now() > deadline {
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(stages(&events), ["ResponseComplete"]);
+    let object = &events[0]["responseObject"];
+    assert_eq!((object["data"]["a"].as_str(), object["metadata"].get("managedFields")), (Some("b"), None));
+    assert!(resp.json["metadata"]["managedFields"].is_array(), "the response itself keeps them");
+}
