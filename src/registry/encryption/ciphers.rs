@@ -42,6 +42,16 @@ impl Cipher {
         }
     }
 
+    /// How upstream's errors name the provider's transformer.
+    pub fn transformer_name(&self) -> &'static str {
+        match self {
+            Cipher::Identity => "identity",
+            Cipher::AesCbc(_) => "AES",
+            Cipher::AesGcm(_) => "AEAD",
+            Cipher::Secretbox(_) => "Secretbox",
+        }
+    }
+
     /// Encrypt `plain`; `aad` is the etcd key (only AES-GCM uses it).
     pub fn seal(&self, plain: &[u8], aad: &[u8]) -> Result<Vec<u8>, String> {
         match self {

@@ -57,7 +57,20 @@ impl Transformer {
                 Err(e) => errors.push(e),
             }
         }
-        Err(if errors.is_empty() { NO_MATCH.to_string() } else { errors.join(", ") })
+        Err(if errors.is_empty() { self.no_key(data) } else { errors.join(", ") })
+    }
+
+    /// Upstream's message when no provider read a value: a provider's own when the value
+    /// carries its prefix under a key name it does not have.
+    fn no_key(&self, data: &[u8]) -> String {
+        let family = |p: &&Provider| {
+            let kind = format!("k8s:enc:{}:v1:", p.cipher.provider());
+            !p.prefix.is_empty() && data.starts_with(kind.as_bytes())
+        };
+        match self.providers.iter().find(family).map(|p| p.cipher.transformer_name()) {
+            Some(name) => format!("no matching key was found for the provided {name} transformer"),
+            None => NO_MATCH.to_string(),
+        }
     }
 
     fn describe(&self) -> String {

@@ -116,6 +116,10 @@ fn same_provider_with_two_keys_tries_both() {
     let only_b = transformer(&format!("  - aesgcm: {{keys: [{{name: b, secret: {KEY16}}}]}}\n"));
     let sealed = only_b.seal(ETCD_KEY, b"{}").unwrap();
     assert!(t.open(ETCD_KEY, &sealed).unwrap().stale);
+    // the provider's prefix under a key name nobody has
+    let only_c = transformer(&format!("  - aesgcm: {{keys: [{{name: c, secret: {KEY16}}}]}}\n"));
+    let err = only_c.open(ETCD_KEY, &sealed).err().unwrap();
+    assert_eq!(err, "no matching key was found for the provided AEAD transformer");
 }
 
 #[test]
