@@ -13,6 +13,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use crate::audit;
 use crate::auth::authn::bootstrap_token::BootstrapTokens;
 use crate::auth::authn::service_account::ServiceAccountTokens;
 use crate::auth::authn::token_file::TokenFile;
@@ -26,6 +27,7 @@ use crate::auth::sa_token::{self, Signer, Verifier};
 use crate::auth::tls::{self, PeerCertificates};
 use crate::handlers::{self, AppState};
 use crate::registry::allocator::Allocator;
+use crate::registry::encryption::Encryption;
 use crate::registry::keys::KeySpace;
 use crate::registry::namespaces;
 use crate::registry::rest::Registry;
@@ -99,14 +101,38 @@ pub struct ApiserverArgs {
     /// Events each resource's watch cache keeps for watches resuming at a resourceVersion.
     #[arg(long, default_value_t = crate::watch::caches::DEFAULT_HISTORY)]
     pub watch_cache_history: usize,
+    /// EncryptionConfiguration (apiserver.config.k8s.io/v1): which resources are encrypted
+    /// in etcd, with which providers (aescbc, aesgcm, secretbox, identity).
+    #[arg(long)]
+    pub encryption_provider_config: Option<PathBuf>,
+    /// Audit policy (audit.k8s.io/v1 Policy); auditing needs it and --audit-log-path.
+    #[arg(long)]
+    pub audit_policy_file: Option<PathBuf>,
+    /// Where audit events go as JSON lines; `-` is standard output.
+    #[arg(long)]
+    pub audit_log_path: Option<PathBuf>,
+    /// Rotate the audit log when it reaches this many megabytes (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub audit_log_maxsize: u64,
+    /// Rotated audit logs kept (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub audit_log_maxbackup: usize,
+    /// Days a rotated audit log is kept (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub audit_log_maxage: u64,
     /// Authorizers asked in order, comma separated: AlwaysAllow, AlwaysDeny, Node, RBAC.
     #[arg(long, value_delimiter = ',', default_value = "AlwaysAllow")]
     pub authorization_mode: Vec<String>,
 }
 
 pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
-    let store = connect_etcd(&args.etcd_servers).await?;
     let keys = KeySpace::new(&args.etcd_prefix);
+    let auditor = auditor(&args)?;
+    let encryption = args.encryption_provider_config.as_deref().map(|p| Encryption::load(p, &keys)).transpose()?;
+    let mut store = connect_etcd(&args.etcd_servers).await?;
+    if let Some(encryption) = encryption {
+        store = store.with_encryption(encryption);
+    }
     let alloc = Allocator::new(args.service_cluster_ip_range, keys.clone());
     let progress_ordered = etcd_progress_ordered(&store).await;
     let caches = Caches::new(store.clone(), keys.clone(), args.watch_cache_history, progress_ordered);
@@ -136,14 +162,42 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     let authn = Arc::new(authenticator(&args, tls.client_ca.clone(), sa.authn, bootstrap_tokens, authz.clone())?);
     let (signer, sa_discovery) = (sa.signer, sa.discovery);
     let state = AppState { registry, caches, advertise: advertise.clone(), authz, rbac, signer, sa_discovery };
-    let app = handlers::router(state).layer(axum::middleware::from_fn_with_state(authn, authn::layer));
+    let mut app = handlers::router(state);
+    if let Some(auditor) = &auditor {
+        app = app.layer(axum::middleware::from_fn_with_state(auditor.clone(), audit::layer));
+    }
+    let mut app = app.layer(axum::middleware::from_fn_with_state(authn, authn::layer));
+    if let Some(auditor) = &auditor {
+        app = app.layer(axum::middleware::from_fn_with_state(auditor.clone(), audit::received));
+    }
     tracing::info!(address = %local, etcd = ?args.etcd_servers, "serving the Kubernetes API");
     if let Some(path) = &args.write_kubeconfig {
         let creds = crate::kubeconfig::Credentials::DevToken;
         crate::kubeconfig::write(path, &format!("https://{advertise}"), "ferrokube", &creds)?;
         tracing::info!(path = %path.display(), "wrote kubeconfig");
     }
-    serve(listener, tls, app).await
+    serve(listener, tls, app, auditor.is_some()).await
+}
+
+/// The auditor the audit flags configure: both the policy and the log are needed.
+fn auditor(args: &ApiserverArgs) -> anyhow::Result<Option<Arc<audit::Auditor>>> {
+    let (policy, path) = match (&args.audit_policy_file, &args.audit_log_path) {
+        (Some(policy), Some(path)) => (policy, path),
+        (None, None) => return Ok(None),
+        _ => {
+            tracing::warn!("auditing needs both --audit-policy-file and --audit-log-path: no audit log");
+            return Ok(None);
+        }
+    };
+    let log = audit::sink::LogOptions {
+        path: path.clone(),
+        max_size_mb: args.audit_log_maxsize,
+        max_backup: args.audit_log_maxbackup,
+        max_age_days: args.audit_log_maxage,
+    };
+    let auditor = audit::Auditor::load(policy, &log)?;
+    tracing::info!(policy = %policy.display(), log = %path.display(), "audit log");
+    Ok(Some(Arc::new(auditor)))
 }
 
 fn tls_options(args: &ApiserverArgs) -> anyhow::Result<tls::TlsOptions> {
@@ -302,7 +356,8 @@ async fn etcd_progress_ordered(store: &Store) -> bool {
     }
 }
 
-async fn serve(listener: TcpListener, tls: Arc<tls::Tls>, app: axum::Router) -> anyhow::Result<()> {
+/// Accept connections and serve them; `audit` adds each request's peer address.
+async fn serve(listener: TcpListener, tls: Arc<tls::Tls>, app: axum::Router, audit: bool) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -337,6 +392,9 @@ async fn serve(listener: TcpListener, tls: Arc<tls::Tls>, app: axum::Router) -> 
                 let mut req = req.map(axum::body::Body::new);
                 if let Some(certs) = &peer_certs {
                     req.extensions_mut().insert(certs.clone());
+                }
+                if audit {
+                    req.extensions_mut().insert(audit::RemoteAddr(peer));
                 }
                 app.clone().oneshot(req)
             });

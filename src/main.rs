@@ -2,6 +2,7 @@
 //! Each subcommand is one component; `up` runs them all as child processes.
 
 mod apiserver;
+mod audit;
 mod auth;
 mod certs;
 mod cli;

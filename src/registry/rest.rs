@@ -316,8 +316,9 @@ impl Registry {
                 }
             }
             let allocs = res.strategy.allocate(&mut new, Some(&old), &self.alloc, &taken)?;
-            // no-op writes keep the resourceVersion, as upstream
-            if strip_rv(&new) == strip_rv(&old) || dry_run {
+            // no-op writes keep the resourceVersion, as upstream; a value stored by an
+            // older encryption provider is rewritten all the same (key rotation)
+            if (strip_rv(&new) == strip_rv(&old) && !current.stale) || dry_run {
                 return Ok(if dry_run { new } else { old });
             }
             let bytes = Self::encode(res, &new);

@@ -113,10 +113,15 @@ pub async fn layer(State(authn): State<Arc<Authenticator>>, req: Request, next: 
     };
     // the credentials have served their purpose; nothing after needs (or may log) them
     parts.headers.remove(http::header::AUTHORIZATION);
+    // the audit log names who impersonates as well as whom
+    let impersonator = parts.headers.contains_key(impersonate::USER).then(|| Arc::new(user.clone()));
     let user = match impersonate::apply(authn.authorizer.as_ref(), user, &mut parts.headers) {
         Ok(user) => user,
         Err(e) => return e.into_response(),
     };
+    if let Some(original) = impersonator {
+        parts.extensions.insert(crate::audit::ImpersonatedBy(original));
+    }
     parts.extensions.insert(Arc::new(user));
     next.run(Request::from_parts(parts, body)).await
 }
