@@ -744,6 +744,15 @@ async fn relist_after_compaction_sends_the_difference() {
     }
     let start = c.etcd_revision().await;
     let mut w = c.watch(&format!("{CMS}?watch=1&allowWatchBookmarks=true&resourceVersion={start}")).await;
+    // the cache must hold the three before the server freezes (on a busy machine its feed
+    // can lag the writes), or the re-list has nothing to compare with
+    poll_until(&|| "the cache never saw the three configmaps".to_string(), || async {
+        let list = c.get(&format!("{CMS}?resourceVersion=0")).await;
+        let names: BTreeSet<&str> =
+            list["items"].as_array().into_iter().flatten().filter_map(|i| i["metadata"]["name"].as_str()).collect();
+        ["keep", "gone", "changed"].iter().all(|n| names.contains(n))
+    })
+    .await;
     signal(&c.server, "STOP");
     kill(&mut c.etcd);
     c.start_etcd().await;
