@@ -13,6 +13,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use crate::admission;
 use crate::auth::authn::service_account::ServiceAccountTokens;
 use crate::auth::authn::token_file::TokenFile;
 use crate::auth::authn::x509::X509;
@@ -22,6 +23,7 @@ use crate::auth::authz::{Authorizer, Backends, Chain};
 use crate::auth::rbac::{Rbac, aggregation, bootstrap};
 use crate::auth::sa_token::{self, Signer, Verifier};
 use crate::auth::tls::{self, PeerCertificates};
+use crate::controllers;
 use crate::handlers::{self, AppState};
 use crate::registry::allocator::Allocator;
 use crate::registry::keys::KeySpace;
@@ -88,15 +90,27 @@ pub struct ApiserverArgs {
     /// Authorizers asked in order, comma separated: AlwaysAllow, AlwaysDeny, Node, RBAC.
     #[arg(long, value_delimiter = ',', default_value = "AlwaysAllow")]
     pub authorization_mode: Vec<String>,
+    /// Admission plug-ins to enable besides the default ones (NamespaceLifecycle,
+    /// LimitRanger, ServiceAccount, NodeRestriction, ResourceQuota), comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub enable_admission_plugins: Vec<String>,
+    /// Admission plug-ins to turn off, even default ones, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub disable_admission_plugins: Vec<String>,
 }
 
 pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
+    // a bad plug-in name stops the server before anything else
+    admission::enabled_names(&args.enable_admission_plugins, &args.disable_admission_plugins)?;
     let store = connect_etcd(&args.etcd_servers).await?;
     let keys = KeySpace::new(&args.etcd_prefix);
     let alloc = Allocator::new(args.service_cluster_ip_range, keys.clone());
     let progress_ordered = etcd_progress_ordered(&store).await;
     let caches = Caches::new(store.clone(), keys.clone(), args.watch_cache_history, progress_ordered);
     let registry = Registry::new(store, keys, alloc);
+    let admission_ctx = admission::Context { registry: registry.clone(), caches: caches.clone() };
+    let chain = admission::Chain::new(&admission_ctx, &args.enable_admission_plugins, &args.disable_admission_plugins)?;
+    tracing::info!(plugins = ?chain.names(), "admission");
     let rbac = Arc::new(Rbac::new(caches.clone()));
     let node = Arc::new(NodeAuthorizer::new(caches.clone()));
     let authz = Arc::new(Chain::new(&args.authorization_mode, Backends { rbac: rbac.clone(), node })?);
@@ -108,15 +122,22 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("creating the RBAC bootstrap policy: {}", e.message))?;
 
-    let tls = tls::Tls::new(&tls_options(&args)?)?;
+    let tls_opts = tls_options(&args)?;
+    let tls = tls::Tls::new(&tls_opts)?;
     tls.spawn_reloader();
     let addr = SocketAddr::new(args.bind_address, args.secure_port);
     let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
     let advertise = format!("{}:{}", local.ip(), local.port());
     caches.start_all();
+    // bootstrap objects are the server's own; requests are admitted from here on
+    let _ = registry.admission.set(chain);
     // ClusterRole aggregation belongs to the controller-manager; run here until it exists
     tokio::spawn(aggregation::run(registry.clone(), caches.clone()));
+    // so are the default ServiceAccounts, the root CA ConfigMaps and quota usage
+    let root_ca = root_ca_bundle(&args, &tls_opts);
+    tokio::spawn(controllers::service_accounts::run(admission_ctx.clone(), root_ca));
+    tokio::spawn(controllers::quota_status::run(admission_ctx));
     let (signer, sa_tokens) = service_account_tokens(&args, &caches)?;
     let authn = Arc::new(authenticator(&args, tls.client_ca.clone(), sa_tokens, authz.clone())?);
     let state = AppState { registry, caches, advertise: advertise.clone(), authz, rbac, signer };
@@ -127,6 +148,16 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
         tracing::info!(path = %path.display(), "wrote kubeconfig");
     }
     serve(listener, tls, app).await
+}
+
+/// What pods are told to trust (`kube-root-ca.crt`): the client CA bundle when there is
+/// one (a cluster CA), else the serving certificate.
+fn root_ca_bundle(args: &ApiserverArgs, tls: &tls::TlsOptions) -> String {
+    let path = args.client_ca_file.as_ref().unwrap_or(&tls.serving.cert);
+    std::fs::read_to_string(path).unwrap_or_else(|e| {
+        tracing::warn!(path = %path.display(), error = %e, "reading the root CA bundle for kube-root-ca.crt");
+        String::new()
+    })
 }
 
 fn tls_options(args: &ApiserverArgs) -> anyhow::Result<tls::TlsOptions> {

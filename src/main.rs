@@ -1,9 +1,11 @@
 //! ferrokube: a Kubernetes-compatible control plane in one binary (hyperkube style).
 //! Each subcommand is one component; `up` runs them all as child processes.
 
+mod admission;
 mod apiserver;
 mod auth;
 mod cli;
+mod controllers;
 mod fieldmanager;
 mod handlers;
 mod kubeconfig;
