@@ -108,7 +108,8 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     let progress_ordered = etcd_progress_ordered(&store).await;
     let caches = Caches::new(store.clone(), keys.clone(), args.watch_cache_history, progress_ordered);
     let registry = Registry::new(store, keys, alloc);
-    let admission_ctx = admission::Context { registry: registry.clone(), caches: caches.clone() };
+    let admission_ctx =
+        admission::Context { registry: registry.clone(), caches: caches.clone(), quota: Arc::default() };
     let chain = admission::Chain::new(&admission_ctx, &args.enable_admission_plugins, &args.disable_admission_plugins)?;
     tracing::info!(plugins = ?chain.names(), "admission");
     let rbac = Arc::new(Rbac::new(caches.clone()));

@@ -224,3 +224,135 @@ async fn node_restriction() {
     let (status, body) = c.patch("/api/v1/nodes/n1", "application/merge-patch+json", &steer).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+fn quota(name: &str, hard: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": name}, "spec": {"hard": hard}})
+}
+
+/// GET the quota until `status.used[key]` is `want`.
+async fn wait_used(c: &Cluster, path: &str, key: &str, want: &str) -> Value {
+    for _ in 0..200 {
+        let q = c.must_get(path).await;
+        if q["status"]["used"][key] == want {
+            return q;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{path}: status.used.{key} never became {want}: {}", c.must_get(path).await);
+}
+
+#[tokio::test]
+async fn resource_quota_counts_and_refuses() {
+    let c = Cluster::start().await;
+    c.create("/api/v1/namespaces", &namespace("q")).await;
+    let quotas = "/api/v1/namespaces/q/resourcequotas";
+    c.create(quotas, &quota("pods-2", json!({"pods": "2", "count/configmaps": "10"}))).await;
+    let pods = "/api/v1/namespaces/q/pods";
+    c.create(pods, &pod("p1", "nginx")).await;
+    c.create(pods, &pod("p2", "nginx")).await;
+    let (status, body) = c.post(pods, &pod("p3", "nginx")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(
+        message(&body),
+        "pods \"p3\" is forbidden: exceeded quota: pods-2, requested: pods=1, used: pods=2, limited: pods=2"
+    );
+    wait_used(&c, &format!("{quotas}/pods-2"), "pods", "2").await;
+    for version in KUBECTL_VERSIONS {
+        let out = c.kubectl_ok(version, &["-n", "q", "get", "resourcequota", "pods-2"]);
+        assert!(out.contains("pods: 2/2"), "kubectl {version}: {out}");
+        let out = c.kubectl_ok(version, &["-n", "q", "describe", "quota", "pods-2"]);
+        let pods_line = out.lines().find(|l| l.starts_with("pods")).unwrap_or_default().to_string();
+        assert_eq!(pods_line.split_whitespace().collect::<Vec<_>>(), ["pods", "2", "2"], "kubectl {version}: {out}");
+    }
+    let out = c.kubectl("1.33", &["-n", "q", "run", "p4", "--image=nginx"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exceeded quota: pods-2"), "{out:?}");
+
+    // a deletion gives the unit back
+    c.delete(&format!("{pods}/p1")).await;
+    wait_used(&c, &format!("{quotas}/pods-2"), "pods", "1").await;
+    c.create(pods, &pod("p3", "nginx")).await;
+    // the kube-root-ca.crt ConfigMap counts too, so at least 1 of 10
+    let q = c.must_get(&format!("{quotas}/pods-2")).await;
+    assert_eq!(q["status"]["hard"]["pods"], "2");
+
+    // compute quotas need every container to state what it asks for
+    c.create("/api/v1/namespaces", &namespace("q2")).await;
+    let compute = quota("cpu", json!({"requests.cpu": "1", "limits.memory": "1Gi"}));
+    c.create("/api/v1/namespaces/q2/resourcequotas", &compute).await;
+    let (status, body) = c.post("/api/v1/namespaces/q2/pods", &pod("greedy", "nginx")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(
+        message(&body),
+        "pods \"greedy\" is forbidden: failed quota: cpu: must specify limits.memory for: c; requests.cpu for: c"
+    );
+}
+
+#[tokio::test]
+async fn resource_quota_holds_under_concurrent_creates() {
+    let c = Cluster::start().await;
+    c.create("/api/v1/namespaces", &namespace("race")).await;
+    c.create("/api/v1/namespaces/race/resourcequotas", &quota("three", json!({"pods": "3"}))).await;
+    let creates = (0..10).map(|i| {
+        let c = &c;
+        async move { c.post("/api/v1/namespaces/race/pods", &pod(&format!("p{i}"), "nginx")).await }
+    });
+    let results = futures::future::join_all(creates).await;
+    let created = results.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
+    assert_eq!(created, 3, "{results:?}");
+    for (status, body) in results.iter().filter(|(s, _)| *s != StatusCode::CREATED) {
+        assert_eq!(*status, StatusCode::FORBIDDEN, "{body}");
+        assert!(
+            message(body).contains("exceeded quota: three, requested: pods=1, used: pods=3, limited: pods=3"),
+            "{body}"
+        );
+    }
+    let (_, list) = c.get("/api/v1/namespaces/race/pods").await;
+    assert_eq!(item_names(&list).len(), 3);
+}
+
+#[tokio::test]
+async fn limit_ranger_defaults_and_bounds() {
+    let c = Cluster::start().await;
+    c.create("/api/v1/namespaces", &namespace("lr")).await;
+    let range = json!({
+        "apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "limits"},
+        "spec": {"limits": [{
+            "type": "Container",
+            "default": {"cpu": "500m", "memory": "128Mi"},
+            "defaultRequest": {"cpu": "100m", "memory": "64Mi"},
+            "max": {"cpu": "1"},
+            "min": {"memory": "32Mi"},
+        }]},
+    });
+    c.create("/api/v1/namespaces/lr/limitranges", &range).await;
+    let pods = "/api/v1/namespaces/lr/pods";
+    // the cache may take a moment to show the new LimitRange
+    let mut defaulted = Value::Null;
+    for i in 0..100 {
+        let created = c.create(pods, &pod(&format!("d{i}"), "nginx")).await;
+        if created["spec"]["containers"][0]["resources"].get("limits").is_some() {
+            defaulted = created;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let resources = &defaulted["spec"]["containers"][0]["resources"];
+    assert_eq!(resources["requests"], json!({"cpu": "100m", "memory": "64Mi"}), "{defaulted}");
+    assert_eq!(resources["limits"], json!({"cpu": "500m", "memory": "128Mi"}), "{defaulted}");
+    assert_eq!(
+        defaulted["metadata"]["annotations"]["kubernetes.io/limit-ranger"],
+        "LimitRanger plugin set: cpu, memory request for container c; cpu, memory limit for container c"
+    );
+
+    let mut big = pod("big", "nginx");
+    big["spec"]["containers"][0]["resources"] = json!({"limits": {"cpu": "2"}});
+    let (status, body) = c.post(pods, &big).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(message(&body), "pods \"big\" is forbidden: maximum cpu usage per Container is 1, but limit is 2");
+
+    let mut small = pod("small", "nginx");
+    small["spec"]["containers"][0]["resources"] = json!({"requests": {"memory": "16Mi"}});
+    let out = c.kubectl_stdin("1.33", &["create", "-n", "lr", "-f", "-"], &small.to_string());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("minimum memory usage per Container is 32Mi, but request is 16Mi"), "{stderr}");
+}

@@ -91,6 +91,8 @@ pub struct Objects<'a> {
 pub struct Context {
     pub registry: Registry,
     pub caches: Caches,
+    /// ResourceQuota charges not yet visible in the caches.
+    pub quota: Arc<resource_quota::Ledger>,
 }
 
 /// One admission plug-in. Both hooks default to allowing everything.
