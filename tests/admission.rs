@@ -326,16 +326,8 @@ async fn limit_ranger_defaults_and_bounds() {
     });
     c.create("/api/v1/namespaces/lr/limitranges", &range).await;
     let pods = "/api/v1/namespaces/lr/pods";
-    // the cache may take a moment to show the new LimitRange
-    let mut defaulted = Value::Null;
-    for i in 0..100 {
-        let created = c.create(pods, &pod(&format!("d{i}"), "nginx")).await;
-        if created["spec"]["containers"][0]["resources"].get("limits").is_some() {
-            defaulted = created;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    // at once: a LimitRange just created applies to the next pod
+    let defaulted = c.create(pods, &pod("defaulted", "nginx")).await;
     let resources = &defaulted["spec"]["containers"][0]["resources"];
     assert_eq!(resources["requests"], json!({"cpu": "100m", "memory": "64Mi"}), "{defaulted}");
     assert_eq!(resources["limits"], json!({"cpu": "500m", "memory": "128Mi"}), "{defaulted}");

@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
 use super::quantity::Quantity;
-use super::resource_quota::{Usage, cached_objects, quantities};
+use super::resource_quota::{Usage, policies_in, quantities};
 use super::{Attributes, Context, Objects, Operation, Plugin};
 use crate::handlers::status::ApiResult;
 use crate::registry::{ResourceDef, find_resource, meta};
@@ -63,11 +63,11 @@ impl Item {
 }
 
 /// The items of every LimitRange in the namespace.
-fn items(ctx: &Context, ns: &str) -> Vec<Item> {
-    let ranges = cached_objects(ctx, limit_ranges(), ns);
+async fn items(ctx: &Context, ns: &str) -> ApiResult<Vec<Item>> {
+    let ranges = policies_in(ctx, limit_ranges(), ns).await?;
     let specs =
         ranges.iter().flat_map(|r| r.pointer("/spec/limits").and_then(Value::as_array).cloned().unwrap_or_default());
-    specs.map(|i| Item::of(&i)).collect()
+    Ok(specs.map(|i| Item::of(&i)).collect())
 }
 
 /// Fill the containers' missing requests and limits from the Container items' defaults;
@@ -221,15 +221,20 @@ impl Plugin for LimitRanger {
     fn handles(&self, a: &Attributes) -> bool {
         a.operation == Operation::Create
             && a.subresource.is_empty()
-            && (a.is("", "pods") || a.is("", "persistentvolumeclaims"))
+            && (a.is("", "pods") || a.is("", "persistentvolumeclaims") || a.is("", "limitranges"))
     }
 
     fn mutate<'a>(&'a self, a: &'a Attributes<'a>, o: &'a mut Objects<'_>) -> BoxFuture<'a, ApiResult<()>> {
         Box::pin(async move {
+            if a.is("", "limitranges") {
+                // pods created next must see it, cached or not
+                self.ctx.quota.created(limit_ranges(), a.namespace);
+                return Ok(());
+            }
             if !a.is("", "pods") {
                 return Ok(());
             }
-            let items = items(&self.ctx, a.namespace);
+            let items = items(&self.ctx, a.namespace).await?;
             let note = apply_defaults(o.obj, &items);
             if !note.is_empty() {
                 let m = meta::metadata_mut(o.obj);
@@ -244,7 +249,10 @@ impl Plugin for LimitRanger {
 
     fn validate<'a>(&'a self, a: &'a Attributes<'a>, o: &'a Objects<'_>) -> BoxFuture<'a, ApiResult<()>> {
         Box::pin(async move {
-            let errs = violations(a.res, o.obj, &items(&self.ctx, a.namespace));
+            if a.is("", "limitranges") {
+                return Ok(());
+            }
+            let errs = violations(a.res, o.obj, &items(&self.ctx, a.namespace).await?);
             match errs.len() {
                 0 => Ok(()),
                 1 => Err(a.forbidden(&errs[0])),

@@ -91,7 +91,8 @@ pub struct Objects<'a> {
 pub struct Context {
     pub registry: Registry,
     pub caches: Caches,
-    /// ResourceQuota charges not yet visible in the caches.
+    /// ResourceQuota charges not yet visible in the caches, and the namespaces whose
+    /// quotas or limit ranges are too fresh to trust the caches for.
     pub quota: Arc<resource_quota::Ledger>,
 }
 

@@ -36,8 +36,8 @@ pub type Usage = BTreeMap<String, Quantity>;
 /// failed after admission stops counting then).
 const PENDING_FOR: Duration = Duration::from_secs(30);
 const CHARGE_RETRIES: usize = 32;
-/// How long after a quota's creation its namespace's quotas are read from etcd.
-const FRESH_QUOTA: Duration = Duration::from_secs(10);
+/// How long after a quota's (or limit range's) creation its namespace's are read from etcd.
+const FRESH_POLICY: Duration = Duration::from_secs(10);
 /// Resources whose presence in every container a quota on them demands.
 const COMPUTE: &[&str] = &["cpu", "memory", "requests.cpu", "requests.memory", "limits.cpu", "limits.memory"];
 
@@ -45,9 +45,9 @@ const COMPUTE: &[&str] = &["cpu", "memory", "requests.cpu", "requests.memory", "
 #[derive(Default)]
 pub struct Ledger {
     pending: Mutex<HashMap<String, Vec<Pending>>>,
-    /// Namespaces where a quota was created lately: their quotas are read from etcd
-    /// until the cache surely has them (upstream's live lookup).
-    new_quotas: Mutex<HashMap<String, Instant>>,
+    /// (kind, namespace) where a ResourceQuota or LimitRange was created lately: those
+    /// are read from etcd until the cache surely has them (upstream's live lookup).
+    fresh: Mutex<HashMap<(&'static str, String), Instant>>,
 }
 
 struct Pending {
@@ -240,27 +240,28 @@ impl Ledger {
 }
 
 impl Ledger {
-    fn quota_created(&self, ns: &str) {
-        let mut recent = self.new_quotas.lock().unwrap_or_else(|e| e.into_inner());
-        recent.retain(|_, at| at.elapsed() < FRESH_QUOTA);
-        recent.insert(ns.to_string(), Instant::now());
+    /// Note a create of `res` (a policy kind) in `ns`.
+    pub fn created(&self, res: &'static ResourceDef, ns: &str) {
+        let mut fresh = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        fresh.retain(|_, at| at.elapsed() < FRESH_POLICY);
+        fresh.insert((res.plural, ns.to_string()), Instant::now());
     }
 
-    fn has_fresh_quota(&self, ns: &str) -> bool {
-        let recent = self.new_quotas.lock().unwrap_or_else(|e| e.into_inner());
-        recent.get(ns).is_some_and(|at| at.elapsed() < FRESH_QUOTA)
+    fn is_fresh(&self, res: &'static ResourceDef, ns: &str) -> bool {
+        let fresh = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        fresh.get(&(res.plural, ns.to_string())).is_some_and(|at| at.elapsed() < FRESH_POLICY)
     }
 }
 
-/// The quotas of `ns`: from the watch cache, or from etcd while one created lately may
-/// not have reached it.
-async fn quotas_in(ctx: &Context, ns: &str) -> ApiResult<Vec<Value>> {
-    if !ctx.quota.has_fresh_quota(ns) {
-        return Ok(cached_objects(ctx, quotas(), ns));
+/// The policy objects (quotas, limit ranges) of `ns`: from the watch cache, or from
+/// etcd while one created lately may not have reached it.
+pub async fn policies_in(ctx: &Context, res: &'static ResourceDef, ns: &str) -> ApiResult<Vec<Value>> {
+    if !ctx.quota.is_fresh(res, ns) {
+        return Ok(cached_objects(ctx, res, ns));
     }
     let reg = &ctx.registry;
-    let page = reg.store.list(&reg.keys.collection(quotas(), ns), None, 0, 0).await?;
-    page.items.iter().map(|s| crate::registry::rest::Registry::decode_stored(quotas(), s)).collect()
+    let page = reg.store.list(&reg.keys.collection(res, ns), None, 0, 0).await?;
+    page.items.iter().map(|s| crate::registry::rest::Registry::decode_stored(res, s)).collect()
 }
 
 /// What the namespace uses of each key in `hard`: the cached objects plus charges not
@@ -369,9 +370,9 @@ impl Plugin for ResourceQuota {
     fn validate<'a>(&'a self, a: &'a Attributes<'a>, o: &'a Objects<'_>) -> BoxFuture<'a, ApiResult<()>> {
         Box::pin(async move {
             if a.is("", "resourcequotas") {
-                self.ctx.quota.quota_created(a.namespace);
+                self.ctx.quota.created(quotas(), a.namespace);
             }
-            let mut in_force = quotas_in(&self.ctx, a.namespace).await?;
+            let mut in_force = policies_in(&self.ctx, quotas(), a.namespace).await?;
             if in_force.is_empty() {
                 return Ok(());
             }
