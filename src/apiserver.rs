@@ -137,6 +137,9 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     tokio::spawn(aggregation::run(registry.clone(), caches.clone()));
     // so are the default ServiceAccounts, the root CA ConfigMaps and quota usage
     let root_ca = root_ca_bundle(&args, &tls_opts);
+    controllers::service_accounts::ensure_all(&registry, &root_ca)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the default service accounts: {}", e.message))?;
     tokio::spawn(controllers::service_accounts::run(admission_ctx.clone(), root_ca));
     tokio::spawn(controllers::quota_status::run(admission_ctx));
     let (signer, sa_tokens) = service_account_tokens(&args, &caches)?;

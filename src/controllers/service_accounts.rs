@@ -35,6 +35,31 @@ async fn create_or_get(reg: &Registry, res: &'static ResourceDef, ns: &str, obj:
     }
 }
 
+/// The objects every namespace gets: its `default` account and the root CA bundle.
+async fn ensure_namespace(reg: &Registry, ns: &str, root_ca: &str) -> ApiResult<()> {
+    ensure_default(reg, ns).await?;
+    let cm = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": ROOT_CA_CONFIGMAP, "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
+        "data": {"ca.crt": root_ca},
+    });
+    create_or_get(reg, core("configmaps"), ns, cm).await.map(|_| ())
+}
+
+/// A first pass at start, before the server serves, from etcd: the namespaces that exist
+/// have their objects from the first request on.
+pub async fn ensure_all(reg: &Registry, root_ca: &str) -> ApiResult<()> {
+    let res = core("namespaces");
+    let page = reg.store.list(&reg.keys.collection(res, ""), None, 0, 0).await?;
+    for stored in &page.items {
+        let ns = Registry::decode_stored(res, stored)?;
+        if ns.pointer("/status/phase").and_then(Value::as_str) != Some("Terminating") {
+            ensure_namespace(reg, crate::registry::meta::name(&ns), root_ca).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Whether the cache of `res` holds `ns/name` (a cache not yet ready counts as no).
 fn cached(ctx: &Context, res: &'static ResourceDef, ns: &str, name: &str) -> bool {
     let cache = ctx.caches.get(res);
@@ -55,20 +80,10 @@ async fn reconcile(ctx: &Context, root_ca: &str) {
             continue;
         }
         let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-        if !cached(ctx, core("serviceaccounts"), name, DEFAULT)
-            && let Err(e) = ensure_default(&ctx.registry, name).await
-        {
-            tracing::debug!(namespace = name, error = %e.message, "creating the default service account");
-        }
-        if !cached(ctx, core("configmaps"), name, ROOT_CA_CONFIGMAP) {
-            let cm = json!({
-                "apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": ROOT_CA_CONFIGMAP, "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
-                "data": {"ca.crt": root_ca},
-            });
-            if let Err(e) = create_or_get(&ctx.registry, core("configmaps"), name, cm).await {
-                tracing::debug!(namespace = name, error = %e.message, "publishing the root CA");
-            }
+        let missing = !cached(ctx, core("serviceaccounts"), name, DEFAULT)
+            || !cached(ctx, core("configmaps"), name, ROOT_CA_CONFIGMAP);
+        if missing && let Err(e) = ensure_namespace(&ctx.registry, name, root_ca).await {
+            tracing::debug!(namespace = name, error = %e.message, "creating the default service account and root CA");
         }
     }
 }
