@@ -324,7 +324,9 @@ async fn limit_ranger_defaults_and_bounds() {
             "min": {"memory": "32Mi"},
         }]},
     });
-    c.create("/api/v1/namespaces/lr/limitranges", &range).await;
+    let stored = c.create("/api/v1/namespaces/lr/limitranges", &range).await;
+    // upstream's LimitRange defaulting: the default limit from max where none is given
+    assert_eq!(stored["spec"]["limits"][0]["default"], json!({"cpu": "500m", "memory": "128Mi"}));
     let pods = "/api/v1/namespaces/lr/pods";
     // at once: a LimitRange just created applies to the next pod
     let defaulted = c.create(pods, &pod("defaulted", "nginx")).await;
@@ -347,4 +349,20 @@ async fn limit_ranger_defaults_and_bounds() {
     let out = c.kubectl_stdin("1.33", &["create", "-n", "lr", "-f", "-"], &small.to_string());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("minimum memory usage per Container is 32Mi, but request is 16Mi"), "{stderr}");
+}
+
+#[tokio::test]
+async fn limit_range_defaulting_as_upstream() {
+    let c = Cluster::start().await;
+    let range = json!({
+        "apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "bounds"},
+        "spec": {"limits": [{"type": "Container", "max": {"cpu": "2"}, "min": {"memory": "32Mi"}}]},
+    });
+    let stored = c.create("/api/v1/namespaces/default/limitranges", &range).await;
+    let item = &stored["spec"]["limits"][0];
+    assert_eq!(item["default"], json!({"cpu": "2"}), "{stored}");
+    assert_eq!(item["defaultRequest"], json!({"cpu": "2", "memory": "32Mi"}), "{stored}");
+    let created = c.create("/api/v1/namespaces/default/pods", &pod("bounded", "nginx")).await;
+    let resources = &created["spec"]["containers"][0]["resources"];
+    assert_eq!(resources, &json!({"limits": {"cpu": "2"}, "requests": {"cpu": "2", "memory": "32Mi"}}));
 }
