@@ -137,15 +137,26 @@ impl Registry {
     /// The guard a create into `ns` needs: the namespace's key at the mod_revision we
     /// know, so the transaction's compare catches any change since admission
     /// (NamespaceLifecycle) judged the namespace; on a change the create is admitted
-    /// again. The policy itself (missing: NotFound, terminating: Forbidden) is the
-    /// plug-in's; without it a create into a missing namespace has no guard, as upstream
-    /// then stores it anyway.
-    async fn namespace_guard(&self, res: &ResourceDef, ns: &str) -> ApiResult<Option<Guard>> {
+    /// again. For requests the policy (missing: NotFound, terminating: Forbidden) is the
+    /// plug-in's, and without it a create into a missing namespace has no guard, as
+    /// upstream then stores it anyway. The server's own writes (`own`: no admission)
+    /// keep that policy here, so a controller never leaves an object behind in a
+    /// namespace being cleaned up.
+    async fn namespace_guard(&self, res: &ResourceDef, ns: &str, name: &str, own: bool) -> ApiResult<Option<Guard>> {
         if !res.namespaced {
             return Ok(None);
         }
         let state = self.namespace_state(ns).await?;
-        Ok(state.map(|(mod_revision, _)| Guard { key: self.namespace_key(ns), mod_revision }))
+        match state {
+            None if own => Err(ApiError::not_found("", "namespaces", ns)),
+            Some((_, true)) if own => Err(ApiError::forbidden(
+                res.group,
+                res.plural,
+                name,
+                &format!("unable to create new content in namespace {ns} because it is being terminated"),
+            )),
+            _ => Ok(state.map(|(mod_revision, _)| Guard { key: self.namespace_key(ns), mod_revision })),
+        }
     }
 
     /// A namespace's (mod_revision, terminating), None when it does not exist: from
@@ -213,7 +224,7 @@ impl Registry {
         let mut taken = HashSet::new();
         for _ in 0..MAX_RETRIES {
             let name = meta::name(&obj).to_string();
-            let guard = self.namespace_guard(res, ns).await?;
+            let guard = self.namespace_guard(res, ns, &name, opts.admit.is_none()).await?;
             let key = self.key(res, ns, &name);
             let mut candidate = obj.clone();
             let allocs = res.strategy.allocate(&mut candidate, None, &self.alloc, &taken)?;
