@@ -13,6 +13,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use crate::admission;
 use crate::audit;
 use crate::auth::authn::bootstrap_token::BootstrapTokens;
 use crate::auth::authn::service_account::ServiceAccountTokens;
@@ -25,6 +26,7 @@ use crate::auth::rbac::{Rbac, aggregation, bootstrap};
 use crate::auth::sa_discovery;
 use crate::auth::sa_token::{self, Signer, Verifier};
 use crate::auth::tls::{self, PeerCertificates};
+use crate::controllers;
 use crate::handlers::{self, AppState};
 use crate::registry::allocator::Allocator;
 use crate::registry::encryption::Encryption;
@@ -123,9 +125,18 @@ pub struct ApiserverArgs {
     /// Authorizers asked in order, comma separated: AlwaysAllow, AlwaysDeny, Node, RBAC.
     #[arg(long, value_delimiter = ',', default_value = "AlwaysAllow")]
     pub authorization_mode: Vec<String>,
+    /// Admission plug-ins to enable besides the default ones (NamespaceLifecycle,
+    /// LimitRanger, ServiceAccount, NodeRestriction, ResourceQuota), comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub enable_admission_plugins: Vec<String>,
+    /// Admission plug-ins to turn off, even default ones, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub disable_admission_plugins: Vec<String>,
 }
 
 pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
+    // a bad plug-in name stops the server before anything else
+    admission::enabled_names(&args.enable_admission_plugins, &args.disable_admission_plugins)?;
     let keys = KeySpace::new(&args.etcd_prefix);
     let auditor = auditor(&args)?;
     let encryption = args.encryption_provider_config.as_deref().map(|p| Encryption::load(p, &keys)).transpose()?;
@@ -137,6 +148,10 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     let progress_ordered = etcd_progress_ordered(&store).await;
     let caches = Caches::new(store.clone(), keys.clone(), args.watch_cache_history, progress_ordered);
     let registry = Registry::new(store, keys, alloc);
+    let admission_ctx =
+        admission::Context { registry: registry.clone(), caches: caches.clone(), quota: Arc::default() };
+    let chain = admission::Chain::new(&admission_ctx, &args.enable_admission_plugins, &args.disable_admission_plugins)?;
+    tracing::info!(plugins = ?chain.names(), "admission");
     let rbac = Arc::new(Rbac::new(caches.clone()));
     let node = Arc::new(NodeAuthorizer::new(caches.clone()));
     let authz = Arc::new(Chain::new(&args.authorization_mode, Backends { rbac: rbac.clone(), node })?);
@@ -148,15 +163,25 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("creating the RBAC bootstrap policy: {}", e.message))?;
 
-    let tls = tls::Tls::new(&tls_options(&args)?)?;
+    let tls_opts = tls_options(&args)?;
+    let tls = tls::Tls::new(&tls_opts)?;
     tls.spawn_reloader();
     let addr = SocketAddr::new(args.bind_address, args.secure_port);
     let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
     let advertise = format!("{}:{}", local.ip(), local.port());
     caches.start_all();
+    // bootstrap objects are the server's own; requests are admitted from here on
+    let _ = registry.admission.set(chain);
     // ClusterRole aggregation belongs to the controller-manager; run here until it exists
     tokio::spawn(aggregation::run(registry.clone(), caches.clone()));
+    // so are the default ServiceAccounts, the root CA ConfigMaps and quota usage
+    let root_ca = root_ca_bundle(&args, &tls_opts);
+    controllers::service_accounts::ensure_all(&registry, &root_ca)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the default service accounts: {}", e.message))?;
+    tokio::spawn(controllers::service_accounts::run(admission_ctx.clone(), root_ca));
+    tokio::spawn(controllers::quota_status::run(admission_ctx));
     let sa = service_account_tokens(&args, &caches, &advertise)?;
     let bootstrap_tokens = args.enable_bootstrap_token_auth.then(|| BootstrapTokens { caches: caches.clone() });
     let authn = Arc::new(authenticator(&args, tls.client_ca.clone(), sa.authn, bootstrap_tokens, authz.clone())?);
@@ -198,6 +223,16 @@ fn auditor(args: &ApiserverArgs) -> anyhow::Result<Option<Arc<audit::Auditor>>> 
     let auditor = audit::Auditor::load(policy, &log)?;
     tracing::info!(policy = %policy.display(), log = %path.display(), "audit log");
     Ok(Some(Arc::new(auditor)))
+}
+
+/// What pods are told to trust (`kube-root-ca.crt`): the client CA bundle when there is
+/// one (a cluster CA), else the serving certificate.
+fn root_ca_bundle(args: &ApiserverArgs, tls: &tls::TlsOptions) -> String {
+    let path = args.client_ca_file.as_ref().unwrap_or(&tls.serving.cert);
+    std::fs::read_to_string(path).unwrap_or_else(|e| {
+        tracing::warn!(path = %path.display(), error = %e, "reading the root CA bundle for kube-root-ca.crt");
+        String::new()
+    })
 }
 
 fn tls_options(args: &ApiserverArgs) -> anyhow::Result<tls::TlsOptions> {

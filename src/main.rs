@@ -1,11 +1,13 @@
 //! ferrokube: a Kubernetes-compatible control plane in one binary (hyperkube style).
 //! Each subcommand is one component; `up` runs them all as child processes.
 
+mod admission;
 mod apiserver;
 mod audit;
 mod auth;
 mod certs;
 mod cli;
+mod controllers;
 mod fieldmanager;
 mod handlers;
 mod kubeconfig;

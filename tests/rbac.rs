@@ -371,6 +371,8 @@ async fn node_authorizer_follows_the_pods_of_the_node() {
         c.create("/api/v1/namespaces/default/secrets", &json!({"metadata": {"name": name}, "data": {}})).await;
     }
     c.create("/api/v1/namespaces/default/configmaps", &configmap("c1", json!({}))).await;
+    // the ServiceAccount admission plug-in wants the pod's account to exist
+    c.create("/api/v1/namespaces/default/serviceaccounts", &json!({"metadata": {"name": "robot"}})).await;
     let mut p1 = pod("p1", "nginx");
     p1["spec"]["nodeName"] = json!("n1");
     p1["spec"]["serviceAccountName"] = json!("robot");

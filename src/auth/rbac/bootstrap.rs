@@ -508,7 +508,7 @@ pub async fn ensure(reg: &Registry) -> ApiResult<()> {
     Ok(())
 }
 
-async fn ensure_one(reg: &Registry, res: &ResourceDef, obj: Value) -> ApiResult<()> {
+async fn ensure_one(reg: &Registry, res: &'static ResourceDef, obj: Value) -> ApiResult<()> {
     let namespace = meta::namespace(&obj).to_string();
     match reg.create(res, &namespace, obj.clone(), &WriteOpts::default()).await {
         Ok(_) => Ok(()),
@@ -517,7 +517,7 @@ async fn ensure_one(reg: &Registry, res: &ResourceDef, obj: Value) -> ApiResult<
     }
 }
 
-async fn reconcile(reg: &Registry, res: &ResourceDef, expected: &Value) -> ApiResult<()> {
+async fn reconcile(reg: &Registry, res: &'static ResourceDef, expected: &Value) -> ApiResult<()> {
     let (namespace, name) = (meta::namespace(expected), meta::name(expected));
     let mut current = reg.get(res, namespace, name).await?;
     let annotations = meta::metadata(&current).and_then(|m| m.get("annotations"));
