@@ -177,9 +177,11 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     tokio::spawn(aggregation::run(registry.clone(), caches.clone()));
     // so are the default ServiceAccounts, the root CA ConfigMaps and quota usage
     let root_ca = root_ca_bundle(&args, &tls_opts);
-    controllers::service_accounts::ensure_all(&registry, &root_ca)
-        .await
-        .map_err(|e| anyhow::anyhow!("creating the default service accounts: {}", e.message))?;
+    // not fatal: an object that cannot be read (say, stored under a key no longer
+    // configured) must not keep the API up; the controller keeps retrying
+    if let Err(e) = controllers::service_accounts::ensure_all(&registry, &root_ca).await {
+        tracing::warn!(error = %e.message, "creating the default service accounts and root CA bundles");
+    }
     tokio::spawn(controllers::service_accounts::run(admission_ctx.clone(), root_ca));
     tokio::spawn(controllers::quota_status::run(admission_ctx));
     let sa = service_account_tokens(&args, &caches, &advertise)?;
