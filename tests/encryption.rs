@@ -80,6 +80,14 @@ async fn secrets_are_encrypted_at_rest_read_everywhere_and_rotated_by_replace() 
     let stored = raw(&c, SECRET_KEY).await;
     assert!(stored.starts_with(b"k8s:enc:aescbc:v1:key1:"), "{}", String::from_utf8_lossy(&stored));
     assert!(!contains(&stored, "hunter2") && !contains(&stored, HUNTER2_B64) && !contains(&stored, "aHVudGVy"));
+    // what an operator sees with etcdctl
+    let out = std::process::Command::new("etcdctl")
+        .args([&format!("--endpoints={}", c.etcd_url), "get", SECRET_KEY, "--print-value-only"])
+        .output()
+        .expect("running etcdctl");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && shown.starts_with("k8s:enc:aescbc:v1:key1:"), "etcdctl: {shown}");
+    assert!(!shown.contains("hunter2") && !shown.contains(HUNTER2_B64), "etcdctl shows plaintext: {shown}");
 
     // get, lists (etcd, watch cache) and the watch all see plaintext
     assert_eq!(password(&c, "s"), HUNTER2_B64);
