@@ -291,7 +291,7 @@ async fn etcd_progress_ordered(store: &Store) -> bool {
 }
 
 async fn serve(listener: TcpListener, tls: Arc<tls::Tls>, app: axum::Router) -> anyhow::Result<()> {
-    let shutdown = shutdown_signal();
+    let shutdown = crate::cli::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -333,17 +333,6 @@ async fn serve(listener: TcpListener, tls: Arc<tls::Tls>, app: axum::Router) -> 
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
     }
 }
 

@@ -9,7 +9,10 @@ mod handlers;
 mod kubeconfig;
 mod patch;
 mod protobuf;
+#[allow(dead_code)] // shared with admission (branch adm); the reviewer unifies the two copies
+mod quantity;
 mod registry;
+mod scheduler;
 mod schema;
 mod up;
 mod watch;
@@ -36,6 +39,8 @@ struct Cli {
 enum Command {
     /// Serve the Kubernetes API from etcd (kube-apiserver).
     Apiserver(Box<apiserver::ApiserverArgs>),
+    /// Place pending pods on nodes through the API (kube-scheduler).
+    Scheduler(scheduler::SchedulerArgs),
     /// Start etcd and every component as child processes and write a kubeconfig.
     Up(up::UpArgs),
 }
@@ -54,6 +59,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Apiserver(args) => apiserver::run(*args).await,
             Command::Up(args) => up::run(args).await,
+            Command::Scheduler(args) => scheduler::run(args).await,
         }
     });
     match result {
