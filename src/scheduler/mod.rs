@@ -184,9 +184,13 @@ impl Scheduler {
         self.pods_synced.load(Ordering::Relaxed) && self.nodes_synced.load(Ordering::Relaxed)
     }
 
+    /// Ours to place: our scheduler name, not being deleted, and no scheduling gates left
+    /// (upstream's SchedulingGates plug-in keeps gated pods out of the queue).
     fn responsible(&self, pod: &Pod) -> bool {
-        let name = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler");
-        name == self.name && pod.metadata.deletion_timestamp.is_none()
+        let spec = pod.spec.as_ref();
+        let name = spec.and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler");
+        let gated = spec.and_then(|s| s.scheduling_gates.as_ref()).is_some_and(|g| !g.is_empty());
+        name == self.name && pod.metadata.deletion_timestamp.is_none() && !gated
     }
 
     fn cluster_event(&self) {

@@ -1,7 +1,8 @@
 //! NodeResourcesBalancedAllocation: favour nodes whose cpu and memory would be used in
 //! equal shares with the pod placed: (1 - the standard deviation of the shares) × 100.
 //! As upstream, it counts plain requests (no scoring defaults), of the node's pods and
-//! of the incoming one.
+//! of the incoming one. A pod that requests neither is not scored (all nodes 0), as
+//! upstream since 1.33, so best-effort pods do not pile onto one node.
 
 use super::node_resources_fit::with_pod;
 use crate::scheduler::framework::{MAX_NODE_SCORE, NodeInfo, PodInfo, ScorePlugin, Snapshot};
@@ -14,6 +15,9 @@ impl ScorePlugin for BalancedAllocation {
     }
 
     fn score(&self, _: &Snapshot, pod: &PodInfo, node: &NodeInfo) -> i64 {
+        if pod.requests.milli_cpu == 0 && pod.requests.memory == 0 {
+            return 0;
+        }
         let fractions: Vec<f64> = with_pod(pod, node, false)
             .into_iter()
             .filter(|(alloc, _)| *alloc != 0)
@@ -46,5 +50,7 @@ mod tests {
         let skewed =
             pod_info(json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "1", "memory": "3Gi"}}}]}));
         assert_eq!(BalancedAllocation.score(&snap, &skewed, &n), 75);
+        let best_effort = pod_info(json!({"containers": [{"name": "c"}]}));
+        assert_eq!(BalancedAllocation.score(&snap, &best_effort, &n), 0);
     }
 }
