@@ -105,6 +105,11 @@ impl Cache {
         self.remove_from_node(key)
     }
 
+    /// Whether the pod counts on some node (bound or assumed).
+    pub fn is_counted(&self, key: &str) -> bool {
+        self.pod_nodes.contains_key(key)
+    }
+
     pub fn is_assumed(&self, key: &str) -> bool {
         self.assumed.contains_key(key)
     }

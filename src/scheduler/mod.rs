@@ -129,7 +129,8 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
 /// What a watch reports, after re-lists are resolved into deletions.
 pub enum Change<K> {
     Applied(K),
-    Deleted(K),
+    /// The key (`namespace/name`; `/name` for cluster-scoped kinds) of a deleted object.
+    Deleted(String),
     /// The first complete list is in.
     Synced,
 }
@@ -143,8 +144,8 @@ where
     let kind = K::kind(&()).to_string();
     let stream = watcher(api, watcher::Config::default()).default_backoff();
     futures::pin_mut!(stream);
-    // the objects by key (namespace/name) as last listed or watched
-    let mut known: std::collections::HashMap<String, K> = Default::default();
+    // the keys of the objects as last listed or watched
+    let mut known: HashSet<String> = HashSet::new();
     let mut relisted: Option<HashSet<String>> = None;
     let key = |o: &K| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
     while let Some(event) = stream.next().await {
@@ -152,27 +153,25 @@ where
             Ok(watcher::Event::Init) => relisted = Some(HashSet::new()),
             Ok(watcher::Event::InitApply(obj)) => {
                 relisted.get_or_insert_with(HashSet::new).insert(key(&obj));
-                known.insert(key(&obj), obj.clone());
+                known.insert(key(&obj));
                 handle(Change::Applied(obj));
             }
             Ok(watcher::Event::InitDone) => {
                 let listed = relisted.take().unwrap_or_default();
-                let gone: Vec<String> = known.keys().filter(|k| !listed.contains(*k)).cloned().collect();
-                for k in gone {
-                    if let Some(obj) = known.remove(&k) {
-                        handle(Change::Deleted(obj));
-                    }
+                for gone in known.difference(&listed) {
+                    handle(Change::Deleted(gone.clone()));
                 }
+                known = listed;
                 tracing::debug!(kind, objects = known.len(), "listed");
                 handle(Change::Synced);
             }
             Ok(watcher::Event::Apply(obj)) => {
-                known.insert(key(&obj), obj.clone());
+                known.insert(key(&obj));
                 handle(Change::Applied(obj));
             }
             Ok(watcher::Event::Delete(obj)) => {
                 known.remove(&key(&obj));
-                handle(Change::Deleted(obj));
+                handle(Change::Deleted(key(&obj)));
             }
             Err(e) => tracing::warn!(kind, error = %e, "watch failed; retrying with backoff"),
         }
@@ -211,7 +210,7 @@ impl Scheduler {
                     self.cluster_event();
                 }
             }
-            Change::Deleted(node) => lock(&self.cache).delete_node(&node.name_any()),
+            Change::Deleted(key) => lock(&self.cache).delete_node(key.trim_start_matches('/')),
             Change::Synced => self.nodes_synced.store(true, Ordering::Relaxed),
         }
     }
@@ -222,8 +221,7 @@ impl Scheduler {
                 self.pods_synced.store(true, Ordering::Relaxed);
                 return;
             }
-            Change::Deleted(pod) => {
-                let key = pod_key(&pod);
+            Change::Deleted(key) => {
                 lock(&self.queue).remove(&key);
                 if lock(&self.cache).remove_pod(&key) {
                     self.cluster_event();
@@ -339,12 +337,18 @@ impl Scheduler {
                 }
             }
             Err(e) => {
-                lock(&self.cache).forget(&key);
+                // a pod the watch already shows bound (by this binding or another) stays
+                let bound = {
+                    let mut cache = lock(&self.cache);
+                    cache.forget(&key);
+                    cache.is_counted(&key)
+                };
                 self.metrics.observe(Outcome::Error, started.elapsed());
-                // a pod bound or deleted meanwhile: the watch will tell; nothing to report
-                let gone = matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409);
                 tracing::warn!(pod = %key, node = %node, error = %e, "binding failed");
-                if !gone {
+                // a deleted pod is done with; anything else (a conflict with a concurrent
+                // write included) is retried after backoff, until the watch shows it bound
+                let deleted = matches!(&e, kube::Error::Api(s) if s.code == 404);
+                if !deleted && !bound {
                     lock(&self.queue).error(pod.clone(), popped.attempts, Instant::now());
                     self.report_failure(&pod, "SchedulerError", &format!("binding rejected: {e}")).await;
                 }
