@@ -252,6 +252,14 @@ async fn an_unschedulable_pod_is_reported_and_placed_when_a_node_appears() {
     let placed = c.must_get("/api/v1/namespaces/default/pods/too-big").await;
     assert_eq!(scheduled_condition(&placed).unwrap()["status"], "True", "{placed}");
 
+    // the new node woke the impossible pod too: a new message in its condition, but no
+    // second event within the series window (the event is written before the condition)
+    wait_pod(&c, "impossible", "was retried", |p| {
+        scheduled_condition(p).is_some_and(|c| c["message"].as_str().unwrap_or_default().starts_with("0/4 nodes"))
+    })
+    .await;
+    assert_eq!(events_for(&c, "impossible", "FailedScheduling").await.len(), 1);
+
     let other = c.must_get("/api/v1/namespaces/default/pods/someone-elses").await;
     assert!(other["spec"]["nodeName"].is_null() && scheduled_condition(&other).is_none(), "{other}");
     assert!(s.alive());

@@ -2,8 +2,14 @@
 //! `PodScheduled` condition of a pod that cannot be placed (pods/status, a strategic
 //! merge patch on the condition, skipped when nothing changed), and events.k8s.io/v1
 //! Events as upstream's recorder writes them (reportingController `default-scheduler`,
-//! reportingInstance `<controller>-<hostname>`). Events are not aggregated into series
-//! yet: each attempt writes its own.
+//! reportingInstance `<controller>-<hostname>`). As upstream's recorder, an event like one
+//! written in the last 6 minutes (same pod, action, reason) is not written again;
+//! upstream counts such repeats in the first event's series, which ferrokube does not
+//! patch yet.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::api::events::v1::Event;
@@ -18,7 +24,15 @@ pub struct Writer {
     /// The reporting controller (the scheduler name).
     pub controller: String,
     pub instance: String,
+    /// (pod uid, action, reason) → when such an event was last written; when the map
+    /// was last pruned.
+    recent: Mutex<(HashMap<EventKey, Instant>, Instant)>,
 }
+
+type EventKey = (String, String, String);
+
+/// How long a written event stands for its repeats (upstream's 6 minutes).
+const EVENT_SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
 
 fn pods(client: &Client, pod: &Pod) -> Api<Pod> {
     Api::namespaced(client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"))
@@ -36,7 +50,12 @@ pub fn hostname() -> String {
 
 impl Writer {
     pub fn new(client: Client, controller: &str) -> Writer {
-        Writer { client, controller: controller.to_string(), instance: format!("{controller}-{}", hostname()) }
+        Writer {
+            client,
+            controller: controller.to_string(),
+            instance: format!("{controller}-{}", hostname()),
+            recent: Mutex::new((HashMap::new(), Instant::now())),
+        }
     }
 
     pub async fn bind(&self, pod: &Pod, node: &str) -> kube::Result<()> {
@@ -77,7 +96,29 @@ impl Writer {
     }
 
     /// An events.k8s.io/v1 Event about the pod.
+    /// Whether an event of this kind about this pod was written within the window (and
+    /// if not, remember that one is being written now).
+    fn repeated(&self, pod: &Pod, reason: &str, action: &str) -> bool {
+        let now = Instant::now();
+        let key = (pod.metadata.uid.clone().unwrap_or_default(), action.to_string(), reason.to_string());
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let (seen, pruned) = &mut *recent;
+        // forget old entries now and then, not on every event
+        if now.duration_since(*pruned) >= Duration::from_secs(10) {
+            seen.retain(|_, at| now.duration_since(*at) < EVENT_SERIES_WINDOW);
+            *pruned = now;
+        }
+        if seen.get(&key).is_some_and(|at| now.duration_since(*at) < EVENT_SERIES_WINDOW) {
+            return true;
+        }
+        seen.insert(key, now);
+        false
+    }
+
     pub async fn event(&self, pod: &Pod, type_: &str, reason: &str, action: &str, note: &str) -> kube::Result<()> {
+        if self.repeated(pod, reason, action) {
+            return Ok(());
+        }
         let now = Timestamp::now();
         let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         let nanos = now.as_nanosecond();

@@ -296,6 +296,12 @@ impl Scheduler {
             for expired in cache.expire(started) {
                 tracing::warn!(pod = %expired, "assumed pod never showed up bound; forgetting it");
             }
+            if cache.is_counted(&key) {
+                // bound by someone else while it waited in the queue
+                drop(cache);
+                lock(&self.queue).done(&key);
+                return;
+            }
             let snapshot = cache.snapshot();
             let decision = framework::schedule(&self.profile, &snapshot, &info, start_index);
             if let Ok(placement) = &decision {
