@@ -283,6 +283,8 @@ impl Scheduler {
         loop {
             let popped = self.pop().await;
             self.schedule_one(popped, &mut start_index);
+            // a burst of pods must not keep this worker from the watches and bindings
+            tokio::task::yield_now().await;
         }
     }
 
