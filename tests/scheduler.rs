@@ -362,3 +362,16 @@ async fn watches_resume_after_an_api_server_restart() {
     let message = scheduled_condition(&p).unwrap()["message"].as_str().unwrap_or_default().to_string();
     assert!(message.starts_with("0/1 nodes are available: 1 Insufficient cpu."), "{p}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_nodes_a_pod_waits_for_the_first() {
+    let c = Cluster::start().await;
+    let _s = start_scheduler(&c).await;
+    create_pod(&c, pod("early", json!({"cpu": "100m"}), json!({}))).await;
+    let p = wait_pod(&c, "early", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    let cond = scheduled_condition(&p).unwrap();
+    assert_eq!(cond["reason"], "Unschedulable", "{cond}");
+    assert_eq!(cond["message"], "no nodes available to schedule pods", "{cond}");
+    node(&c, "first", json!({}), json!({}), resources("1", "1Gi")).await;
+    assert_eq!(wait_bound(&c, "early").await, "first");
+}

@@ -18,3 +18,19 @@ impl FilterPlugin for NodeName {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::plugins::testing::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_named_node_is_the_only_fit() {
+        let n = sized_node("n1", "1", "1Gi");
+        let named = |name: &str| pod_info(json!({"containers": [], "nodeName": name}));
+        assert!(filter_reasons(&NodeName, &named("n1"), &n).is_empty());
+        assert_eq!(filter_reasons(&NodeName, &named("n2"), &n), vec![REASON]);
+        assert!(filter_reasons(&NodeName, &pod_info(json!({"containers": []})), &n).is_empty());
+    }
+}
