@@ -33,7 +33,7 @@ impl ScorePlugin for ImageLocality {
             let name = normalized_image_name(c.image.as_deref().unwrap_or(""));
             if let Some(size) = node.images.get(&name) {
                 let spread = *snapshot.image_nodes.get(&name).unwrap_or(&1) as f64 / total_nodes;
-                sum += (*size as f64 * spread) as i64;
+                sum = sum.saturating_add((*size as f64 * spread) as i64);
             }
         }
         let max_threshold = MAX_CONTAINER_THRESHOLD * count;

@@ -45,7 +45,8 @@ fn least_requested(requested: i64, capacity: i64) -> i64 {
     if capacity == 0 || requested > capacity {
         return 0;
     }
-    (capacity - requested) * MAX_NODE_SCORE / capacity
+    // in i128: allocatable may be near i64::MAX (exabytes), and ×100 must not overflow
+    ((capacity as i128 - requested as i128) * MAX_NODE_SCORE as i128 / capacity as i128) as i64
 }
 
 impl ScorePlugin for NodeResourcesFit {
@@ -118,5 +119,14 @@ mod tests {
         let cpu = (4000 - 100) * 100 / 4000;
         let mem = ((8i64 << 30) - (200 << 20)) * 100 / (8i64 << 30);
         assert_eq!(NodeResourcesFit.score(&snap, &none, &n), (cpu + mem) / 2);
+    }
+
+    #[test]
+    fn huge_allocatable_does_not_overflow() {
+        let n = sized_node("n", "9E", "8Ei");
+        let images = Default::default();
+        let snap = Snapshot { nodes: vec![&n], image_nodes: &images };
+        assert_eq!(NodeResourcesFit.score(&snap, &requesting("1", "1Gi"), &n), 99);
+        assert!(filter_reasons(&NodeResourcesFit, &requesting("1", "1Gi"), &n).is_empty());
     }
 }
