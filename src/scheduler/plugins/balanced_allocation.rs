@@ -41,16 +41,14 @@ mod tests {
     #[test]
     fn equal_shares_score_highest() {
         let n = sized_node("n", "4", "4Gi");
-        let images = Default::default();
-        let snap = Snapshot { nodes: vec![&n], image_nodes: &images };
         let even =
             pod_info(json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "2", "memory": "2Gi"}}}]}));
-        assert_eq!(BalancedAllocation.score(&snap, &even, &n), 100);
+        assert_eq!(raw_score(&BalancedAllocation, &even, &n), 100);
         // cpu 1/4, memory 3/4: std 0.25
         let skewed =
             pod_info(json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "1", "memory": "3Gi"}}}]}));
-        assert_eq!(BalancedAllocation.score(&snap, &skewed, &n), 75);
+        assert_eq!(raw_score(&BalancedAllocation, &skewed, &n), 75);
         let best_effort = pod_info(json!({"containers": [{"name": "c"}]}));
-        assert_eq!(BalancedAllocation.score(&snap, &best_effort, &n), 0);
+        assert_eq!(raw_score(&BalancedAllocation, &best_effort, &n), 0);
     }
 }

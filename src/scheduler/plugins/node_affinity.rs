@@ -187,8 +187,6 @@ mod tests {
                 {"weight": 7, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}},
             ]}}}),
         );
-        let images = Default::default();
-        let snap = Snapshot { nodes: vec![&n], image_nodes: &images };
-        assert_eq!(NodeAffinity.score(&snap, &pod, &n), 8);
+        assert_eq!(raw_score(&NodeAffinity, &pod, &n), 8);
     }
 }

@@ -110,23 +110,19 @@ mod tests {
     #[test]
     fn least_allocated_score() {
         let n = sized_node("n", "4", "8Gi");
-        let images = Default::default();
-        let snap = Snapshot { nodes: vec![&n], image_nodes: &images };
         // cpu (4000-1000)*100/4000 = 75, memory (8-2)*100/8 = 75
-        assert_eq!(NodeResourcesFit.score(&snap, &requesting("1", "2Gi"), &n), 75);
+        assert_eq!(raw_score(&NodeResourcesFit, &requesting("1", "2Gi"), &n), 75);
         // no requests: 100m and 200Mi count
         let none = pod_info(json!({"containers": [{"name": "c"}]}));
         let cpu = (4000 - 100) * 100 / 4000;
         let mem = ((8i64 << 30) - (200 << 20)) * 100 / (8i64 << 30);
-        assert_eq!(NodeResourcesFit.score(&snap, &none, &n), (cpu + mem) / 2);
+        assert_eq!(raw_score(&NodeResourcesFit, &none, &n), (cpu + mem) / 2);
     }
 
     #[test]
     fn huge_allocatable_does_not_overflow() {
         let n = sized_node("n", "9E", "8Ei");
-        let images = Default::default();
-        let snap = Snapshot { nodes: vec![&n], image_nodes: &images };
-        assert_eq!(NodeResourcesFit.score(&snap, &requesting("1", "1Gi"), &n), 99);
+        assert_eq!(raw_score(&NodeResourcesFit, &requesting("1", "1Gi"), &n), 99);
         assert!(filter_reasons(&NodeResourcesFit, &requesting("1", "1Gi"), &n).is_empty());
     }
 }

@@ -135,12 +135,10 @@ mod tests {
             {"key": "y", "effect": "PreferNoSchedule"},
             {"key": "z", "effect": "NoSchedule"},
         ]));
-        let images = Default::default();
-        let snap = Snapshot { nodes: vec![&n], image_nodes: &images };
         let p = with_tolerations(
             json!([{"key": "x", "operator": "Exists"}, {"key": "y", "operator": "Exists", "effect": "NoSchedule"}]),
         );
-        assert_eq!(TaintToleration.score(&snap, &p, &n), 1);
+        assert_eq!(raw_score(&TaintToleration, &p, &n), 1);
         let mut scores = vec![1, 0, 2];
         TaintToleration.normalize(&mut scores);
         assert_eq!(scores, vec![50, 100, 0]);

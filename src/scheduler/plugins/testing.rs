@@ -6,7 +6,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::{Value, json};
 
-use crate::scheduler::framework::{FilterPlugin, NodeInfo, PodInfo, Snapshot};
+use crate::scheduler::framework::{FilterPlugin, NodeInfo, PodInfo, ScorePlugin, Snapshot};
 
 pub fn pod_info(spec: Value) -> PodInfo {
     named_pod("default", "p", spec)
@@ -41,4 +41,11 @@ pub fn filter_reasons(plugin: &dyn FilterPlugin, pod: &PodInfo, node: &NodeInfo)
     let images = HashMap::new();
     let snapshot = Snapshot { nodes: vec![node], image_nodes: &images };
     plugin.filter(&snapshot, pod, node).err().map(|f| f.reasons).unwrap_or_default()
+}
+
+/// The raw score of a one-node cluster.
+pub fn raw_score(plugin: &dyn ScorePlugin, pod: &PodInfo, node: &NodeInfo) -> i64 {
+    let images = HashMap::new();
+    let snapshot = Snapshot { nodes: vec![node], image_nodes: &images };
+    plugin.score(&snapshot, pod, node)
 }
