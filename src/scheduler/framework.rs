@@ -4,7 +4,7 @@
 //! large cluster), score the feasible ones, pick the best (ties at random), or explain
 //! the failure the way upstream's FitError does.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -159,8 +159,20 @@ impl Failure {
     }
 }
 
+/// What a filter plug-in says of a pod before any node is looked at (upstream's
+/// PreFilter): nothing, only these nodes are worth filtering, or no node can do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PreFilter {
+    AllNodes,
+    Only(BTreeSet<String>),
+    Reject(String),
+}
+
 pub trait FilterPlugin: Send + Sync {
     fn name(&self) -> &'static str;
+    fn pre_filter(&self, _pod: &PodInfo) -> PreFilter {
+        PreFilter::AllNodes
+    }
     fn filter(&self, snapshot: &Snapshot, pod: &PodInfo, node: &NodeInfo) -> Result<(), Failure>;
 }
 
@@ -233,6 +245,8 @@ impl std::fmt::Display for ScheduleError {
 pub struct FitError {
     pub num_nodes: usize,
     pub by_node: BTreeMap<String, Failure>,
+    /// A PreFilter's rejection, which stands for every node in the message.
+    pub pre_filter: Option<String>,
     /// The PostFilter (preemption) message, when there is an honest one to give.
     pub post_filter: Option<String>,
 }
@@ -255,7 +269,10 @@ fn histogram_message(num_nodes: usize, failures: impl Iterator<Item = String>) -
 impl FitError {
     /// Upstream's FitError text.
     pub fn message(&self) -> String {
-        let mut msg = histogram_message(self.num_nodes, self.by_node.values().flat_map(|f| f.reasons.iter().cloned()));
+        let mut msg = match &self.pre_filter {
+            Some(rejection) => format!("0/{} nodes are available: {rejection}.", self.num_nodes),
+            None => histogram_message(self.num_nodes, self.by_node.values().flat_map(|f| f.reasons.iter().cloned())),
+        };
         if let Some(post) = &self.post_filter {
             msg.push(' ');
             msg.push_str(post);
@@ -335,13 +352,36 @@ pub fn schedule(
     if n == 0 {
         return Err(ScheduleError::NoNodes);
     }
-    let want = feasible_nodes_to_find(n);
-    let mut feasible: Vec<&NodeInfo> = Vec::new();
     let mut by_node = BTreeMap::new();
+    let only = match pre_filter(profile, pod) {
+        Ok(only) => only,
+        Err(rejection) => {
+            for node in &snapshot.nodes {
+                by_node.insert(node.name.clone(), Failure::unresolvable(rejection.clone()));
+            }
+            let post_filter = preemption_message(profile, snapshot, pod, &by_node);
+            return Err(ScheduleError::Fit(FitError {
+                num_nodes: n,
+                by_node,
+                pre_filter: Some(rejection),
+                post_filter,
+            }));
+        }
+    };
+    let candidates =
+        only.as_ref().map_or(n, |(names, _)| snapshot.nodes.iter().filter(|n| names.contains(&n.name)).count());
+    let want = feasible_nodes_to_find(candidates);
+    let mut feasible: Vec<&NodeInfo> = Vec::new();
     let mut visited = 0;
     for i in 0..n {
         let node = snapshot.nodes[(*start + i) % n];
         visited += 1;
+        if let Some((names, absent)) = &only
+            && !names.contains(&node.name)
+        {
+            by_node.insert(node.name.clone(), absent.clone());
+            continue;
+        }
         match profile.filter(snapshot, pod, node) {
             Ok(()) => {
                 feasible.push(node);
@@ -357,13 +397,37 @@ pub fn schedule(
     *start = (*start + visited) % n;
     if feasible.is_empty() {
         let post_filter = preemption_message(profile, snapshot, pod, &by_node);
-        return Err(ScheduleError::Fit(FitError { num_nodes: n, by_node, post_filter }));
+        return Err(ScheduleError::Fit(FitError { num_nodes: n, by_node, pre_filter: None, post_filter }));
     }
     if feasible.len() == 1 {
         return Ok(Placement { node: feasible[0].name.clone(), feasible: 1 });
     }
     let totals = score(profile, snapshot, pod, &feasible);
     Ok(Placement { node: select_host(&feasible, &totals), feasible: feasible.len() })
+}
+
+/// The PreFilters together: the node names every narrowing plug-in allows (with the
+/// failure recorded for the others, naming those plug-ins as upstream), or the first
+/// rejection.
+fn pre_filter(profile: &Profile, pod: &PodInfo) -> Result<Option<(BTreeSet<String>, Failure)>, String> {
+    let mut only: Option<BTreeSet<String>> = None;
+    let mut narrowing = BTreeSet::new();
+    for f in &profile.filters {
+        match f.pre_filter(pod) {
+            PreFilter::AllNodes => {}
+            PreFilter::Reject(why) => return Err(why),
+            PreFilter::Only(names) => {
+                narrowing.insert(f.name());
+                only = Some(match only {
+                    None => names,
+                    Some(prev) => prev.intersection(&names).cloned().collect(),
+                });
+            }
+        }
+    }
+    let plugins: Vec<&str> = narrowing.into_iter().collect();
+    let absent = Failure::unresolvable(format!("node(s) didn't satisfy plugin(s) [{}]", plugins.join(" ")));
+    Ok(only.map(|names| (names, absent)))
 }
 
 /// The weighted sum of every score plug-in's normalized scores, per feasible node.
@@ -427,7 +491,7 @@ mod tests {
             ("c".to_string(), Failure::unresolvable("node(s) had untolerated taint {k: v}")),
         ]);
         let post = Some("preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod, 2 Preemption is not helpful for scheduling.".to_string());
-        let e = FitError { num_nodes: 3, by_node, post_filter: post };
+        let e = FitError { num_nodes: 3, by_node, pre_filter: None, post_filter: post };
         assert_eq!(
             e.message(),
             "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint {k: v}. \

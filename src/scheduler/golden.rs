@@ -144,3 +144,34 @@ fn golden_failure_message() {
          3 No preemption victims found for incoming pod."
     );
 }
+
+#[test]
+fn golden_messages_of_pods_pinned_by_node_name() {
+    let cache = cluster();
+    let profile = Profile::default_plugins();
+    let snapshot = cache.snapshot();
+    let pinned = |fields: Value| {
+        let terms = json!([{"matchFields": fields}]);
+        let affinity =
+            json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}});
+        pod("pinned", "nginx", json!({"cpu": "20"}), json!({"affinity": affinity}))
+    };
+    let name_in = |names: Value| json!({"key": "metadata.name", "operator": "In", "values": names});
+    // the other nodes are never filtered: they count as rejected by the narrowing plug-in
+    let err = framework::schedule(&profile, &snapshot, &pinned(json!([name_in(json!(["small"]))])), &mut 0)
+        .expect_err("too big");
+    assert_eq!(
+        err.to_string(),
+        "0/4 nodes are available: 1 Insufficient cpu, 3 node(s) didn't satisfy plugin(s) [NodeAffinity]. \
+         preemption: 0/4 nodes are available: 1 No preemption victims found for incoming pod, \
+         3 Preemption is not helpful for scheduling."
+    );
+    // one term needing two names at once
+    let conflicting = pinned(json!([name_in(json!(["small"])), name_in(json!(["large"]))]));
+    let err = framework::schedule(&profile, &snapshot, &conflicting, &mut 0).expect_err("conflict");
+    assert_eq!(
+        err.to_string(),
+        "0/4 nodes are available: pod affinity terms conflict. \
+         preemption: 0/4 nodes are available: 4 Preemption is not helpful for scheduling."
+    );
+}

@@ -4,15 +4,18 @@
 //! In and NotIn on the field `metadata.name`. A malformed requirement matches nothing,
 //! as upstream's lazy-error selector does.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm};
 
-use crate::scheduler::framework::{Failure, FilterPlugin, NodeInfo, PodInfo, ScorePlugin, Snapshot, default_normalize};
+use crate::scheduler::framework::{
+    Failure, FilterPlugin, NodeInfo, PodInfo, PreFilter, ScorePlugin, Snapshot, default_normalize,
+};
 
 pub struct NodeAffinity;
 
 pub const REASON: &str = "node(s) didn't match Pod's node affinity/selector";
+pub const CONFLICT: &str = "pod affinity terms conflict";
 
 fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&str>) -> bool {
     let values = req.values.as_deref().unwrap_or_default();
@@ -76,6 +79,36 @@ fn required_matches(pod: &PodInfo, node: &NodeInfo) -> bool {
 impl FilterPlugin for NodeAffinity {
     fn name(&self) -> &'static str {
         "NodeAffinity"
+    }
+
+    /// Required terms that all name nodes (`metadata.name In`, as a DaemonSet pod's do)
+    /// narrow the search to those nodes; terms whose names cannot all hold reject the pod.
+    fn pre_filter(&self, pod: &PodInfo) -> PreFilter {
+        let terms = pod
+            .spec()
+            .and_then(|s| s.affinity.as_ref())
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref())
+            .map(|r| r.node_selector_terms.as_slice())
+            .unwrap_or_default();
+        if terms.is_empty() {
+            return PreFilter::AllNodes;
+        }
+        let mut names = BTreeSet::new();
+        for term in terms {
+            let mut term_names: Option<BTreeSet<String>> = None;
+            for r in term.match_fields.iter().flatten().filter(|r| r.key == "metadata.name" && r.operator == "In") {
+                let values: BTreeSet<String> = r.values.iter().flatten().cloned().collect();
+                term_names = Some(match term_names {
+                    None => values,
+                    Some(prev) => prev.intersection(&values).cloned().collect(),
+                });
+            }
+            // a term without a name requirement lets any node through (terms are ORed)
+            let Some(term_names) = term_names else { return PreFilter::AllNodes };
+            names.extend(term_names);
+        }
+        if names.is_empty() { PreFilter::Reject(CONFLICT.into()) } else { PreFilter::Only(names) }
     }
 
     fn filter(&self, _: &Snapshot, pod: &PodInfo, node: &NodeInfo) -> Result<(), Failure> {
@@ -175,6 +208,29 @@ mod tests {
         assert!(fits(&ored, &n));
         assert!(!fits(&required(json!([])), &n), "no terms match nothing");
         assert!(!fits(&required(json!([{}])), &n), "an empty term matches nothing");
+    }
+
+    #[test]
+    fn node_name_fields_narrow_the_search() {
+        let by_field = |terms: Value| NodeAffinity.pre_filter(&required(terms));
+        let field = |op: &str, values: Value| json!({"matchFields": [{"key": "metadata.name", "operator": op, "values": values}]});
+        let names = |n: &[&str]| PreFilter::Only(n.iter().map(|s| s.to_string()).collect());
+        assert_eq!(
+            by_field(json!([field("In", json!(["a", "b"])), field("In", json!(["c"]))])),
+            names(&["a", "b", "c"])
+        );
+        let both = json!([{"matchFields": [
+            {"key": "metadata.name", "operator": "In", "values": ["a", "b"]},
+            {"key": "metadata.name", "operator": "In", "values": ["b", "c"]}]}]);
+        assert_eq!(by_field(both), names(&["b"]));
+        let disjoint = json!([{"matchFields": [
+            {"key": "metadata.name", "operator": "In", "values": ["a"]},
+            {"key": "metadata.name", "operator": "In", "values": ["b"]}]}]);
+        assert_eq!(by_field(disjoint), PreFilter::Reject(CONFLICT.into()));
+        let with_labels =
+            json!([field("In", json!(["a"])), {"matchExpressions": [{"key": "x", "operator": "Exists"}]}]);
+        assert_eq!(by_field(with_labels), PreFilter::AllNodes);
+        assert_eq!(by_field(json!([field("NotIn", json!(["a"]))])), PreFilter::AllNodes);
     }
 
     #[test]
