@@ -13,6 +13,9 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use crate::admission;
+use crate::audit;
+use crate::auth::authn::bootstrap_token::BootstrapTokens;
 use crate::auth::authn::service_account::ServiceAccountTokens;
 use crate::auth::authn::token_file::TokenFile;
 use crate::auth::authn::x509::X509;
@@ -23,8 +26,10 @@ use crate::auth::rbac::{Rbac, aggregation, bootstrap};
 use crate::auth::sa_discovery;
 use crate::auth::sa_token::{self, Signer, Verifier};
 use crate::auth::tls::{self, PeerCertificates};
+use crate::controllers;
 use crate::handlers::{self, AppState};
 use crate::registry::allocator::Allocator;
+use crate::registry::encryption::Encryption;
 use crate::registry::keys::KeySpace;
 use crate::registry::namespaces;
 use crate::registry::rest::Registry;
@@ -85,6 +90,10 @@ pub struct ApiserverArgs {
     /// `https://<this server>/openid/v1/jwks`).
     #[arg(long)]
     pub service_account_jwks_uri: Option<String>,
+    /// Bootstrap tokens (Secrets of type bootstrap.kubernetes.io/token in kube-system)
+    /// authenticate as system:bootstrap:<id>.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false)]
+    pub enable_bootstrap_token_auth: bool,
     /// Service ClusterIPs are allocated from this range.
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: ipnet::Ipv4Net,
@@ -94,18 +103,55 @@ pub struct ApiserverArgs {
     /// Events each resource's watch cache keeps for watches resuming at a resourceVersion.
     #[arg(long, default_value_t = crate::watch::caches::DEFAULT_HISTORY)]
     pub watch_cache_history: usize,
+    /// EncryptionConfiguration (apiserver.config.k8s.io/v1): which resources are encrypted
+    /// in etcd, with which providers (aescbc, aesgcm, secretbox, identity).
+    #[arg(long)]
+    pub encryption_provider_config: Option<PathBuf>,
+    /// Audit policy (audit.k8s.io/v1 Policy); auditing needs it and --audit-log-path.
+    #[arg(long)]
+    pub audit_policy_file: Option<PathBuf>,
+    /// Where audit events go as JSON lines; `-` is standard output.
+    #[arg(long)]
+    pub audit_log_path: Option<PathBuf>,
+    /// Rotate the audit log when it reaches this many megabytes (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub audit_log_maxsize: u64,
+    /// Rotated audit logs kept (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub audit_log_maxbackup: usize,
+    /// Days a rotated audit log is kept (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub audit_log_maxage: u64,
     /// Authorizers asked in order, comma separated: AlwaysAllow, AlwaysDeny, Node, RBAC.
     #[arg(long, value_delimiter = ',', default_value = "AlwaysAllow")]
     pub authorization_mode: Vec<String>,
+    /// Admission plug-ins to enable besides the default ones (NamespaceLifecycle,
+    /// LimitRanger, ServiceAccount, NodeRestriction, ResourceQuota), comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub enable_admission_plugins: Vec<String>,
+    /// Admission plug-ins to turn off, even default ones, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub disable_admission_plugins: Vec<String>,
 }
 
 pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
-    let store = connect_etcd(&args.etcd_servers).await?;
+    // a bad plug-in name stops the server before anything else
+    admission::enabled_names(&args.enable_admission_plugins, &args.disable_admission_plugins)?;
     let keys = KeySpace::new(&args.etcd_prefix);
+    let auditor = auditor(&args)?;
+    let encryption = args.encryption_provider_config.as_deref().map(|p| Encryption::load(p, &keys)).transpose()?;
+    let mut store = connect_etcd(&args.etcd_servers).await?;
+    if let Some(encryption) = encryption {
+        store = store.with_encryption(encryption);
+    }
     let alloc = Allocator::new(args.service_cluster_ip_range, keys.clone());
     let progress_ordered = etcd_progress_ordered(&store).await;
     let caches = Caches::new(store.clone(), keys.clone(), args.watch_cache_history, progress_ordered);
     let registry = Registry::new(store, keys, alloc);
+    let admission_ctx =
+        admission::Context { registry: registry.clone(), caches: caches.clone(), quota: Arc::default() };
+    let chain = admission::Chain::new(&admission_ctx, &args.enable_admission_plugins, &args.disable_admission_plugins)?;
+    tracing::info!(plugins = ?chain.names(), "admission");
     let rbac = Arc::new(Rbac::new(caches.clone()));
     let node = Arc::new(NodeAuthorizer::new(caches.clone()));
     let authz = Arc::new(Chain::new(&args.authorization_mode, Backends { rbac: rbac.clone(), node })?);
@@ -117,26 +163,78 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("creating the RBAC bootstrap policy: {}", e.message))?;
 
-    let tls = tls::Tls::new(&tls_options(&args)?)?;
+    let tls_opts = tls_options(&args)?;
+    let tls = tls::Tls::new(&tls_opts)?;
     tls.spawn_reloader();
     let addr = SocketAddr::new(args.bind_address, args.secure_port);
     let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
     let advertise = format!("{}:{}", local.ip(), local.port());
     caches.start_all();
+    // bootstrap objects are the server's own; requests are admitted from here on
+    let _ = registry.admission.set(chain);
     // ClusterRole aggregation belongs to the controller-manager; run here until it exists
     tokio::spawn(aggregation::run(registry.clone(), caches.clone()));
+    // so are the default ServiceAccounts, the root CA ConfigMaps and quota usage
+    let root_ca = root_ca_bundle(&args, &tls_opts);
+    // not fatal: an object that cannot be read (say, stored under a key no longer
+    // configured) must not keep the API up; the controller keeps retrying
+    if let Err(e) = controllers::service_accounts::ensure_all(&registry, &root_ca).await {
+        tracing::warn!(error = %e.message, "creating the default service accounts and root CA bundles");
+    }
+    tokio::spawn(controllers::service_accounts::run(admission_ctx.clone(), root_ca));
+    tokio::spawn(controllers::quota_status::run(admission_ctx));
     let sa = service_account_tokens(&args, &caches, &advertise)?;
-    let authn = Arc::new(authenticator(&args, tls.client_ca.clone(), sa.authn, authz.clone())?);
+    let bootstrap_tokens = args.enable_bootstrap_token_auth.then(|| BootstrapTokens { caches: caches.clone() });
+    let authn = Arc::new(authenticator(&args, tls.client_ca.clone(), sa.authn, bootstrap_tokens, authz.clone())?);
     let (signer, sa_discovery) = (sa.signer, sa.discovery);
     let state = AppState { registry, caches, advertise: advertise.clone(), authz, rbac, signer, sa_discovery };
-    let app = handlers::router(state).layer(axum::middleware::from_fn_with_state(authn, authn::layer));
+    let mut app = handlers::router(state);
+    if let Some(auditor) = &auditor {
+        app = app.layer(axum::middleware::from_fn_with_state(auditor.clone(), audit::layer));
+    }
+    let mut app = app.layer(axum::middleware::from_fn_with_state(authn, authn::layer));
+    if let Some(auditor) = &auditor {
+        app = app.layer(axum::middleware::from_fn_with_state(auditor.clone(), audit::received));
+    }
     tracing::info!(address = %local, etcd = ?args.etcd_servers, "serving the Kubernetes API");
     if let Some(path) = &args.write_kubeconfig {
-        crate::kubeconfig::write(path, &format!("https://{advertise}"), "ferrokube")?;
+        let creds = crate::kubeconfig::Credentials::DevToken;
+        crate::kubeconfig::write(path, &format!("https://{advertise}"), "ferrokube", &creds)?;
         tracing::info!(path = %path.display(), "wrote kubeconfig");
     }
-    serve(listener, tls, app).await
+    serve(listener, tls, app, auditor.is_some()).await
+}
+
+/// The auditor the audit flags configure: both the policy and the log are needed.
+fn auditor(args: &ApiserverArgs) -> anyhow::Result<Option<Arc<audit::Auditor>>> {
+    let (policy, path) = match (&args.audit_policy_file, &args.audit_log_path) {
+        (Some(policy), Some(path)) => (policy, path),
+        (None, None) => return Ok(None),
+        _ => {
+            tracing::warn!("auditing needs both --audit-policy-file and --audit-log-path: no audit log");
+            return Ok(None);
+        }
+    };
+    let log = audit::sink::LogOptions {
+        path: path.clone(),
+        max_size_mb: args.audit_log_maxsize,
+        max_backup: args.audit_log_maxbackup,
+        max_age_days: args.audit_log_maxage,
+    };
+    let auditor = audit::Auditor::load(policy, &log)?;
+    tracing::info!(policy = %policy.display(), log = %path.display(), "audit log");
+    Ok(Some(Arc::new(auditor)))
+}
+
+/// What pods are told to trust (`kube-root-ca.crt`): the client CA bundle when there is
+/// one (a cluster CA), else the serving certificate.
+fn root_ca_bundle(args: &ApiserverArgs, tls: &tls::TlsOptions) -> String {
+    let path = args.client_ca_file.as_ref().unwrap_or(&tls.serving.cert);
+    std::fs::read_to_string(path).unwrap_or_else(|e| {
+        tracing::warn!(path = %path.display(), error = %e, "reading the root CA bundle for kube-root-ca.crt");
+        String::new()
+    })
 }
 
 fn tls_options(args: &ApiserverArgs) -> anyhow::Result<tls::TlsOptions> {
@@ -154,10 +252,12 @@ fn authenticator(
     args: &ApiserverArgs,
     client_ca: Option<Arc<tls::ClientCaFile>>,
     sa_tokens: Option<ServiceAccountTokens>,
+    bootstrap_tokens: Option<BootstrapTokens>,
     authz: Arc<Chain>,
 ) -> anyhow::Result<Authenticator> {
     let authz: Arc<dyn Authorizer> = authz;
-    let configured = client_ca.is_some() || args.token_auth_file.is_some() || sa_tokens.is_some();
+    let configured =
+        client_ca.is_some() || args.token_auth_file.is_some() || sa_tokens.is_some() || bootstrap_tokens.is_some();
     if !configured && args.anonymous_auth.is_none() {
         tracing::warn!("no authentication flags: every request acts as system:admin in system:masters");
         return Ok(Authenticator::dev(authz));
@@ -171,6 +271,9 @@ fn authenticator(
     }
     if let Some(sa) = sa_tokens {
         chain.push(Box::new(sa));
+    }
+    if let Some(bootstrap) = bootstrap_tokens {
+        chain.push(Box::new(bootstrap));
     }
     Ok(Authenticator::new(chain, args.anonymous_auth.unwrap_or(true), authz))
 }
@@ -290,7 +393,8 @@ async fn etcd_progress_ordered(store: &Store) -> bool {
     }
 }
 
-async fn serve(listener: TcpListener, tls: Arc<tls::Tls>, app: axum::Router) -> anyhow::Result<()> {
+/// Accept connections and serve them; `audit` adds each request's peer address.
+async fn serve(listener: TcpListener, tls: Arc<tls::Tls>, app: axum::Router, audit: bool) -> anyhow::Result<()> {
     let shutdown = crate::cli::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -325,6 +429,9 @@ async fn serve(listener: TcpListener, tls: Arc<tls::Tls>, app: axum::Router) -> 
                 let mut req = req.map(axum::body::Body::new);
                 if let Some(certs) = &peer_certs {
                     req.extensions_mut().insert(certs.clone());
+                }
+                if audit {
+                    req.extensions_mut().insert(audit::RemoteAddr(peer));
                 }
                 app.clone().oneshot(req)
             });

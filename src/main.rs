@@ -1,9 +1,13 @@
 //! ferrokube: a Kubernetes-compatible control plane in one binary (hyperkube style).
 //! Each subcommand is one component; `up` runs them all as child processes.
 
+mod admission;
 mod apiserver;
+mod audit;
 mod auth;
+mod certs;
 mod cli;
+mod controllers;
 mod fieldmanager;
 mod handlers;
 mod kubeconfig;
@@ -39,6 +43,8 @@ struct Cli {
 enum Command {
     /// Serve the Kubernetes API from etcd (kube-apiserver).
     Apiserver(Box<apiserver::ApiserverArgs>),
+    /// Mint a cluster CA, serving and client certificates, keys and kubeconfigs.
+    Certs(certs::CertsArgs),
     /// Place pending pods on nodes through the API (kube-scheduler).
     Scheduler(scheduler::SchedulerArgs),
     /// Start etcd and every component as child processes and write a kubeconfig.
@@ -58,6 +64,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Apiserver(args) => apiserver::run(*args).await,
+            Command::Certs(args) => certs::run(args),
             Command::Up(args) => up::run(args).await,
             Command::Scheduler(args) => scheduler::run(args).await,
         }

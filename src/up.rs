@@ -1,6 +1,8 @@
-//! `ferrokube up`: an all-in-one dev cluster. Starts etcd and the API server as child
-//! processes (named as upstream's components), waits for readiness, writes a kubeconfig,
-//! and stops everything cleanly on Ctrl-C. Data persists in the data directory.
+//! `ferrokube up`: an all-in-one cluster. Mints (or reuses) the cluster's certificates
+//! and kubeconfigs (`crate::certs`), starts etcd and the API server as child processes
+//! (named as upstream's components) with authentication and Node,RBAC authorization as
+//! kubeadm configures them, waits for readiness, merges the admin's kubeconfig, and
+//! stops everything cleanly on Ctrl-C. Data persists in the data directory.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,7 +28,16 @@ pub struct UpArgs {
     /// The etcd binary to run.
     #[arg(long, default_value = "etcd")]
     pub etcd_binary: String,
+    /// The node whose kubelet gets credentials (system:node:<name>); default the host name.
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// More names and addresses for the API server's certificate, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub apiserver_cert_extra_sans: Vec<String>,
 }
+
+/// Where ServiceAccount tokens say they come from (kubeadm's default issuer).
+pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
 fn home() -> PathBuf {
     std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
@@ -38,11 +49,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let kubeconfig = args.kubeconfig.clone().unwrap_or_else(|| home().join(".kube/config"));
     std::fs::create_dir_all(data_dir.join("logs")).with_context(|| format!("creating {}", data_dir.display()))?;
 
+    let server = format!("https://127.0.0.1:{}", args.secure_port);
+    let certs = crate::certs::ensure(&crate::certs::CertsArgs {
+        dir: data_dir.clone(),
+        server: server.clone(),
+        nodes: vec![args.node_name.clone().unwrap_or_else(crate::certs::hostname)],
+        service_cluster_ip_range: "10.96.0.0/12".parse()?,
+        apiserver_cert_extra_sans: args.apiserver_cert_extra_sans.clone(),
+    })?;
+    let pki = &certs.layout;
+    let path = |p: &Path| p.display().to_string();
+
     let etcd_url = format!("http://127.0.0.1:{}", args.etcd_port);
     let mut etcd = start_etcd(&args, &data_dir, &etcd_url)?;
     tracing::info!(url = %etcd_url, pid = etcd.id(), "started etcd");
 
-    let cert_dir = data_dir.join("certs");
     let exe = std::env::current_exe().context("locating the ferrokube binary")?;
     let mut apiserver = spawn_component(
         &exe,
@@ -52,22 +73,40 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             format!("--etcd-servers={etcd_url}"),
             "--bind-address=127.0.0.1".to_string(),
             format!("--secure-port={}", args.secure_port),
-            format!("--cert-dir={}", cert_dir.display()),
+            format!("--tls-cert-file={}", path(&pki.apiserver().cert)),
+            format!("--tls-private-key-file={}", path(&pki.apiserver().key)),
+            format!("--client-ca-file={}", path(&pki.ca().cert)),
+            "--anonymous-auth=true".to_string(),
+            "--authorization-mode=Node,RBAC".to_string(),
+            format!("--service-account-signing-key-file={}", path(&pki.sa_key())),
+            format!("--service-account-key-file={}", path(&pki.sa_pub())),
+            format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
+            "--enable-bootstrap-token-auth".to_string(),
         ],
         &data_dir,
     )?;
     tracing::info!(pid = apiserver.id(), "started kube-apiserver");
 
-    let server = format!("https://127.0.0.1:{}", args.secure_port);
     let mut children = vec![("kube-apiserver", &mut apiserver), ("etcd", &mut etcd)];
-    if let Err(e) = wait_ready(args.secure_port, &cert_dir.join("apiserver.crt"), &mut children).await {
+    if let Err(e) = wait_ready(args.secure_port, &pki.ca().cert, &mut children).await {
         stop_all(&mut children).await;
         return Err(e);
     }
-    crate::kubeconfig::write(&kubeconfig, &server, "ferrokube")?;
-    println!("ferrokube is up in {:.1}s: {server}", started.elapsed().as_secs_f64());
-    println!("kubeconfig: {} (context ferrokube)", kubeconfig.display());
+    let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let (ca, admin) = (read(&pki.ca().cert)?, pki.admin());
+    let (cert, key) = (read(&admin.cert)?, read(&admin.key)?);
+    let creds = crate::kubeconfig::Credentials::ClientCert { ca: &ca, cert: &cert, key: &key };
+    crate::kubeconfig::write(&kubeconfig, &server, "ferrokube", &creds)?;
+    println!("ferrokube is up in {:.2}s: {server}", started.elapsed().as_secs_f64());
+    println!("kubeconfig: {} (context ferrokube, user {})", kubeconfig.display(), crate::certs::ADMIN_USER);
+    println!("certificates: {}; component kubeconfigs: {}", path(&pki.pki), path(&pki.kubeconfigs));
     println!("logs: {}", data_dir.join("logs").display());
+    println!(
+        "curl: curl --cacert {} --cert {} --key {} {server}/api/v1/pods",
+        path(&pki.ca().cert),
+        path(&admin.cert),
+        path(&admin.key)
+    );
     println!("try: kubectl get namespaces    (Ctrl-C stops the cluster)");
 
     tokio::select! {
@@ -91,7 +130,7 @@ async fn terminate() {
 fn start_etcd(args: &UpArgs, data_dir: &Path, url: &str) -> anyhow::Result<Child> {
     let peer = format!("http://127.0.0.1:{}", args.etcd_port.wrapping_add(1));
     let log = std::fs::File::create(data_dir.join("logs/etcd.log"))?;
-    Command::new(&args.etcd_binary)
+    die_with_parent(&mut Command::new(&args.etcd_binary))
         .arg(format!("--data-dir={}", data_dir.join("etcd").display()))
         .arg("--name=ferrokube")
         .arg(format!("--listen-client-urls={url}"))
@@ -100,6 +139,10 @@ fn start_etcd(args: &UpArgs, data_dir: &Path, url: &str) -> anyhow::Result<Child
         .arg(format!("--initial-advertise-peer-urls={peer}"))
         .arg(format!("--initial-cluster=ferrokube={peer}"))
         .arg("--quota-backend-bytes=8589934592")
+        // one member has no one to disagree with: a short election timeout lets a restarted
+        // etcd lead (and serve) after 0.2 s instead of its default 1 s to 2 s
+        .arg("--heartbeat-interval=20")
+        .arg("--election-timeout=200")
         // progress notifications keep idle watch caches current (bookmarks, consistent
         // reads), at kubeadm's interval
         .arg("--experimental-watch-progress-notify-interval=5s")
@@ -110,9 +153,20 @@ fn start_etcd(args: &UpArgs, data_dir: &Path, url: &str) -> anyhow::Result<Child
         .with_context(|| format!("starting {} (install it with: apt-get install etcd-server)", args.etcd_binary))
 }
 
+/// Children die with `up`, even when it is killed without a chance to stop them.
+fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
+    }
+}
+
 fn spawn_component(exe: &Path, name: &str, args: &[String], data_dir: &Path) -> anyhow::Result<Child> {
     let log = std::fs::File::create(data_dir.join(format!("logs/{name}.log")))?;
-    Command::new(exe)
+    die_with_parent(&mut Command::new(exe))
         .arg0(name)
         .args(args)
         .stdout(log.try_clone()?)
@@ -122,8 +176,8 @@ fn spawn_component(exe: &Path, name: &str, args: &[String], data_dir: &Path) -> 
         .with_context(|| format!("starting {name}"))
 }
 
-/// Poll `/readyz` over TLS (trusting the generated certificate) until it answers ok.
-async fn wait_ready(port: u16, cert: &Path, children: &mut [(&str, &mut Child)]) -> anyhow::Result<()> {
+/// Poll `/readyz` over TLS (trusting the cluster CA, anonymously) until it answers ok.
+async fn wait_ready(port: u16, ca: &Path, children: &mut [(&str, &mut Child)]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last_log = Instant::now();
     loop {
@@ -132,7 +186,7 @@ async fn wait_ready(port: u16, cert: &Path, children: &mut [(&str, &mut Child)])
                 bail!("{name} exited during start-up ({status}); see its log");
             }
         }
-        if cert.exists() && readyz(port, cert).await.unwrap_or(false) {
+        if readyz(port, ca).await.unwrap_or(false) {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -146,10 +200,10 @@ async fn wait_ready(port: u16, cert: &Path, children: &mut [(&str, &mut Child)])
     }
 }
 
-async fn readyz(port: u16, cert: &Path) -> anyhow::Result<bool> {
+async fn readyz(port: u16, ca: &Path) -> anyhow::Result<bool> {
     use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(cert)? {
+    for c in CertificateDer::pem_file_iter(ca)? {
         roots.add(c?)?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -180,10 +234,9 @@ async fn first_exit(children: &mut [(&'static str, &mut Child)]) -> &'static str
 /// SIGTERM each child in order (API server before etcd), then wait for it.
 async fn stop_all(children: &mut [(&str, &mut Child)]) {
     for (name, child) in children.iter_mut() {
-        if let Some(pid) = child.id() {
-            // SAFETY-free: kill(2) through the nix-less libc call in std is not exposed, so
-            // use the `kill` command; it is in every Debian base system.
-            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+        if let Some(pid) = child.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
+            // SAFETY: the child is ours and not yet reaped, so the pid is still its own
+            unsafe { libc::kill(pid, libc::SIGTERM) };
         }
         match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
             Ok(_) => tracing::info!(component = *name, "stopped"),

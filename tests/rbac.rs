@@ -205,6 +205,33 @@ async fn bootstrap_roles_policy_matrix() {
     let candidates = |ns| ask("list", "leasecandidates", "coordination.k8s.io", ns);
     assert!(allowed(&c, "system:kube-scheduler", &candidates("kube-system")).await);
     assert!(!allowed(&c, "system:kube-scheduler", &candidates("default")).await);
+    // the controllers' roles, bound to their service accounts in kube-system
+    let controller = |name: &str| format!("system:serviceaccount:kube-system:{name}");
+    for (who, a, want) in [
+        ("deployment-controller", ask("create", "replicasets", "apps", "team"), true),
+        ("deployment-controller", ask("update", "deployments/status", "apps", "team"), true),
+        ("deployment-controller", ask("create", "pods", "", "team"), false),
+        ("replicaset-controller", ask("create", "pods", "", "team"), true),
+        ("replicaset-controller", ask("get", "secrets", "", "team"), false),
+        ("statefulset-controller", ask("create", "persistentvolumeclaims", "", "team"), true),
+        ("daemon-set-controller", ask("create", "pods/binding", "", "team"), true),
+        ("job-controller", ask("update", "jobs/finalizers", "batch", "team"), true),
+        ("cronjob-controller", ask("create", "jobs", "batch", "team"), true),
+        ("generic-garbage-collector", ask("delete", "configmaps", "", "team"), true),
+        ("generic-garbage-collector", ask("create", "configmaps", "", "team"), false),
+        ("namespace-controller", ask("deletecollection", "secrets", "", "team"), true),
+        ("node-controller", ask("patch", "nodes/status", "", ""), true),
+        ("endpoint-controller", ask("update", "endpoints", "", "team"), true),
+        ("endpointslice-controller", ask("create", "endpointslices", "discovery.k8s.io", "team"), true),
+        ("service-account-controller", ask("create", "serviceaccounts", "", "team"), true),
+        ("service-account-controller", ask("delete", "serviceaccounts", "", "team"), false),
+        ("root-ca-cert-publisher", ask("update", "configmaps", "", "team"), true),
+        ("persistent-volume-binder", ask("create", "persistentvolumes", "", ""), true),
+        ("ttl-after-finished-controller", ask("delete", "jobs", "batch", "team"), true),
+        ("ttl-after-finished-controller", ask("delete", "pods", "", "team"), false),
+    ] {
+        assert_eq!(allowed(&c, &controller(who), &a).await, want, "{who} {} {}", a.verb, a.what);
+    }
     // the superuser's rules, listed by RBAC through the cluster-admin binding of system:masters
     for version in KUBECTL_VERSIONS {
         let list = c.kubectl_ok(version, &["auth", "can-i", "--list", "-n", "team"]);
@@ -329,8 +356,14 @@ async fn always_deny_refuses_all_but_the_privileged_group() {
     }
 }
 
-/// The Node authorizer: a kubelet reads only what its own pods use and writes only its
-/// own Node and Lease; the rest follows the system:node rules.
+/// A SubjectAccessReview spec limited by a field selector.
+fn with_fields(mut spec: Value, raw: &str) -> Value {
+    spec["resourceAttributes"]["fieldSelector"] = json!({"rawSelector": raw});
+    spec
+}
+
+/// The Node authorizer: a kubelet reads only its own pods and what they use, and writes
+/// only its own Node and Lease; the rest follows the system:node rules.
 #[tokio::test]
 async fn node_authorizer_follows_the_pods_of_the_node() {
     let c = Cluster::start_with(&["--authorization-mode=Node,RBAC"]).await;
@@ -338,6 +371,8 @@ async fn node_authorizer_follows_the_pods_of_the_node() {
         c.create("/api/v1/namespaces/default/secrets", &json!({"metadata": {"name": name}, "data": {}})).await;
     }
     c.create("/api/v1/namespaces/default/configmaps", &configmap("c1", json!({}))).await;
+    // the ServiceAccount admission plug-in wants the pod's account to exist
+    c.create("/api/v1/namespaces/default/serviceaccounts", &json!({"metadata": {"name": "robot"}})).await;
     let mut p1 = pod("p1", "nginx");
     p1["spec"]["nodeName"] = json!("n1");
     p1["spec"]["serviceAccountName"] = json!("robot");
@@ -369,7 +404,16 @@ async fn node_authorizer_follows_the_pods_of_the_node() {
         (node("get", "nodes", "", "", "n2"), true),
         (node("update", "leases", "", "kube-node-lease", "n1"), true),
         (node("update", "leases", "", "kube-node-lease", "n2"), false),
-        (node("list", "pods", "", "", ""), true),
+        // pods: only its own (upstream's selector authorization, 1.32+)
+        (node("list", "pods", "", "", ""), false),
+        (with_fields(node("list", "pods", "", "", ""), "spec.nodeName=n1"), true),
+        (with_fields(node("watch", "pods", "", "", ""), "spec.nodeName=n2"), false),
+        (with_fields(node("watch", "pods", "", "", ""), "status.phase!=Failed,spec.nodeName=n1"), true),
+        (node("get", "pods", "", "default", "p1"), true),
+        (node("get", "pods", "", "default", "p2"), false),
+        (node("watch", "pods", "", "default", "p1"), true),
+        (node("get", "pods", "status", "default", "p1"), false),
+        (node("patch", "pods", "status", "default", "p1"), true),
         (node("create", "deployments", "", "default", ""), false),
     ];
     let body =

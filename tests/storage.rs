@@ -426,34 +426,39 @@ async fn lists_paginate_select_and_read_history() {
     let c = Cluster::start().await;
     c.create("/api/v1/namespaces", &namespace("paged")).await;
     let cms = "/api/v1/namespaces/paged/configmaps";
+    // the server publishes its root CA bundle in every namespace: let it arrive first
+    while c.get(&format!("{cms}/kube-root-ca.crt")).await.0 != StatusCode::OK {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     for i in 0..25 {
         c.create(cms, &configmap(&format!("cm-{i:02}"), json!({"i": i.to_string()}))).await;
     }
 
-    // three pages of 10, 10 and 5
+    // three pages of 10, 10 and 6 (cm-00 … cm-24, kube-root-ca.crt)
     let page1 = c.must_get(&format!("{cms}?limit=10")).await;
     assert_eq!(page1["items"].as_array().unwrap().len(), 10);
-    assert_eq!(page1["metadata"]["remainingItemCount"], 15, "{}", page1["metadata"]);
+    assert_eq!(page1["metadata"]["remainingItemCount"], 16, "{}", page1["metadata"]);
     let token1 = page1["metadata"]["continue"].as_str().expect("a continue token").to_string();
     let snapshot = page1["metadata"]["resourceVersion"].clone();
     // written after page 1: a consistent list must not show it
     c.create(cms, &configmap("cm-late", json!({}))).await;
     let page2 = c.must_get(&format!("{cms}?limit=10&continue={token1}")).await;
     assert_eq!(page2["items"].as_array().unwrap().len(), 10);
-    assert_eq!(page2["metadata"]["remainingItemCount"], 5, "{}", page2["metadata"]);
+    assert_eq!(page2["metadata"]["remainingItemCount"], 6, "{}", page2["metadata"]);
     assert_eq!(page2["metadata"]["resourceVersion"], snapshot, "pages are read at one revision");
     let token2 = page2["metadata"]["continue"].as_str().expect("a second continue token").to_string();
     let page3 = c.must_get(&format!("{cms}?limit=10&continue={token2}")).await;
-    assert_eq!(page3["items"].as_array().unwrap().len(), 5);
+    assert_eq!(page3["items"].as_array().unwrap().len(), 6);
     assert!(page3["metadata"].get("continue").is_none_or(|t| t == ""), "{}", page3["metadata"]);
     assert!(page3["metadata"].get("remainingItemCount").is_none(), "{}", page3["metadata"]);
     let mut names: Vec<String> = [&page1, &page2, &page3].iter().flat_map(|p| item_names(p)).collect();
-    let expected: Vec<String> = (0..25).map(|i| format!("cm-{i:02}")).collect();
+    let mut expected: Vec<String> = (0..25).map(|i| format!("cm-{i:02}")).collect();
+    expected.push("kube-root-ca.crt".into());
     assert_eq!(names, expected, "pages out of order, overlapping or missing items");
     names.dedup();
-    assert_eq!(names.len(), 25);
+    assert_eq!(names.len(), 26);
     // the new object is there for a fresh list
-    assert_eq!(c.must_get(cms).await["items"].as_array().unwrap().len(), 26);
+    assert_eq!(c.must_get(cms).await["items"].as_array().unwrap().len(), 27);
     // limit with a selector still pages by matching items
     let sel = c.must_get(&format!("{cms}?limit=3&fieldSelector=metadata.name%21%3Dcm-00")).await;
     assert_eq!(item_names(&sel), ["cm-01", "cm-02", "cm-03"]);

@@ -50,6 +50,10 @@ fn rv(obj: &Value) -> i64 {
 #[tokio::test]
 async fn http_watch_streams_changes() {
     let c = Cluster::start().await;
+    // the server publishes its root CA bundle in every namespace: let it be there first
+    while c.get(&format!("{CMS}/kube-root-ca.crt")).await.0 != StatusCode::OK {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     c.create(CMS, &configmap("before", json!({}))).await;
     let start = c.must_get(CMS).await["metadata"]["resourceVersion"].as_str().unwrap().to_string();
 
@@ -83,6 +87,7 @@ async fn http_watch_streams_changes() {
     // no resourceVersion: the current state first, as ADDED
     let mut w = Watch::open(&c, &format!("{CMS}?watch=1")).await;
     w.expect("ADDED", "before").await;
+    w.expect("ADDED", "kube-root-ca.crt").await;
     c.create(CMS, &configmap("after", json!({}))).await;
     w.expect("ADDED", "after").await;
     drop(w);

@@ -46,6 +46,10 @@ pub struct Attributes {
     pub name: String,
     /// the URL path, for non-resource rules
     pub path: String,
+    /// The `field=value` requirements of a list's, watch's or deletecollection's field
+    /// selector (upstream's selector authorization): an authorizer may allow a request
+    /// because it is limited to what these select. Empty when unlimited or unparsable.
+    pub field_equals: Vec<(String, String)>,
 }
 
 impl Attributes {
@@ -74,6 +78,10 @@ impl Attributes {
             (None, "list" | "watch") => selected_name(query),
             (name, _) => name,
         };
+        let field_equals = match verb {
+            "list" | "watch" | "deletecollection" => field_equals(query),
+            _ => Vec::new(),
+        };
         // a namespace is inside itself: a RoleBinding there may grant reading it
         let namespace = match (p.group.is_empty() && p.resource == "namespaces", &name) {
             (true, Some(own)) => Some(own.clone()),
@@ -89,8 +97,22 @@ impl Attributes {
             subresource: p.subresource.unwrap_or_default(),
             name: name.unwrap_or_default(),
             path: uri_path.to_string(),
+            field_equals,
         }
     }
+}
+
+/// The `field=value` requirements of the query's field selector (none if it does not parse).
+fn field_equals(query: Option<&str>) -> Vec<(String, String)> {
+    let Some(fields) = crate::handlers::query::Query::parse(query).ok().and_then(|q| q.field_selector().ok()) else {
+        return Vec::new();
+    };
+    equalities(&fields)
+}
+
+/// The positive requirements of a field selector.
+pub fn equalities(fields: &crate::registry::selectors::FieldSelector) -> Vec<(String, String)> {
+    fields.reqs.iter().filter(|r| !r.negated).map(|r| (r.field.clone(), r.value.clone())).collect()
 }
 
 /// The name a `metadata.name=<name>` field selector requires, if it is a valid name.
@@ -129,6 +151,10 @@ mod tests {
         let q = Some("fieldSelector=metadata.name%3Ds1&watch=true");
         let a = Attributes::of(&Method::GET, "/api/v1/namespaces/ns/secrets", q);
         assert_eq!((a.verb.as_str(), a.name.as_str()), ("watch", "s1"));
+        let q = Some("fieldSelector=spec.nodeName%3Dn1%2Cstatus.phase%21%3DFailed");
+        let a = Attributes::of(&Method::GET, "/api/v1/pods", q);
+        assert_eq!(a.field_equals, [("spec.nodeName".to_string(), "n1".to_string())]);
+        assert!(Attributes::of(&Method::GET, "/api/v1/namespaces/ns/pods/p", q).field_equals.is_empty(), "a get");
         let a = Attributes::of(&Method::GET, "/api/v1/namespaces/team", None);
         assert_eq!((a.resource.as_str(), a.namespace.as_str(), a.name.as_str()), ("namespaces", "team", "team"));
         let a = Attributes::of(&Method::PUT, "/api/v1/namespaces/team/status", None);

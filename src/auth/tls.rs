@@ -51,10 +51,13 @@ pub fn ensure_serving_cert(cert_dir: &Path, extra_sans: &[String]) -> anyhow::Re
     Ok(paths)
 }
 
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+/// Write a file only its owner may read (keys, kubeconfigs holding keys); an existing
+/// file loses any wider permissions before the contents go in.
+pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     f.write_all(contents.as_bytes())?;
     Ok(())
 }

@@ -4,6 +4,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::{Manager, merge_applied};
+use crate::admission::Admit;
 use crate::handlers::codec::{self, FieldValidation};
 use crate::handlers::query::Query;
 use crate::handlers::status::{ApiError, ApiResult, FieldError};
@@ -24,6 +25,8 @@ pub struct Target<'a> {
     /// Checks the handler runs on the object about to be written, as on any write
     /// (RBAC escalation prevention).
     pub admit: &'a (dyn Fn(&Value) -> ApiResult<()> + Sync),
+    /// The requester, for the admission chain.
+    pub admission: Admit,
 }
 
 /// Apply the body for the request's `fieldManager`: 200 with the object, or 201 when
@@ -34,7 +37,7 @@ pub async fn apply(
     body: &[u8],
     query: &Query,
 ) -> ApiResult<(StatusCode, Value, Vec<String>)> {
-    let Target { res, namespace: ns, name, part, admit } = target;
+    let Target { res, namespace: ns, name, part, admit, admission } = target;
     let manager_name = query.get("fieldManager").unwrap_or("");
     if manager_name.is_empty() {
         let cause = FieldError::required("fieldManager", "is required for apply patch");
@@ -45,7 +48,7 @@ pub async fn apply(
     let manager = Manager { name: manager_name.to_string(), subresource };
     let force = query.bool_param("force")?.unwrap_or(false);
     let validation = FieldValidation::parse(query.get("fieldValidation"))?;
-    let opts = WriteOpts { dry_run: query.dry_run()?, manager: None };
+    let opts = WriteOpts { dry_run: query.dry_run()?, manager: None, admit: Some(admission) };
     let config = parse_config(res, ns, name, body)?;
     // recomputed on every lost race, as upstream's patcher
     loop {

@@ -2,14 +2,18 @@
 //! and eviction (`pods.rs`) and service-account tokens (`token_request.rs`). One place
 //! resolves them from the URL; discovery and OpenAPI list the same set.
 
+use std::sync::Arc;
+
 use axum::response::Response;
 use bytes::Bytes;
-use http::{HeaderMap, Method};
+use http::HeaderMap;
 
 use super::path::ResourcePath;
 use super::query::Query;
-use super::status::{ApiError, ApiResult};
+use super::status::ApiResult;
 use super::{AppState, pods, token_request};
+use crate::admission::Admit;
+use crate::auth::request::UserInfo;
 
 /// Which action a path names.
 pub enum Action {
@@ -33,25 +37,28 @@ impl Action {
         }
     }
 
-    /// POST is the only verb an action has.
+    /// Run the action (its POST: the caller refuses other verbs).
     pub async fn run(
         &self,
         state: &AppState,
         p: &ResourcePath,
-        method: &Method,
         query: &Query,
         headers: &HeaderMap,
         body: &Bytes,
+        user: Arc<UserInfo>,
     ) -> ApiResult<Response> {
-        if *method != Method::POST {
-            return Err(ApiError::method_not_allowed());
-        }
         let (namespace, name) = (p.namespace.as_deref().unwrap_or(""), p.name.as_deref().unwrap_or(""));
-        let target = pods::Target { namespace, name, dry_run: query.dry_run()? };
+        let admit = |sub| Admit::new(user.clone(), sub);
+        let target = |sub| pods::Target { namespace, name, dry_run: false, admit: admit(sub) };
+        let dry_run = query.dry_run()?;
         match self {
-            Action::Bind => pods::bind(&state.registry, target, headers, body).await,
-            Action::Evict => pods::evict(&state.registry, target, headers, body).await,
-            Action::Token => token_request::create(state, (namespace, name), headers, body).await,
+            Action::Bind => {
+                pods::bind(&state.registry, pods::Target { dry_run, ..target("binding") }, headers, body).await
+            }
+            Action::Evict => {
+                pods::evict(&state.registry, pods::Target { dry_run, ..target("eviction") }, headers, body).await
+            }
+            Action::Token => token_request::create(state, (namespace, name), headers, body, admit("token")).await,
         }
     }
 }

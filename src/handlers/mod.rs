@@ -25,6 +25,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::audit;
 use crate::auth::authz::{self, Authorizer, Chain};
 use crate::auth::rbac::Rbac;
 use crate::auth::request::{Attributes, Decision};
@@ -79,10 +80,12 @@ async fn authorize(State(chain): State<Arc<Chain>>, mut req: Request, next: Next
         match chain.authorize(&user, &attrs) {
             Decision::Allow => {}
             Decision::Deny(reason) | Decision::NoOpinion(reason) => {
+                audit::note_authorization(req.extensions(), false, &reason);
                 return authz::forbidden(&user, &attrs, &reason).into_response();
             }
         }
     }
+    audit::note_authorization(req.extensions(), true, "");
     req.extensions_mut().insert(user);
     next.run(req).await
 }

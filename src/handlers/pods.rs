@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::codec::{self, Output};
 use super::status::{ApiError, ApiResult, FieldError};
+use crate::admission::Admit;
 use crate::registry::rest::{DeleteOpts, Part, Registry, WriteOpts};
 use crate::registry::{ResourceDef, find_resource, meta};
 
@@ -18,6 +19,8 @@ pub struct Target<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
     pub dry_run: bool,
+    /// The requester, for admission (the action is admitted as a create of its subresource).
+    pub admit: Admit,
 }
 
 fn pods() -> &'static ResourceDef {
@@ -45,10 +48,12 @@ fn body_name<'a>(body: &'a Value, url_name: &'a str, kind: &str) -> ApiResult<&'
 /// POST pods/{name}/binding or bindings: set spec.nodeName and the PodScheduled
 /// condition in one write. A pod already bound, or being deleted, is a Conflict.
 pub async fn bind(reg: &Registry, target: Target<'_>, headers: &HeaderMap, body: &Bytes) -> ApiResult<Response> {
-    let binding = codec::parse_body(headers, body)?;
-    let name = body_name(&binding, target.name, "Binding")?;
-    let node = validate_binding(&binding, name)?;
+    let mut binding = codec::parse_body(headers, body)?;
+    let name = body_name(&binding, target.name, "Binding")?.to_string();
     let res = pods();
+    reg.admit_action(res, target.namespace, &name, Some(&target.admit), &mut binding, target.dry_run).await?;
+    let name = name.as_str();
+    let node = validate_binding(&binding, name)?;
     let mut pod = reg.get(res, target.namespace, name).await?;
     let why = if meta::metadata(&pod).is_some_and(|m| m.contains_key("deletionTimestamp")) {
         Some(format!("pod {name} is being deleted, cannot be assigned to a host"))
@@ -74,7 +79,7 @@ pub async fn bind(reg: &Registry, target: Target<'_>, headers: &HeaderMap, body:
     set_scheduled_condition(&mut pod);
     // the resourceVersion read above is the precondition: a pod bound meanwhile conflicts
     // as upstream's binding storage, this write records no field manager
-    let opts = WriteOpts { dry_run: target.dry_run, manager: None };
+    let opts = WriteOpts { dry_run: target.dry_run, manager: None, admit: None };
     reg.update(res, target.namespace, name, pod, Part::Whole, &opts).await?;
     Ok(success())
 }
@@ -120,8 +125,10 @@ fn set_scheduled_condition(pod: &mut Value) {
 /// POST pods/{name}/eviction: delete the pod with the eviction's DeleteOptions.
 /// PodDisruptionBudgets are not served yet, so no budget can refuse an eviction.
 pub async fn evict(reg: &Registry, target: Target<'_>, headers: &HeaderMap, body: &Bytes) -> ApiResult<Response> {
-    let eviction = codec::parse_body(headers, body)?;
-    let name = body_name(&eviction, target.name, "Eviction")?;
+    let mut eviction = codec::parse_body(headers, body)?;
+    let name = body_name(&eviction, target.name, "Eviction")?.to_string();
+    reg.admit_action(pods(), target.namespace, &name, Some(&target.admit), &mut eviction, target.dry_run).await?;
+    let name = name.as_str();
     let mut opts = DeleteOpts { dry_run: target.dry_run, ..Default::default() };
     if let Some(options) = eviction.get("deleteOptions").filter(|v| v.is_object()) {
         opts.merge_body(options);

@@ -18,6 +18,7 @@ use super::query::Query;
 use super::status::{ApiError, ApiResult};
 use super::table::{self, IncludeObject};
 use super::{AppState, actions, discovery, list, reviews};
+use crate::admission::Admit;
 use crate::auth::authz;
 use crate::auth::rbac::escalation;
 use crate::auth::request::UserInfo;
@@ -71,6 +72,10 @@ impl Ctx<'_> {
     fn name(&self) -> &str {
         self.path.name.as_deref().unwrap_or("")
     }
+    /// The requester and subresource, for admission.
+    fn admit(&self, part: Part) -> Admit {
+        Admit::new(self.user.clone(), part.subresource().unwrap_or(""))
+    }
 }
 
 async fn handle(state: &AppState, req: Req<'_>, body: Body) -> ApiResult<Response> {
@@ -83,8 +88,12 @@ async fn handle(state: &AppState, req: Req<'_>, body: Body) -> ApiResult<Respons
         Target::Resource(p) => p,
     };
     if let Some(action) = actions::Action::of(&p) {
+        // POST is the only verb an action has
+        if method != Method::POST {
+            return Err(ApiError::method_not_allowed());
+        }
         let query = Query::parse(uri.query())?;
-        return action.run(state, &p, method, &query, headers, &read_body(body).await?).await;
+        return action.run(state, &p, &query, headers, &read_body(body).await?, req.user).await;
     }
     let res = find_resource(&p.group, &p.version, &p.resource).ok_or_else(ApiError::not_found_path)?;
     if !res.namespaced && p.namespace.is_some() {
@@ -99,7 +108,8 @@ async fn handle(state: &AppState, req: Req<'_>, body: Body) -> ApiResult<Respons
         let body = read_body(body).await?;
         let target = super::scale::Target { res, namespace: ns, name };
         let options = if method == Method::PATCH { "PatchOptions" } else { "UpdateOptions" };
-        let opts = write_opts(&query, headers, Some("scale"), options)?;
+        let admit = Admit::new(req.user.clone(), "scale");
+        let opts = write_opts(&query, headers, Some("scale"), options, admit)?;
         return super::scale::handle(&state.registry, target, method, headers, body, &opts).await;
     }
     let part = match p.subresource.as_deref() {
@@ -127,10 +137,17 @@ async fn handle(state: &AppState, req: Req<'_>, body: Body) -> ApiResult<Respons
 
 /// Dry run, and the manager the write is recorded for in managedFields; `options` is
 /// the kind of the request's options (CreateOptions, UpdateOptions, PatchOptions).
-fn write_opts(query: &Query, headers: &HeaderMap, sub: Option<&'static str>, options: &str) -> ApiResult<WriteOpts> {
+/// `admit`: the requester, for admission.
+fn write_opts(
+    query: &Query,
+    headers: &HeaderMap,
+    sub: Option<&'static str>,
+    options: &str,
+    admit: Admit,
+) -> ApiResult<WriteOpts> {
     let manager = Manager::from_request(query.get("fieldManager"), headers, sub);
     Manager::validate(&manager.name, options)?;
-    Ok(WriteOpts { dry_run: query.dry_run()?, manager: Some(manager) })
+    Ok(WriteOpts { dry_run: query.dry_run()?, manager: Some(manager), admit: Some(admit) })
 }
 
 /// POST of an authorization review (the only verb reviews have).
@@ -253,7 +270,7 @@ async fn create(ctx: &Ctx<'_>, output: Output, body: Bytes) -> ApiResult<Respons
     let (obj, warnings) = decode(ctx, &body)?;
     check_body_namespace(ctx, &obj)?;
     check_escalation(ctx, &obj)?;
-    let opts = write_opts(&ctx.query, ctx.headers, None, "CreateOptions")?;
+    let opts = write_opts(&ctx.query, ctx.headers, None, "CreateOptions", ctx.admit(Part::Main))?;
     let created = ctx.state.registry.create(ctx.res, ctx.namespace(), obj, &opts).await?;
     Ok(codec::with_warnings(render(ctx, StatusCode::CREATED, output, &created)?, &warnings))
 }
@@ -262,7 +279,7 @@ async fn update(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiRe
     let (obj, warnings) = decode(ctx, &body)?;
     check_body_namespace(ctx, &obj)?;
     check_escalation(ctx, &obj)?;
-    let opts = write_opts(&ctx.query, ctx.headers, part.subresource(), "UpdateOptions")?;
+    let opts = write_opts(&ctx.query, ctx.headers, part.subresource(), "UpdateOptions", ctx.admit(part))?;
     let updated = ctx.state.registry.update(ctx.res, ctx.namespace(), ctx.name(), obj, part, &opts).await?;
     Ok(codec::with_warnings(render(ctx, StatusCode::OK, output, &updated)?, &warnings))
 }
@@ -278,13 +295,14 @@ async fn patch(ctx: &Ctx<'_>, output: Output, part: Part, body: Bytes) -> ApiRes
     let reg = &ctx.state.registry;
     if media == fieldmanager::APPLY_PATCH {
         let admit = |obj: &Value| check_escalation(ctx, obj);
+        let (namespace, name) = (ctx.namespace(), ctx.name());
         let target =
-            fieldmanager::Target { res: ctx.res, namespace: ctx.namespace(), name: ctx.name(), part, admit: &admit };
+            fieldmanager::Target { res: ctx.res, namespace, name, part, admit: &admit, admission: ctx.admit(part) };
         let (code, obj, warnings) = fieldmanager::apply(reg, target, &body, &ctx.query).await?;
         return Ok(codec::with_warnings(render(ctx, code, output, &obj)?, &warnings));
     }
     fieldmanager::reject_force(&ctx.query)?;
-    let opts = write_opts(&ctx.query, ctx.headers, part.subresource(), "PatchOptions")?;
+    let opts = write_opts(&ctx.query, ctx.headers, part.subresource(), "PatchOptions", ctx.admit(part))?;
     // recomputed on every lost race, without a bound, as upstream's patcher
     loop {
         let current = reg.get(ctx.res, ctx.namespace(), ctx.name()).await?;
@@ -340,6 +358,7 @@ fn delete_opts(ctx: &Ctx, body: &Bytes) -> ApiResult<DeleteOpts> {
     let mut opts = DeleteOpts {
         dry_run: ctx.query.dry_run()?,
         grace_period: ctx.query.int("gracePeriodSeconds")?,
+        admit: Some(ctx.admit(Part::Main)),
         ..Default::default()
     };
     if !body.is_empty() {

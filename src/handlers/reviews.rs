@@ -17,7 +17,8 @@ use super::query::Query;
 use super::status::{ApiError, ApiResult, FieldError};
 use crate::auth::authz::Authorizer;
 use crate::auth::rbac::rule::PolicyRule;
-use crate::auth::request::{Attributes, Decision, UserInfo};
+use crate::auth::request::{Attributes, Decision, UserInfo, equalities};
+use crate::registry::selectors::FieldSelector;
 use crate::registry::{ResourceDef, meta};
 
 /// What a review request carries besides its body.
@@ -107,6 +108,30 @@ fn local_namespace(review: &mut Value, namespace: &str, res: &ResourceDef) -> Ap
     Ok(())
 }
 
+/// The equality requirements of `resourceAttributes.fieldSelector`: its `rawSelector`
+/// (parsed as a query's) or its `requirements` (`In` with one value; other operators
+/// cannot narrow a request to one value); not both, as upstream validates.
+fn review_field_selector(attrs: &Value) -> Result<Vec<(String, String)>, FieldError> {
+    let Some(sel) = attrs.get("fieldSelector").filter(|v| !v.is_null()) else { return Ok(Vec::new()) };
+    let raw = sel.get("rawSelector").and_then(Value::as_str).unwrap_or("");
+    let reqs = sel.get("requirements").and_then(Value::as_array).cloned().unwrap_or_default();
+    if !raw.is_empty() && !reqs.is_empty() {
+        let field = "spec.resourceAttributes.fieldSelector.rawSelector";
+        return Err(FieldError::invalid(field, &json!(raw), "may not be specified at the same time as requirements"));
+    }
+    if !raw.is_empty() {
+        // upstream authorizes an unparsable selector as no selector (the widest request)
+        return Ok(FieldSelector::parse(raw).map(|f| equalities(&f)).unwrap_or_default());
+    }
+    let one_value = |r: &Value| match (r.get("operator").and_then(Value::as_str), r.get("values")) {
+        (Some("In"), Some(Value::Array(v))) if v.len() == 1 => {
+            Some((r.get("key")?.as_str()?.to_string(), v[0].as_str()?.to_string()))
+        }
+        _ => None,
+    };
+    Ok(reqs.iter().filter_map(one_value).collect())
+}
+
 /// The request a review's spec describes.
 fn attributes_of(review: &Value, res: &ResourceDef) -> ApiResult<Attributes> {
     let text = |v: &Value, f: &str| v.get(f).and_then(Value::as_str).unwrap_or("").to_string();
@@ -124,6 +149,7 @@ fn attributes_of(review: &Value, res: &ResourceDef) -> ApiResult<Attributes> {
             subresource: text(r, "subresource"),
             name: text(r, "name"),
             path: String::new(),
+            field_equals: review_field_selector(r).map_err(|cause| invalid(res, review, cause))?,
         }),
         (None, Some(n)) => Ok(Attributes { verb: text(n, "verb"), path: text(n, "path"), ..Default::default() }),
         _ => {

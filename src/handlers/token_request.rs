@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::codec::{self, Output};
 use super::status::{ApiError, ApiResult, FieldError};
+use crate::admission::Admit;
 use crate::auth::sa_token::{Bound, Claims, Ref, Signer};
 use crate::registry::rest::Registry;
 use crate::registry::{ResourceDef, find_resource, meta};
@@ -80,10 +81,12 @@ pub async fn create(
     (ns, name): (&str, &str),
     headers: &HeaderMap,
     body: &Bytes,
+    admit: Admit,
 ) -> ApiResult<Response> {
     // upstream serves no token subresource without a signing key
     let signer = state.signer.as_deref().ok_or_else(ApiError::not_found_path)?;
-    let req = codec::parse_body(headers, body)?;
+    let mut req = codec::parse_body(headers, body)?;
+    state.registry.admit_action(core("serviceaccounts"), ns, name, Some(&admit), &mut req, false).await?;
     let wanted = parse_request(&req, name, signer)?;
     let reg = &state.registry;
     let account = reg.get(core("serviceaccounts"), ns, name).await?;

@@ -3,6 +3,7 @@
 //! over this table; adding a kind is a table entry plus a strategy.
 
 pub mod allocator;
+pub mod encryption;
 pub mod events;
 pub mod filter;
 pub mod keys;

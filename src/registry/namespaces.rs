@@ -41,10 +41,9 @@ fn ignore_exists(r: ApiResult<Value>) -> ApiResult<()> {
 /// Mark the namespace Terminating and remove its contents in the background.
 pub async fn delete_namespace(reg: &Registry, name: &str, opts: &DeleteOpts) -> ApiResult<Value> {
     let ns_res = find_resource("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces missing"))?;
-    if SYSTEM_NAMESPACES.contains(&name) && name != "kube-node-lease" {
-        return Err(ApiError::forbidden("", "namespaces", name, "this namespace may not be deleted"));
-    }
     let mut obj = reg.get(ns_res, "", name).await?;
+    // NamespaceLifecycle keeps the immortal namespaces
+    reg.admit_delete(ns_res, "", &mut obj, opts).await?;
     if opts.dry_run {
         return Ok(obj);
     }

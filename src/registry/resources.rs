@@ -134,7 +134,7 @@ static RESOURCES: LazyLock<Vec<ResourceDef>> = LazyLock::new(|| {
             strategy: &strategies::REPLICATION_CONTROLLER, printer: &printers::REPLICATION_CONTROLLER,
             decode: typed::decoder::<core::ReplicationController>, scale: true),
         resource!("", "v1", "limitranges", "limitrange", "LimitRange", namespaced: true, short: &["limits"],
-            categories: none, status: false, etcd: "limitranges", strategy: &strategies::PLAIN,
+            categories: none, status: false, etcd: "limitranges", strategy: &strategies::LIMIT_RANGE,
             printer: &printers::LIMIT_RANGE, decode: typed::decoder::<core::LimitRange>),
         resource!("", "v1", "resourcequotas", "resourcequota", "ResourceQuota", namespaced: true, short: &["quota"],
             categories: none, status: true, etcd: "resourcequotas", strategy: &strategies::PLAIN,

@@ -2,7 +2,7 @@
 //! applying the kind's strategy and writing through the store's transactions.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{Value, json};
 
@@ -13,6 +13,7 @@ use super::store::{Claim, CreateOutcome, Guard, Store, Stored, WriteOutcome};
 use super::strategy::Allocations;
 use super::validation::validate_object_meta;
 use super::{ResourceDef, events};
+use crate::admission::{self, Admit, Objects, Operation};
 use crate::fieldmanager::{self, Manager};
 use crate::handlers::status::{ApiError, ApiResult};
 
@@ -28,11 +29,14 @@ pub struct Registry {
     /// a stale entry fails the create's compare and is refreshed. Bounded by the
     /// number of namespaces.
     pub namespaces: Arc<Mutex<HashMap<String, (i64, bool)>>>,
+    /// The admission chain, set once at start (shared by every clone); writes whose
+    /// options carry an `Admit` pass through it.
+    pub admission: Arc<OnceLock<admission::Chain>>,
 }
 
 impl Registry {
     pub fn new(store: Store, keys: KeySpace, alloc: Allocator) -> Registry {
-        Registry { store, keys, alloc, namespaces: Arc::default() }
+        Registry { store, keys, alloc, namespaces: Arc::default(), admission: Arc::default() }
     }
 }
 
@@ -48,11 +52,13 @@ pub enum Part {
 
 /// How a create or update is carried out: for real or as a dry run, and who writes it
 /// (recorded in managedFields; None for the server's own writes and for server-side
-/// apply, which records its own entry).
+/// apply, which records its own entry). `admit`: the requester, for admission; None
+/// for the server's own writes, which skip it.
 #[derive(Default, Debug)]
 pub struct WriteOpts {
     pub dry_run: bool,
     pub manager: Option<Manager>,
+    pub admit: Option<Admit>,
 }
 
 impl Part {
@@ -72,6 +78,8 @@ pub struct DeleteOpts {
     pub resource_version: Option<String>,
     pub grace_period: Option<i64>,
     pub dry_run: bool,
+    /// The requester, for admission (None: the server's own delete).
+    pub admit: Option<Admit>,
 }
 
 impl DeleteOpts {
@@ -127,30 +135,41 @@ impl Registry {
     }
 
     /// The guard a create into `ns` needs: the namespace's key at the mod_revision we
-    /// know (cached; read on a miss). Creating into a missing namespace is NotFound, into
-    /// a terminating one Forbidden. The transaction's compare catches any change since.
-    async fn namespace_guard(&self, res: &ResourceDef, ns: &str, name: &str) -> ApiResult<Option<Guard>> {
+    /// know, so the transaction's compare catches any change since admission
+    /// (NamespaceLifecycle) judged the namespace; on a change the create is admitted
+    /// again. For requests the policy (missing: NotFound, terminating: Forbidden) is the
+    /// plug-in's, and without it a create into a missing namespace has no guard, as
+    /// upstream then stores it anyway. The server's own writes (`own`: no admission)
+    /// keep that policy here, so a controller never leaves an object behind in a
+    /// namespace being cleaned up.
+    async fn namespace_guard(&self, res: &ResourceDef, ns: &str, name: &str, own: bool) -> ApiResult<Option<Guard>> {
         if !res.namespaced {
             return Ok(None);
         }
-        let key = self.namespace_key(ns);
-        let cached = self.namespaces.lock().ok().and_then(|c| c.get(ns).copied());
-        let (mod_revision, terminating) = match cached {
-            Some(state) => state,
-            None => {
-                let stored = self.store.get(&key).await?;
-                self.remember_namespace(ns, stored.as_ref()).ok_or_else(|| ApiError::not_found("", "namespaces", ns))?
-            }
-        };
-        if terminating {
-            return Err(ApiError::forbidden(
+        let state = self.namespace_state(ns).await?;
+        match state {
+            None if own => Err(ApiError::not_found("", "namespaces", ns)),
+            Some((_, true)) if own => Err(ApiError::forbidden(
                 res.group,
                 res.plural,
                 name,
                 &format!("unable to create new content in namespace {ns} because it is being terminated"),
-            ));
+            )),
+            _ => Ok(state.map(|(mod_revision, _)| Guard { key: self.namespace_key(ns), mod_revision })),
         }
-        Ok(Some(Guard { key, mod_revision }))
+    }
+
+    /// A namespace's (mod_revision, terminating), None when it does not exist: from
+    /// the registry's cache, read from etcd on a miss.
+    pub async fn namespace_state(&self, ns: &str) -> ApiResult<Option<(i64, bool)>> {
+        let cached = self.namespaces.lock().ok().and_then(|c| c.get(ns).copied());
+        match cached {
+            Some(state) => Ok(Some(state)),
+            None => {
+                let stored = self.store.get(&self.namespace_key(ns)).await?;
+                Ok(self.remember_namespace(ns, stored.as_ref()))
+            }
+        }
     }
 
     fn namespace_key(&self, ns: &str) -> String {
@@ -173,7 +192,13 @@ impl Registry {
         state
     }
 
-    pub async fn create(&self, res: &ResourceDef, ns: &str, mut obj: Value, opts: &WriteOpts) -> ApiResult<Value> {
+    pub async fn create(
+        &self,
+        res: &'static ResourceDef,
+        ns: &str,
+        mut obj: Value,
+        opts: &WriteOpts,
+    ) -> ApiResult<Value> {
         set_namespace(res, &mut obj, ns);
         let generated = generate_name(&mut obj);
         meta::init_on_create(&mut obj, res.strategy.tracks_generation());
@@ -186,11 +211,20 @@ impl Registry {
         {
             obj["status"] = status;
         }
+        let admission = self.admission_of(opts.admit.as_ref());
+        if let Some((chain, admit)) = admission {
+            let name = meta::name(&obj).to_string();
+            let a = attributes(res, admit, Operation::Create, ns, &name, opts.dry_run);
+            chain.mutate(&a, &mut Objects { obj: &mut obj, old: None }).await?;
+        }
         self.validate(res, &obj, None)?;
+        if let Some((chain, admit)) = admission {
+            self.validate_admission(chain, res, admit, ns, &mut obj, opts.dry_run).await?;
+        }
         let mut taken = HashSet::new();
         for _ in 0..MAX_RETRIES {
             let name = meta::name(&obj).to_string();
-            let guard = self.namespace_guard(res, ns, &name).await?;
+            let guard = self.namespace_guard(res, ns, &name, opts.admit.is_none()).await?;
             let key = self.key(res, ns, &name);
             let mut candidate = obj.clone();
             let allocs = res.strategy.allocate(&mut candidate, None, &self.alloc, &taken)?;
@@ -208,12 +242,70 @@ impl Registry {
                 CreateOutcome::Exists => return Err(ApiError::already_exists(res.group, res.plural, &name)),
                 CreateOutcome::ClaimTaken => taken = self.taken_allocations(&allocs).await?,
                 CreateOutcome::GuardChanged(current) => {
+                    // the namespace changed since admission judged it: judge again
                     self.remember_namespace(ns, current.as_ref());
+                    if let Some((chain, admit)) = admission {
+                        self.validate_admission(chain, res, admit, ns, &mut obj, opts.dry_run).await?;
+                    }
                 }
             }
         }
         let name = meta::name(&obj).to_string();
         Err(ApiError::conflict(res.group, res.plural, &name, "too many concurrent allocations, try again"))
+    }
+
+    /// The chain and the requester, when this write is admitted.
+    fn admission_of<'a>(&'a self, admit: Option<&'a Admit>) -> Option<(&'a admission::Chain, &'a Admit)> {
+        let chain = self.admission.get().filter(|c| !c.is_empty())?;
+        Some((chain, admit?))
+    }
+
+    /// The validating phase of a create.
+    async fn validate_admission(
+        &self,
+        chain: &admission::Chain,
+        res: &'static ResourceDef,
+        admit: &Admit,
+        ns: &str,
+        obj: &mut Value,
+        dry_run: bool,
+    ) -> ApiResult<()> {
+        let name = meta::name(obj).to_string();
+        let a = attributes(res, admit, Operation::Create, ns, &name, dry_run);
+        chain.validate(&a, &Objects { obj, old: None }).await
+    }
+
+    /// Admit a delete of `obj` (validating phase; upstream's mutating phase has no
+    /// object to change on delete).
+    pub async fn admit_delete(
+        &self,
+        res: &'static ResourceDef,
+        ns: &str,
+        obj: &mut Value,
+        opts: &DeleteOpts,
+    ) -> ApiResult<()> {
+        let Some((chain, admit)) = self.admission_of(opts.admit.as_ref()) else {
+            return Ok(());
+        };
+        let name = meta::name(obj).to_string();
+        let a = attributes(res, admit, Operation::Delete, ns, &name, opts.dry_run);
+        chain.validate(&a, &Objects { obj, old: None }).await
+    }
+
+    /// Admit a create-only action (binding, eviction, token request) on its body.
+    pub async fn admit_action(
+        &self,
+        res: &'static ResourceDef,
+        ns: &str,
+        name: &str,
+        admit: Option<&Admit>,
+        body: &mut Value,
+        dry_run: bool,
+    ) -> ApiResult<()> {
+        let Some((chain, admit)) = self.admission_of(admit) else {
+            return Ok(());
+        };
+        chain.admit(&attributes(res, admit, Operation::Create, ns, name, dry_run), body).await
     }
 
     async fn taken_allocations(&self, allocs: &Allocations) -> ApiResult<HashSet<String>> {
@@ -242,7 +334,7 @@ impl Registry {
     /// unconditional update, retried on races; with one, a stale version is a Conflict.
     pub async fn update(
         &self,
-        res: &ResourceDef,
+        res: &'static ResourceDef,
         ns: &str,
         name: &str,
         body: Value,
@@ -288,10 +380,20 @@ impl Registry {
             let mut new = merge_update(res, &old, body.clone(), part, ns);
             if part != Part::Status {
                 res.strategy.default(&mut new);
+            }
+            let admission = self.admission_of(opts.admit.as_ref());
+            let a = admission.map(|(_, admit)| attributes(res, admit, Operation::Update, ns, name, dry_run));
+            if let (Some((chain, _)), Some(a)) = (admission, &a) {
+                chain.mutate(a, &mut Objects { obj: &mut new, old: Some(&old) }).await?;
+            }
+            if part != Part::Status {
                 self.validate(res, &new, Some(&old))?;
                 if res.strategy.tracks_generation() {
                     meta::bump_generation_if_spec_changed(&mut new, &old);
                 }
+            }
+            if let (Some((chain, _)), Some(a)) = (admission, &a) {
+                chain.validate(a, &Objects { obj: &mut new, old: Some(&old) }).await?;
             }
             if let Some(manager) = &opts.manager {
                 fieldmanager::record_update(res, Some(&old), &mut new, manager);
@@ -316,8 +418,9 @@ impl Registry {
                 }
             }
             let allocs = res.strategy.allocate(&mut new, Some(&old), &self.alloc, &taken)?;
-            // no-op writes keep the resourceVersion, as upstream
-            if strip_rv(&new) == strip_rv(&old) || dry_run {
+            // no-op writes keep the resourceVersion, as upstream; a value stored by an
+            // older encryption provider is rewritten all the same (key rotation)
+            if (strip_rv(&new) == strip_rv(&old) && !current.stale) || dry_run {
                 return Ok(if dry_run { new } else { old });
             }
             let bytes = Self::encode(res, &new);
@@ -344,12 +447,13 @@ impl Registry {
 
     /// Delete one object. Objects with finalizers, and pods still on a node, are only
     /// marked (deletionTimestamp) and stay until their owner finishes them.
-    pub async fn delete(&self, res: &ResourceDef, ns: &str, name: &str, opts: &DeleteOpts) -> ApiResult<Value> {
+    pub async fn delete(&self, res: &'static ResourceDef, ns: &str, name: &str, opts: &DeleteOpts) -> ApiResult<Value> {
         let key = self.key(res, ns, name);
         for _ in 0..MAX_RETRIES {
             let current = self.get_stored(res, ns, name).await?;
             let mut obj = Self::decode_stored(res, &current)?;
             check_preconditions(res, name, &obj, opts)?;
+            self.admit_delete(res, ns, &mut obj, opts).await?;
             if let Some(marked) = deletion_mark(res, &obj, opts) {
                 // already marked: nothing to write
                 if opts.dry_run || marked == obj {
@@ -378,6 +482,25 @@ impl Registry {
             }
         }
         Err(ApiError::modified(res.group, res.plural, name))
+    }
+}
+
+fn attributes<'a>(
+    res: &'static ResourceDef,
+    admit: &'a Admit,
+    operation: Operation,
+    namespace: &'a str,
+    name: &'a str,
+    dry_run: bool,
+) -> admission::Attributes<'a> {
+    admission::Attributes {
+        operation,
+        res,
+        subresource: admit.subresource,
+        namespace,
+        name,
+        user: &admit.user,
+        dry_run,
     }
 }
 

@@ -3,16 +3,22 @@
 //! (create: absent; update/delete: unchanged mod_revision), so optimistic concurrency
 //! is etcd's own. Allocation keys ("claims") ride in the same transaction.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, KvClient, Txn, TxnOp, TxnOpResponse};
 
 use crate::handlers::status::{ApiError, ApiResult};
 
+use super::encryption::{Encryption, Transformer};
 use super::keys::prefix_end;
 
 #[derive(Clone)]
 pub struct Store {
     kv: KvClient,
     client: etcd_client::Client,
+    /// `--encryption-provider-config`: values of the prefixes it names are transformed.
+    encryption: Option<Arc<Encryption>>,
 }
 
 /// One stored object: its raw JSON and etcd's mod_revision (the resourceVersion).
@@ -21,6 +27,9 @@ pub struct Stored {
     pub key: Vec<u8>,
     pub value: Vec<u8>,
     pub mod_revision: i64,
+    /// Read through an encryption provider other than the first: an update must
+    /// rewrite it even when the object is unchanged.
+    pub stale: bool,
 }
 
 pub struct Page {
@@ -69,7 +78,50 @@ impl Store {
             .with_keep_alive(std::time::Duration::from_secs(30), std::time::Duration::from_secs(10));
         let client = etcd_client::Client::connect(endpoints, Some(options)).await?;
         let kv = client.kv_client().max_decoding_message_size(512 * 1024 * 1024);
-        Ok(Store { kv, client })
+        Ok(Store { kv, client, encryption: None })
+    }
+
+    /// Encrypt and decrypt values as `encryption` says.
+    pub fn with_encryption(mut self, encryption: Encryption) -> Store {
+        self.encryption = Some(Arc::new(encryption));
+        self
+    }
+
+    fn transformer(&self, key: &[u8]) -> Option<&Transformer> {
+        self.encryption.as_deref().and_then(|e| e.transformer(key))
+    }
+
+    /// The stored form of a value written at `key` (as is unless encrypted).
+    fn seal(&self, key: &str, value: Vec<u8>) -> ApiResult<Vec<u8>> {
+        match self.transformer(key.as_bytes()) {
+            None => Ok(value),
+            Some(t) => t.seal(key.as_bytes(), &value).map_err(|e| transform_error(key.as_bytes(), &e)),
+        }
+    }
+
+    /// A stored value made plain (as is unless its prefix is encrypted).
+    fn open(&self, mut stored: Stored) -> ApiResult<Stored> {
+        if let Some(t) = self.transformer(&stored.key) {
+            let opened = t.open(&stored.key, &stored.value).map_err(|e| transform_error(&stored.key, &e))?;
+            stored.value = opened.value;
+            stored.stale = opened.stale;
+        }
+        Ok(stored)
+    }
+
+    /// The plain bytes of a value read elsewhere (the watch cache's etcd watch).
+    pub fn open_bytes<'a>(&self, key: &[u8], value: &'a [u8]) -> Result<Cow<'a, [u8]>, String> {
+        match self.transformer(key) {
+            None => Ok(Cow::Borrowed(value)),
+            Some(t) => t.open(key, value).map(|o| Cow::Owned(o.value)),
+        }
+    }
+
+    fn open_all(&self, items: Vec<Stored>) -> ApiResult<Vec<Stored>> {
+        if self.encryption.is_none() {
+            return Ok(items);
+        }
+        items.into_iter().map(|s| self.open(s)).collect()
     }
 
     pub fn client(&self) -> etcd_client::Client {
@@ -78,7 +130,7 @@ impl Store {
 
     pub async fn get(&self, key: &str) -> ApiResult<Option<Stored>> {
         let mut resp = self.kv.clone().get(key, None).await?;
-        Ok(resp.take_kvs().into_iter().next().map(to_stored))
+        resp.take_kvs().into_iter().next().map(|kv| self.open(to_stored(kv))).transpose()
     }
 
     /// The newest etcd revision.
@@ -112,8 +164,16 @@ impl Store {
         }
     }
 
-    /// Keys in `[start, end of prefix)` at `revision` (0: newest), at most `limit` (0: all).
+    /// Keys in `[start, end of prefix)` at `revision` (0: newest), at most `limit` (0: all),
+    /// with plain values (a value that does not decrypt fails the list).
     pub async fn list(&self, prefix: &str, start: Option<&[u8]>, limit: i64, revision: i64) -> ApiResult<Page> {
+        let mut page = self.list_raw(prefix, start, limit, revision).await?;
+        page.items = self.open_all(page.items)?;
+        Ok(page)
+    }
+
+    /// `list` with the values as stored (for the watch cache, which opens each itself).
+    pub async fn list_raw(&self, prefix: &str, start: Option<&[u8]>, limit: i64, revision: i64) -> ApiResult<Page> {
         let mut options = GetOptions::new().with_range(prefix_end(prefix));
         if limit > 0 {
             options = options.with_limit(limit);
@@ -142,11 +202,12 @@ impl Store {
         claims: &[Claim],
         guard: Option<&Guard>,
     ) -> ApiResult<CreateOutcome> {
+        let value = self.seal(key, value)?;
         let mut compares = vec![Compare::create_revision(key, CompareOp::Equal, 0)];
         let mut ops = vec![TxnOp::put(key, value, None)];
         for claim in claims {
             compares.push(Compare::create_revision(claim.key.as_str(), CompareOp::Equal, 0));
-            ops.push(TxnOp::put(claim.key.as_str(), claim.value.clone(), None));
+            ops.push(TxnOp::put(claim.key.as_str(), self.seal(&claim.key, claim.value.clone())?, None));
         }
         let mut on_failure = vec![TxnOp::get(key, None)];
         if let Some(g) = guard {
@@ -159,7 +220,7 @@ impl Store {
         if resp.succeeded() {
             return Ok(CreateOutcome::Created(revision));
         }
-        let gets = get_results(&resp.op_responses());
+        let gets = self.get_results(&resp.op_responses())?;
         if gets.first().is_some_and(Option::is_some) {
             return Ok(CreateOutcome::Exists);
         }
@@ -182,11 +243,12 @@ impl Store {
         claims: &[Claim],
         releases: &[String],
     ) -> ApiResult<WriteOutcome> {
+        let value = self.seal(key, value)?;
         let mut compares = vec![Compare::mod_revision(key, CompareOp::Equal, expected)];
         let mut ops = vec![TxnOp::put(key, value, None)];
         for claim in claims {
             compares.push(Compare::create_revision(claim.key.as_str(), CompareOp::Equal, 0));
-            ops.push(TxnOp::put(claim.key.as_str(), claim.value.clone(), None));
+            ops.push(TxnOp::put(claim.key.as_str(), self.seal(&claim.key, claim.value.clone())?, None));
         }
         ops.extend(releases.iter().map(|k| TxnOp::delete(k.as_str(), None)));
         let txn = Txn::new().when(compares).and_then(ops).or_else(vec![TxnOp::get(key, None)]);
@@ -194,7 +256,7 @@ impl Store {
         if resp.succeeded() {
             return Ok(WriteOutcome::Written(resp.header().map(|h| h.revision()).unwrap_or(0)));
         }
-        match first_get(&resp.op_responses()) {
+        match self.get_results(&resp.op_responses())?.into_iter().next().flatten() {
             Some(current) if current.mod_revision == expected => Ok(WriteOutcome::ClaimTaken),
             current => Ok(WriteOutcome::Mismatch(current)),
         }
@@ -212,7 +274,20 @@ impl Store {
         if resp.succeeded() {
             return Ok(WriteOutcome::Written(resp.header().map(|h| h.revision()).unwrap_or(0)));
         }
-        Ok(WriteOutcome::Mismatch(first_get(&resp.op_responses())))
+        Ok(WriteOutcome::Mismatch(self.get_results(&resp.op_responses())?.into_iter().next().flatten()))
+    }
+
+    /// Results of the Get operations of a failed transaction, in order, made plain.
+    fn get_results(&self, responses: &[TxnOpResponse]) -> ApiResult<Vec<Option<Stored>>> {
+        responses
+            .iter()
+            .filter_map(|r| match r {
+                TxnOpResponse::Get(get) => {
+                    Some(get.kvs().first().cloned().map(|kv| self.open(to_stored(kv))).transpose())
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// Keys (no values) under a prefix.
@@ -226,33 +301,13 @@ impl Store {
 fn to_stored(kv: etcd_client::KeyValue) -> Stored {
     let mod_revision = kv.mod_revision();
     let (key, value) = kv.into_key_value();
-    Stored { key, value, mod_revision }
+    Stored { key, value, mod_revision, stale: false }
 }
 
-/// Results of the Get operations of a failed transaction, in order.
-fn get_results(responses: &[TxnOpResponse]) -> Vec<Option<Stored>> {
-    responses
-        .iter()
-        .filter_map(|r| match r {
-            TxnOpResponse::Get(get) => Some(get.kvs().first().map(|kv| Stored {
-                key: kv.key().to_vec(),
-                value: kv.value().to_vec(),
-                mod_revision: kv.mod_revision(),
-            })),
-            _ => None,
-        })
-        .collect()
-}
-
-fn first_get(responses: &[TxnOpResponse]) -> Option<Stored> {
-    responses.iter().find_map(|r| match r {
-        TxnOpResponse::Get(get) => get.kvs().first().map(|kv| Stored {
-            key: kv.key().to_vec(),
-            value: kv.value().to_vec(),
-            mod_revision: kv.mod_revision(),
-        }),
-        _ => None,
-    })
+/// A value that cannot be transformed is an internal error for that object, as upstream.
+fn transform_error(key: &[u8], err: &str) -> ApiError {
+    tracing::error!(key = %String::from_utf8_lossy(key), error = err, "cannot transform a stored value");
+    ApiError::internal(format!("Internal error occurred: {err}"))
 }
 
 /// etcd answers a read below its compacted revision with a gRPC error; upstream turns

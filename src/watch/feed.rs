@@ -53,11 +53,11 @@ async fn list_all(cache: &Cache, store: &Store) -> Result<(BTreeMap<Bytes, Arc<O
     let mut rev = 0;
     let mut start: Option<Vec<u8>> = None;
     loop {
-        let page = store.list(&cache.prefix, start.as_deref(), LIST_PAGE, rev).await.map_err(|e| e.message)?;
+        let page = store.list_raw(&cache.prefix, start.as_deref(), LIST_PAGE, rev).await.map_err(|e| e.message)?;
         rev = page.revision;
         let last = page.items.last().map(|s| s.key.clone());
         for s in page.items {
-            if let Some(obj) = Obj::parse(cache.res, &s.key, &s.value, s.mod_revision) {
+            if let Some(obj) = parse(cache, store, &s.key, &s.value, s.mod_revision) {
                 objects.insert(obj.key.clone(), Arc::new(obj));
             }
         }
@@ -206,7 +206,7 @@ async fn watch_from(cache: &Cache, store: &Store, mut next: i64, list_rev: i64) 
                 }
                 continue;
             }
-            next = next.max(apply(cache, resp.events()) + 1);
+            next = next.max(apply(cache, store, resp.events()) + 1);
             backoff.reset();
         }
         failures += 1;
@@ -243,10 +243,21 @@ fn advance(cache: &Cache, rev: i64) {
     cache.changed.send_replace(rev);
 }
 
+/// A stored value as a cache object: decrypted if its prefix is encrypted (one that does
+/// not decrypt is logged and left out, like one that does not parse).
+fn parse(cache: &Cache, store: &Store, key: &[u8], value: &[u8], rev: i64) -> Option<Obj> {
+    match store.open_bytes(key, value) {
+        Ok(plain) => Obj::parse(cache.res, key, &plain, rev),
+        Err(error) => {
+            tracing::error!(key = %String::from_utf8_lossy(key), rev, error, "watch cache cannot decrypt a value; skipped");
+            None
+        }
+    }
+}
+
 /// Apply one batch of etcd events; returns the last revision.
-fn apply(cache: &Cache, events: &[etcd_client::Event]) -> i64 {
-    let res = cache.res;
-    let parse = |kv: &etcd_client::KeyValue| Obj::parse(res, kv.key(), kv.value(), kv.mod_revision()).map(Arc::new);
+fn apply(cache: &Cache, store: &Store, events: &[etcd_client::Event]) -> i64 {
+    let parse = |kv: &etcd_client::KeyValue| parse(cache, store, kv.key(), kv.value(), kv.mod_revision()).map(Arc::new);
     let mut inner = cache.write_lock();
     let mut last = 0;
     for ev in events {

@@ -65,7 +65,8 @@ const READ_BATCH: usize = 256;
 pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(3);
 /// How long a request waits for a new cache's first list.
 const READY_WAIT: Duration = Duration::from_secs(30);
-/// How long a consistent read waits for the cache to catch up with etcd.
+/// How long a consistent read waits for the cache to catch up with etcd before it reads
+/// etcd instead.
 pub const FRESH_WAIT: Duration = Duration::from_secs(1);
 /// How long a request for a future resourceVersion waits before "too large".
 pub const TOO_LARGE_WAIT: Duration = Duration::from_secs(3);

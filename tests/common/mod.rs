@@ -103,6 +103,23 @@ impl Resp {
     }
 }
 
+/// Run `ferrokube apiserver` with `flags` (and an etcd nobody listens on), which must
+/// refuse to start without panicking; its standard error.
+pub fn start_up_error(flags: &[String]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrokube"))
+        .arg("apiserver")
+        .arg("--etcd-servers=http://127.0.0.1:9")
+        .arg(format!("--cert-dir={}", dir.path().display()))
+        .args(flags)
+        .output()
+        .expect("running ferrokube");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{flags:?} started");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
 /// A request body: JSON, or raw bytes with their Content-Type.
 pub enum Body<'a> {
     None,
@@ -295,6 +312,12 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         false
+    }
+
+    /// Replace the extra flags the next `start_server` passes (a restart with another
+    /// configuration).
+    pub fn set_server_flags(&mut self, flags: &[&str]) {
+        self.server_flags = flags.iter().map(|f| f.to_string()).collect();
     }
 
     /// Stop the API server (SIGKILL) and leave etcd running.

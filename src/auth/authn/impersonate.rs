@@ -11,7 +11,7 @@ use crate::auth::authz::{self, Authorizer};
 use crate::auth::request::{Attributes, Decision, UserInfo};
 use crate::handlers::status::{ApiError, ApiResult};
 
-const USER: &str = "impersonate-user";
+pub const USER: &str = "impersonate-user";
 const UID: &str = "impersonate-uid";
 const GROUP: &str = "impersonate-group";
 const EXTRA_PREFIX: &str = "impersonate-extra-";

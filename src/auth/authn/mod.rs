@@ -1,10 +1,12 @@
 //! Authentication: the first step of every request. Authenticators are tried in
-//! upstream's order (x509 client certificates, then bearer tokens); the first that
-//! recognizes the request names the user. Credentials that no one accepts answer 401;
+//! upstream's order (x509 client certificates, then bearer tokens: the token file,
+//! ServiceAccount tokens, bootstrap tokens); the first that recognizes the request names
+//! the user. Credentials that no one accepts (a bearer token included) answer 401;
 //! a request with no credentials is `system:anonymous` where `--anonymous-auth` allows.
 //! Impersonation headers are applied after. The identity is left in the request's
 //! extensions as `Arc<UserInfo>` for authorization and the handlers.
 
+pub mod bootstrap_token;
 pub mod impersonate;
 pub mod parse;
 pub mod service_account;
@@ -81,6 +83,12 @@ impl Authenticator {
                 Outcome::NoCredentials => {}
             }
         }
+        // a bearer token nobody accepts is a bad credential even when no authenticator
+        // claimed it (upstream: "invalid bearer token"), never an anonymous request
+        if !rejected && bearer_token(&req.headers).is_some() {
+            tracing::debug!(path = req.uri.path(), "authentication failed: no authenticator accepts the bearer token");
+            rejected = true;
+        }
         (!rejected && self.anonymous).then(UserInfo::anonymous)
     }
 }
@@ -105,10 +113,15 @@ pub async fn layer(State(authn): State<Arc<Authenticator>>, req: Request, next: 
     };
     // the credentials have served their purpose; nothing after needs (or may log) them
     parts.headers.remove(http::header::AUTHORIZATION);
+    // the audit log names who impersonates as well as whom
+    let impersonator = parts.headers.contains_key(impersonate::USER).then(|| Arc::new(user.clone()));
     let user = match impersonate::apply(authn.authorizer.as_ref(), user, &mut parts.headers) {
         Ok(user) => user,
         Err(e) => return e.into_response(),
     };
+    if let Some(original) = impersonator {
+        parts.extensions.insert(crate::audit::ImpersonatedBy(original));
+    }
     parts.extensions.insert(Arc::new(user));
     next.run(Request::from_parts(parts, body)).await
 }
@@ -148,6 +161,8 @@ mod tests {
         let anon = authn(vec![Box::new(Fixed(none))], true).authenticate(&parts(None));
         assert_eq!(anon, Some(UserInfo::anonymous()));
         assert!(authn(vec![Box::new(Fixed(none))], false).authenticate(&parts(None)).is_none());
+        let unclaimed = authn(vec![Box::new(Fixed(none))], true).authenticate(&parts(Some("Bearer nobodys")));
+        assert!(unclaimed.is_none(), "a bearer token no one accepts is a 401, not anonymous");
     }
 
     #[test]

@@ -11,7 +11,6 @@ use serde_json::Value;
 use super::{Authenticate, Outcome, bearer_token};
 use crate::auth::request::UserInfo;
 use crate::auth::sa_token::{Claims, Ref, Verifier};
-use crate::registry::{ResourceDef, find_resource};
 use crate::watch::Caches;
 
 pub const POD_NAME: &str = "authentication.kubernetes.io/pod-name";
@@ -103,10 +102,7 @@ impl ServiceAccountTokens {
     }
 
     fn cached(&self, resource: &str, ns: &str, name: &str) -> Option<Value> {
-        let res: &'static ResourceDef = find_resource("", "v1", resource)?;
-        let key = self.caches.range(res, ns, Some(name)).start;
-        let (obj, _) = self.caches.get(res).get(&key);
-        serde_json::from_slice(&obj?.json).ok()
+        crate::auth::cached(&self.caches, resource, ns, name)
     }
 }
 

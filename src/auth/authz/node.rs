@@ -5,9 +5,12 @@
 //! the watch caches (the node's pods, selected by `spec.nodeName`), as upstream reads
 //! them from its graph of pods.
 //!
-//! Not yet: pods are judged by the system:node rules alone (upstream, with selector
-//! authorization, also requires a `spec.nodeName` field selector for lists), and
-//! volume attachments and resource claims are not followed.
+//! Pods as upstream's selector authorization (AuthorizeNodeWithSelectors, on by default
+//! since 1.32) has it: a node gets only pods bound to it, and lists or watches pods only
+//! with a `spec.nodeName=<itself>` field selector (or one pinned by name to a pod bound
+//! to it); other pod verbs follow the system:node rules.
+//!
+//! Not yet: volume attachments and resource claims are not followed.
 
 use std::sync::LazyLock;
 
@@ -199,6 +202,26 @@ impl NodeAuthorizer {
         }
     }
 
+    /// get a pod bound to the node; list/watch only the node's own pods.
+    fn pod(&self, node: &str, a: &Attributes) -> Decision {
+        match a.verb.as_str() {
+            "get" if !a.subresource.is_empty() => no("cannot get subresource"),
+            "list" | "watch" if a.field_equals.iter().any(|(f, v)| f == "spec.nodeName" && v == node) => {
+                Decision::Allow
+            }
+            "list" | "watch" if a.name.is_empty() => no("can only list/watch pods with spec.nodeName field selector"),
+            "get" | "list" | "watch" => {
+                let pod = crate::auth::cached(&self.caches, "pods", &a.namespace, &a.name);
+                let bound = pod.as_ref().and_then(|p| p.pointer("/spec/nodeName")).and_then(Value::as_str);
+                match bound == Some(node) {
+                    true => Decision::Allow,
+                    false => no(format!("no relationship found between node '{node}' and this object")),
+                }
+            }
+            _ => self.by_rules(a),
+        }
+    }
+
     fn by_rules(&self, a: &Attributes) -> Decision {
         match NODE_RULES.iter().any(|r| r.allows(a)) {
             true => Decision::Allow,
@@ -229,6 +252,7 @@ impl Authorizer for NodeAuthorizer {
             ("", "persistentvolumes") => self.persistent_volume(node, a),
             ("", "serviceaccounts") => self.token(node, a),
             ("", "nodes") => self.node(node, a),
+            ("", "pods") => self.pod(node, a),
             ("coordination.k8s.io", "leases") => self.lease(node, a),
             _ => self.by_rules(a),
         }

@@ -5,6 +5,7 @@
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 
+use super::controllers;
 use super::rule::uncovered;
 use super::{GROUP, rules_of};
 use crate::handlers::status::ApiResult;
@@ -13,12 +14,12 @@ use crate::registry::{ResourceDef, find_resource, meta};
 
 const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 
-const READ: &[&str] = &["get", "list", "watch"];
+pub(super) const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
 const ALL: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
-const EVENTS_WRITE: &[&str] = &["create", "patch", "update"];
+pub(super) const EVENTS_WRITE: &[&str] = &["create", "patch", "update"];
 
-fn rule(verbs: &[&str], groups: &[&str], resources: &[&str]) -> Value {
+pub(super) fn rule(verbs: &[&str], groups: &[&str], resources: &[&str]) -> Value {
     json!({"verbs": verbs, "apiGroups": groups, "resources": resources})
 }
 
@@ -42,7 +43,7 @@ fn metadata(name: &str, extra_labels: &[(&str, &str)]) -> Value {
     })
 }
 
-fn cluster_role(name: &str, rules: Vec<Value>) -> Value {
+pub(super) fn cluster_role(name: &str, rules: Vec<Value>) -> Value {
     json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": metadata(name, &[]), "rules": rules})
 }
 
@@ -360,7 +361,7 @@ fn subject(kind: &str, name: &str) -> Value {
     }
 }
 
-fn binding(role: &str, subjects: &[(&str, &str)]) -> Value {
+pub(super) fn binding(role: &str, subjects: &[(&str, &str)]) -> Value {
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": metadata(role, &[]),
         "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": role},
@@ -495,7 +496,9 @@ pub async fn ensure(reg: &Registry) -> ApiResult<()> {
         .map(|r| find_resource(GROUP, "v1", r).expect("RBAC kinds are served"));
     let [cluster_roles_res, cluster_bindings_res, roles_res, bindings_res] = kinds;
     let objects = (cluster_roles().into_iter().map(|o| (cluster_roles_res, o)))
+        .chain(controllers::cluster_roles().into_iter().map(|o| (cluster_roles_res, o)))
         .chain(cluster_role_bindings().into_iter().map(|o| (cluster_bindings_res, o)))
+        .chain(controllers::cluster_role_bindings().into_iter().map(|o| (cluster_bindings_res, o)))
         .chain(namespace_roles().into_iter().map(|o| (roles_res, o)))
         .chain(namespace_role_bindings().into_iter().map(|o| (bindings_res, o)));
     // the objects are independent: written concurrently, so start-up waits for a few
@@ -505,7 +508,7 @@ pub async fn ensure(reg: &Registry) -> ApiResult<()> {
     Ok(())
 }
 
-async fn ensure_one(reg: &Registry, res: &ResourceDef, obj: Value) -> ApiResult<()> {
+async fn ensure_one(reg: &Registry, res: &'static ResourceDef, obj: Value) -> ApiResult<()> {
     let namespace = meta::namespace(&obj).to_string();
     match reg.create(res, &namespace, obj.clone(), &WriteOpts::default()).await {
         Ok(_) => Ok(()),
@@ -514,7 +517,7 @@ async fn ensure_one(reg: &Registry, res: &ResourceDef, obj: Value) -> ApiResult<
     }
 }
 
-async fn reconcile(reg: &Registry, res: &ResourceDef, expected: &Value) -> ApiResult<()> {
+async fn reconcile(reg: &Registry, res: &'static ResourceDef, expected: &Value) -> ApiResult<()> {
     let (namespace, name) = (meta::namespace(expected), meta::name(expected));
     let mut current = reg.get(res, namespace, name).await?;
     let annotations = meta::metadata(&current).and_then(|m| m.get("annotations"));

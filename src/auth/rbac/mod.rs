@@ -5,6 +5,7 @@
 
 pub mod aggregation;
 pub mod bootstrap;
+pub mod controllers;
 pub mod escalation;
 pub mod rule;
 

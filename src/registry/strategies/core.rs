@@ -755,6 +755,36 @@ fn allocate_node_ports(
     Ok(())
 }
 
+/// LimitRanges: upstream's defaulting of Container items (the default limit ← max, the
+/// default request ← the default limit, then ← min), so what LimitRanger applies is
+/// what `kubectl describe limitrange` shows.
+pub struct LimitRangeStrategy;
+pub static LIMIT_RANGE: LimitRangeStrategy = LimitRangeStrategy;
+
+impl Strategy for LimitRangeStrategy {
+    fn default(&self, obj: &mut Value) {
+        let Some(items) = obj.pointer_mut("/spec/limits").and_then(Value::as_array_mut) else { return };
+        for item in items.iter_mut().filter(|i| i["type"] == "Container") {
+            fill_resources(item, "default", &["max"]);
+            fill_resources(item, "defaultRequest", &["default", "min"]);
+        }
+    }
+}
+
+/// Add to the ResourceList `target` of `item` what the `sources` lists have and it lacks.
+fn fill_resources(item: &mut Value, target: &str, sources: &[&str]) {
+    for source in sources {
+        let Some(from) = item.get(*source).and_then(Value::as_object).cloned() else { continue };
+        let Some(map) = item.as_object_mut() else { return };
+        let to = map.entry(target).or_insert_with(|| json!({}));
+        if let Some(to) = to.as_object_mut() {
+            for (k, v) in from {
+                to.entry(k).or_insert(v);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
