@@ -13,7 +13,6 @@ mod handlers;
 mod kubeconfig;
 mod patch;
 mod protobuf;
-#[allow(dead_code)] // shared with admission (branch adm); the reviewer unifies the two copies
 mod quantity;
 mod registry;
 mod scheduler;
