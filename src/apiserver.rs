@@ -395,7 +395,7 @@ async fn etcd_progress_ordered(store: &Store) -> bool {
 
 /// Accept connections and serve them; `audit` adds each request's peer address.
 async fn serve(listener: TcpListener, tls: Arc<tls::Tls>, app: axum::Router, audit: bool) -> anyhow::Result<()> {
-    let shutdown = shutdown_signal();
+    let shutdown = crate::cli::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -440,17 +440,6 @@ async fn serve(listener: TcpListener, tls: Arc<tls::Tls>, app: axum::Router, aud
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
     }
 }
 

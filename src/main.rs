@@ -13,7 +13,9 @@ mod handlers;
 mod kubeconfig;
 mod patch;
 mod protobuf;
+mod quantity;
 mod registry;
+mod scheduler;
 mod schema;
 mod up;
 mod watch;
@@ -42,6 +44,8 @@ enum Command {
     Apiserver(Box<apiserver::ApiserverArgs>),
     /// Mint a cluster CA, serving and client certificates, keys and kubeconfigs.
     Certs(certs::CertsArgs),
+    /// Place pending pods on nodes through the API (kube-scheduler).
+    Scheduler(scheduler::SchedulerArgs),
     /// Start etcd and every component as child processes and write a kubeconfig.
     Up(up::UpArgs),
 }
@@ -61,6 +65,7 @@ fn main() -> std::process::ExitCode {
             Command::Apiserver(args) => apiserver::run(*args).await,
             Command::Certs(args) => certs::run(args),
             Command::Up(args) => up::run(args).await,
+            Command::Scheduler(args) => scheduler::run(args).await,
         }
     });
     match result {

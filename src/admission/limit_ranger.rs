@@ -8,10 +8,10 @@
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
-use super::quantity::Quantity;
 use super::resource_quota::{Usage, policies_in, quantities};
 use super::{Attributes, Context, Objects, Operation, Plugin};
 use crate::handlers::status::ApiResult;
+use crate::quantity::Quantity;
 use crate::registry::{ResourceDef, find_resource, meta};
 
 const ANNOTATION: &str = "kubernetes.io/limit-ranger";

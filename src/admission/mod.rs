@@ -13,7 +13,6 @@
 pub mod limit_ranger;
 pub mod namespace_lifecycle;
 pub mod node_restriction;
-pub mod quantity;
 pub mod resource_quota;
 pub mod service_account;
 

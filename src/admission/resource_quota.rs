@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
-use super::quantity::Quantity;
 use super::{Attributes, Context, Objects, Operation, Plugin};
 use crate::handlers::status::ApiResult;
+use crate::quantity::Quantity;
 use crate::registry::filter::Filter;
 use crate::registry::rest::{Part, WriteOpts};
 use crate::registry::{ResourceDef, all_resources, find_resource, meta};

@@ -1,4 +1,4 @@
-//! Shared command-line plumbing: logging set-up.
+//! Shared command-line plumbing: logging set-up, the shutdown signal.
 
 use tracing_subscriber::EnvFilter;
 
@@ -13,4 +13,16 @@ pub fn init_tracing(verbosity: u8) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{default},h2=info,tower=info,hyper=info")));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Resolves on SIGINT or SIGTERM (never, if the handler cannot be installed).
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
 }

@@ -238,6 +238,18 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("starting {:?}: {e}", cmd.get_program()))
     }
 
+    /// Start `ferrokube <args>` (a companion such as the scheduler) with its output in
+    /// `log` in the cluster's directory; the caller owns (and kills) the child.
+    pub fn spawn_ferrokube(&self, args: &[&str], log: &str) -> Child {
+        self.spawn_logged(
+            Command::new(env!("CARGO_BIN_EXE_ferrokube"))
+                .args(args)
+                .env("NO_COLOR", "1")
+                .env("RUST_LOG", "debug,kube=info,hyper=info,tower=info,h2=info,rustls=info"),
+            log,
+        )
+    }
+
     async fn etcd_healthy(&self) -> bool {
         let url = format!("{}/health", self.etcd_url);
         match self.http.get(url).timeout(Duration::from_secs(2)).send().await {

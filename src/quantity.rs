@@ -118,6 +118,25 @@ impl Quantity {
     pub fn max(self, other: Quantity) -> Quantity {
         if other.nanos > self.nanos { other } else { self }
     }
+
+    /// The value in thousandths, rounded up (upstream's MilliValue), saturating at i64.
+    pub fn milli_value(&self) -> i64 {
+        Self::saturate(ceil_div(self.nanos, 1_000_000))
+    }
+
+    /// The value in whole units, rounded up (upstream's Value), saturating at i64.
+    pub fn value(&self) -> i64 {
+        Self::saturate(ceil_div(self.nanos, NANO))
+    }
+
+    fn saturate(v: i128) -> i64 {
+        v.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+    }
+}
+
+fn ceil_div(n: i128, d: i128) -> i128 {
+    let q = n / d;
+    if n % d > 0 { q + 1 } else { q }
 }
 
 impl fmt::Display for Quantity {
@@ -197,5 +216,18 @@ mod tests {
         assert_eq!(q("1").add(q("500m")).to_string(), "1500m");
         assert_eq!(q("100Mi").add(q("100Mi")).to_string(), "200Mi");
         assert_eq!(Quantity::count(3).to_string(), "3");
+    }
+
+    #[test]
+    fn milli_and_whole_values_round_up() {
+        assert_eq!(q("500m").milli_value(), 500);
+        assert_eq!(q("1.5").milli_value(), 1500);
+        assert_eq!(q("1n").milli_value(), 1);
+        assert_eq!(q("2").milli_value(), 2000);
+        assert_eq!(q("1Gi").value(), 1 << 30);
+        assert_eq!(q("100m").value(), 1);
+        assert_eq!(q("-1").value(), -1);
+        assert_eq!(q("1e3").value(), 1000);
+        assert_eq!(q("12E").value(), 12_000_000_000_000_000_000i128.min(i64::MAX as i128) as i64);
     }
 }

@@ -1,0 +1,523 @@
+//! The scheduling framework: what plug-ins see (`PodInfo`, `NodeInfo`, the cycle's
+//! `Snapshot`), the two plug-in traits (filter; score with its normalization), the default
+//! profile, and one scheduling decision: filter every node (or upstream's share of a
+//! large cluster), score the feasible ones, pick the best (ties at random), or explain
+//! the failure the way upstream's FitError does.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+use super::plugins;
+use super::resources::{self, Resources};
+
+/// The highest score a plug-in gives a node (upstream's MaxNodeScore).
+pub const MAX_NODE_SCORE: i64 = 100;
+
+/// A host port a pod takes: (host IP, protocol, port), with upstream's defaults applied
+/// (0.0.0.0, TCP).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    pub ip: String,
+    pub protocol: String,
+    pub port: i32,
+}
+
+/// A pod and what the plug-ins need of it, computed once.
+#[derive(Debug)]
+pub struct PodInfo {
+    /// `namespace/name`.
+    pub key: String,
+    pub pod: Arc<Pod>,
+    /// Requests for fitting (upstream's PodRequests).
+    pub requests: Resources,
+    /// Requests with scoring's defaults for containers that ask for no cpu/memory.
+    pub non_zero: Resources,
+    pub host_ports: Vec<HostPort>,
+    pub priority: i32,
+}
+
+impl PodInfo {
+    pub fn new(pod: Arc<Pod>) -> PodInfo {
+        let key = pod_key(&pod);
+        let mut host_ports = Vec::new();
+        for c in pod.spec.iter().flat_map(|s| &s.containers) {
+            for p in c.ports.iter().flatten().filter(|p| p.host_port.unwrap_or(0) > 0) {
+                host_ports.push(HostPort {
+                    ip: p.host_ip.clone().filter(|ip| !ip.is_empty()).unwrap_or_else(|| "0.0.0.0".into()),
+                    protocol: p.protocol.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "TCP".into()),
+                    port: p.host_port.unwrap_or(0),
+                });
+            }
+        }
+        PodInfo {
+            key,
+            requests: resources::pod_requests(&pod, false),
+            non_zero: resources::pod_requests(&pod, true),
+            host_ports,
+            priority: pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0),
+            pod,
+        }
+    }
+
+    pub fn spec(&self) -> Option<&k8s_openapi::api::core::v1::PodSpec> {
+        self.pod.spec.as_ref()
+    }
+}
+
+pub fn pod_key(pod: &Pod) -> String {
+    format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or(""), pod.metadata.name.as_deref().unwrap_or(""))
+}
+
+/// One node and the pods the scheduler counts on it (bound and assumed).
+#[derive(Clone, Debug, Default)]
+pub struct NodeInfo {
+    pub name: String,
+    /// None while pods name a node the watch has not shown (or no longer shows).
+    pub node: Option<Arc<Node>>,
+    pub allocatable: Resources,
+    pub allowed_pods: i64,
+    pub requested: Resources,
+    pub non_zero_requested: Resources,
+    pub pods: BTreeMap<String, Arc<PodInfo>>,
+    pub used_ports: HashSet<HostPort>,
+    /// Image name → size in bytes, from node.status.images (every name of each image).
+    pub images: HashMap<String, i64>,
+}
+
+impl NodeInfo {
+    pub fn new(name: &str) -> NodeInfo {
+        NodeInfo { name: name.to_string(), ..Default::default() }
+    }
+
+    /// Take a new version of the node object; returns the allocatable entries that did
+    /// not parse (they count as zero).
+    pub fn set_node(&mut self, node: Arc<Node>) -> Vec<String> {
+        let status = node.status.as_ref();
+        let (alloc, bad, pods) = resources::parse_list(status.and_then(|s| s.allocatable.as_ref()));
+        self.allocatable = alloc;
+        self.allowed_pods = pods.unwrap_or(0);
+        self.images.clear();
+        for image in status.and_then(|s| s.images.as_ref()).into_iter().flatten() {
+            for name in image.names.iter().flatten() {
+                self.images.insert(name.clone(), image.size_bytes.unwrap_or(0));
+            }
+        }
+        self.node = Some(node);
+        bad
+    }
+
+    pub fn add_pod(&mut self, pod: Arc<PodInfo>) {
+        self.remove_pod(&pod.key);
+        self.requested.add(&pod.requests);
+        self.non_zero_requested.add(&pod.non_zero);
+        self.used_ports.extend(pod.host_ports.iter().cloned());
+        self.pods.insert(pod.key.clone(), pod);
+    }
+
+    pub fn remove_pod(&mut self, key: &str) -> bool {
+        let Some(pod) = self.pods.remove(key) else { return false };
+        self.requested.sub(&pod.requests);
+        self.non_zero_requested.sub(&pod.non_zero);
+        for port in &pod.host_ports {
+            // another pod may hold the same port (a conflict the scheduler did not make)
+            if !self.pods.values().any(|p| p.host_ports.contains(port)) {
+                self.used_ports.remove(port);
+            }
+        }
+        true
+    }
+
+    pub fn labels(&self) -> Option<&BTreeMap<String, String>> {
+        self.node.as_ref().and_then(|n| n.metadata.labels.as_ref())
+    }
+}
+
+/// The cluster as one scheduling cycle sees it.
+pub struct Snapshot<'a> {
+    /// Nodes in a stable order (by name).
+    pub nodes: Vec<&'a NodeInfo>,
+    /// Image name → number of nodes that have it.
+    pub image_nodes: &'a HashMap<String, usize>,
+}
+
+/// Why a node does not fit: upstream's Unschedulable (preemption might help) or
+/// UnschedulableAndUnresolvable (it cannot).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub resolvable: bool,
+    pub reasons: Vec<String>,
+}
+
+impl Failure {
+    pub fn unschedulable(reasons: Vec<String>) -> Failure {
+        Failure { resolvable: true, reasons }
+    }
+    pub fn unresolvable(reason: impl Into<String>) -> Failure {
+        Failure { resolvable: false, reasons: vec![reason.into()] }
+    }
+}
+
+/// What a filter plug-in says of a pod before any node is looked at (upstream's
+/// PreFilter): nothing, only these nodes are worth filtering, or no node can do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PreFilter {
+    AllNodes,
+    Only(BTreeSet<String>),
+    Reject(String),
+}
+
+pub trait FilterPlugin: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn pre_filter(&self, _pod: &PodInfo) -> PreFilter {
+        PreFilter::AllNodes
+    }
+    fn filter(&self, snapshot: &Snapshot, pod: &PodInfo, node: &NodeInfo) -> Result<(), Failure>;
+}
+
+pub trait ScorePlugin: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// The raw score of one feasible node.
+    fn score(&self, snapshot: &Snapshot, pod: &PodInfo, node: &NodeInfo) -> i64;
+    /// Bring the raw scores of all feasible nodes to 0..=MAX_NODE_SCORE.
+    fn normalize(&self, _scores: &mut [i64]) {}
+}
+
+/// The plug-ins of one scheduler profile, in upstream's order, scores with their weights.
+pub struct Profile {
+    pub filters: Vec<Box<dyn FilterPlugin>>,
+    pub scores: Vec<(Box<dyn ScorePlugin>, i64)>,
+}
+
+impl Profile {
+    /// Upstream's default plug-ins (pkg/scheduler/apis/config/v1/default_plugins.go) that
+    /// ferrokube has so far.
+    pub fn default_plugins() -> Profile {
+        use plugins::*;
+        Profile {
+            filters: vec![
+                Box::new(NodeUnschedulable),
+                Box::new(NodeName),
+                Box::new(TaintToleration),
+                Box::new(NodeAffinity),
+                Box::new(NodePorts),
+                Box::new(NodeResourcesFit),
+            ],
+            scores: vec![
+                (Box::new(TaintToleration), 3),
+                (Box::new(NodeAffinity), 2),
+                (Box::new(NodeResourcesFit), 1),
+                (Box::new(BalancedAllocation), 1),
+                (Box::new(ImageLocality), 1),
+            ],
+        }
+    }
+
+    /// Run the filters on one node, stopping at the first that rejects it (as upstream).
+    pub fn filter(&self, snapshot: &Snapshot, pod: &PodInfo, node: &NodeInfo) -> Result<(), Failure> {
+        self.filters.iter().try_for_each(|f| {
+            f.filter(snapshot, pod, node).inspect_err(|failure| {
+                tracing::trace!(pod = %pod.key, node = %node.name, plugin = f.name(), reasons = ?failure.reasons, "filtered out");
+            })
+        })
+    }
+}
+
+/// Why no node was chosen.
+#[derive(Debug)]
+pub enum ScheduleError {
+    NoNodes,
+    Fit(FitError),
+}
+
+impl std::fmt::Display for ScheduleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            ScheduleError::NoNodes => f.write_str("no nodes available to schedule pods"),
+            ScheduleError::Fit(e) => f.write_str(&e.message()),
+        }
+    }
+}
+
+/// Every node rejected the pod: the reasons by node, and what preemption would say.
+#[derive(Debug)]
+pub struct FitError {
+    pub num_nodes: usize,
+    pub by_node: BTreeMap<String, Failure>,
+    /// A PreFilter's rejection, which stands for every node in the message.
+    pub pre_filter: Option<String>,
+    /// The PostFilter (preemption) message, when there is an honest one to give.
+    pub post_filter: Option<String>,
+}
+
+/// "0/N nodes are available: <count reason, sorted as strings>."
+fn histogram_message(num_nodes: usize, failures: impl Iterator<Item = String>) -> String {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for reason in failures {
+        *counts.entry(reason).or_default() += 1;
+    }
+    let mut parts: Vec<String> = counts.into_iter().map(|(reason, n)| format!("{n} {reason}")).collect();
+    parts.sort();
+    let mut msg = format!("0/{num_nodes} nodes are available:");
+    if !parts.is_empty() {
+        msg.push_str(&format!(" {}.", parts.join(", ")));
+    }
+    msg
+}
+
+impl FitError {
+    /// Upstream's FitError text.
+    pub fn message(&self) -> String {
+        let mut msg = match &self.pre_filter {
+            Some(rejection) => format!("0/{} nodes are available: {rejection}.", self.num_nodes),
+            None => histogram_message(self.num_nodes, self.by_node.values().flat_map(|f| f.reasons.iter().cloned())),
+        };
+        if let Some(post) = &self.post_filter {
+            msg.push(' ');
+            msg.push_str(post);
+        }
+        msg
+    }
+}
+
+const PREEMPTION_NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
+const NO_VICTIMS: &str = "No preemption victims found for incoming pod";
+
+/// What upstream's DefaultPreemption would report when it finds no candidate, worked out
+/// by its own dry run: nodes rejected as unresolvable are "not helpful"; on the others,
+/// take away every lower-priority pod and filter again. `None` when some node would fit
+/// after evictions: preemption would act there, and ferrokube does not preempt yet.
+pub fn preemption_message(
+    profile: &Profile,
+    snapshot: &Snapshot,
+    pod: &PodInfo,
+    by_node: &BTreeMap<String, Failure>,
+) -> Option<String> {
+    if pod.spec().and_then(|s| s.preemption_policy.as_deref()) == Some("Never") {
+        return Some("preemption: not eligible due to preemptionPolicy=Never.".into());
+    }
+    let mut reasons = Vec::new();
+    for node in &snapshot.nodes {
+        let Some(failure) = by_node.get(&node.name) else { continue };
+        if !failure.resolvable {
+            reasons.push(PREEMPTION_NOT_HELPFUL.to_string());
+            continue;
+        }
+        let victims: Vec<&String> =
+            node.pods.iter().filter(|(_, p)| p.priority < pod.priority).map(|(k, _)| k).collect();
+        if victims.is_empty() {
+            reasons.push(NO_VICTIMS.to_string());
+            continue;
+        }
+        let mut without = (*node).clone();
+        for key in victims {
+            without.remove_pod(key);
+        }
+        match profile.filter(snapshot, pod, &without) {
+            Ok(()) => return None,
+            Err(f) => reasons.extend(f.reasons),
+        }
+    }
+    Some(format!("preemption: {}", histogram_message(snapshot.nodes.len(), reasons.into_iter())))
+}
+
+/// How many feasible nodes to look for before scoring (upstream's
+/// numFeasibleNodesToFind with the adaptive percentage): all of a small cluster.
+pub fn feasible_nodes_to_find(num_nodes: usize) -> usize {
+    const MIN_FEASIBLE: usize = 100;
+    if num_nodes < MIN_FEASIBLE {
+        return num_nodes;
+    }
+    let percentage = 50usize.saturating_sub(num_nodes / 125).max(5);
+    (num_nodes * percentage / 100).max(MIN_FEASIBLE)
+}
+
+/// The outcome of one decision.
+#[derive(Debug)]
+pub struct Placement {
+    pub node: String,
+    pub feasible: usize,
+}
+
+/// One scheduling decision. `start` rotates where filtering begins, as upstream's
+/// nextStartNodeIndex does, so a large cluster's nodes share the load.
+pub fn schedule(
+    profile: &Profile,
+    snapshot: &Snapshot,
+    pod: &PodInfo,
+    start: &mut usize,
+) -> Result<Placement, ScheduleError> {
+    let n = snapshot.nodes.len();
+    if n == 0 {
+        return Err(ScheduleError::NoNodes);
+    }
+    let mut by_node = BTreeMap::new();
+    let only = match pre_filter(profile, pod) {
+        Ok(only) => only,
+        Err(rejection) => {
+            for node in &snapshot.nodes {
+                by_node.insert(node.name.clone(), Failure::unresolvable(rejection.clone()));
+            }
+            let post_filter = preemption_message(profile, snapshot, pod, &by_node);
+            return Err(ScheduleError::Fit(FitError {
+                num_nodes: n,
+                by_node,
+                pre_filter: Some(rejection),
+                post_filter,
+            }));
+        }
+    };
+    let candidates =
+        only.as_ref().map_or(n, |(names, _)| snapshot.nodes.iter().filter(|n| names.contains(&n.name)).count());
+    let want = feasible_nodes_to_find(candidates);
+    let mut feasible: Vec<&NodeInfo> = Vec::new();
+    let mut visited = 0;
+    for i in 0..n {
+        let node = snapshot.nodes[(*start + i) % n];
+        visited += 1;
+        if let Some((names, absent)) = &only
+            && !names.contains(&node.name)
+        {
+            by_node.insert(node.name.clone(), absent.clone());
+            continue;
+        }
+        match profile.filter(snapshot, pod, node) {
+            Ok(()) => {
+                feasible.push(node);
+                if feasible.len() >= want {
+                    break;
+                }
+            }
+            Err(failure) => {
+                by_node.insert(node.name.clone(), failure);
+            }
+        }
+    }
+    *start = (*start + visited) % n;
+    if feasible.is_empty() {
+        let post_filter = preemption_message(profile, snapshot, pod, &by_node);
+        return Err(ScheduleError::Fit(FitError { num_nodes: n, by_node, pre_filter: None, post_filter }));
+    }
+    if feasible.len() == 1 {
+        return Ok(Placement { node: feasible[0].name.clone(), feasible: 1 });
+    }
+    let totals = score(profile, snapshot, pod, &feasible);
+    Ok(Placement { node: select_host(&feasible, &totals), feasible: feasible.len() })
+}
+
+/// The PreFilters together: the node names every narrowing plug-in allows (with the
+/// failure recorded for the others, naming those plug-ins as upstream), or the first
+/// rejection.
+fn pre_filter(profile: &Profile, pod: &PodInfo) -> Result<Option<(BTreeSet<String>, Failure)>, String> {
+    let mut only: Option<BTreeSet<String>> = None;
+    let mut narrowing = BTreeSet::new();
+    for f in &profile.filters {
+        match f.pre_filter(pod) {
+            PreFilter::AllNodes => {}
+            PreFilter::Reject(why) => return Err(why),
+            PreFilter::Only(names) => {
+                narrowing.insert(f.name());
+                only = Some(match only {
+                    None => names,
+                    Some(prev) => prev.intersection(&names).cloned().collect(),
+                });
+            }
+        }
+    }
+    let plugins: Vec<&str> = narrowing.into_iter().collect();
+    let absent = Failure::unresolvable(format!("node(s) didn't satisfy plugin(s) [{}]", plugins.join(" ")));
+    Ok(only.map(|names| (names, absent)))
+}
+
+/// The weighted sum of every score plug-in's normalized scores, per feasible node.
+pub fn score(profile: &Profile, snapshot: &Snapshot, pod: &PodInfo, feasible: &[&NodeInfo]) -> Vec<i64> {
+    let mut totals = vec![0i64; feasible.len()];
+    for (plugin, weight) in &profile.scores {
+        let mut scores: Vec<i64> = feasible.iter().map(|node| plugin.score(snapshot, pod, node)).collect();
+        plugin.normalize(&mut scores);
+        tracing::trace!(pod = %pod.key, plugin = plugin.name(), ?scores, "scored");
+        for (total, s) in totals.iter_mut().zip(scores) {
+            *total += s * weight;
+        }
+    }
+    totals
+}
+
+/// The node with the highest total; among equals, each is equally likely (reservoir
+/// sampling, as upstream's selectHost).
+fn select_host(feasible: &[&NodeInfo], totals: &[i64]) -> String {
+    let mut best = 0;
+    let mut ties = 1u32;
+    for i in 1..feasible.len() {
+        if totals[i] > totals[best] {
+            best = i;
+            ties = 1;
+        } else if totals[i] == totals[best] {
+            ties += 1;
+            if fastrand::u32(0..ties) == 0 {
+                best = i;
+            }
+        }
+    }
+    feasible[best].name.clone()
+}
+
+/// Upstream's DefaultNormalizeScore: scale to 0..=MAX_NODE_SCORE by the highest score;
+/// `reverse` turns the best into the lowest.
+pub fn default_normalize(scores: &mut [i64], reverse: bool) {
+    let max = scores.iter().copied().max().unwrap_or(0);
+    if max == 0 {
+        if reverse {
+            scores.iter_mut().for_each(|s| *s = MAX_NODE_SCORE);
+        }
+        return;
+    }
+    for s in scores.iter_mut() {
+        let scaled = MAX_NODE_SCORE * *s / max;
+        *s = if reverse { MAX_NODE_SCORE - scaled } else { scaled };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_error_reads_like_upstreams() {
+        let by_node = BTreeMap::from([
+            ("a".to_string(), Failure::unschedulable(vec!["Insufficient cpu".into()])),
+            ("b".to_string(), Failure::unresolvable("node(s) had untolerated taint {k: v}")),
+            ("c".to_string(), Failure::unresolvable("node(s) had untolerated taint {k: v}")),
+        ]);
+        let post = Some("preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod, 2 Preemption is not helpful for scheduling.".to_string());
+        let e = FitError { num_nodes: 3, by_node, pre_filter: None, post_filter: post };
+        assert_eq!(
+            e.message(),
+            "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint {k: v}. \
+             preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod, 2 Preemption is not helpful for scheduling."
+        );
+    }
+
+    #[test]
+    fn feasible_share_of_large_clusters() {
+        assert_eq!(feasible_nodes_to_find(50), 50);
+        assert_eq!(feasible_nodes_to_find(100), 100);
+        assert_eq!(feasible_nodes_to_find(1000), 420);
+        assert_eq!(feasible_nodes_to_find(5000), 500);
+        assert_eq!(feasible_nodes_to_find(6000), 300);
+    }
+
+    #[test]
+    fn normalization() {
+        let mut s = vec![0, 5, 10];
+        default_normalize(&mut s, false);
+        assert_eq!(s, vec![0, 50, 100]);
+        let mut s = vec![0, 1, 4];
+        default_normalize(&mut s, true);
+        assert_eq!(s, vec![100, 75, 0]);
+        let mut s = vec![0, 0];
+        default_normalize(&mut s, true);
+        assert_eq!(s, vec![100, 100]);
+    }
+}

@@ -1,0 +1,382 @@
+//! `ferrokube scheduler` (kube-scheduler): a client of the API that places pending pods.
+//!
+//! Two watches (all pods, all nodes; `kube::runtime::watcher`, restarted with backoff on
+//! errors) feed the `Cache` (nodes and the pods counted on them) and the `Queue`
+//! (pending pods of this scheduler). One loop pops the next pod, runs the profile's
+//! filters and scores over the cache (`framework::schedule`) and assumes the pod on the
+//! chosen node, all under the cache lock; the binding, the `PodScheduled` condition and
+//! the events are written by tasks of their own, so a slow API delays no decision.
+
+mod api;
+mod cache;
+mod framework;
+#[cfg(test)]
+mod golden;
+mod http;
+mod metrics;
+mod plugins;
+mod queue;
+mod resources;
+
+use std::collections::HashSet;
+use std::fmt::Debug;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+
+use cache::Cache;
+use framework::{PodInfo, Profile, pod_key};
+use metrics::{Metrics, Outcome};
+use queue::Queue;
+
+#[derive(clap::Args, Debug)]
+pub struct SchedulerArgs {
+    /// kubeconfig to reach the API server (default: in-cluster or $KUBECONFIG/~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Schedule the pods whose spec.schedulerName is this name.
+    #[arg(long, default_value = "default-scheduler")]
+    pub scheduler_name: String,
+    /// Address of the health and metrics endpoint.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind_address: IpAddr,
+    /// HTTPS port of /healthz, /readyz and /metrics (a self-signed certificate); 0 turns it off.
+    #[arg(long, default_value_t = 10259)]
+    pub secure_port: u16,
+}
+
+/// State shared by the watches, the scheduling loop and the HTTP endpoint. Lock order:
+/// cache before queue; neither is held across an await.
+pub struct Scheduler {
+    name: String,
+    profile: Profile,
+    cache: Mutex<Cache>,
+    queue: Mutex<Queue>,
+    wake: Notify,
+    metrics: Metrics,
+    pods_synced: AtomicBool,
+    nodes_synced: AtomicBool,
+    writer: api::Writer,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn terminal(pod: &Pod) -> bool {
+    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+}
+
+fn bound_node(pod: &Pod) -> Option<&str> {
+    pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty())
+}
+
+async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc =
+                kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
+    let client = client(args.kubeconfig.as_ref()).await.context("building the API client")?;
+    let sched = Arc::new(Scheduler {
+        name: args.scheduler_name.clone(),
+        profile: Profile::default_plugins(),
+        cache: Mutex::default(),
+        queue: Mutex::default(),
+        wake: Notify::new(),
+        metrics: Metrics::default(),
+        pods_synced: AtomicBool::new(false),
+        nodes_synced: AtomicBool::new(false),
+        writer: api::Writer::new(client.clone(), &args.scheduler_name),
+    });
+    if args.secure_port != 0 {
+        let addr = std::net::SocketAddr::new(args.bind_address, args.secure_port);
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+        tokio::spawn(http::serve(listener, sched.clone()));
+        tracing::info!(%addr, "serving /healthz, /readyz and /metrics over HTTPS");
+    }
+    let nodes = sched.clone();
+    tokio::spawn(inform(Api::<Node>::all(client.clone()), move |ev| nodes.node_event(ev)));
+    let pods = sched.clone();
+    tokio::spawn(inform(Api::<Pod>::all(client), move |ev| pods.pod_event(ev)));
+    tracing::info!(scheduler = %args.scheduler_name, "scheduler started");
+    tokio::select! {
+        _ = sched.clone().schedule_loop() => Ok(()),
+        _ = crate::cli::shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    }
+}
+
+/// What a watch reports, after re-lists are resolved into deletions.
+pub enum Change<K> {
+    Applied(K),
+    /// The key (`namespace/name`; `/name` for cluster-scoped kinds) of a deleted object.
+    Deleted(String),
+    /// The first complete list is in.
+    Synced,
+}
+
+/// Follow one resource with a watcher (list, then watch; re-listed with backoff after
+/// errors), turning a re-list into applies plus deletions of what it no longer holds.
+async fn inform<K>(api: Api<K>, mut handle: impl FnMut(Change<K>))
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let kind = K::kind(&()).to_string();
+    let stream = watcher(api, watcher::Config::default()).default_backoff();
+    futures::pin_mut!(stream);
+    // the keys of the objects as last listed or watched
+    let mut known: HashSet<String> = HashSet::new();
+    let mut relisted: Option<HashSet<String>> = None;
+    let key = |o: &K| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Init) => relisted = Some(HashSet::new()),
+            Ok(watcher::Event::InitApply(obj)) => {
+                relisted.get_or_insert_with(HashSet::new).insert(key(&obj));
+                known.insert(key(&obj));
+                handle(Change::Applied(obj));
+            }
+            Ok(watcher::Event::InitDone) => {
+                let listed = relisted.take().unwrap_or_default();
+                for gone in known.difference(&listed) {
+                    handle(Change::Deleted(gone.clone()));
+                }
+                known = listed;
+                tracing::debug!(kind, objects = known.len(), "listed");
+                handle(Change::Synced);
+            }
+            Ok(watcher::Event::Apply(obj)) => {
+                known.insert(key(&obj));
+                handle(Change::Applied(obj));
+            }
+            Ok(watcher::Event::Delete(obj)) => {
+                known.remove(&key(&obj));
+                handle(Change::Deleted(key(&obj)));
+            }
+            Err(e) => tracing::warn!(kind, error = %e, "watch failed; retrying with backoff"),
+        }
+    }
+}
+
+impl Scheduler {
+    fn ready(&self) -> bool {
+        self.pods_synced.load(Ordering::Relaxed) && self.nodes_synced.load(Ordering::Relaxed)
+    }
+
+    /// Ours to place: our scheduler name, not being deleted, and no scheduling gates left
+    /// (upstream's SchedulingGates plug-in keeps gated pods out of the queue).
+    fn responsible(&self, pod: &Pod) -> bool {
+        let spec = pod.spec.as_ref();
+        let name = spec.and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler");
+        let gated = spec.and_then(|s| s.scheduling_gates.as_ref()).is_some_and(|g| !g.is_empty());
+        name == self.name && pod.metadata.deletion_timestamp.is_none() && !gated
+    }
+
+    fn cluster_event(&self) {
+        lock(&self.queue).cluster_event(Instant::now());
+        self.wake.notify_one();
+    }
+
+    fn node_event(&self, change: Change<Node>) {
+        match change {
+            Change::Applied(node) => {
+                let name = node.name_any();
+                let (relevant, bad) = lock(&self.cache).apply_node(Arc::new(node));
+                if !bad.is_empty() {
+                    tracing::warn!(node = %name, entries = ?bad, "node allocatable has malformed quantities; counting them as zero");
+                }
+                if relevant {
+                    tracing::debug!(node = %name, "node added or changed");
+                    self.cluster_event();
+                }
+            }
+            Change::Deleted(key) => lock(&self.cache).delete_node(key.trim_start_matches('/')),
+            Change::Synced => self.nodes_synced.store(true, Ordering::Relaxed),
+        }
+    }
+
+    fn pod_event(&self, change: Change<Pod>) {
+        let pod = match change {
+            Change::Synced => {
+                self.pods_synced.store(true, Ordering::Relaxed);
+                return;
+            }
+            Change::Deleted(key) => {
+                lock(&self.queue).remove(&key);
+                if lock(&self.cache).remove_pod(&key) {
+                    self.cluster_event();
+                }
+                return;
+            }
+            Change::Applied(pod) => pod,
+        };
+        let key = pod_key(&pod);
+        if let Some(node) = bound_node(&pod) {
+            let node = node.to_string();
+            lock(&self.queue).remove(&key);
+            if terminal(&pod) {
+                if lock(&self.cache).remove_pod(&key) {
+                    self.cluster_event();
+                }
+            } else {
+                lock(&self.cache).apply_bound_pod(Arc::new(PodInfo::new(Arc::new(pod))), &node);
+            }
+            return;
+        }
+        let assumed = lock(&self.cache).is_assumed(&key);
+        let mut queue = lock(&self.queue);
+        if !assumed && self.responsible(&pod) && !terminal(&pod) {
+            queue.add_or_update(Arc::new(pod), Instant::now());
+            drop(queue);
+            self.wake.notify_one();
+        } else if !assumed {
+            if queue.contains(&key) {
+                tracing::debug!(pod = %key, "no longer ours to schedule");
+            }
+            queue.remove(&key);
+        }
+    }
+
+    /// The next pod to try, waiting for one (or for a backoff to end).
+    async fn pop(&self) -> queue::Popped {
+        loop {
+            let next_backoff = {
+                let mut queue = lock(&self.queue);
+                let next = queue.flush(Instant::now());
+                if let Some(popped) = queue.pop() {
+                    return popped;
+                }
+                next
+            };
+            // retry at least every second, as upstream flushes its backoff queue
+            let wait = next_backoff.map_or(Duration::from_secs(1), |t| t.saturating_duration_since(Instant::now()));
+            let _ = tokio::time::timeout(wait.min(Duration::from_secs(1)), self.wake.notified()).await;
+        }
+    }
+
+    async fn schedule_loop(self: Arc<Self>) {
+        while !self.ready() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::info!("caches synced; scheduling");
+        let mut start_index = 0usize;
+        loop {
+            let popped = self.pop().await;
+            self.schedule_one(popped, &mut start_index);
+            // a burst of pods must not keep this worker from the watches and bindings
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// One attempt: decide and assume under the cache lock, then hand the writes to a task.
+    fn schedule_one(self: &Arc<Self>, popped: queue::Popped, start_index: &mut usize) {
+        let started = Instant::now();
+        let info = Arc::new(PodInfo::new(popped.pod.clone()));
+        let key = info.key.clone();
+        let decision = {
+            let mut cache = lock(&self.cache);
+            for expired in cache.expire(started) {
+                tracing::warn!(pod = %expired, "assumed pod never showed up bound; forgetting it");
+            }
+            if cache.is_counted(&key) {
+                // bound by someone else while it waited in the queue
+                drop(cache);
+                lock(&self.queue).done(&key);
+                return;
+            }
+            let snapshot = cache.snapshot();
+            let decision = framework::schedule(&self.profile, &snapshot, &info, start_index);
+            if let Ok(placement) = &decision {
+                cache.assume(info.clone(), &placement.node);
+            }
+            decision
+        };
+        match decision {
+            Ok(placement) => {
+                lock(&self.queue).done(&key);
+                tracing::debug!(pod = %key, node = %placement.node, feasible = placement.feasible, "assumed; binding");
+                let sched = self.clone();
+                tokio::spawn(async move { sched.bind(popped, placement.node, started).await });
+            }
+            Err(err) => {
+                lock(&self.queue).unschedulable(&key, Instant::now());
+                self.metrics.observe(Outcome::Unschedulable, started.elapsed());
+                let message = err.to_string();
+                tracing::info!(pod = %key, attempts = popped.attempts, reason = %message, "unschedulable");
+                let sched = self.clone();
+                let pod = popped.pod;
+                tokio::spawn(async move { sched.report_failure(&pod, "Unschedulable", &message).await });
+            }
+        }
+    }
+
+    async fn bind(&self, popped: queue::Popped, node: String, started: Instant) {
+        let pod = popped.pod;
+        let key = pod_key(&pod);
+        match self.writer.bind(&pod, &node).await {
+            Ok(()) => {
+                lock(&self.cache).finish_binding(&key, Instant::now());
+                self.metrics.observe(Outcome::Scheduled, started.elapsed());
+                tracing::info!(pod = %key, node = %node, "bound");
+                let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+                let note = format!("Successfully assigned {ns}/{} to {node}", pod.name_any());
+                if let Err(e) = self.writer.event(&pod, "Normal", "Scheduled", "Binding", &note).await {
+                    tracing::warn!(pod = %key, error = %e, "cannot write the Scheduled event");
+                }
+            }
+            Err(e) => {
+                // a pod the watch already shows bound (by this binding or another) stays
+                let bound = {
+                    let mut cache = lock(&self.cache);
+                    cache.forget(&key);
+                    cache.is_counted(&key)
+                };
+                self.metrics.observe(Outcome::Error, started.elapsed());
+                tracing::warn!(pod = %key, node = %node, error = %e, "binding failed");
+                // a deleted pod is done with; anything else (a conflict with a concurrent
+                // write included) is retried after backoff, until the watch shows it bound
+                let deleted = matches!(&e, kube::Error::Api(s) if s.code == 404);
+                if !deleted && !bound {
+                    lock(&self.queue).error(pod.clone(), popped.attempts, Instant::now());
+                    self.report_failure(&pod, "SchedulerError", &format!("binding rejected: {e}")).await;
+                }
+            }
+        }
+    }
+
+    /// The PodScheduled=False condition and a FailedScheduling event.
+    async fn report_failure(&self, pod: &Pod, reason: &str, message: &str) {
+        let key = pod_key(pod);
+        // placed by a later attempt meanwhile (or gone): the failure is old news
+        let placed = lock(&self.cache).is_assumed(&key);
+        if placed || !lock(&self.queue).contains(&key) {
+            return;
+        }
+        if let Err(e) = self.writer.event(pod, "Warning", "FailedScheduling", "Scheduling", message).await {
+            tracing::warn!(pod = %key, error = %e, "cannot write the FailedScheduling event");
+        }
+        if let Err(e) = self.writer.set_unschedulable(pod, reason, message).await {
+            tracing::warn!(pod = %key, error = %e, "cannot set the PodScheduled condition");
+        }
+    }
+}

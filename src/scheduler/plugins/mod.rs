@@ -1,0 +1,23 @@
+//! Upstream's default plug-ins, one file each. A plug-in is a unit struct implementing
+//! `FilterPlugin` and/or `ScorePlugin`; `Profile::default_plugins` lists them.
+
+mod balanced_allocation;
+mod image_locality;
+mod node_affinity;
+mod node_name;
+mod node_ports;
+mod node_resources_fit;
+mod node_unschedulable;
+mod taint_toleration;
+
+pub use balanced_allocation::BalancedAllocation;
+pub use image_locality::ImageLocality;
+pub use node_affinity::NodeAffinity;
+pub use node_name::NodeName;
+pub use node_ports::NodePorts;
+pub use node_resources_fit::NodeResourcesFit;
+pub use node_unschedulable::NodeUnschedulable;
+pub use taint_toleration::TaintToleration;
+
+#[cfg(test)]
+pub mod testing;

@@ -1,0 +1,51 @@
+//! Helpers for the plug-ins' unit tests: objects from JSON, one-node snapshots.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use serde_json::{Value, json};
+
+use crate::scheduler::framework::{FilterPlugin, NodeInfo, PodInfo, ScorePlugin, Snapshot};
+
+pub fn pod_info(spec: Value) -> PodInfo {
+    named_pod("default", "p", spec)
+}
+
+pub fn named_pod(namespace: &str, name: &str, spec: Value) -> PodInfo {
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": name, "namespace": namespace}, "spec": spec}))
+        .expect("a pod");
+    PodInfo::new(Arc::new(pod))
+}
+
+/// A node with labels from `meta_labels` (an object), the given spec and status.
+pub fn node_with(name: &str, labels: Value, spec: Value, status: Value) -> NodeInfo {
+    let node: Node =
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}, "spec": spec, "status": status}))
+            .expect("a node");
+    let mut info = NodeInfo::new(name);
+    info.set_node(Arc::new(node));
+    info
+}
+
+pub fn node(name: &str, spec: Value, status: Value) -> NodeInfo {
+    node_with(name, json!({}), spec, status)
+}
+
+/// A node with this much allocatable cpu and memory (and 110 pods).
+pub fn sized_node(name: &str, cpu: &str, memory: &str) -> NodeInfo {
+    node(name, json!({}), json!({"allocatable": {"cpu": cpu, "memory": memory, "pods": "110"}}))
+}
+
+pub fn filter_reasons(plugin: &dyn FilterPlugin, pod: &PodInfo, node: &NodeInfo) -> Vec<String> {
+    let images = HashMap::new();
+    let snapshot = Snapshot { nodes: vec![node], image_nodes: &images };
+    plugin.filter(&snapshot, pod, node).err().map(|f| f.reasons).unwrap_or_default()
+}
+
+/// The raw score of a one-node cluster.
+pub fn raw_score(plugin: &dyn ScorePlugin, pod: &PodInfo, node: &NodeInfo) -> i64 {
+    let images = HashMap::new();
+    let snapshot = Snapshot { nodes: vec![node], image_nodes: &images };
+    plugin.score(&snapshot, pod, node)
+}
