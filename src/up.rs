@@ -1,6 +1,6 @@
 //! `ferrokube up`: an all-in-one cluster. Mints (or reuses) the cluster's certificates
-//! and kubeconfigs (`crate::certs`), starts etcd and the API server as child processes
-//! (named as upstream's components) with authentication and Node,RBAC authorization as
+//! and kubeconfigs (`crate::certs`), starts etcd, the API server and the scheduler as
+//! child processes (named as upstream's components) with authentication and Node,RBAC authorization as
 //! kubeadm configures them, waits for readiness, merges the admin's kubeconfig, and
 //! stops everything cleanly on Ctrl-C. Data persists in the data directory.
 
@@ -34,6 +34,9 @@ pub struct UpArgs {
     /// More names and addresses for the API server's certificate, comma separated.
     #[arg(long, value_delimiter = ',')]
     pub apiserver_cert_extra_sans: Vec<String>,
+    /// The scheduler's health and metrics port (upstream's 10259; 0: none).
+    #[arg(long, default_value_t = 10259)]
+    pub scheduler_secure_port: u16,
 }
 
 /// Where ServiceAccount tokens say they come from (kubeadm's default issuer).
@@ -92,6 +95,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         stop_all(&mut children).await;
         return Err(e);
     }
+    // the companions, each with its own identity; stopped first, before the API server
+    let scheduler_args = [
+        "scheduler".to_string(),
+        format!("--kubeconfig={}", path(&pki.kubeconfig("scheduler"))),
+        format!("--secure-port={}", args.scheduler_secure_port),
+    ];
+    let mut scheduler = match spawn_component(&exe, "kube-scheduler", &scheduler_args, &data_dir) {
+        Ok(child) => child,
+        Err(e) => {
+            stop_all(&mut children).await;
+            return Err(e);
+        }
+    };
+    tracing::info!(pid = scheduler.id(), "started kube-scheduler");
+    children.insert(0, ("kube-scheduler", &mut scheduler));
     let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
     let (ca, admin) = (read(&pki.ca().cert)?, pki.admin());
     let (cert, key) = (read(&admin.cert)?, read(&admin.key)?);

@@ -53,6 +53,7 @@ impl Up {
             .arg(format!("--secure-port={port}"))
             .arg(format!("--etcd-port={etcd_port}"))
             .arg(format!("--node-name={NODE}"))
+            .arg(format!("--scheduler-secure-port={}", free_port()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);
@@ -249,9 +250,11 @@ fn up_is_secure_by_default_and_restarts_on_the_same_ca() {
         assert!(up.component_kubeconfig(name).is_file(), "{name}.conf");
     }
 
-    // Ctrl-C stops etcd and the API server too
+    scheduler_places_a_pod(&up, &home);
+
+    // Ctrl-C stops etcd, the API server and the scheduler too
     let children = up.children();
-    assert_eq!(children.len(), 2, "etcd and kube-apiserver: {children:?}");
+    assert_eq!(children.len(), 3, "etcd, kube-apiserver and kube-scheduler: {children:?}");
     let ca_pem = std::fs::read(up.pki("ca.crt")).unwrap();
     let status = up.interrupt();
     assert!(status.success(), "{status}");
@@ -266,6 +269,28 @@ fn up_is_secure_by_default_and_restarts_on_the_same_ca() {
     let kept = kubectl_ok("1.27", &again.kubeconfig, &home, &["get", "configmap", "kept", "-o", "name"]);
     assert_eq!(kept.trim(), "configmap/kept");
     assert!(again.interrupt().success());
+}
+
+/// `up`'s kube-scheduler, running as system:kube-scheduler, binds a pod to a node (made
+/// as an object here: there is no kubelet yet).
+fn scheduler_places_a_pod(up: &Up, home: &Path) {
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}});
+    let manifest = home.join("node.json");
+    std::fs::write(&manifest, node.to_string()).unwrap();
+    kubectl_ok("1.33", &up.kubeconfig, home, &["create", "-f", manifest.to_str().unwrap()]);
+    let status = r#"{"status":{"capacity":{"cpu":"2","memory":"4Gi","pods":"110"},"allocatable":{"cpu":"2","memory":"4Gi","pods":"110"}}}"#;
+    let patch = ["patch", "node", NODE, "--subresource=status", "--type=merge", "-p", status];
+    kubectl_ok("1.33", &up.kubeconfig, home, &patch);
+    kubectl_ok("1.33", &up.kubeconfig, home, &["run", "placed", "--image=nginx"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let on = kubectl_ok("1.33", &up.kubeconfig, home, &["get", "pod", "placed", "-o", "jsonpath={.spec.nodeName}"]);
+        if on.trim() == NODE {
+            return;
+        }
+        assert!(Instant::now() < deadline, "kube-scheduler never placed the pod (on {on:?})");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// `ferrokube certs` on its own: everything on the first run, nothing new on the second.
