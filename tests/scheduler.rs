@@ -278,7 +278,16 @@ async fn gated_pods_are_left_alone() {
     assert!(gated["spec"]["nodeName"].is_null(), "{gated}");
     let cond = scheduled_condition(&gated);
     assert!(cond.is_none_or(|c| c["reason"] != "Unschedulable"), "a gated pod is not tried: {gated}");
-    // (removing the gate is an update the API server does not allow yet)
+    // a gate cannot be added after creation, only lifted; once lifted, the pod is placed
+    let path = "/api/v1/namespaces/default/pods/gated";
+    let more = json!({"spec": {"schedulingGates": [{"name": "example.com/wait"}, {"name": "example.com/more"}]}});
+    let (status, body) = c.patch(path, "application/merge-patch+json", &more).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("only deletion is allowed"), "{body}");
+    let (status, body) =
+        c.patch(path, "application/merge-patch+json", &json!({"spec": {"schedulingGates": null}})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(wait_bound(&c, "gated").await, "n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

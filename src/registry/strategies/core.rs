@@ -204,6 +204,7 @@ impl Strategy for PodStrategy {
         if mutable_pod_spec_stripped(&new["spec"]) != mutable_pod_spec_stripped(&old["spec"]) {
             errs.push(FieldError::forbidden("spec", "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"));
         }
+        errs.extend(validate_gate_removal(&new["spec"], &old["spec"]));
         errs
     }
     fn field_labels(&self) -> &'static [&'static str] {
@@ -224,10 +225,31 @@ impl Strategy for PodStrategy {
 }
 
 /// The pod spec with the fields an update may change blanked out.
+/// A pod's scheduling gates can only be taken away (that is how a gate is lifted), never
+/// added after creation.
+fn validate_gate_removal(new: &Value, old: &Value) -> Vec<FieldError> {
+    let names = |spec: &Value| -> Vec<String> {
+        let gates = spec.get("schedulingGates").and_then(Value::as_array);
+        gates.into_iter().flatten().filter_map(|g| g["name"].as_str()).map(str::to_string).collect()
+    };
+    let before = names(old);
+    names(new)
+        .into_iter()
+        .filter(|g| !before.contains(g))
+        .map(|g| {
+            let why = format!("only deletion is allowed, but found new scheduling gate '{g}'");
+            FieldError::forbidden("spec.schedulingGates", &why)
+        })
+        .collect()
+}
+
 fn mutable_pod_spec_stripped(spec: &Value) -> Value {
     let mut s = spec.clone();
     if let Some(m) = s.as_object_mut() {
-        for k in ["activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "nodeName"] {
+        // scheduling gates may be removed (checked in `validate_gate_removal`)
+        for k in
+            ["activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "nodeName", "schedulingGates"]
+        {
             m.remove(k);
         }
     }
