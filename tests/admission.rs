@@ -1,5 +1,5 @@
 //! Admission plug-ins through the real server: NamespaceLifecycle, ServiceAccount,
-//! LimitRanger, ResourceQuota and NodeRestriction, the enable/disable flags.
+//! LimitRanger, ResourceQuota, NodeRestriction and Priority, the enable/disable flags.
 
 mod common;
 
@@ -365,4 +365,76 @@ async fn limit_range_defaulting_as_upstream() {
     let created = c.create("/api/v1/namespaces/default/pods", &pod("bounded", "nginx")).await;
     let resources = &created["spec"]["containers"][0]["resources"];
     assert_eq!(resources, &json!({"limits": {"cpu": "2"}, "requests": {"cpu": "2", "memory": "32Mi"}}));
+}
+
+fn priority_class(name: &str, value: i64, global_default: bool) -> Value {
+    json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name},
+           "value": value, "globalDefault": global_default})
+}
+
+const CLASSES: &str = "/apis/scheduling.k8s.io/v1/priorityclasses";
+const PODS: &str = "/api/v1/namespaces/default/pods";
+
+/// Priority: the system classes exist, a pod's priority comes from its class (or the
+/// global default), a pod may not state another, and one default at most.
+#[tokio::test]
+async fn priority_classes_give_pods_their_priority() {
+    let c = Cluster::start().await;
+    for version in KUBECTL_VERSIONS {
+        let out = c.kubectl_ok(version, &["get", "pc"]);
+        assert!(out.contains("PREEMPTIONPOLICY") && out.contains("GLOBAL-DEFAULT"), "kubectl {version}: {out}");
+        assert!(out.contains("system-node-critical") && out.contains("2000001000"), "kubectl {version}: {out}");
+        assert!(out.contains("system-cluster-critical"), "kubectl {version}: {out}");
+    }
+    c.create(CLASSES, &priority_class("high", 1000, false)).await;
+    let mut high = pod("urgent", "nginx");
+    high["spec"]["priorityClassName"] = json!("high");
+    let (status, body) = c.post(PODS, &high).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        (&body["spec"]["priority"], &body["spec"]["preemptionPolicy"]),
+        (&json!(1000), &json!("PreemptLowerPriority"))
+    );
+
+    let plain = c.create(PODS, &pod("plain", "nginx")).await;
+    assert_eq!(plain["spec"]["priority"], 0, "no default class: 0");
+    let mut unknown = pod("unknown", "nginx");
+    unknown["spec"]["priorityClassName"] = json!("nope");
+    let (status, body) = c.post(PODS, &unknown).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(message(&body), "pods \"unknown\" is forbidden: no PriorityClass with name nope was found");
+    high["metadata"]["name"] = json!("claims-more");
+    high["spec"]["priority"] = json!(5);
+    let (status, body) = c.post(PODS, &high).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(message(&body).contains("the integer value of priority (5) must not be provided in pod spec"), "{body}");
+
+    // the global default applies to pods that name no class
+    c.create(CLASSES, &priority_class("everyday", 10, true)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut attempt = 0;
+    let defaulted = loop {
+        attempt += 1;
+        let made = c.create(PODS, &pod(&format!("later-{attempt}"), "nginx")).await;
+        if made["spec"]["priority"] == 10 || std::time::Instant::now() > deadline {
+            break made;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (&defaulted["spec"]["priority"], &defaulted["spec"]["priorityClassName"]),
+        (&json!(10), &json!("everyday"))
+    );
+    let (status, body) = c.post(CLASSES, &priority_class("another-default", 20, true)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(message(&body).contains("PriorityClass everyday is already marked as default"), "{body}");
+
+    // user classes stay below the system's; values cannot change
+    let (status, body) = c.post(CLASSES, &priority_class("too-high", 2_000_000_000, false)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) = c.post(CLASSES, &priority_class("system-mine", 1, false)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) =
+        c.patch(&format!("{CLASSES}/high"), "application/merge-patch+json", &json!({"value": 1})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 }

@@ -95,6 +95,7 @@ fn check_discovery_commands(c: &Cluster) {
             "namespaces",
             "nodes",
             "persistentvolumes",
+            "priorityclasses.scheduling.k8s.io",
             "selfsubjectaccessreviews.authorization.k8s.io",
             "selfsubjectreviews.authentication.k8s.io",
             "selfsubjectrulesreviews.authorization.k8s.io",
@@ -118,6 +119,7 @@ fn check_discovery_commands(c: &Cluster) {
                 "events.k8s.io/v1",
                 "networking.k8s.io/v1",
                 "rbac.authorization.k8s.io/v1",
+                "scheduling.k8s.io/v1",
                 "v1"
             ],
             "kubectl {version} api-versions"

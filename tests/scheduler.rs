@@ -336,8 +336,11 @@ async fn priority_orders_the_queue_and_a_deleted_pod_makes_room() {
     node(&c, "only", json!({}), json!({}), resources("1", "2Gi")).await;
     // both pending before the scheduler starts, so both are in its queue when it begins:
     // the later but higher-priority pod goes first and takes the room
-    create_pod(&c, pod("low", json!({"cpu": "600m"}), json!({"priority": 0}))).await;
-    create_pod(&c, pod("high", json!({"cpu": "600m"}), json!({"priority": 1000}))).await;
+    let class = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+        "metadata": {"name": "high"}, "value": 1000});
+    c.create("/apis/scheduling.k8s.io/v1/priorityclasses", &class).await;
+    create_pod(&c, pod("low", json!({"cpu": "600m"}), json!({}))).await;
+    create_pod(&c, pod("high", json!({"cpu": "600m"}), json!({"priorityClassName": "high"}))).await;
     let _s = start_scheduler(&c).await;
 
     assert_eq!(wait_bound(&c, "high").await, "only");

@@ -13,6 +13,7 @@
 pub mod limit_ranger;
 pub mod namespace_lifecycle;
 pub mod node_restriction;
+pub mod priority;
 pub mod resource_quota;
 pub mod service_account;
 
@@ -125,6 +126,7 @@ pub static PLUGINS: &[PluginDef] = &[
     PluginDef { name: "LimitRanger", default_on: true, build: limit_ranger::build },
     PluginDef { name: "ServiceAccount", default_on: true, build: service_account::build },
     PluginDef { name: "NodeRestriction", default_on: true, build: node_restriction::build },
+    PluginDef { name: "Priority", default_on: true, build: priority::build },
     PluginDef { name: "ResourceQuota", default_on: true, build: resource_quota::build },
 ];
 
@@ -201,9 +203,11 @@ mod tests {
     fn enabling_and_disabling_by_upstream_name() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let all = enabled_names(&[], &[]).unwrap();
-        assert_eq!(all, ["NamespaceLifecycle", "LimitRanger", "ServiceAccount", "NodeRestriction", "ResourceQuota"]);
+        let want =
+            ["NamespaceLifecycle", "LimitRanger", "ServiceAccount", "NodeRestriction", "Priority", "ResourceQuota"];
+        assert_eq!(all, want);
         let some = enabled_names(&s(&["ServiceAccount"]), &s(&["ServiceAccount", "ResourceQuota"])).unwrap();
-        assert_eq!(some, ["NamespaceLifecycle", "LimitRanger", "NodeRestriction"]);
+        assert_eq!(some, ["NamespaceLifecycle", "LimitRanger", "NodeRestriction", "Priority"]);
         let err = enabled_names(&s(&["PodSecurity2"]), &[]).unwrap_err().to_string();
         assert!(err.contains("unknown admission plugin \"PodSecurity2\""), "{err}");
     }

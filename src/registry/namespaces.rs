@@ -10,7 +10,8 @@ use crate::handlers::status::{ApiError, ApiResult};
 
 pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
-/// Create what every cluster starts with; existing objects are left alone.
+/// Create what every cluster starts with (the system namespaces, the `kubernetes`
+/// Service, the system PriorityClasses); existing objects are left alone.
 pub async fn bootstrap(reg: &Registry, advertise_port: u16) -> ApiResult<()> {
     let ns_res = find_resource("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces missing"))?;
     for ns in SYSTEM_NAMESPACES {
@@ -27,6 +28,11 @@ pub async fn bootstrap(reg: &Registry, advertise_port: u16) -> ApiResult<()> {
         },
     });
     ignore_exists(reg.create(svc_res, "default", svc, &WriteOpts::default()).await)?;
+    let pc_res = find_resource("scheduling.k8s.io", "v1", "priorityclasses")
+        .ok_or_else(|| ApiError::internal("priorityclasses missing"))?;
+    for class in crate::registry::strategies::system_priority_classes() {
+        ignore_exists(reg.create(pc_res, "", class, &WriteOpts::default()).await)?;
+    }
     resume_terminating(reg).await
 }
 

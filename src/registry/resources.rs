@@ -82,7 +82,7 @@ macro_rules! resource {
 
 use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, coordination::v1 as coord, core::v1 as core};
 use k8s_openapi::api::{authentication::v1 as authn, authorization::v1 as authz, rbac::v1 as rbac};
-use k8s_openapi::api::{events::v1 as eventsv1, networking::v1 as net};
+use k8s_openapi::api::{events::v1 as eventsv1, networking::v1 as net, scheduling::v1 as sched};
 
 /// The one verb of a review.
 const CREATE_ONLY: &[&str] = &["create"];
@@ -166,6 +166,11 @@ static RESOURCES: LazyLock<Vec<ResourceDef>> = LazyLock::new(|| {
         resource!("coordination.k8s.io", "v1", "leases", "lease", "Lease", namespaced: true, short: &[],
             categories: none, status: false, etcd: "leases", strategy: &strategies::PLAIN,
             printer: &printers::LEASE, decode: typed::decoder::<coord::Lease>),
+        // scheduling.k8s.io/v1
+        resource!("scheduling.k8s.io", "v1", "priorityclasses", "priorityclass", "PriorityClass", namespaced: false,
+            short: &["pc"], categories: none, status: false, etcd: "priorityclasses",
+            strategy: &strategies::PRIORITY_CLASS, printer: &printers::PRIORITY_CLASS,
+            decode: typed::decoder::<sched::PriorityClass>),
         // networking.k8s.io/v1
         resource!("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", namespaced: true, short: &["ing"],
             categories: none, status: true, etcd: "ingress", strategy: &strategies::INGRESS,

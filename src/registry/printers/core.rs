@@ -28,6 +28,20 @@ pub static SECRET: Printer = Printer {
     cells: |o| vec![name(o), json!(text(o, "type")), json!(map_len(o, "data")), age(o)],
 };
 
+pub static PRIORITY_CLASS: Printer = Printer {
+    columns: &[
+        NAME,
+        col("Value", "integer", "The priority pods of this class get."),
+        col("Global-Default", "boolean", "Whether pods naming no class get this one."),
+        AGE,
+        col("PreemptionPolicy", "string", "Whether pods of this class may preempt lower-priority pods."),
+    ],
+    cells: |o| {
+        let default = o.get("globalDefault").and_then(Value::as_bool).unwrap_or(false);
+        vec![name(o), json!(int(o, "value")), json!(default), age(o), json!(text(o, "preemptionPolicy"))]
+    },
+};
+
 pub static SERVICE_ACCOUNT: Printer = Printer {
     columns: &[NAME, col("Secrets", "string", "Number of secrets listed on the service account."), AGE],
     cells: |o| vec![name(o), json!(list(o, "secrets").len()), age(o)],

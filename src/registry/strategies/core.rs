@@ -58,7 +58,8 @@ fn default_container(c: &mut Value) {
 }
 
 /// Defaults of a PodSpec, as upstream's SetDefaults_PodSpec plus the admission plug-ins
-/// every cluster runs (ServiceAccount, DefaultTolerationSeconds, Priority).
+/// every cluster runs (ServiceAccount, DefaultTolerationSeconds; priority is the Priority
+/// admission plug-in's).
 pub fn default_pod_spec(spec: &mut Value, is_pod: bool) {
     default_field(spec, "restartPolicy", json!("Always"));
     default_field(spec, "dnsPolicy", json!("ClusterFirst"));
@@ -75,8 +76,6 @@ pub fn default_pod_spec(spec: &mut Value, is_pod: bool) {
         default_field(spec, "serviceAccountName", json!("default"));
         let sa = spec["serviceAccountName"].clone();
         default_field(spec, "serviceAccount", sa);
-        default_field(spec, "priority", json!(0));
-        default_field(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
         add_default_tolerations(spec);
     }
 }

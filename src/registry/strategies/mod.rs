@@ -3,10 +3,12 @@
 mod apps;
 mod core;
 mod rbac;
+mod scheduling;
 
 pub use apps::*;
 pub use core::*;
 pub use rbac::*;
+pub use scheduling::*;
 
 use super::strategy::Strategy;
 
