@@ -375,3 +375,89 @@ async fn without_nodes_a_pod_waits_for_the_first() {
     node(&c, "first", json!({}), json!({}), resources("1", "1Gi")).await;
     assert_eq!(wait_bound(&c, "early").await, "first");
 }
+
+/// A pod with labels (and the one-container spec of `pod`).
+fn labelled_pod(name: &str, labels: Value, extra: Value) -> Value {
+    let mut p = pod(name, json!({"cpu": "100m"}), extra);
+    p["metadata"]["labels"] = labels;
+    p
+}
+
+fn affinity_term(kind: &str, topology_key: &str, app: &str) -> Value {
+    json!({"affinity": {kind: {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"topologyKey": topology_key, "labelSelector": {"matchLabels": {"app": app}}}]}}})
+}
+
+/// Three nodes in two zones (a: z1, z2; b: z3), `kubernetes.io/hostname` set by `node`.
+async fn zoned_nodes(c: &Cluster) {
+    for (name, zone) in [("z1", "a"), ("z2", "a"), ("z3", "b")] {
+        node(c, name, json!({"topology.kubernetes.io/zone": zone}), json!({}), resources("4", "8Gi")).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_anti_affinity_spreads_replicas_and_affinity_co_locates() {
+    let c = Cluster::start().await;
+    zoned_nodes(&c).await;
+    let _s = start_scheduler(&c).await;
+
+    // one replica per host; the fourth has nowhere to go
+    let anti = affinity_term("podAntiAffinity", "kubernetes.io/hostname", "web");
+    let mut hosts = Vec::new();
+    for i in 1..=3 {
+        let name = format!("web-{i}");
+        create_pod(&c, labelled_pod(&name, json!({"app": "web"}), anti.clone())).await;
+        hosts.push(wait_bound(&c, &name).await);
+    }
+    hosts.sort();
+    assert_eq!(hosts, ["z1", "z2", "z3"]);
+    create_pod(&c, labelled_pod("web-4", json!({"app": "web"}), anti)).await;
+    let p = wait_pod(&c, "web-4", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    let cond = scheduled_condition(&p).unwrap();
+    assert_eq!(cond["reason"], "Unschedulable", "{cond}");
+    assert_eq!(
+        cond["message"],
+        "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules. \
+         preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.",
+        "{cond}"
+    );
+
+    // a labelled pod pinned to z3; its follower must share the host
+    let pin = json!({"nodeSelector": {"kubernetes.io/hostname": "z3"}});
+    create_pod(&c, labelled_pod("db", json!({"app": "db"}), pin)).await;
+    assert_eq!(wait_bound(&c, "db").await, "z3");
+    create_pod(&c, labelled_pod("db-client", json!({}), affinity_term("podAffinity", "kubernetes.io/hostname", "db")))
+        .await;
+    assert_eq!(wait_bound(&c, "db-client").await, "z3");
+    // by zone: a pod wanting the zone of db (b) can only have z3 too
+    create_pod(
+        &c,
+        labelled_pod("db-zone", json!({}), affinity_term("podAffinity", "topology.kubernetes.io/zone", "db")),
+    )
+    .await;
+    assert_eq!(wait_bound(&c, "db-zone").await, "z3");
+    // a pod that keeps "db" pods out of zone a; a second db pod with no rule of its own,
+    // held to zone a by its selector, then fits nowhere (the existing pod's anti-affinity)
+    let guard = affinity_term("podAntiAffinity", "topology.kubernetes.io/zone", "db");
+    create_pod(
+        &c,
+        labelled_pod(
+            "guard",
+            json!({}),
+            json!({"nodeSelector": {"kubernetes.io/hostname": "z1"}, "affinity": guard["affinity"]}),
+        ),
+    )
+    .await;
+    assert_eq!(wait_bound(&c, "guard").await, "z1");
+    let zone_a = json!({"nodeSelector": {"topology.kubernetes.io/zone": "a"}});
+    create_pod(&c, labelled_pod("db-2", json!({"app": "db"}), zone_a)).await;
+    let p = wait_pod(&c, "db-2", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    let message = scheduled_condition(&p).unwrap()["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        message.starts_with(
+            "0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, \
+             2 node(s) didn't satisfy existing pods anti-affinity rules."
+        ),
+        "{message}"
+    );
+}

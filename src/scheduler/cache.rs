@@ -31,6 +31,8 @@ pub struct Cache {
     assumed: HashMap<String, Assumed>,
     /// image name → how many nodes have it.
     image_nodes: HashMap<String, usize>,
+    /// namespace → its labels.
+    namespaces: HashMap<String, BTreeMap<String, String>>,
 }
 
 /// Whether a node update can let a waiting pod fit: anything but heartbeats and
@@ -144,9 +146,24 @@ impl Cache {
         expired
     }
 
+    /// A namespace was added or changed: whether its labels changed (pod affinity terms
+    /// may select namespaces by label).
+    pub fn apply_namespace(&mut self, name: &str, labels: BTreeMap<String, String>) -> bool {
+        self.namespaces.insert(name.to_string(), labels.clone()) != Some(labels)
+    }
+
+    pub fn delete_namespace(&mut self, name: &str) {
+        self.namespaces.remove(name);
+    }
+
     /// The cycle's view: the nodes the watch shows, by name.
     pub fn snapshot(&self) -> Snapshot<'_> {
-        Snapshot { nodes: self.nodes.values().filter(|n| n.node.is_some()).collect(), image_nodes: &self.image_nodes }
+        Snapshot {
+            nodes: self.nodes.values().filter(|n| n.node.is_some()).collect(),
+            image_nodes: &self.image_nodes,
+            namespaces: &self.namespaces,
+            cycle: Default::default(),
+        }
     }
 
     #[cfg(test)]

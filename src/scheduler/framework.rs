@@ -4,6 +4,8 @@
 //! large cluster), score the feasible ones, pick the best (ties at random), or explain
 //! the failure the way upstream's FitError does.
 
+use std::any::Any;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -84,6 +86,11 @@ pub struct NodeInfo {
     pub used_ports: HashSet<HostPort>,
     /// Image name → size in bytes, from node.status.images (every name of each image).
     pub images: HashMap<String, i64>,
+    /// How many of `pods` have any pod affinity or anti-affinity, and how many a required
+    /// anti-affinity (upstream's PodsWithAffinity and PodsWithRequiredAntiAffinity), so
+    /// InterPodAffinity can pass over the other nodes.
+    pub pods_with_affinity: usize,
+    pub pods_with_required_anti_affinity: usize,
 }
 
 impl NodeInfo {
@@ -113,6 +120,8 @@ impl NodeInfo {
         self.requested.add(&pod.requests);
         self.non_zero_requested.add(&pod.non_zero);
         self.used_ports.extend(pod.host_ports.iter().cloned());
+        self.pods_with_affinity += usize::from(plugins::has_pod_affinity(&pod.pod));
+        self.pods_with_required_anti_affinity += usize::from(plugins::has_required_anti_affinity(&pod.pod));
         self.pods.insert(pod.key.clone(), pod);
     }
 
@@ -120,6 +129,8 @@ impl NodeInfo {
         let Some(pod) = self.pods.remove(key) else { return false };
         self.requested.sub(&pod.requests);
         self.non_zero_requested.sub(&pod.non_zero);
+        self.pods_with_affinity -= usize::from(plugins::has_pod_affinity(&pod.pod));
+        self.pods_with_required_anti_affinity -= usize::from(plugins::has_required_anti_affinity(&pod.pod));
         for port in &pod.host_ports {
             // another pod may hold the same port (a conflict the scheduler did not make)
             if !self.pods.values().any(|p| p.host_ports.contains(port)) {
@@ -140,6 +151,52 @@ pub struct Snapshot<'a> {
     pub nodes: Vec<&'a NodeInfo>,
     /// Image name → number of nodes that have it.
     pub image_nodes: &'a HashMap<String, usize>,
+    /// Namespace name → its labels (for pod affinity terms' namespaceSelector).
+    pub namespaces: &'a HashMap<String, BTreeMap<String, String>>,
+    /// What plug-ins worked out once for the pod of this cycle (upstream's CycleState).
+    pub cycle: CycleState,
+}
+
+/// Per-cycle state of the plug-ins (PreFilter/PreScore results), each entry tied to the
+/// pod it was computed for: an entry for another pod is stale and is recomputed, so a
+/// snapshot may serve several pods in turn.
+#[derive(Default)]
+pub struct CycleState {
+    entries: RefCell<HashMap<&'static str, (Arc<Pod>, StateValue)>>,
+}
+
+type StateValue = Arc<dyn Any + Send + Sync>;
+
+impl CycleState {
+    /// The entry `key` for this pod, if there is a current one.
+    pub fn get<T: Any + Send + Sync>(&self, key: &'static str, pod: &PodInfo) -> Option<Arc<T>> {
+        let entries = self.entries.borrow();
+        let (owner, value) = entries.get(key)?;
+        if !Arc::ptr_eq(owner, &pod.pod) {
+            return None;
+        }
+        value.clone().downcast::<T>().ok()
+    }
+
+    /// Replace the entry `key` with a value computed for this pod.
+    pub fn insert<T: Any + Send + Sync>(&self, key: &'static str, pod: &PodInfo, value: T) -> Arc<T> {
+        let value = Arc::new(value);
+        self.entries.borrow_mut().insert(key, (pod.pod.clone(), value.clone()));
+        value
+    }
+
+    /// The entry `key` for this pod, computed on first use.
+    pub fn get_or_insert_with<T: Any + Send + Sync>(
+        &self,
+        key: &'static str,
+        pod: &PodInfo,
+        compute: impl FnOnce() -> T,
+    ) -> Arc<T> {
+        match self.get(key, pod) {
+            Some(value) => value,
+            None => self.insert(key, pod, compute()),
+        }
+    }
 }
 
 /// Why a node does not fit: upstream's Unschedulable (preemption might help) or
@@ -178,6 +235,9 @@ pub trait FilterPlugin: Send + Sync {
 
 pub trait ScorePlugin: Send + Sync {
     fn name(&self) -> &'static str;
+    /// Work out, once per cycle, what scoring the feasible nodes needs (upstream's
+    /// PreScore); plug-ins keep it in `snapshot.cycle`.
+    fn pre_score(&self, _snapshot: &Snapshot, _pod: &PodInfo, _feasible: &[&NodeInfo]) {}
     /// The raw score of one feasible node.
     fn score(&self, snapshot: &Snapshot, pod: &PodInfo, node: &NodeInfo) -> i64;
     /// Bring the raw scores of all feasible nodes to 0..=MAX_NODE_SCORE.
@@ -203,11 +263,13 @@ impl Profile {
                 Box::new(NodeAffinity),
                 Box::new(NodePorts),
                 Box::new(NodeResourcesFit),
+                Box::new(InterPodAffinity),
             ],
             scores: vec![
                 (Box::new(TaintToleration), 3),
                 (Box::new(NodeAffinity), 2),
                 (Box::new(NodeResourcesFit), 1),
+                (Box::new(InterPodAffinity), 2),
                 (Box::new(BalancedAllocation), 1),
                 (Box::new(ImageLocality), 1),
             ],
@@ -434,6 +496,7 @@ fn pre_filter(profile: &Profile, pod: &PodInfo) -> Result<Option<(BTreeSet<Strin
 pub fn score(profile: &Profile, snapshot: &Snapshot, pod: &PodInfo, feasible: &[&NodeInfo]) -> Vec<i64> {
     let mut totals = vec![0i64; feasible.len()];
     for (plugin, weight) in &profile.scores {
+        plugin.pre_score(snapshot, pod, feasible);
         let mut scores: Vec<i64> = feasible.iter().map(|node| plugin.score(snapshot, pod, node)).collect();
         plugin.normalize(&mut scores);
         tracing::trace!(pod = %pod.key, plugin = plugin.name(), ?scores, "scored");

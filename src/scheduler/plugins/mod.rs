@@ -3,15 +3,18 @@
 
 mod balanced_allocation;
 mod image_locality;
+mod inter_pod_affinity;
 mod node_affinity;
 mod node_name;
 mod node_ports;
 mod node_resources_fit;
 mod node_unschedulable;
+mod selector;
 mod taint_toleration;
 
 pub use balanced_allocation::BalancedAllocation;
 pub use image_locality::ImageLocality;
+pub use inter_pod_affinity::{InterPodAffinity, has_pod_affinity, has_required_anti_affinity};
 pub use node_affinity::NodeAffinity;
 pub use node_name::NodeName;
 pub use node_ports::NodePorts;

@@ -37,15 +37,22 @@ pub fn sized_node(name: &str, cpu: &str, memory: &str) -> NodeInfo {
     node(name, json!({}), json!({"allocatable": {"cpu": cpu, "memory": memory, "pods": "110"}}))
 }
 
+/// Run `f` on a snapshot of these nodes (no images, no namespace labels).
+pub fn with_snapshot<R>(nodes: &[&NodeInfo], f: impl FnOnce(&Snapshot) -> R) -> R {
+    let (images, namespaces) = (HashMap::new(), HashMap::new());
+    let snapshot =
+        Snapshot { nodes: nodes.to_vec(), image_nodes: &images, namespaces: &namespaces, cycle: Default::default() };
+    f(&snapshot)
+}
+
 pub fn filter_reasons(plugin: &dyn FilterPlugin, pod: &PodInfo, node: &NodeInfo) -> Vec<String> {
-    let images = HashMap::new();
-    let snapshot = Snapshot { nodes: vec![node], image_nodes: &images };
-    plugin.filter(&snapshot, pod, node).err().map(|f| f.reasons).unwrap_or_default()
+    with_snapshot(&[node], |snapshot| plugin.filter(snapshot, pod, node).err().map(|f| f.reasons).unwrap_or_default())
 }
 
 /// The raw score of a one-node cluster.
 pub fn raw_score(plugin: &dyn ScorePlugin, pod: &PodInfo, node: &NodeInfo) -> i64 {
-    let images = HashMap::new();
-    let snapshot = Snapshot { nodes: vec![node], image_nodes: &images };
-    plugin.score(&snapshot, pod, node)
+    with_snapshot(&[node], |snapshot| {
+        plugin.pre_score(snapshot, pod, &[node]);
+        plugin.score(snapshot, pod, node)
+    })
 }
