@@ -461,3 +461,68 @@ async fn pod_anti_affinity_spreads_replicas_and_affinity_co_locates() {
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_spread_keeps_zones_within_max_skew() {
+    let c = Cluster::start().await;
+    zoned_nodes(&c).await;
+    let _s = start_scheduler(&c).await;
+
+    // zone a has two nodes, b one: with maxSkew 1 the replicas alternate zones all the same
+    let spread = |extra_key: Option<(&str, Value)>| {
+        let mut extra = json!({"topologySpreadConstraints": [{"maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"app": "spread"}}}]});
+        if let Some((k, v)) = extra_key {
+            extra[k] = v;
+        }
+        extra
+    };
+    let zone = |node: &str| if node == "z3" { "b" } else { "a" };
+    let mut per_zone: BTreeMap<&str, usize> = BTreeMap::new();
+    for i in 1..=4 {
+        let name = format!("s-{i}");
+        create_pod(&c, labelled_pod(&name, json!({"app": "spread"}), spread(None))).await;
+        *per_zone.entry(zone(&wait_bound(&c, &name).await)).or_default() += 1;
+        let (a, b) = (per_zone.get("a").copied().unwrap_or(0), per_zone.get("b").copied().unwrap_or(0));
+        assert!(a.abs_diff(b) <= 1, "after {name}: {per_zone:?}");
+    }
+    assert_eq!(per_zone, BTreeMap::from([("a", 2), ("b", 2)]));
+
+    // zone a is full for a pod that must go there and counts zone b too
+    // (nodeAffinityPolicy Ignore): 3 − 2 > 1 would follow on the third in a row
+    let held = |name: &str| {
+        let mut extra = spread(Some(("nodeSelector", json!({"topology.kubernetes.io/zone": "a"}))));
+        extra["topologySpreadConstraints"][0]["nodeAffinityPolicy"] = json!("Ignore");
+        labelled_pod(name, json!({"app": "spread"}), extra)
+    };
+    create_pod(&c, held("s-5")).await;
+    assert_eq!(zone(&wait_bound(&c, "s-5").await), "a");
+    create_pod(&c, held("s-6")).await;
+    let p = wait_pod(&c, "s-6", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    let cond = scheduled_condition(&p).unwrap();
+    assert_eq!(cond["reason"], "Unschedulable", "{cond}");
+    assert_eq!(
+        cond["message"],
+        "0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, \
+         2 node(s) didn't match pod topology spread constraints. \
+         preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, \
+         2 No preemption victims found for incoming pod.",
+        "{cond}"
+    );
+    // a node with no zone label is not a place for a spread pod (zone a has 3, b 2: z3)
+    node(&c, "bare", json!({}), json!({}), resources("4", "8Gi")).await;
+    create_pod(&c, labelled_pod("s-7", json!({"app": "spread"}), spread(None))).await;
+    assert_eq!(wait_bound(&c, "s-7").await, "z3");
+    let pinned = spread(Some(("nodeSelector", json!({"kubernetes.io/hostname": "bare"}))));
+    create_pod(&c, labelled_pod("s-8", json!({"app": "spread"}), pinned)).await;
+    let p = wait_pod(&c, "s-8", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    let message = scheduled_condition(&p).unwrap()["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        message.starts_with(
+            "0/4 nodes are available: 1 node(s) didn't match pod topology spread constraints (missing required label), \
+             3 node(s) didn't match Pod's node affinity/selector."
+        ),
+        "{message}"
+    );
+}

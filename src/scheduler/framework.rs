@@ -233,11 +233,20 @@ pub trait FilterPlugin: Send + Sync {
     fn filter(&self, snapshot: &Snapshot, pod: &PodInfo, node: &NodeInfo) -> Result<(), Failure>;
 }
 
+#[derive(Debug, PartialEq, Eq)]
+pub enum PreScore {
+    Score,
+    Skip,
+}
+
 pub trait ScorePlugin: Send + Sync {
     fn name(&self) -> &'static str;
     /// Work out, once per cycle, what scoring the feasible nodes needs (upstream's
-    /// PreScore); plug-ins keep it in `snapshot.cycle`.
-    fn pre_score(&self, _snapshot: &Snapshot, _pod: &PodInfo, _feasible: &[&NodeInfo]) {}
+    /// PreScore); plug-ins keep it in `snapshot.cycle`. `Skip`: the plug-in has nothing
+    /// to say of this pod and scores every node 0, unnormalized.
+    fn pre_score(&self, _snapshot: &Snapshot, _pod: &PodInfo, _feasible: &[&NodeInfo]) -> PreScore {
+        PreScore::Score
+    }
     /// The raw score of one feasible node.
     fn score(&self, snapshot: &Snapshot, pod: &PodInfo, node: &NodeInfo) -> i64;
     /// Bring the raw scores of all feasible nodes to 0..=MAX_NODE_SCORE.
@@ -263,12 +272,14 @@ impl Profile {
                 Box::new(NodeAffinity),
                 Box::new(NodePorts),
                 Box::new(NodeResourcesFit),
+                Box::new(PodTopologySpread),
                 Box::new(InterPodAffinity),
             ],
             scores: vec![
                 (Box::new(TaintToleration), 3),
                 (Box::new(NodeAffinity), 2),
                 (Box::new(NodeResourcesFit), 1),
+                (Box::new(PodTopologySpread), 2),
                 (Box::new(InterPodAffinity), 2),
                 (Box::new(BalancedAllocation), 1),
                 (Box::new(ImageLocality), 1),
@@ -496,7 +507,9 @@ fn pre_filter(profile: &Profile, pod: &PodInfo) -> Result<Option<(BTreeSet<Strin
 pub fn score(profile: &Profile, snapshot: &Snapshot, pod: &PodInfo, feasible: &[&NodeInfo]) -> Vec<i64> {
     let mut totals = vec![0i64; feasible.len()];
     for (plugin, weight) in &profile.scores {
-        plugin.pre_score(snapshot, pod, feasible);
+        if plugin.pre_score(snapshot, pod, feasible) == PreScore::Skip {
+            continue;
+        }
         let mut scores: Vec<i64> = feasible.iter().map(|node| plugin.score(snapshot, pod, node)).collect();
         plugin.normalize(&mut scores);
         tracing::trace!(pod = %pod.key, plugin = plugin.name(), ?scores, "scored");

@@ -267,3 +267,47 @@ fn golden_pod_affinity_and_anti_affinity() {
     ];
     assert_eq!(placed, want);
 }
+
+#[test]
+fn golden_topology_spread() {
+    let mut cache = cluster();
+    let spread = |when: &str| {
+        json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": when,
+            "labelSelector": {"matchLabels": {"app": "s"}}}]})
+    };
+    let ok = |n: &str| Ok(n.to_string());
+    let placed = place_all(
+        &mut cache,
+        vec![
+            // the first goes where it fits best (large, zone b); then the zones take turns:
+            // small for zone a (the soft taint keeps it off tainted)
+            labelled("s1", json!({"app": "s"}), spread("DoNotSchedule")),
+            labelled("s2", json!({"app": "s"}), spread("DoNotSchedule")),
+            labelled("s3", json!({"app": "s"}), spread("DoNotSchedule")),
+            labelled("s4", json!({"app": "s"}), spread("DoNotSchedule")),
+            // held to zone b by its selector: with nodeAffinityPolicy Honor (the default)
+            // zone a's nodes do not count, so b is its own minimum and takes it
+            labelled("s5", json!({"app": "s"}), in_zone_b(spread("DoNotSchedule"))),
+            // with Ignore, zone a (2) counts and b (3) cannot take a fourth
+            labelled("s6", json!({"app": "s"}), {
+                let mut extra = in_zone_b(spread("DoNotSchedule"));
+                extra["topologySpreadConstraints"][0]["nodeAffinityPolicy"] = json!("Ignore");
+                extra
+            }),
+            // the soft variant goes to zone a despite large's room (2 × 100 for the
+            // emptier zone against 2 × 0)
+            labelled("s7", json!({"app": "s"}), spread("ScheduleAnyway")),
+        ],
+    );
+    let skew = "0/4 nodes are available: 1 node(s) didn't match pod topology spread constraints, \
+        1 node(s) had untolerated taint {gpu: true}, \
+        2 node(s) didn't match Pod's node affinity/selector. preemption: 0/4 nodes are available: \
+        1 No preemption victims found for incoming pod, 3 Preemption is not helpful for scheduling.";
+    let want = [ok("large"), ok("small"), ok("large"), ok("small"), ok("large"), Err(skew.to_string()), ok("small")];
+    assert_eq!(placed, want);
+}
+
+fn in_zone_b(mut extra: Value) -> Value {
+    extra["nodeSelector"] = json!({"zone": "b"});
+    extra
+}

@@ -20,7 +20,9 @@ use k8s_openapi::api::core::v1::{
 };
 
 use super::selector::selector_matches;
-use crate::scheduler::framework::{Failure, FilterPlugin, MAX_NODE_SCORE, NodeInfo, PodInfo, ScorePlugin, Snapshot};
+use crate::scheduler::framework::{
+    Failure, FilterPlugin, MAX_NODE_SCORE, NodeInfo, PodInfo, PreScore, ScorePlugin, Snapshot,
+};
 
 pub struct InterPodAffinity;
 
@@ -253,8 +255,9 @@ impl ScorePlugin for InterPodAffinity {
         "InterPodAffinity"
     }
 
-    fn pre_score(&self, snapshot: &Snapshot, pod: &PodInfo, _feasible: &[&NodeInfo]) {
+    fn pre_score(&self, snapshot: &Snapshot, pod: &PodInfo, _feasible: &[&NodeInfo]) -> PreScore {
         snapshot.cycle.insert(SCORE_STATE, pod, score_state(snapshot, pod));
+        PreScore::Score
     }
 
     fn score(&self, snapshot: &Snapshot, pod: &PodInfo, node: &NodeInfo) -> i64 {
@@ -304,12 +307,7 @@ mod tests {
 
     /// The filter's verdict on each node (empty: fits).
     fn verdicts(nodes: &[&NodeInfo], pod: &PodInfo) -> Vec<Vec<String>> {
-        with_snapshot(nodes, |s| {
-            nodes
-                .iter()
-                .map(|n| InterPodAffinity.filter(s, pod, n).err().map(|f| f.reasons).unwrap_or_default())
-                .collect()
-        })
+        filter_each(&InterPodAffinity, nodes, pod)
     }
 
     #[test]

@@ -56,7 +56,8 @@ pub fn term_matches(term: &NodeSelectorTerm, node: &NodeInfo) -> bool {
         })
 }
 
-fn required_matches(pod: &PodInfo, node: &NodeInfo) -> bool {
+/// The pod's nodeSelector and required node affinity hold on the node.
+pub fn required_matches(pod: &PodInfo, node: &NodeInfo) -> bool {
     let Some(spec) = pod.spec() else { return true };
     if let Some(selector) = &spec.node_selector {
         let empty = BTreeMap::new();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::{Value, json};
 
-use crate::scheduler::framework::{FilterPlugin, NodeInfo, PodInfo, ScorePlugin, Snapshot};
+use crate::scheduler::framework::{FilterPlugin, NodeInfo, PodInfo, PreScore, ScorePlugin, Snapshot};
 
 pub fn pod_info(spec: Value) -> PodInfo {
     named_pod("default", "p", spec)
@@ -49,10 +49,17 @@ pub fn filter_reasons(plugin: &dyn FilterPlugin, pod: &PodInfo, node: &NodeInfo)
     with_snapshot(&[node], |snapshot| plugin.filter(snapshot, pod, node).err().map(|f| f.reasons).unwrap_or_default())
 }
 
+/// The filter's reasons on each node of a snapshot of these nodes (empty: fits).
+pub fn filter_each(plugin: &dyn FilterPlugin, nodes: &[&NodeInfo], pod: &PodInfo) -> Vec<Vec<String>> {
+    with_snapshot(nodes, |s| {
+        nodes.iter().map(|n| plugin.filter(s, pod, n).err().map(|f| f.reasons).unwrap_or_default()).collect()
+    })
+}
+
 /// The raw score of a one-node cluster.
 pub fn raw_score(plugin: &dyn ScorePlugin, pod: &PodInfo, node: &NodeInfo) -> i64 {
-    with_snapshot(&[node], |snapshot| {
-        plugin.pre_score(snapshot, pod, &[node]);
-        plugin.score(snapshot, pod, node)
+    with_snapshot(&[node], |snapshot| match plugin.pre_score(snapshot, pod, &[node]) {
+        PreScore::Score => plugin.score(snapshot, pod, node),
+        PreScore::Skip => 0,
     })
 }
