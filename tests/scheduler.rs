@@ -526,3 +526,69 @@ async fn topology_spread_keeps_zones_within_max_skew() {
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volume_claims_restrict_placement() {
+    let c = Cluster::start().await;
+    zoned_nodes(&c).await;
+    let claim = |name: &str, mode: &str, volume: Option<&str>| {
+        let mut spec = json!({"accessModes": [mode], "resources": {"requests": {"storage": "1Gi"}}});
+        if let Some(v) = volume {
+            spec["volumeName"] = json!(v);
+        }
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": "default"}, "spec": spec})
+    };
+    c.create("/api/v1/namespaces/default/persistentvolumeclaims", &claim("solo", "ReadWriteOncePod", None)).await;
+    // a local volume on z2, its claim bound to it
+    let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "local-z2"},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "local": {"path": "/mnt/disk"}, "claimRef": {"namespace": "default", "name": "local"},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["z2"]}]}]}}}});
+    c.create("/api/v1/persistentvolumes", &pv).await;
+    c.create("/api/v1/namespaces/default/persistentvolumeclaims", &claim("local", "ReadWriteOnce", Some("local-z2")))
+        .await;
+    let _s = start_scheduler(&c).await;
+    let using = |name: &str, claim: &str| {
+        pod(
+            name,
+            json!({"cpu": "10m"}),
+            json!({"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]}),
+        )
+    };
+
+    // the ReadWriteOncePod claim: the first pod has it, the second fits nowhere
+    create_pod(&c, using("first", "solo")).await;
+    wait_bound(&c, "first").await;
+    create_pod(&c, using("second", "solo")).await;
+    let p = wait_pod(&c, "second", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    let cond = scheduled_condition(&p).unwrap();
+    assert_eq!(cond["reason"], "Unschedulable", "{cond}");
+    assert_eq!(
+        cond["message"],
+        "0/3 nodes are available: 3 node has pod using PersistentVolumeClaim with the same name and \
+         ReadWriteOncePod access mode. preemption: 0/3 nodes are available: \
+         3 No preemption victims found for incoming pod.",
+        "{cond}"
+    );
+    // the first pod goes away: the claim is free for the second
+    let now = json!({"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0});
+    let (code, body) = c.delete_with("/api/v1/namespaces/default/pods/first", &now).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    wait_bound(&c, "second").await;
+
+    // the local volume's node affinity takes both of its pods to z2
+    for name in ["local-1", "local-2"] {
+        create_pod(&c, using(name, "local")).await;
+        assert_eq!(wait_bound(&c, name).await, "z2");
+    }
+    // a claim nobody made: rejected before any node is looked at
+    create_pod(&c, using("ghost", "missing")).await;
+    let p = wait_pod(&c, "ghost", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    assert_eq!(
+        scheduled_condition(&p).unwrap()["message"],
+        "0/3 nodes are available: persistentvolumeclaim \"missing\" not found. \
+         preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
+    );
+}

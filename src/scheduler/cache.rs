@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
 
-use super::framework::{NodeInfo, PodInfo, Snapshot};
+use super::framework::{NodeInfo, PodInfo, Snapshot, Volumes};
 
 /// How long an assumed pod whose binding succeeded may wait for the watch.
 pub const ASSUMED_TTL: Duration = Duration::from_secs(30);
@@ -33,6 +33,7 @@ pub struct Cache {
     image_nodes: HashMap<String, usize>,
     /// namespace → its labels.
     namespaces: HashMap<String, BTreeMap<String, String>>,
+    volumes: Volumes,
 }
 
 /// Whether a node update can let a waiting pod fit: anything but heartbeats and
@@ -156,12 +157,30 @@ impl Cache {
         self.namespaces.remove(name);
     }
 
+    /// A claim was added or changed (key `namespace/name`).
+    pub fn apply_claim(&mut self, key: String, claim: Arc<PersistentVolumeClaim>) {
+        self.volumes.claims.insert(key, claim);
+    }
+
+    pub fn delete_claim(&mut self, key: &str) {
+        self.volumes.claims.remove(key);
+    }
+
+    pub fn apply_volume(&mut self, name: String, volume: Arc<PersistentVolume>) {
+        self.volumes.volumes.insert(name, volume);
+    }
+
+    pub fn delete_volume(&mut self, name: &str) {
+        self.volumes.volumes.remove(name);
+    }
+
     /// The cycle's view: the nodes the watch shows, by name.
     pub fn snapshot(&self) -> Snapshot<'_> {
         Snapshot {
             nodes: self.nodes.values().filter(|n| n.node.is_some()).collect(),
             image_nodes: &self.image_nodes,
             namespaces: &self.namespaces,
+            volumes: &self.volumes,
             cycle: Default::default(),
         }
     }

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 
 use super::plugins;
 use super::resources::{self, Resources};
@@ -153,8 +153,17 @@ pub struct Snapshot<'a> {
     pub image_nodes: &'a HashMap<String, usize>,
     /// Namespace name → its labels (for pod affinity terms' namespaceSelector).
     pub namespaces: &'a HashMap<String, BTreeMap<String, String>>,
+    pub volumes: &'a Volumes,
     /// What plug-ins worked out once for the pod of this cycle (upstream's CycleState).
     pub cycle: CycleState,
+}
+
+/// PersistentVolumeClaims (by `namespace/name`) and PersistentVolumes (by name), as the
+/// watches show them.
+#[derive(Default)]
+pub struct Volumes {
+    pub claims: HashMap<String, Arc<PersistentVolumeClaim>>,
+    pub volumes: HashMap<String, Arc<PersistentVolume>>,
 }
 
 /// Per-cycle state of the plug-ins (PreFilter/PreScore results), each entry tied to the
@@ -227,7 +236,7 @@ pub enum PreFilter {
 
 pub trait FilterPlugin: Send + Sync {
     fn name(&self) -> &'static str;
-    fn pre_filter(&self, _pod: &PodInfo) -> PreFilter {
+    fn pre_filter(&self, _snapshot: &Snapshot, _pod: &PodInfo) -> PreFilter {
         PreFilter::AllNodes
     }
     fn filter(&self, snapshot: &Snapshot, pod: &PodInfo, node: &NodeInfo) -> Result<(), Failure>;
@@ -272,6 +281,8 @@ impl Profile {
                 Box::new(NodeAffinity),
                 Box::new(NodePorts),
                 Box::new(NodeResourcesFit),
+                Box::new(VolumeRestrictions),
+                Box::new(VolumeBinding),
                 Box::new(PodTopologySpread),
                 Box::new(InterPodAffinity),
             ],
@@ -426,7 +437,7 @@ pub fn schedule(
         return Err(ScheduleError::NoNodes);
     }
     let mut by_node = BTreeMap::new();
-    let only = match pre_filter(profile, pod) {
+    let only = match pre_filter(profile, snapshot, pod) {
         Ok(only) => only,
         Err(rejection) => {
             for node in &snapshot.nodes {
@@ -482,11 +493,15 @@ pub fn schedule(
 /// The PreFilters together: the node names every narrowing plug-in allows (with the
 /// failure recorded for the others, naming those plug-ins as upstream), or the first
 /// rejection.
-fn pre_filter(profile: &Profile, pod: &PodInfo) -> Result<Option<(BTreeSet<String>, Failure)>, String> {
+fn pre_filter(
+    profile: &Profile,
+    snapshot: &Snapshot,
+    pod: &PodInfo,
+) -> Result<Option<(BTreeSet<String>, Failure)>, String> {
     let mut only: Option<BTreeSet<String>> = None;
     let mut narrowing = BTreeSet::new();
     for f in &profile.filters {
-        match f.pre_filter(pod) {
+        match f.pre_filter(snapshot, pod) {
             PreFilter::AllNodes => {}
             PreFilter::Reject(why) => return Err(why),
             PreFilter::Only(names) => {

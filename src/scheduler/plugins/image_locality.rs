@@ -69,6 +69,7 @@ mod tests {
             nodes: vec![&with, &without],
             image_nodes: &images,
             namespaces: &namespaces,
+            volumes: &Default::default(),
             cycle: Default::default(),
         };
         let pod = pod_info(json!({"containers": [{"name": "c", "image": "big:1"}]}));

@@ -374,7 +374,13 @@ mod tests {
         let pod = labelled_pod("web", json!({}), required("podAffinity", json!([t])));
         let (images, mut namespaces) = (HashMap::new(), HashMap::new());
         let check = |namespaces: &HashMap<String, BTreeMap<String, String>>| {
-            let s = Snapshot { nodes: vec![&n], image_nodes: &images, namespaces, cycle: Default::default() };
+            let s = Snapshot {
+                nodes: vec![&n],
+                image_nodes: &images,
+                namespaces,
+                volumes: &Default::default(),
+                cycle: Default::default(),
+            };
             InterPodAffinity.filter(&s, &pod, &n).is_ok()
         };
         assert!(!check(&namespaces), "the namespace has no labels yet");

@@ -12,6 +12,8 @@ mod node_unschedulable;
 mod pod_topology_spread;
 mod selector;
 mod taint_toleration;
+mod volume_binding;
+mod volume_restrictions;
 
 pub use balanced_allocation::BalancedAllocation;
 pub use image_locality::ImageLocality;
@@ -23,6 +25,8 @@ pub use node_resources_fit::NodeResourcesFit;
 pub use node_unschedulable::NodeUnschedulable;
 pub use pod_topology_spread::PodTopologySpread;
 pub use taint_toleration::TaintToleration;
+pub use volume_binding::VolumeBinding;
+pub use volume_restrictions::VolumeRestrictions;
 
 #[cfg(test)]
 pub mod testing;

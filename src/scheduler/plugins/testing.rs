@@ -6,7 +6,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::{Value, json};
 
-use crate::scheduler::framework::{FilterPlugin, NodeInfo, PodInfo, PreScore, ScorePlugin, Snapshot};
+use crate::scheduler::framework::{FilterPlugin, NodeInfo, PodInfo, PreScore, ScorePlugin, Snapshot, Volumes};
 
 pub fn pod_info(spec: Value) -> PodInfo {
     named_pod("default", "p", spec)
@@ -39,9 +39,19 @@ pub fn sized_node(name: &str, cpu: &str, memory: &str) -> NodeInfo {
 
 /// Run `f` on a snapshot of these nodes (no images, no namespace labels).
 pub fn with_snapshot<R>(nodes: &[&NodeInfo], f: impl FnOnce(&Snapshot) -> R) -> R {
+    with_volumes(nodes, &Volumes::default(), f)
+}
+
+/// Run `f` on a snapshot of these nodes and claims and volumes.
+pub fn with_volumes<R>(nodes: &[&NodeInfo], volumes: &Volumes, f: impl FnOnce(&Snapshot) -> R) -> R {
     let (images, namespaces) = (HashMap::new(), HashMap::new());
-    let snapshot =
-        Snapshot { nodes: nodes.to_vec(), image_nodes: &images, namespaces: &namespaces, cycle: Default::default() };
+    let snapshot = Snapshot {
+        nodes: nodes.to_vec(),
+        image_nodes: &images,
+        namespaces: &namespaces,
+        volumes,
+        cycle: Default::default(),
+    };
     f(&snapshot)
 }
 
