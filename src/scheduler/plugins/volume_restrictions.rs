@@ -83,8 +83,18 @@ impl FilterPlugin for VolumeRestrictions {
 
     fn filter(&self, snapshot: &Snapshot, pod: &PodInfo, node: &NodeInfo) -> Result<(), Failure> {
         let own = volumes(&pod.pod);
+        // only these kinds can conflict (a pod's token and config volumes never do)
+        let disks: Vec<&Volume> = own
+            .iter()
+            .filter(|v| {
+                v.gce_persistent_disk.is_some()
+                    || v.aws_elastic_block_store.is_some()
+                    || v.rbd.is_some()
+                    || v.iscsi.is_some()
+            })
+            .collect();
         let on_node = node.pods.values().flat_map(|p| volumes(&p.pod));
-        if !own.is_empty() && on_node.into_iter().any(|other| own.iter().any(|v| conflicts(v, other))) {
+        if !disks.is_empty() && on_node.into_iter().any(|other| disks.iter().any(|v| conflicts(v, other))) {
             return Err(Failure::unschedulable(vec![DISK_CONFLICT.into()]));
         }
         if own.iter().any(|v| v.persistent_volume_claim.is_some())
