@@ -387,3 +387,220 @@ async fn without_nodes_a_pod_waits_for_the_first() {
     node(&c, "first", json!({}), json!({}), resources("1", "1Gi")).await;
     assert_eq!(wait_bound(&c, "early").await, "first");
 }
+
+/// A pod with labels (and the one-container spec of `pod`).
+fn labelled_pod(name: &str, labels: Value, extra: Value) -> Value {
+    let mut p = pod(name, json!({"cpu": "100m"}), extra);
+    p["metadata"]["labels"] = labels;
+    p
+}
+
+fn affinity_term(kind: &str, topology_key: &str, app: &str) -> Value {
+    json!({"affinity": {kind: {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"topologyKey": topology_key, "labelSelector": {"matchLabels": {"app": app}}}]}}})
+}
+
+/// Three nodes in two zones (a: z1, z2; b: z3), `kubernetes.io/hostname` set by `node`.
+async fn zoned_nodes(c: &Cluster) {
+    for (name, zone) in [("z1", "a"), ("z2", "a"), ("z3", "b")] {
+        node(c, name, json!({"topology.kubernetes.io/zone": zone}), json!({}), resources("4", "8Gi")).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_anti_affinity_spreads_replicas_and_affinity_co_locates() {
+    let c = Cluster::start().await;
+    zoned_nodes(&c).await;
+    let _s = start_scheduler(&c).await;
+
+    // one replica per host; the fourth has nowhere to go
+    let anti = affinity_term("podAntiAffinity", "kubernetes.io/hostname", "web");
+    let mut hosts = Vec::new();
+    for i in 1..=3 {
+        let name = format!("web-{i}");
+        create_pod(&c, labelled_pod(&name, json!({"app": "web"}), anti.clone())).await;
+        hosts.push(wait_bound(&c, &name).await);
+    }
+    hosts.sort();
+    assert_eq!(hosts, ["z1", "z2", "z3"]);
+    create_pod(&c, labelled_pod("web-4", json!({"app": "web"}), anti)).await;
+    let p = wait_pod(&c, "web-4", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    let cond = scheduled_condition(&p).unwrap();
+    assert_eq!(cond["reason"], "Unschedulable", "{cond}");
+    assert_eq!(
+        cond["message"],
+        "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules. \
+         preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.",
+        "{cond}"
+    );
+
+    // a labelled pod pinned to z3; its follower must share the host
+    let pin = json!({"nodeSelector": {"kubernetes.io/hostname": "z3"}});
+    create_pod(&c, labelled_pod("db", json!({"app": "db"}), pin)).await;
+    assert_eq!(wait_bound(&c, "db").await, "z3");
+    create_pod(&c, labelled_pod("db-client", json!({}), affinity_term("podAffinity", "kubernetes.io/hostname", "db")))
+        .await;
+    assert_eq!(wait_bound(&c, "db-client").await, "z3");
+    // by zone: a pod wanting the zone of db (b) can only have z3 too
+    create_pod(
+        &c,
+        labelled_pod("db-zone", json!({}), affinity_term("podAffinity", "topology.kubernetes.io/zone", "db")),
+    )
+    .await;
+    assert_eq!(wait_bound(&c, "db-zone").await, "z3");
+    // a pod that keeps "db" pods out of zone a; a second db pod with no rule of its own,
+    // held to zone a by its selector, then fits nowhere (the existing pod's anti-affinity)
+    let guard = affinity_term("podAntiAffinity", "topology.kubernetes.io/zone", "db");
+    create_pod(
+        &c,
+        labelled_pod(
+            "guard",
+            json!({}),
+            json!({"nodeSelector": {"kubernetes.io/hostname": "z1"}, "affinity": guard["affinity"]}),
+        ),
+    )
+    .await;
+    assert_eq!(wait_bound(&c, "guard").await, "z1");
+    let zone_a = json!({"nodeSelector": {"topology.kubernetes.io/zone": "a"}});
+    create_pod(&c, labelled_pod("db-2", json!({"app": "db"}), zone_a)).await;
+    let p = wait_pod(&c, "db-2", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    let message = scheduled_condition(&p).unwrap()["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        message.starts_with(
+            "0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, \
+             2 node(s) didn't satisfy existing pods anti-affinity rules."
+        ),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_spread_keeps_zones_within_max_skew() {
+    let c = Cluster::start().await;
+    zoned_nodes(&c).await;
+    let _s = start_scheduler(&c).await;
+
+    // zone a has two nodes, b one: with maxSkew 1 the replicas alternate zones all the same
+    let spread = |extra_key: Option<(&str, Value)>| {
+        let mut extra = json!({"topologySpreadConstraints": [{"maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"app": "spread"}}}]});
+        if let Some((k, v)) = extra_key {
+            extra[k] = v;
+        }
+        extra
+    };
+    let zone = |node: &str| if node == "z3" { "b" } else { "a" };
+    let mut per_zone: BTreeMap<&str, usize> = BTreeMap::new();
+    for i in 1..=4 {
+        let name = format!("s-{i}");
+        create_pod(&c, labelled_pod(&name, json!({"app": "spread"}), spread(None))).await;
+        *per_zone.entry(zone(&wait_bound(&c, &name).await)).or_default() += 1;
+        let (a, b) = (per_zone.get("a").copied().unwrap_or(0), per_zone.get("b").copied().unwrap_or(0));
+        assert!(a.abs_diff(b) <= 1, "after {name}: {per_zone:?}");
+    }
+    assert_eq!(per_zone, BTreeMap::from([("a", 2), ("b", 2)]));
+
+    // zone a is full for a pod that must go there and counts zone b too
+    // (nodeAffinityPolicy Ignore): 3 − 2 > 1 would follow on the third in a row
+    let held = |name: &str| {
+        let mut extra = spread(Some(("nodeSelector", json!({"topology.kubernetes.io/zone": "a"}))));
+        extra["topologySpreadConstraints"][0]["nodeAffinityPolicy"] = json!("Ignore");
+        labelled_pod(name, json!({"app": "spread"}), extra)
+    };
+    create_pod(&c, held("s-5")).await;
+    assert_eq!(zone(&wait_bound(&c, "s-5").await), "a");
+    create_pod(&c, held("s-6")).await;
+    let p = wait_pod(&c, "s-6", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    let cond = scheduled_condition(&p).unwrap();
+    assert_eq!(cond["reason"], "Unschedulable", "{cond}");
+    assert_eq!(
+        cond["message"],
+        "0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, \
+         2 node(s) didn't match pod topology spread constraints. \
+         preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, \
+         2 No preemption victims found for incoming pod.",
+        "{cond}"
+    );
+    // a node with no zone label is not a place for a spread pod (zone a has 3, b 2: z3)
+    node(&c, "bare", json!({}), json!({}), resources("4", "8Gi")).await;
+    create_pod(&c, labelled_pod("s-7", json!({"app": "spread"}), spread(None))).await;
+    assert_eq!(wait_bound(&c, "s-7").await, "z3");
+    let pinned = spread(Some(("nodeSelector", json!({"kubernetes.io/hostname": "bare"}))));
+    create_pod(&c, labelled_pod("s-8", json!({"app": "spread"}), pinned)).await;
+    let p = wait_pod(&c, "s-8", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    let message = scheduled_condition(&p).unwrap()["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        message.starts_with(
+            "0/4 nodes are available: 1 node(s) didn't match pod topology spread constraints (missing required label), \
+             3 node(s) didn't match Pod's node affinity/selector."
+        ),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volume_claims_restrict_placement() {
+    let c = Cluster::start().await;
+    zoned_nodes(&c).await;
+    let claim = |name: &str, mode: &str, volume: Option<&str>| {
+        let mut spec = json!({"accessModes": [mode], "resources": {"requests": {"storage": "1Gi"}}});
+        if let Some(v) = volume {
+            spec["volumeName"] = json!(v);
+        }
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": "default"}, "spec": spec})
+    };
+    c.create("/api/v1/namespaces/default/persistentvolumeclaims", &claim("solo", "ReadWriteOncePod", None)).await;
+    // a local volume on z2, its claim bound to it
+    let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "local-z2"},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "local": {"path": "/mnt/disk"}, "claimRef": {"namespace": "default", "name": "local"},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["z2"]}]}]}}}});
+    c.create("/api/v1/persistentvolumes", &pv).await;
+    c.create("/api/v1/namespaces/default/persistentvolumeclaims", &claim("local", "ReadWriteOnce", Some("local-z2")))
+        .await;
+    let _s = start_scheduler(&c).await;
+    let using = |name: &str, claim: &str| {
+        pod(
+            name,
+            json!({"cpu": "10m"}),
+            json!({"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]}),
+        )
+    };
+
+    // the ReadWriteOncePod claim: the first pod has it, the second fits nowhere
+    create_pod(&c, using("first", "solo")).await;
+    wait_bound(&c, "first").await;
+    create_pod(&c, using("second", "solo")).await;
+    let p = wait_pod(&c, "second", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    let cond = scheduled_condition(&p).unwrap();
+    assert_eq!(cond["reason"], "Unschedulable", "{cond}");
+    assert_eq!(
+        cond["message"],
+        "0/3 nodes are available: 3 node has pod using PersistentVolumeClaim with the same name and \
+         ReadWriteOncePod access mode. preemption: 0/3 nodes are available: \
+         3 No preemption victims found for incoming pod.",
+        "{cond}"
+    );
+    // the first pod goes away: the claim is free for the second
+    let now = json!({"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0});
+    let (code, body) = c.delete_with("/api/v1/namespaces/default/pods/first", &now).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    wait_bound(&c, "second").await;
+
+    // the local volume's node affinity takes both of its pods to z2
+    for name in ["local-1", "local-2"] {
+        create_pod(&c, using(name, "local")).await;
+        assert_eq!(wait_bound(&c, name).await, "z2");
+    }
+    // a claim nobody made: rejected before any node is looked at
+    create_pod(&c, using("ghost", "missing")).await;
+    let p = wait_pod(&c, "ghost", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    assert_eq!(
+        scheduled_condition(&p).unwrap()["message"],
+        "0/3 nodes are available: persistentvolumeclaim \"missing\" not found. \
+         preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
+    );
+}

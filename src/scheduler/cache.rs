@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
 
-use super::framework::{NodeInfo, PodInfo, Snapshot};
+use super::framework::{NodeInfo, PodInfo, Snapshot, Volumes};
 
 /// How long an assumed pod whose binding succeeded may wait for the watch.
 pub const ASSUMED_TTL: Duration = Duration::from_secs(30);
@@ -31,6 +31,9 @@ pub struct Cache {
     assumed: HashMap<String, Assumed>,
     /// image name → how many nodes have it.
     image_nodes: HashMap<String, usize>,
+    /// namespace → its labels.
+    namespaces: HashMap<String, BTreeMap<String, String>>,
+    volumes: Volumes,
 }
 
 /// Whether a node update can let a waiting pod fit: anything but heartbeats and
@@ -144,9 +147,42 @@ impl Cache {
         expired
     }
 
+    /// A namespace was added or changed: whether its labels changed (pod affinity terms
+    /// may select namespaces by label).
+    pub fn apply_namespace(&mut self, name: &str, labels: BTreeMap<String, String>) -> bool {
+        self.namespaces.insert(name.to_string(), labels.clone()) != Some(labels)
+    }
+
+    pub fn delete_namespace(&mut self, name: &str) {
+        self.namespaces.remove(name);
+    }
+
+    /// A claim was added or changed (key `namespace/name`).
+    pub fn apply_claim(&mut self, key: String, claim: Arc<PersistentVolumeClaim>) {
+        self.volumes.claims.insert(key, claim);
+    }
+
+    pub fn delete_claim(&mut self, key: &str) {
+        self.volumes.claims.remove(key);
+    }
+
+    pub fn apply_volume(&mut self, name: String, volume: Arc<PersistentVolume>) {
+        self.volumes.volumes.insert(name, volume);
+    }
+
+    pub fn delete_volume(&mut self, name: &str) {
+        self.volumes.volumes.remove(name);
+    }
+
     /// The cycle's view: the nodes the watch shows, by name.
     pub fn snapshot(&self) -> Snapshot<'_> {
-        Snapshot { nodes: self.nodes.values().filter(|n| n.node.is_some()).collect(), image_nodes: &self.image_nodes }
+        Snapshot {
+            nodes: self.nodes.values().filter(|n| n.node.is_some()).collect(),
+            image_nodes: &self.image_nodes,
+            namespaces: &self.namespaces,
+            volumes: &self.volumes,
+            cycle: Default::default(),
+        }
     }
 
     #[cfg(test)]

@@ -4,10 +4,12 @@
 //! large cluster), score the feasible ones, pick the best (ties at random), or explain
 //! the failure the way upstream's FitError does.
 
+use std::any::Any;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 
 use super::plugins;
 use super::resources::{self, Resources};
@@ -84,6 +86,11 @@ pub struct NodeInfo {
     pub used_ports: HashSet<HostPort>,
     /// Image name → size in bytes, from node.status.images (every name of each image).
     pub images: HashMap<String, i64>,
+    /// How many of `pods` have any pod affinity or anti-affinity, and how many a required
+    /// anti-affinity (upstream's PodsWithAffinity and PodsWithRequiredAntiAffinity), so
+    /// InterPodAffinity can pass over the other nodes.
+    pub pods_with_affinity: usize,
+    pub pods_with_required_anti_affinity: usize,
 }
 
 impl NodeInfo {
@@ -113,6 +120,8 @@ impl NodeInfo {
         self.requested.add(&pod.requests);
         self.non_zero_requested.add(&pod.non_zero);
         self.used_ports.extend(pod.host_ports.iter().cloned());
+        self.pods_with_affinity += usize::from(plugins::has_pod_affinity(&pod.pod));
+        self.pods_with_required_anti_affinity += usize::from(plugins::has_required_anti_affinity(&pod.pod));
         self.pods.insert(pod.key.clone(), pod);
     }
 
@@ -120,6 +129,8 @@ impl NodeInfo {
         let Some(pod) = self.pods.remove(key) else { return false };
         self.requested.sub(&pod.requests);
         self.non_zero_requested.sub(&pod.non_zero);
+        self.pods_with_affinity -= usize::from(plugins::has_pod_affinity(&pod.pod));
+        self.pods_with_required_anti_affinity -= usize::from(plugins::has_required_anti_affinity(&pod.pod));
         for port in &pod.host_ports {
             // another pod may hold the same port (a conflict the scheduler did not make)
             if !self.pods.values().any(|p| p.host_ports.contains(port)) {
@@ -140,6 +151,61 @@ pub struct Snapshot<'a> {
     pub nodes: Vec<&'a NodeInfo>,
     /// Image name → number of nodes that have it.
     pub image_nodes: &'a HashMap<String, usize>,
+    /// Namespace name → its labels (for pod affinity terms' namespaceSelector).
+    pub namespaces: &'a HashMap<String, BTreeMap<String, String>>,
+    pub volumes: &'a Volumes,
+    /// What plug-ins worked out once for the pod of this cycle (upstream's CycleState).
+    pub cycle: CycleState,
+}
+
+/// PersistentVolumeClaims (by `namespace/name`) and PersistentVolumes (by name), as the
+/// watches show them.
+#[derive(Default)]
+pub struct Volumes {
+    pub claims: HashMap<String, Arc<PersistentVolumeClaim>>,
+    pub volumes: HashMap<String, Arc<PersistentVolume>>,
+}
+
+/// Per-cycle state of the plug-ins (PreFilter/PreScore results), each entry tied to the
+/// pod it was computed for: an entry for another pod is stale and is recomputed, so a
+/// snapshot may serve several pods in turn.
+#[derive(Default)]
+pub struct CycleState {
+    entries: RefCell<HashMap<&'static str, (Arc<Pod>, StateValue)>>,
+}
+
+type StateValue = Arc<dyn Any + Send + Sync>;
+
+impl CycleState {
+    /// The entry `key` for this pod, if there is a current one.
+    pub fn get<T: Any + Send + Sync>(&self, key: &'static str, pod: &PodInfo) -> Option<Arc<T>> {
+        let entries = self.entries.borrow();
+        let (owner, value) = entries.get(key)?;
+        if !Arc::ptr_eq(owner, &pod.pod) {
+            return None;
+        }
+        value.clone().downcast::<T>().ok()
+    }
+
+    /// Replace the entry `key` with a value computed for this pod.
+    pub fn insert<T: Any + Send + Sync>(&self, key: &'static str, pod: &PodInfo, value: T) -> Arc<T> {
+        let value = Arc::new(value);
+        self.entries.borrow_mut().insert(key, (pod.pod.clone(), value.clone()));
+        value
+    }
+
+    /// The entry `key` for this pod, computed on first use.
+    pub fn get_or_insert_with<T: Any + Send + Sync>(
+        &self,
+        key: &'static str,
+        pod: &PodInfo,
+        compute: impl FnOnce() -> T,
+    ) -> Arc<T> {
+        match self.get(key, pod) {
+            Some(value) => value,
+            None => self.insert(key, pod, compute()),
+        }
+    }
 }
 
 /// Why a node does not fit: upstream's Unschedulable (preemption might help) or
@@ -170,14 +236,26 @@ pub enum PreFilter {
 
 pub trait FilterPlugin: Send + Sync {
     fn name(&self) -> &'static str;
-    fn pre_filter(&self, _pod: &PodInfo) -> PreFilter {
+    fn pre_filter(&self, _snapshot: &Snapshot, _pod: &PodInfo) -> PreFilter {
         PreFilter::AllNodes
     }
     fn filter(&self, snapshot: &Snapshot, pod: &PodInfo, node: &NodeInfo) -> Result<(), Failure>;
 }
 
+#[derive(Debug, PartialEq, Eq)]
+pub enum PreScore {
+    Score,
+    Skip,
+}
+
 pub trait ScorePlugin: Send + Sync {
     fn name(&self) -> &'static str;
+    /// Work out, once per cycle, what scoring the feasible nodes needs (upstream's
+    /// PreScore); plug-ins keep it in `snapshot.cycle`. `Skip`: the plug-in has nothing
+    /// to say of this pod and scores every node 0, unnormalized.
+    fn pre_score(&self, _snapshot: &Snapshot, _pod: &PodInfo, _feasible: &[&NodeInfo]) -> PreScore {
+        PreScore::Score
+    }
     /// The raw score of one feasible node.
     fn score(&self, snapshot: &Snapshot, pod: &PodInfo, node: &NodeInfo) -> i64;
     /// Bring the raw scores of all feasible nodes to 0..=MAX_NODE_SCORE.
@@ -203,11 +281,17 @@ impl Profile {
                 Box::new(NodeAffinity),
                 Box::new(NodePorts),
                 Box::new(NodeResourcesFit),
+                Box::new(VolumeRestrictions),
+                Box::new(VolumeBinding),
+                Box::new(PodTopologySpread),
+                Box::new(InterPodAffinity),
             ],
             scores: vec![
                 (Box::new(TaintToleration), 3),
                 (Box::new(NodeAffinity), 2),
                 (Box::new(NodeResourcesFit), 1),
+                (Box::new(PodTopologySpread), 2),
+                (Box::new(InterPodAffinity), 2),
                 (Box::new(BalancedAllocation), 1),
                 (Box::new(ImageLocality), 1),
             ],
@@ -353,7 +437,7 @@ pub fn schedule(
         return Err(ScheduleError::NoNodes);
     }
     let mut by_node = BTreeMap::new();
-    let only = match pre_filter(profile, pod) {
+    let only = match pre_filter(profile, snapshot, pod) {
         Ok(only) => only,
         Err(rejection) => {
             for node in &snapshot.nodes {
@@ -409,11 +493,15 @@ pub fn schedule(
 /// The PreFilters together: the node names every narrowing plug-in allows (with the
 /// failure recorded for the others, naming those plug-ins as upstream), or the first
 /// rejection.
-fn pre_filter(profile: &Profile, pod: &PodInfo) -> Result<Option<(BTreeSet<String>, Failure)>, String> {
+fn pre_filter(
+    profile: &Profile,
+    snapshot: &Snapshot,
+    pod: &PodInfo,
+) -> Result<Option<(BTreeSet<String>, Failure)>, String> {
     let mut only: Option<BTreeSet<String>> = None;
     let mut narrowing = BTreeSet::new();
     for f in &profile.filters {
-        match f.pre_filter(pod) {
+        match f.pre_filter(snapshot, pod) {
             PreFilter::AllNodes => {}
             PreFilter::Reject(why) => return Err(why),
             PreFilter::Only(names) => {
@@ -434,6 +522,9 @@ fn pre_filter(profile: &Profile, pod: &PodInfo) -> Result<Option<(BTreeSet<Strin
 pub fn score(profile: &Profile, snapshot: &Snapshot, pod: &PodInfo, feasible: &[&NodeInfo]) -> Vec<i64> {
     let mut totals = vec![0i64; feasible.len()];
     for (plugin, weight) in &profile.scores {
+        if plugin.pre_score(snapshot, pod, feasible) == PreScore::Skip {
+            continue;
+        }
         let mut scores: Vec<i64> = feasible.iter().map(|node| plugin.score(snapshot, pod, node)).collect();
         plugin.normalize(&mut scores);
         tracing::trace!(pod = %pod.key, plugin = plugin.name(), ?scores, "scored");

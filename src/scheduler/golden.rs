@@ -175,3 +175,139 @@ fn golden_messages_of_pods_pinned_by_node_name() {
          preemption: 0/4 nodes are available: 4 Preemption is not helpful for scheduling."
     );
 }
+
+fn labelled(name: &str, labels: Value, extra: Value) -> PodInfo {
+    let mut p = pod(name, "nginx", json!({"cpu": "100m", "memory": "128Mi"}), extra).pod.as_ref().clone();
+    p.metadata.labels = serde_json::from_value(labels).ok();
+    PodInfo::new(Arc::new(p))
+}
+
+fn pod_affinity(kind: &str, required: bool, app: &str) -> Value {
+    let term = json!({"topologyKey": "zone", "labelSelector": {"matchLabels": {"app": app}}});
+    let rules = if required {
+        json!({"requiredDuringSchedulingIgnoredDuringExecution": [term]})
+    } else {
+        json!({"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": term}]})
+    };
+    json!({"affinity": {kind: rules}})
+}
+
+/// Place each pod in turn (assumed, so it counts for the next): the node, or the message.
+fn place_all(cache: &mut Cache, pods: Vec<PodInfo>) -> Vec<Result<String, String>> {
+    let profile = Profile::default_plugins();
+    let mut out = Vec::new();
+    for info in pods {
+        let info = Arc::new(info);
+        let placed = framework::schedule(&profile, &cache.snapshot(), &info, &mut 0).map(|p| p.node);
+        if let Ok(node) = &placed {
+            cache.assume(info.clone(), node);
+        }
+        out.push(placed.map_err(|e| e.to_string()));
+    }
+    out
+}
+
+#[test]
+fn golden_pod_affinity_and_anti_affinity() {
+    let mut cache = cluster();
+    let pin = |node: &str| {
+        json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}}})
+    };
+    let ok = |n: &str| Ok(n.to_string());
+    let anti_full = "0/4 nodes are available: 1 node(s) had untolerated taint {gpu: true}, \
+        3 node(s) didn't match pod anti-affinity rules. preemption: 0/4 nodes are available: \
+        1 Preemption is not helpful for scheduling, 3 No preemption victims found for incoming pod.";
+    let placed = place_all(
+        &mut cache,
+        vec![
+            // pinned to large (zone b)
+            labelled("db", json!({"app": "db"}), pin("large")),
+            // must share db's zone: large, the gpu node being tainted
+            labelled("web", json!({"app": "web"}), pod_affinity("podAffinity", true, "db")),
+            // one per zone: the first to large (the most free room), the second must take
+            // zone a (small: the soft taint keeps it off tainted), the third finds no zone
+            labelled("cache-1", json!({"app": "cache"}), pod_affinity("podAntiAffinity", true, "cache")),
+            labelled("cache-2", json!({"app": "cache"}), pod_affinity("podAntiAffinity", true, "cache")),
+            labelled("cache-3", json!({"app": "cache"}), pod_affinity("podAntiAffinity", true, "cache")),
+            // keeps "batch" pods out of its zone (b, preferring db's zone: weight 100 → 2 × 100)
+            labelled(
+                "guard",
+                json!({}),
+                json!({"affinity": {
+                    "podAntiAffinity": pod_affinity("podAntiAffinity", true, "batch")["affinity"]["podAntiAffinity"],
+                    "podAffinity": pod_affinity("podAffinity", false, "db")["affinity"]["podAffinity"],
+                }}),
+            ),
+            // symmetry: zone b is closed to a batch pod by the guard's anti-affinity
+            labelled("batch", json!({"app": "batch"}), pin("large")),
+            // a self-affine first pod may go where no pod of its group is (zone a by its
+            // selector: small); the next one must follow it there rather than to large
+            labelled("grp-1", json!({"app": "grp"}), {
+                let mut extra = pod_affinity("podAffinity", true, "grp");
+                extra["nodeSelector"] = json!({"zone": "a"});
+                extra
+            }),
+            labelled("grp-2", json!({"app": "grp"}), pod_affinity("podAffinity", true, "grp")),
+        ],
+    );
+    let existing = "0/4 nodes are available: 1 node(s) didn't satisfy existing pods anti-affinity rules, \
+        3 node(s) didn't satisfy plugin(s) [NodeAffinity]. preemption: 0/4 nodes are available: \
+        1 No preemption victims found for incoming pod, 3 Preemption is not helpful for scheduling.";
+    let want = vec![
+        ok("large"),
+        ok("large"),
+        ok("large"),
+        ok("small"),
+        Err(anti_full.to_string()),
+        ok("large"),
+        Err(existing.to_string()),
+        ok("small"),
+        ok("small"),
+    ];
+    assert_eq!(placed, want);
+}
+
+#[test]
+fn golden_topology_spread() {
+    let mut cache = cluster();
+    let spread = |when: &str| {
+        json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": when,
+            "labelSelector": {"matchLabels": {"app": "s"}}}]})
+    };
+    let ok = |n: &str| Ok(n.to_string());
+    let placed = place_all(
+        &mut cache,
+        vec![
+            // the first goes where it fits best (large, zone b); then the zones take turns:
+            // small for zone a (the soft taint keeps it off tainted)
+            labelled("s1", json!({"app": "s"}), spread("DoNotSchedule")),
+            labelled("s2", json!({"app": "s"}), spread("DoNotSchedule")),
+            labelled("s3", json!({"app": "s"}), spread("DoNotSchedule")),
+            labelled("s4", json!({"app": "s"}), spread("DoNotSchedule")),
+            // held to zone b by its selector: with nodeAffinityPolicy Honor (the default)
+            // zone a's nodes do not count, so b is its own minimum and takes it
+            labelled("s5", json!({"app": "s"}), in_zone_b(spread("DoNotSchedule"))),
+            // with Ignore, zone a (2) counts and b (3) cannot take a fourth
+            labelled("s6", json!({"app": "s"}), {
+                let mut extra = in_zone_b(spread("DoNotSchedule"));
+                extra["topologySpreadConstraints"][0]["nodeAffinityPolicy"] = json!("Ignore");
+                extra
+            }),
+            // the soft variant goes to zone a despite large's room (2 × 100 for the
+            // emptier zone against 2 × 0)
+            labelled("s7", json!({"app": "s"}), spread("ScheduleAnyway")),
+        ],
+    );
+    let skew = "0/4 nodes are available: 1 node(s) didn't match pod topology spread constraints, \
+        1 node(s) had untolerated taint {gpu: true}, \
+        2 node(s) didn't match Pod's node affinity/selector. preemption: 0/4 nodes are available: \
+        1 No preemption victims found for incoming pod, 3 Preemption is not helpful for scheduling.";
+    let want = [ok("large"), ok("small"), ok("large"), ok("small"), ok("large"), Err(skew.to_string()), ok("small")];
+    assert_eq!(placed, want);
+}
+
+fn in_zone_b(mut extra: Value) -> Value {
+    extra["nodeSelector"] = json!({"zone": "b"});
+    extra
+}

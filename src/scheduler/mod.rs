@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -114,6 +114,12 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     }
     let nodes = sched.clone();
     tokio::spawn(inform(Api::<Node>::all(client.clone()), move |ev| nodes.node_event(ev)));
+    let namespaces = sched.clone();
+    tokio::spawn(inform(Api::<Namespace>::all(client.clone()), move |ev| namespaces.namespace_event(ev)));
+    let claims = sched.clone();
+    tokio::spawn(inform(Api::<PersistentVolumeClaim>::all(client.clone()), move |ev| claims.claim_event(ev)));
+    let volumes = sched.clone();
+    tokio::spawn(inform(Api::<PersistentVolume>::all(client.clone()), move |ev| volumes.volume_event(ev)));
     let pods = sched.clone();
     tokio::spawn(inform(Api::<Pod>::all(client), move |ev| pods.pod_event(ev)));
     tracing::info!(scheduler = %args.scheduler_name, "scheduler started");
@@ -212,6 +218,44 @@ impl Scheduler {
             }
             Change::Deleted(key) => lock(&self.cache).delete_node(key.trim_start_matches('/')),
             Change::Synced => self.nodes_synced.store(true, Ordering::Relaxed),
+        }
+    }
+
+    /// Namespace labels, for pod affinity terms' namespaceSelector.
+    fn namespace_event(&self, change: Change<Namespace>) {
+        match change {
+            Change::Applied(ns) => {
+                let labels = ns.metadata.labels.clone().unwrap_or_default();
+                if lock(&self.cache).apply_namespace(&ns.name_any(), labels) {
+                    self.cluster_event();
+                }
+            }
+            Change::Deleted(key) => lock(&self.cache).delete_namespace(key.trim_start_matches('/')),
+            Change::Synced => {}
+        }
+    }
+
+    /// Claims and volumes, for the volume plug-ins: a new or changed one may let a pod fit.
+    fn claim_event(&self, change: Change<PersistentVolumeClaim>) {
+        match change {
+            Change::Applied(claim) => {
+                let key = format!("{}/{}", claim.namespace().unwrap_or_default(), claim.name_any());
+                lock(&self.cache).apply_claim(key, Arc::new(claim));
+                self.cluster_event();
+            }
+            Change::Deleted(key) => lock(&self.cache).delete_claim(&key),
+            Change::Synced => {}
+        }
+    }
+
+    fn volume_event(&self, change: Change<PersistentVolume>) {
+        match change {
+            Change::Applied(pv) => {
+                lock(&self.cache).apply_volume(pv.name_any(), Arc::new(pv));
+                self.cluster_event();
+            }
+            Change::Deleted(key) => lock(&self.cache).delete_volume(key.trim_start_matches('/')),
+            Change::Synced => {}
         }
     }
 

@@ -64,7 +64,14 @@ mod tests {
         let with = node("a", json!({}), json!({"images": [{"names": ["big:1"], "sizeBytes": 500 * MB}]}));
         let without = node("b", json!({}), json!({}));
         let images = HashMap::from([("big:1".to_string(), 1usize)]);
-        let snap = Snapshot { nodes: vec![&with, &without], image_nodes: &images };
+        let namespaces = HashMap::new();
+        let snap = Snapshot {
+            nodes: vec![&with, &without],
+            image_nodes: &images,
+            namespaces: &namespaces,
+            volumes: &Default::default(),
+            cycle: Default::default(),
+        };
         let pod = pod_info(json!({"containers": [{"name": "c", "image": "big:1"}]}));
         // 500 MiB on 1 of 2 nodes: 250 MiB → (250-23)*100/(1000-23)
         assert_eq!(ImageLocality.score(&snap, &pod, &with), (250 - 23) * 100 / (1000 - 23));

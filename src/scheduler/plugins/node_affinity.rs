@@ -56,7 +56,8 @@ pub fn term_matches(term: &NodeSelectorTerm, node: &NodeInfo) -> bool {
         })
 }
 
-fn required_matches(pod: &PodInfo, node: &NodeInfo) -> bool {
+/// The pod's nodeSelector and required node affinity hold on the node.
+pub fn required_matches(pod: &PodInfo, node: &NodeInfo) -> bool {
     let Some(spec) = pod.spec() else { return true };
     if let Some(selector) = &spec.node_selector {
         let empty = BTreeMap::new();
@@ -83,7 +84,7 @@ impl FilterPlugin for NodeAffinity {
 
     /// Required terms that all name nodes (`metadata.name In`, as a DaemonSet pod's do)
     /// narrow the search to those nodes; terms whose names cannot all hold reject the pod.
-    fn pre_filter(&self, pod: &PodInfo) -> PreFilter {
+    fn pre_filter(&self, _: &Snapshot, pod: &PodInfo) -> PreFilter {
         let terms = pod
             .spec()
             .and_then(|s| s.affinity.as_ref())
@@ -212,7 +213,7 @@ mod tests {
 
     #[test]
     fn node_name_fields_narrow_the_search() {
-        let by_field = |terms: Value| NodeAffinity.pre_filter(&required(terms));
+        let by_field = |terms: Value| with_snapshot(&[], |s| NodeAffinity.pre_filter(s, &required(terms)));
         let field = |op: &str, values: Value| json!({"matchFields": [{"key": "metadata.name", "operator": op, "values": values}]});
         let names = |n: &[&str]| PreFilter::Only(n.iter().map(|s| s.to_string()).collect());
         assert_eq!(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::{Value, json};
 
-use crate::scheduler::framework::{FilterPlugin, NodeInfo, PodInfo, ScorePlugin, Snapshot};
+use crate::scheduler::framework::{FilterPlugin, NodeInfo, PodInfo, PreScore, ScorePlugin, Snapshot, Volumes};
 
 pub fn pod_info(spec: Value) -> PodInfo {
     named_pod("default", "p", spec)
@@ -37,15 +37,39 @@ pub fn sized_node(name: &str, cpu: &str, memory: &str) -> NodeInfo {
     node(name, json!({}), json!({"allocatable": {"cpu": cpu, "memory": memory, "pods": "110"}}))
 }
 
+/// Run `f` on a snapshot of these nodes (no images, no namespace labels).
+pub fn with_snapshot<R>(nodes: &[&NodeInfo], f: impl FnOnce(&Snapshot) -> R) -> R {
+    with_volumes(nodes, &Volumes::default(), f)
+}
+
+/// Run `f` on a snapshot of these nodes and claims and volumes.
+pub fn with_volumes<R>(nodes: &[&NodeInfo], volumes: &Volumes, f: impl FnOnce(&Snapshot) -> R) -> R {
+    let (images, namespaces) = (HashMap::new(), HashMap::new());
+    let snapshot = Snapshot {
+        nodes: nodes.to_vec(),
+        image_nodes: &images,
+        namespaces: &namespaces,
+        volumes,
+        cycle: Default::default(),
+    };
+    f(&snapshot)
+}
+
 pub fn filter_reasons(plugin: &dyn FilterPlugin, pod: &PodInfo, node: &NodeInfo) -> Vec<String> {
-    let images = HashMap::new();
-    let snapshot = Snapshot { nodes: vec![node], image_nodes: &images };
-    plugin.filter(&snapshot, pod, node).err().map(|f| f.reasons).unwrap_or_default()
+    with_snapshot(&[node], |snapshot| plugin.filter(snapshot, pod, node).err().map(|f| f.reasons).unwrap_or_default())
+}
+
+/// The filter's reasons on each node of a snapshot of these nodes (empty: fits).
+pub fn filter_each(plugin: &dyn FilterPlugin, nodes: &[&NodeInfo], pod: &PodInfo) -> Vec<Vec<String>> {
+    with_snapshot(nodes, |s| {
+        nodes.iter().map(|n| plugin.filter(s, pod, n).err().map(|f| f.reasons).unwrap_or_default()).collect()
+    })
 }
 
 /// The raw score of a one-node cluster.
 pub fn raw_score(plugin: &dyn ScorePlugin, pod: &PodInfo, node: &NodeInfo) -> i64 {
-    let images = HashMap::new();
-    let snapshot = Snapshot { nodes: vec![node], image_nodes: &images };
-    plugin.score(&snapshot, pod, node)
+    with_snapshot(&[node], |snapshot| match plugin.pre_score(snapshot, pod, &[node]) {
+        PreScore::Score => plugin.score(snapshot, pod, node),
+        PreScore::Skip => 0,
+    })
 }
