@@ -34,6 +34,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
+use crate::leader_election::{self, LeaderElectionArgs, LeaderElector};
 use cache::Cache;
 use framework::{PodInfo, Profile, pod_key};
 use metrics::{Metrics, Outcome};
@@ -53,6 +54,8 @@ pub struct SchedulerArgs {
     /// HTTPS port of /healthz, /readyz and /metrics (a self-signed certificate); 0 turns it off.
     #[arg(long, default_value_t = 10259)]
     pub secure_port: u16,
+    #[command(flatten)]
+    pub leader_election: LeaderElectionArgs,
 }
 
 /// State shared by the watches, the scheduling loop and the HTTP endpoint. Lock order:
@@ -67,6 +70,8 @@ pub struct Scheduler {
     pods_synced: AtomicBool,
     nodes_synced: AtomicBool,
     writer: api::Writer,
+    /// Present when leader election is on; only the leader runs the scheduling loop.
+    elector: Option<Arc<LeaderElector>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -94,7 +99,14 @@ async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
 }
 
 pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
+    let mut election = leader_election::Config::defaults("kube-scheduler");
+    election.override_with(&args.leader_election);
+    election.validate()?;
     let client = client(args.kubeconfig.as_ref()).await.context("building the API client")?;
+    let elector = match election.enabled {
+        true => Some(Arc::new(LeaderElector::new(client.clone(), election)?)),
+        false => None,
+    };
     let sched = Arc::new(Scheduler {
         name: args.scheduler_name.clone(),
         profile: Profile::default_plugins(),
@@ -105,6 +117,7 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
         pods_synced: AtomicBool::new(false),
         nodes_synced: AtomicBool::new(false),
         writer: api::Writer::new(client.clone(), &args.scheduler_name),
+        elector: elector.clone(),
     });
     if args.secure_port != 0 {
         let addr = std::net::SocketAddr::new(args.bind_address, args.secure_port);
@@ -117,10 +130,24 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     let pods = sched.clone();
     tokio::spawn(inform(Api::<Pod>::all(client), move |ev| pods.pod_event(ev)));
     tracing::info!(scheduler = %args.scheduler_name, "scheduler started");
+    // the watches run on standbys too (a warm cache for a fast take-over); only the
+    // leader pops pods, so a standby never binds
+    let work = async {
+        match &elector {
+            Some(e) => e.lead(sched.clone().schedule_loop()).await,
+            None => {
+                sched.clone().schedule_loop().await;
+                Ok(())
+            }
+        }
+    };
     tokio::select! {
-        _ = sched.clone().schedule_loop() => Ok(()),
+        result = work => result,
         _ = crate::cli::shutdown_signal() => {
             tracing::info!("shutting down");
+            if let Some(e) = &elector {
+                e.release().await;
+            }
             Ok(())
         }
     }
