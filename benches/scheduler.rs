@@ -77,6 +77,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
+/// Where the schedulers' warnings go: `$BENCH_SCHED_LOG`, else nowhere.
+fn log_file() -> Stdio {
+    match std::env::var_os("BENCH_SCHED_LOG") {
+        Some(path) => {
+            std::fs::OpenOptions::new().create(true).append(true).open(path).map_or_else(|_| Stdio::null(), Stdio::from)
+        }
+        None => Stdio::null(),
+    }
+}
+
 /// The release scheduler, waited for until it is synced and leading.
 async fn start_scheduler(exe: &str, kubeconfig: &std::path::Path, port: u16) -> Proc {
     let scheduler = Proc(
@@ -85,7 +95,7 @@ async fn start_scheduler(exe: &str, kubeconfig: &std::path::Path, port: u16) -> 
             .arg(format!("--secure-port={port}"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file())
             .spawn()
             .expect("start the scheduler"),
     );
@@ -162,9 +172,10 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (api_port, sched_port) = (port(), port());
     let (_etcd, etcd_url) = common::start_etcd(dir.path());
+    let etcd_pid = _etcd.0.id();
     let kubeconfig = dir.path().join("kubeconfig");
     let exe = env!("CARGO_BIN_EXE_ferrokube");
-    let _server = Proc(
+    let server = Proc(
         Command::new(exe)
             .args(["apiserver", &format!("--etcd-servers={etcd_url}"), &format!("--secure-port={api_port}")])
             .arg(format!("--cert-dir={}", dir.path().join("certs").display()))
@@ -233,17 +244,27 @@ async fn main() {
     // (the first releases its lease on SIGTERM, so the second leads at once)
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(sched_pid as i32, libc::SIGTERM) };
+    let mut scheduler = scheduler;
+    let _ = scheduler.0.wait();
     drop(scheduler);
     let backlog_url = format!("{base}/api/v1/namespaces/bench-backlog/pods");
     create_pods(&base, "bench-backlog", pods).await;
     let watcher = watch_bindings(&c, &backlog_url, pods).await;
     let sched_started = Instant::now();
+    let (server_cpu, etcd_cpu) = (cpu(server.0.id()), cpu(etcd_pid));
     let scheduler = start_scheduler(exe, &kubeconfig, sched_port).await;
+    let backlog_sched_pid = scheduler.0.id();
     let leading = Instant::now();
     let bound_at =
         tokio::time::timeout(Duration::from_secs(1800), watcher).await.expect("bound in 30 min").expect("watch");
     let last_bound = bound_at.values().max().copied().unwrap_or(leading);
     let first_bound = bound_at.values().min().copied().unwrap_or(leading);
+    let per_pod = |secs: f64| format!("{:.2}", secs * 1000.0 / pods as f64);
+    let cpu_split = [
+        ("  scheduler", per_pod(cpu(backlog_sched_pid))),
+        ("  API server", per_pod(cpu(server.0.id()) - server_cpu)),
+        ("  etcd", per_pod(cpu(etcd_pid) - etcd_cpu)),
+    ];
     drop(scheduler);
 
     println!("\nscheduler benchmark: {nodes} nodes, {pods} pods, 16 creating clients\n");
@@ -273,4 +294,8 @@ async fn main() {
         "pods scheduled per second (start → last bind)",
         format!("{:.0}", pods as f64 / (last_bound - sched_started).as_secs_f64())
     );
+    println!("CPU per pod placed from the backlog (ms; 2 cores shared):");
+    for (who, ms) in cpu_split {
+        println!("{who:<52} {ms:>10}");
+    }
 }
