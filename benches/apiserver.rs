@@ -20,8 +20,7 @@
 //! machines are noisy. `BENCH_CREATES`, `BENCH_UPDATES`, `BENCH_PODS`, `BENCH_WATCHERS`
 //! and `BENCH_WATCH_PODS` scale the run.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,21 +33,8 @@ mod auth;
 /// Makes the HTTP client each simulated client uses (one connection each).
 type NewClient = Arc<dyn Fn() -> reqwest::Client + Send + Sync>;
 
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+mod common;
+use common::{Proc, env_usize, free_port};
 
 #[tokio::main]
 async fn main() {
@@ -59,24 +45,8 @@ async fn main() {
     let watchers = env_usize("BENCH_WATCHERS", 1000);
     let watch_pods = env_usize("BENCH_WATCH_PODS", 1000);
     let dir = tempfile::tempdir().expect("tempdir");
-    let (client_port, peer_port, api_port) = (free_port(), free_port(), free_port());
-    let etcd_url = format!("http://127.0.0.1:{client_port}");
-    let peer = format!("http://127.0.0.1:{peer_port}");
-    let _etcd = Proc(
-        Command::new("etcd")
-            .arg(format!("--data-dir={}", dir.path().join("etcd").display()))
-            .arg(format!("--listen-client-urls={etcd_url}"))
-            .arg(format!("--advertise-client-urls={etcd_url}"))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=default={peer}"))
-            .arg("--quota-backend-bytes=8589934592")
-            .arg("--experimental-watch-progress-notify-interval=5s")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start etcd (apt-get install etcd-server)"),
-    );
+    let api_port = free_port();
+    let (_etcd, etcd_url) = common::start_etcd(dir.path());
     let server = spawn_server(&etcd_url, api_port, &dir.path().join("certs"), &[]);
     let base = format!("https://127.0.0.1:{api_port}");
     wait_ready(&base).await;

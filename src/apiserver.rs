@@ -333,7 +333,7 @@ fn service_account_tokens(
 }
 
 /// A Go duration as upstream's flags take them: `90s`, `1h30m`, `24h`.
-fn parse_go_duration(text: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_go_duration(text: &str) -> Result<std::time::Duration, String> {
     let mut total = 0.0;
     let mut rest = text.trim();
     if rest.is_empty() {

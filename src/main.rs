@@ -11,6 +11,7 @@ mod controllers;
 mod fieldmanager;
 mod handlers;
 mod kubeconfig;
+mod leader_election;
 mod patch;
 mod protobuf;
 mod quantity;

@@ -413,7 +413,12 @@ pub fn feasible_nodes_to_find(num_nodes: usize) -> usize {
     if num_nodes < MIN_FEASIBLE {
         return num_nodes;
     }
-    let percentage = 50usize.saturating_sub(num_nodes / 125).max(5);
+    let configured = super::config::percentage_of_nodes_to_score() as usize;
+    if configured >= 100 {
+        return num_nodes;
+    }
+    let adaptive = 50usize.saturating_sub(num_nodes / 125).max(5);
+    let percentage = if configured > 0 { configured } else { adaptive };
     (num_nodes * percentage / 100).max(MIN_FEASIBLE)
 }
 

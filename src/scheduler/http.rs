@@ -48,7 +48,11 @@ async fn readyz(State(sched): State<Arc<Scheduler>>) -> impl IntoResponse {
 
 async fn metrics(State(sched): State<Arc<Scheduler>>) -> impl IntoResponse {
     let pending = lock(&sched.queue).counts();
-    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], sched.metrics.render(&sched.name, pending))
+    let mut text = sched.metrics.render(&sched.name, pending);
+    if let Some(e) = &sched.elector {
+        text.push_str(&e.render_metric());
+    }
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 pub async fn serve(listener: TcpListener, sched: Arc<Scheduler>) {

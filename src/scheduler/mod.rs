@@ -9,6 +9,7 @@
 
 mod api;
 mod cache;
+mod config;
 mod framework;
 #[cfg(test)]
 mod golden;
@@ -34,6 +35,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
+use crate::leader_election::{self, LeaderElectionArgs, LeaderElector};
 use cache::Cache;
 use framework::{PodInfo, Profile, pod_key};
 use metrics::{Metrics, Outcome};
@@ -41,18 +43,26 @@ use queue::Queue;
 
 #[derive(clap::Args, Debug)]
 pub struct SchedulerArgs {
-    /// kubeconfig to reach the API server (default: in-cluster or $KUBECONFIG/~/.kube/config).
+    /// kubeconfig to reach the API server (default: the config file's
+    /// clientConnection.kubeconfig, else in-cluster or $KUBECONFIG/~/.kube/config).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
-    /// Schedule the pods whose spec.schedulerName is this name.
-    #[arg(long, default_value = "default-scheduler")]
-    pub scheduler_name: String,
+    /// A KubeSchedulerConfiguration (kubescheduler.config.k8s.io/v1) file; flags given
+    /// on the command line override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Schedule the pods whose spec.schedulerName is this name (default: the config's
+    /// profile's schedulerName, else default-scheduler).
+    #[arg(long)]
+    pub scheduler_name: Option<String>,
     /// Address of the health and metrics endpoint.
     #[arg(long, default_value = "127.0.0.1")]
     pub bind_address: IpAddr,
     /// HTTPS port of /healthz, /readyz and /metrics (a self-signed certificate); 0 turns it off.
     #[arg(long, default_value_t = 10259)]
     pub secure_port: u16,
+    #[command(flatten)]
+    pub leader_election: LeaderElectionArgs,
 }
 
 /// State shared by the watches, the scheduling loop and the HTTP endpoint. Lock order:
@@ -67,6 +77,8 @@ pub struct Scheduler {
     pods_synced: AtomicBool,
     nodes_synced: AtomicBool,
     writer: api::Writer,
+    /// Present when leader election is on; only the leader runs the scheduling loop.
+    elector: Option<Arc<LeaderElector>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -94,17 +106,40 @@ async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
 }
 
 pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
-    let client = client(args.kubeconfig.as_ref()).await.context("building the API client")?;
+    let file = match &args.config {
+        Some(path) => config::load(path)?,
+        None => config::KubeSchedulerConfiguration::default(),
+    };
+    let mut election = leader_election::Config::defaults("kube-scheduler");
+    file.apply_leader_election(&mut election)?;
+    election.override_with(&args.leader_election);
+    election.validate()?;
+    let profile = file.build_profile().context("building the scheduling profile")?;
+    let name = args.scheduler_name.clone().or_else(|| file.scheduler_name().map(str::to_string));
+    let name = name.unwrap_or_else(|| "default-scheduler".to_string());
+    let kubeconfig = args.kubeconfig.clone().or_else(|| file.client_connection.kubeconfig.clone());
+    let client = client(kubeconfig.as_ref()).await.context("building the API client")?;
+    // the lease gets a client (a connection) of its own, as upstream's leader-election
+    // clientset: thousands of bindings queued on the main one must not delay a renewal
+    let elector = match election.enabled {
+        true => {
+            let lease_client =
+                crate::scheduler::client(kubeconfig.as_ref()).await.context("building the lease client")?;
+            Some(Arc::new(LeaderElector::new(lease_client, election)?))
+        }
+        false => None,
+    };
     let sched = Arc::new(Scheduler {
-        name: args.scheduler_name.clone(),
-        profile: Profile::default_plugins(),
+        name: name.clone(),
+        profile,
         cache: Mutex::default(),
         queue: Mutex::default(),
         wake: Notify::new(),
         metrics: Metrics::default(),
         pods_synced: AtomicBool::new(false),
         nodes_synced: AtomicBool::new(false),
-        writer: api::Writer::new(client.clone(), &args.scheduler_name),
+        writer: api::Writer::new(client.clone(), &name),
+        elector: elector.clone(),
     });
     if args.secure_port != 0 {
         let addr = std::net::SocketAddr::new(args.bind_address, args.secure_port);
@@ -122,11 +157,25 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     tokio::spawn(inform(Api::<PersistentVolume>::all(client.clone()), move |ev| volumes.volume_event(ev)));
     let pods = sched.clone();
     tokio::spawn(inform(Api::<Pod>::all(client), move |ev| pods.pod_event(ev)));
-    tracing::info!(scheduler = %args.scheduler_name, "scheduler started");
+    tracing::info!(scheduler = %name, "scheduler started");
+    // the watches run on standbys too (a warm cache for a fast take-over); only the
+    // leader pops pods, so a standby never binds
+    let work = async {
+        match &elector {
+            Some(e) => e.lead(sched.clone().schedule_loop()).await,
+            None => {
+                sched.clone().schedule_loop().await;
+                Ok(())
+            }
+        }
+    };
     tokio::select! {
-        _ = sched.clone().schedule_loop() => Ok(()),
+        result = work => result,
         _ = crate::cli::shutdown_signal() => {
             tracing::info!("shutting down");
+            if let Some(e) = &elector {
+                e.release().await;
+            }
             Ok(())
         }
     }

@@ -1,0 +1,301 @@
+//! `cargo bench --bench scheduler`: how fast the release `ferrokube scheduler` places pods.
+//!
+//! Starts a private etcd, the release API server and the release scheduler (a separate
+//! process, leader election on as by default), creates `BENCH_NODES` nodes (default 1,000;
+//! objects with allocatable, no kubelet), then `BENCH_SCHED_PODS` pending pods (default
+//! 10,000) with 16 concurrent clients, and follows the pods with a watch. Reported:
+//! pods scheduled per second, from the first create to the last binding seen on the
+//! watch, and p50/p99 of creation → binding, each pod's time measured on the client
+//! from the end of its create request to the arrival of the watch event that shows it
+//! bound (creationTimestamp has whole seconds only), plus the scheduler's CPU time.
+//! Then a backlog: `BENCH_SCHED_PODS` more pods created while no scheduler runs, and a
+//! fresh scheduler started: its throughput with a full queue (as upstream's
+//! scheduler_perf measures), which the first phase cannot show when the scheduler
+//! keeps up with the creates.
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+mod common;
+use common::{Proc, env_usize as env_or, free_port as port};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().danger_accept_invalid_certs(true).build().expect("client")
+}
+
+/// Poll `url` until it answers 2xx with a body containing `needle`.
+async fn wait_for(url: &str, needle: &str) {
+    let c = client();
+    for _ in 0..1200 {
+        if let Ok(r) = c.get(url).send().await
+            && r.status().is_success()
+            && r.text().await.is_ok_and(|t| t.contains(needle))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} never answered with {needle:?}");
+}
+
+/// Process CPU seconds (user + system) from /proc/<pid>/stat.
+fn cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect();
+    (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
+}
+
+/// Run `n` jobs over 16 clients; `job(client, i)`.
+async fn fan_out<F, Fut>(n: usize, job: F)
+where
+    F: Fn(reqwest::Client, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let job = Arc::new(job);
+    let tasks: Vec<_> = (0..16)
+        .map(|w| {
+            let job = job.clone();
+            tokio::spawn(async move {
+                let c = client();
+                for i in (w..n).step_by(16) {
+                    job(c.clone(), i).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("client task");
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// Where the schedulers' warnings go: `$BENCH_SCHED_LOG`, else nowhere.
+fn log_file() -> Stdio {
+    match std::env::var_os("BENCH_SCHED_LOG") {
+        Some(path) => {
+            std::fs::OpenOptions::new().create(true).append(true).open(path).map_or_else(|_| Stdio::null(), Stdio::from)
+        }
+        None => Stdio::null(),
+    }
+}
+
+/// The release scheduler, waited for until it is synced and leading.
+async fn start_scheduler(exe: &str, kubeconfig: &std::path::Path, port: u16) -> Proc {
+    let scheduler = Proc(
+        Command::new(exe)
+            .args(["scheduler", &format!("--kubeconfig={}", kubeconfig.display())])
+            .arg(format!("--secure-port={port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log_file())
+            .spawn()
+            .expect("start the scheduler"),
+    );
+    let base = format!("https://127.0.0.1:{port}");
+    wait_for(&format!("{base}/readyz"), "ok").await;
+    wait_for(&format!("{base}/metrics"), "leader_election_master_status{name=\"kube-scheduler\"} 1").await;
+    scheduler
+}
+
+/// A watch on the namespace's pods from now: a task ending when `pods` pods were seen
+/// bound, with when each was.
+async fn watch_bindings(
+    c: &reqwest::Client,
+    pods_url: &str,
+    pods: usize,
+) -> tokio::task::JoinHandle<HashMap<String, Instant>> {
+    let list: serde_json::Value = c.get(pods_url).send().await.expect("list").json().await.expect("json");
+    let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
+    let mut watch = c.get(format!("{pods_url}?watch=1&resourceVersion={rv}")).send().await.expect("watch");
+    tokio::spawn(async move {
+        let mut bound_at = HashMap::new();
+        let mut buf = Vec::new();
+        while bound_at.len() < pods {
+            let Ok(Some(chunk)) = watch.chunk().await else { panic!("the watch ended") };
+            let now = Instant::now();
+            buf.extend_from_slice(&chunk);
+            while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=end).collect();
+                let Ok(ev) = serde_json::from_slice::<serde_json::Value>(&line) else { continue };
+                let obj = &ev["object"];
+                if obj["spec"]["nodeName"].is_string() {
+                    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                    bound_at.entry(name).or_insert(now);
+                }
+            }
+        }
+        bound_at
+    })
+}
+
+fn bench_pod(name: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "bench"}},
+        "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10",
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}})
+}
+
+/// Create `n` pods in `ns` with 16 clients; when each create returned.
+async fn create_pods(base: &str, ns: &str, n: usize) -> HashMap<String, Instant> {
+    let c = client();
+    let _ = c
+        .post(format!("{base}/api/v1/namespaces"))
+        .json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+        .send()
+        .await;
+    let created_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let (url, created) = (Arc::new(format!("{base}/api/v1/namespaces/{ns}/pods")), created_at.clone());
+    fan_out(n, move |c, i| {
+        let (url, created) = (url.clone(), created.clone());
+        async move {
+            let name = format!("pod-{i:05}");
+            let r = c.post(url.as_str()).json(&bench_pod(&name)).send().await.expect("create pod");
+            assert!(r.status().is_success(), "pod create: {}", r.status());
+            created.lock().expect("lock").insert(name, Instant::now());
+        }
+    })
+    .await;
+    created_at.lock().expect("lock").clone()
+}
+
+#[tokio::main]
+async fn main() {
+    let nodes = env_or("BENCH_NODES", 1000);
+    let pods = env_or("BENCH_SCHED_PODS", 10_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (api_port, sched_port) = (port(), port());
+    let (_etcd, etcd_url) = common::start_etcd(dir.path());
+    let etcd_pid = _etcd.0.id();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let exe = env!("CARGO_BIN_EXE_ferrokube");
+    let server = Proc(
+        Command::new(exe)
+            .args(["apiserver", &format!("--etcd-servers={etcd_url}"), &format!("--secure-port={api_port}")])
+            .arg(format!("--cert-dir={}", dir.path().join("certs").display()))
+            .arg(format!("--write-kubeconfig={}", kubeconfig.display()))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the API server"),
+    );
+    let base = format!("https://127.0.0.1:{api_port}");
+    wait_for(&format!("{base}/readyz"), "ok").await;
+
+    let started = Instant::now();
+    let nodes_url = Arc::new(format!("{base}/api/v1/nodes"));
+    let b = Arc::new(base.clone());
+    fan_out(nodes, move |c, i| {
+        let (url, base) = (nodes_url.clone(), b.clone());
+        async move {
+            let name = format!("node-{i:05}");
+            let node = json!({"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "topology.kubernetes.io/zone": format!("zone-{}", i % 3)}}});
+            let r = c.post(url.as_str()).json(&node).send().await.expect("create node");
+            assert!(r.status().is_success(), "node create: {}", r.status());
+            let alloc = json!({"cpu": "32", "memory": "128Gi", "pods": "110"});
+            let r = c
+                .patch(format!("{base}/api/v1/nodes/{name}/status"))
+                .header("Content-Type", "application/merge-patch+json")
+                .json(&json!({"status": {"allocatable": alloc, "capacity": alloc}}))
+                .send()
+                .await
+                .expect("node status");
+            assert!(r.status().is_success(), "node status: {}", r.status());
+        }
+    })
+    .await;
+    println!("created {nodes} nodes in {:.1} s", started.elapsed().as_secs_f64());
+
+    let scheduler = start_scheduler(exe, &kubeconfig, sched_port).await;
+    // phase 1: the scheduler places pods while they are being created
+    let c = client();
+    let pods_url = format!("{base}/api/v1/namespaces/bench-sched/pods");
+    let _ = c
+        .post(format!("{base}/api/v1/namespaces"))
+        .json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench-sched"}}))
+        .send()
+        .await;
+    let watcher = watch_bindings(&c, &pods_url, pods).await;
+    let sched_pid = scheduler.0.id();
+    let cpu_before = cpu(sched_pid);
+    let first_create = Instant::now();
+    let created_at = create_pods(&base, "bench-sched", pods).await;
+    let create_secs = first_create.elapsed().as_secs_f64();
+    let bound_at =
+        tokio::time::timeout(Duration::from_secs(1800), watcher).await.expect("bound in 30 min").expect("watch");
+    let last_bound = bound_at.values().max().copied().unwrap_or(first_create);
+    let total = (last_bound - first_create).as_secs_f64();
+    let mut latencies: Vec<f64> = bound_at
+        .iter()
+        .filter_map(|(name, at)| Some(at.saturating_duration_since(*created_at.get(name)?).as_secs_f64() * 1000.0))
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let sched_cpu = cpu(sched_pid) - cpu_before;
+
+    // phase 2: a backlog of pods created while no scheduler runs, placed by a fresh one
+    // (the first releases its lease on SIGTERM, so the second leads at once)
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(sched_pid as i32, libc::SIGTERM) };
+    let mut scheduler = scheduler;
+    let _ = scheduler.0.wait();
+    drop(scheduler);
+    let backlog_url = format!("{base}/api/v1/namespaces/bench-backlog/pods");
+    create_pods(&base, "bench-backlog", pods).await;
+    let watcher = watch_bindings(&c, &backlog_url, pods).await;
+    let sched_started = Instant::now();
+    let (server_cpu, etcd_cpu) = (cpu(server.0.id()), cpu(etcd_pid));
+    let scheduler = start_scheduler(exe, &kubeconfig, sched_port).await;
+    let backlog_sched_pid = scheduler.0.id();
+    let leading = Instant::now();
+    let bound_at =
+        tokio::time::timeout(Duration::from_secs(1800), watcher).await.expect("bound in 30 min").expect("watch");
+    let last_bound = bound_at.values().max().copied().unwrap_or(leading);
+    let first_bound = bound_at.values().min().copied().unwrap_or(leading);
+    let per_pod = |secs: f64| format!("{:.2}", secs * 1000.0 / pods as f64);
+    let cpu_split = [
+        ("  scheduler", per_pod(cpu(backlog_sched_pid))),
+        ("  API server", per_pod(cpu(server.0.id()) - server_cpu)),
+        ("  etcd", per_pod(cpu(etcd_pid) - etcd_cpu)),
+    ];
+    drop(scheduler);
+
+    println!("\nscheduler benchmark: {nodes} nodes, {pods} pods, 16 creating clients\n");
+    println!("{:<52} {:>10}", "pods created per second", format!("{:.0}", pods as f64 / create_secs));
+    println!(
+        "{:<52} {:>10}",
+        "pods scheduled per second (first create → last bind)",
+        format!("{:.0}", pods as f64 / total)
+    );
+    println!("{:<52} {:>10}", "create → bound p50 (ms)", format!("{:.0}", percentile(&latencies, 0.5)));
+    println!("{:<52} {:>10}", "create → bound p99 (ms)", format!("{:.0}", percentile(&latencies, 0.99)));
+    println!("{:<52} {:>10}", "create → bound max (ms)", format!("{:.0}", latencies.last().copied().unwrap_or(0.0)));
+    println!("{:<52} {:>10}", "scheduler CPU per pod (ms)", format!("{:.2}", sched_cpu * 1000.0 / pods as f64));
+    println!("\nbacklog: {pods} pending pods, then a fresh scheduler\n");
+    println!(
+        "{:<52} {:>10}",
+        "start → synced and leading (ms)",
+        format!("{:.0}", (leading - sched_started).as_secs_f64() * 1000.0)
+    );
+    println!(
+        "{:<52} {:>10}",
+        "pods scheduled per second (first → last bind)",
+        format!("{:.0}", pods as f64 / (last_bound - first_bound).as_secs_f64())
+    );
+    println!(
+        "{:<52} {:>10}",
+        "pods scheduled per second (start → last bind)",
+        format!("{:.0}", pods as f64 / (last_bound - sched_started).as_secs_f64())
+    );
+    println!("CPU per pod placed from the backlog (ms; 2 cores shared):");
+    for (who, ms) in cpu_split {
+        println!("{who:<52} {ms:>10}");
+    }
+}
