@@ -389,7 +389,7 @@ mod tests {
                 .contains("has no score extension point")
         );
         assert!(
-            err(&format!("{HEAD}profiles:\n- plugins:\n    filter:\n      enabled:\n      - name: VolumeBinding\n"))
+            err(&format!("{HEAD}profiles:\n- plugins:\n    filter:\n      enabled:\n      - name: VolumeZone\n"))
                 .contains("does not have it")
         );
         assert!(err(&format!("{HEAD}percentageOfNodesToScore: 130\n")).contains("between 0 and 100"));
@@ -402,7 +402,7 @@ mod tests {
         // disabling an upstream plug-in ferrokube lacks is harmless
         assert!(
             parse(&format!(
-                "{HEAD}profiles:\n- plugins:\n    multiPoint:\n      disabled:\n      - name: PodTopologySpread\n"
+                "{HEAD}profiles:\n- plugins:\n    multiPoint:\n      disabled:\n      - name: VolumeZone\n"
             ))
             .and_then(|c| c.build_profile())
             .is_ok()
