@@ -12,7 +12,7 @@ use super::resource_quota::{Usage, policies_in, quantities};
 use super::{Attributes, Context, Objects, Operation, Plugin};
 use crate::handlers::status::ApiResult;
 use crate::quantity::Quantity;
-use crate::registry::{ResourceDef, find_resource, meta};
+use crate::registry::{ResourceDef, builtin, meta};
 
 const ANNOTATION: &str = "kubernetes.io/limit-ranger";
 
@@ -25,7 +25,7 @@ pub fn build(ctx: &Context) -> Box<dyn Plugin> {
 }
 
 fn limit_ranges() -> &'static ResourceDef {
-    find_resource("", "v1", "limitranges").expect("limitranges are in the resource table")
+    builtin("", "v1", "limitranges")
 }
 
 /// One `spec.limits` item, with upstream's defaulting applied.
@@ -267,7 +267,7 @@ mod tests {
     use super::*;
 
     fn pods() -> &'static ResourceDef {
-        find_resource("", "v1", "pods").unwrap()
+        builtin("", "v1", "pods")
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::service_account::{MIRROR_ANNOTATION, lookup};
 use super::{Attributes, Context, Objects, Operation, Plugin};
 use crate::handlers::status::{ApiError, ApiResult};
-use crate::registry::{find_resource, meta};
+use crate::registry::{builtin, meta};
 
 const NODE_PREFIX: &str = "system:node:";
 
@@ -76,7 +76,7 @@ fn spec_nodename(pod: &Value) -> &str {
 
 impl NodeRestriction {
     async fn pod(&self, a: &Attributes<'_>, name: &str) -> ApiResult<Value> {
-        let pods = find_resource("", "v1", "pods").expect("pods");
+        let pods = builtin("", "v1", "pods");
         lookup(&self.ctx, pods, a.namespace, name).await?.ok_or_else(|| ApiError::not_found("", "pods", name))
     }
 

@@ -11,7 +11,7 @@ use super::service_account::lookup;
 use super::{Attributes, Context, Objects, Operation, Plugin};
 use crate::handlers::status::ApiResult;
 use crate::registry::filter::Filter;
-use crate::registry::{ResourceDef, find_resource, meta};
+use crate::registry::{ResourceDef, builtin, meta};
 
 pub struct Priority {
     ctx: Context,
@@ -22,7 +22,7 @@ pub fn build(ctx: &Context) -> Box<dyn Plugin> {
 }
 
 fn priority_classes() -> &'static ResourceDef {
-    find_resource("scheduling.k8s.io", "v1", "priorityclasses").expect("priorityclasses are in the resource table")
+    builtin("scheduling.k8s.io", "v1", "priorityclasses")
 }
 
 /// What a pod gets: its class's name (when the default applies), value and policy.

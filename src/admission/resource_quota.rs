@@ -27,7 +27,7 @@ use crate::handlers::status::ApiResult;
 use crate::quantity::Quantity;
 use crate::registry::filter::Filter;
 use crate::registry::rest::{Part, WriteOpts};
-use crate::registry::{ResourceDef, all_resources, find_resource, meta};
+use crate::registry::{ResourceDef, all_resources, builtin, find_resource, meta};
 
 /// Resource name → amount.
 pub type Usage = BTreeMap<String, Quantity>;
@@ -66,7 +66,7 @@ pub fn build(ctx: &Context) -> Box<dyn Plugin> {
 }
 
 pub fn quotas() -> &'static ResourceDef {
-    find_resource("", "v1", "resourcequotas").expect("resourcequotas are in the resource table")
+    builtin("", "v1", "resourcequotas")
 }
 
 /// The objects of `res` in `ns`, from the watch cache.

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::{Attributes, Context, Objects, Operation, Plugin};
 use crate::handlers::status::ApiResult;
-use crate::registry::{ResourceDef, find_resource, meta};
+use crate::registry::{ResourceDef, builtin, meta};
 
 pub const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const VOLUME_PREFIX: &str = "kube-api-access-";
@@ -33,7 +33,7 @@ pub fn build(ctx: &Context) -> Box<dyn Plugin> {
 }
 
 pub fn service_accounts() -> &'static ResourceDef {
-    find_resource("", "v1", "serviceaccounts").expect("serviceaccounts are in the resource table")
+    builtin("", "v1", "serviceaccounts")
 }
 
 /// Read one object of `res` from the watch cache, then from etcd on a miss.

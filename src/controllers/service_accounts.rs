@@ -12,13 +12,13 @@ use crate::admission::Context;
 use crate::handlers::status::ApiResult;
 use crate::registry::filter::Filter;
 use crate::registry::rest::{Registry, WriteOpts};
-use crate::registry::{ResourceDef, find_resource};
+use crate::registry::{ResourceDef, builtin};
 
 pub const DEFAULT: &str = "default";
 pub const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
 
 fn core(plural: &str) -> &'static ResourceDef {
-    find_resource("", "v1", plural).expect("core kinds are in the resource table")
+    builtin("", "v1", plural)
 }
 
 /// Create the `default` ServiceAccount of `ns` unless it exists; the account.

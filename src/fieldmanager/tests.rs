@@ -1,10 +1,10 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::registry::find_resource;
+use crate::registry::builtin;
 
 fn deployments() -> &'static ResourceDef {
-    find_resource("apps", "v1", "deployments").expect("deployments")
+    builtin("apps", "v1", "deployments")
 }
 
 fn manager(name: &str) -> Manager {

@@ -11,7 +11,7 @@ use super::codec::{self, Output};
 use super::status::{ApiError, ApiResult, FieldError};
 use crate::admission::Admit;
 use crate::registry::rest::{DeleteOpts, Part, Registry, WriteOpts};
-use crate::registry::{ResourceDef, find_resource, meta};
+use crate::registry::{ResourceDef, builtin, meta};
 
 /// What one of these requests addresses: the pod's namespace and the name on the URL
 /// (empty for the `bindings` collection, where the body names the pod).
@@ -24,7 +24,7 @@ pub struct Target<'a> {
 }
 
 fn pods() -> &'static ResourceDef {
-    find_resource("", "v1", "pods").expect("pods are in the resource table")
+    builtin("", "v1", "pods")
 }
 
 /// The answer upstream gives a successful binding or eviction: a bare Success Status.

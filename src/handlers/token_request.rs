@@ -15,7 +15,7 @@ use super::status::{ApiError, ApiResult, FieldError};
 use crate::admission::Admit;
 use crate::auth::sa_token::{Bound, Claims, Ref, Signer};
 use crate::registry::rest::Registry;
-use crate::registry::{ResourceDef, find_resource, meta};
+use crate::registry::{ResourceDef, builtin, meta};
 
 const DEFAULT_SECONDS: i64 = 3600;
 /// Upstream refuses shorter lifetimes: a token must outlive its refresh by the kubelet.
@@ -26,7 +26,7 @@ const MAX_SECONDS: i64 = 1 << 32;
 const CACHE_WAIT: Duration = Duration::from_secs(2);
 
 fn core(resource: &str) -> &'static ResourceDef {
-    find_resource("", "v1", resource).expect("core resources are in the resource table")
+    builtin("", "v1", resource)
 }
 
 /// What the request asks for, validated as upstream validates a TokenRequest.

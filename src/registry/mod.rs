@@ -20,4 +20,4 @@ pub mod strategy;
 pub mod typed;
 pub mod validation;
 
-pub use resources::{ResourceDef, all_resources, find_resource};
+pub use resources::{ResourceDef, all_resources, builtin, find_resource};

@@ -227,6 +227,13 @@ pub fn all_resources() -> &'static [ResourceDef] {
 }
 
 /// Find a resource by group, version and plural name.
+/// A resource ferrokube's own code names (a built-in kind): the table holds it, so a
+/// miss is a programming error every test would catch, not something input can cause.
+pub fn builtin(group: &str, version: &str, plural: &str) -> &'static ResourceDef {
+    find_resource(group, version, plural)
+        .unwrap_or_else(|| panic!("{group}/{version} {plural} is missing from the resource table"))
+}
+
 pub fn find_resource(group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {
     RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
 }

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use super::rules_of;
 use crate::registry::filter::Filter;
 use crate::registry::rest::{Part, Registry, WriteOpts};
-use crate::registry::{ResourceDef, find_resource, meta};
+use crate::registry::{ResourceDef, builtin, meta};
 use crate::watch::Caches;
 
 /// One metav1.LabelSelector term against a label map.
@@ -57,7 +57,7 @@ fn aggregated_rules(role: &Value, all: &[Value]) -> Vec<Value> {
 }
 
 fn cluster_roles() -> &'static ResourceDef {
-    find_resource(super::GROUP, "v1", "clusterroles").expect("clusterroles are served")
+    builtin(super::GROUP, "v1", "clusterroles")
 }
 
 /// Recompute aggregated roles in memory until nothing changes, so a chain (view into

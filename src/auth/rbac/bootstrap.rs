@@ -10,7 +10,7 @@ use super::rule::uncovered;
 use super::{GROUP, rules_of};
 use crate::handlers::status::ApiResult;
 use crate::registry::rest::{Part, Registry, WriteOpts};
-use crate::registry::{ResourceDef, find_resource, meta};
+use crate::registry::{ResourceDef, builtin, meta};
 
 const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 
@@ -492,8 +492,7 @@ pub fn namespace_role_bindings() -> Vec<Value> {
 /// reconciliation at start: a newer server's added permissions reach an older cluster;
 /// nothing is ever taken away).
 pub async fn ensure(reg: &Registry) -> ApiResult<()> {
-    let kinds = ["clusterroles", "clusterrolebindings", "roles", "rolebindings"]
-        .map(|r| find_resource(GROUP, "v1", r).expect("RBAC kinds are served"));
+    let kinds = ["clusterroles", "clusterrolebindings", "roles", "rolebindings"].map(|r| builtin(GROUP, "v1", r));
     let [cluster_roles_res, cluster_bindings_res, roles_res, bindings_res] = kinds;
     let objects = (cluster_roles().into_iter().map(|o| (cluster_roles_res, o)))
         .chain(controllers::cluster_roles().into_iter().map(|o| (cluster_roles_res, o)))

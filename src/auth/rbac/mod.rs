@@ -18,7 +18,7 @@ use serde_json::Value;
 use self::rule::PolicyRule;
 use super::request::{Attributes, Decision, UserInfo};
 use crate::registry::filter::Filter;
-use crate::registry::{ResourceDef, find_resource};
+use crate::registry::{ResourceDef, builtin};
 use crate::watch::Caches;
 use crate::watch::cache::Cache;
 
@@ -26,8 +26,7 @@ pub const GROUP: &str = "rbac.authorization.k8s.io";
 
 /// The four RBAC resources, in the order the index reads them.
 pub fn resources() -> [&'static ResourceDef; 4] {
-    ["clusterroles", "roles", "clusterrolebindings", "rolebindings"]
-        .map(|r| find_resource(GROUP, "v1", r).expect("RBAC kinds are in the resource table"))
+    ["clusterroles", "roles", "clusterrolebindings", "rolebindings"].map(|r| builtin(GROUP, "v1", r))
 }
 
 #[derive(Deserialize, Default)]
