@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 use super::service_account::lookup;
 use super::{Attributes, Context, Objects, Operation, Plugin};
 use crate::handlers::status::ApiResult;
-use crate::registry::filter::Filter;
 use crate::registry::{ResourceDef, builtin, meta};
 
 pub struct Priority {
@@ -36,13 +35,10 @@ impl Priority {
     /// The global default classes from the cache: the one of the lowest value wins, as
     /// upstream resolves several.
     fn global_default(&self, except: &str) -> Option<Value> {
-        let res = priority_classes();
-        let cache = self.ctx.caches.get(res);
-        let range = self.ctx.caches.range(res, "", None);
-        let (items, ..) = cache.list(&range, &Filter::everything(res), 0, false);
-        items
-            .iter()
-            .filter_map(|o| serde_json::from_slice::<Value>(&o.json).ok())
+        self.ctx
+            .caches
+            .objects(priority_classes(), "")
+            .into_iter()
             .filter(|c| c.get("globalDefault").and_then(Value::as_bool) == Some(true) && meta::name(c) != except)
             .min_by_key(|c| c.get("value").and_then(Value::as_i64).unwrap_or(0))
     }

@@ -25,7 +25,6 @@ use serde_json::{Map, Value, json};
 use super::{Attributes, Context, Objects, Operation, Plugin};
 use crate::handlers::status::ApiResult;
 use crate::quantity::Quantity;
-use crate::registry::filter::Filter;
 use crate::registry::rest::{Part, WriteOpts};
 use crate::registry::{ResourceDef, all_resources, builtin, find_resource, meta};
 
@@ -71,9 +70,7 @@ pub fn quotas() -> &'static ResourceDef {
 
 /// The objects of `res` in `ns`, from the watch cache.
 pub fn cached_objects(ctx: &Context, res: &'static ResourceDef, ns: &str) -> Vec<Value> {
-    let range = ctx.caches.range(res, ns, None);
-    let (items, ..) = ctx.caches.get(res).list(&range, &Filter::everything(res), 0, false);
-    items.iter().filter_map(|o| serde_json::from_slice(&o.json).ok()).collect()
+    ctx.caches.objects(res, ns)
 }
 
 fn count_key(res: &ResourceDef) -> String {

@@ -38,12 +38,10 @@ pub fn service_accounts() -> &'static ResourceDef {
 
 /// Read one object of `res` from the watch cache, then from etcd on a miss.
 pub async fn lookup(ctx: &Context, res: &'static ResourceDef, ns: &str, name: &str) -> ApiResult<Option<Value>> {
-    let cache = ctx.caches.get(res);
-    if cache.is_ready() {
-        let key = ctx.registry.key(res, ns, name);
-        if let Some(o) = cache.get(key.as_bytes()).0 {
-            return Ok(serde_json::from_slice(&o.json).ok());
-        }
+    if ctx.caches.get(res).is_ready()
+        && let Some(obj) = ctx.caches.object(res, ns, name)
+    {
+        return Ok(Some(obj));
     }
     match ctx.registry.get(res, ns, name).await {
         Ok(v) => Ok(Some(v)),

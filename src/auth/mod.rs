@@ -19,8 +19,5 @@ use crate::watch::Caches;
 /// A core/v1 object as the watch cache has it: authenticators and authorizers read the
 /// caches, never etcd, so no request waits on a round trip to be let in.
 pub fn cached(caches: &Caches, resource: &str, ns: &str, name: &str) -> Option<Value> {
-    let res = find_resource("", "v1", resource)?;
-    let key = caches.range(res, ns, Some(name)).start;
-    let (obj, _) = caches.get(res).get(&key);
-    serde_json::from_slice(&obj?.json).ok()
+    caches.object(find_resource("", "v1", resource)?, ns, name)
 }

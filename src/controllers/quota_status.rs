@@ -5,23 +5,17 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::admission::Context;
 use crate::admission::resource_quota::{self, Usage, quantities};
-use crate::registry::filter::Filter;
 use crate::registry::{find_resource, meta};
 
 /// One pass over every quota.
 async fn reconcile(ctx: &Context) {
     let res = resource_quota::quotas();
-    let cache = ctx.caches.get(res);
-    if !cache.is_ready() {
+    if !ctx.caches.get(res).is_ready() {
         return;
     }
-    let (items, ..) = cache.list(&ctx.caches.range(res, "", None), &Filter::everything(res), 0, false);
-    for item in items {
-        let Ok(quota) = serde_json::from_slice::<Value>(&item.json) else { continue };
+    for quota in ctx.caches.objects(res, "") {
         let hard = quantities(quota.pointer("/spec/hard"));
         let ns = meta::namespace(&quota);
         let key = ctx.registry.key(res, ns, meta::name(&quota));

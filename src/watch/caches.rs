@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use super::cache::{Cache, KeyRange};
 use super::feed;
+use crate::registry::filter::Filter;
 use crate::registry::keys::{KeySpace, prefix_end};
 use crate::registry::store::Store;
 use crate::registry::{ResourceDef, all_resources};
@@ -54,6 +55,20 @@ impl Caches {
         caches.insert(prefix, cache.clone());
         tokio::spawn(feed::run(cache.clone(), self.inner.store.clone()));
         cache
+    }
+
+    /// One object as the cache holds it, decoded (None: not in the cache).
+    pub fn object(&self, res: &'static ResourceDef, namespace: &str, name: &str) -> Option<serde_json::Value> {
+        let key = self.range(res, namespace, Some(name)).start;
+        let (obj, _) = self.get(res).get(&key);
+        serde_json::from_slice(&obj?.json).ok()
+    }
+
+    /// Every object of `res` in `namespace` ("": all) as the cache holds them, decoded.
+    pub fn objects(&self, res: &'static ResourceDef, namespace: &str) -> Vec<serde_json::Value> {
+        let range = self.range(res, namespace, None);
+        let (items, ..) = self.get(res).list(&range, &Filter::everything(res), 0, false);
+        items.iter().filter_map(|o| serde_json::from_slice(&o.json).ok()).collect()
     }
 
     /// The key range a request covers: one object, a namespace, or the whole prefix.
