@@ -11,6 +11,7 @@ mod controllers;
 mod fieldmanager;
 mod handlers;
 mod kubeconfig;
+mod label_selector;
 mod leader_election;
 mod patch;
 mod protobuf;
@@ -18,6 +19,7 @@ mod quantity;
 mod registry;
 mod scheduler;
 mod schema;
+mod serving;
 mod up;
 mod watch;
 
@@ -43,6 +45,9 @@ struct Cli {
 enum Command {
     /// Serve the Kubernetes API from etcd (kube-apiserver).
     Apiserver(Box<apiserver::ApiserverArgs>),
+    /// Run the control loops (Deployments, ReplicaSets, Jobs, garbage collection...) through
+    /// the API (kube-controller-manager).
+    ControllerManager(Box<controllers::ControllerManagerArgs>),
     /// Mint a cluster CA, serving and client certificates, keys and kubeconfigs.
     Certs(certs::CertsArgs),
     /// Place pending pods on nodes through the API (kube-scheduler).
@@ -65,6 +70,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Apiserver(args) => apiserver::run(*args).await,
             Command::Certs(args) => certs::run(args),
+            Command::ControllerManager(args) => controllers::run(*args).await,
             Command::Up(args) => up::run(args).await,
             Command::Scheduler(args) => scheduler::run(args).await,
         }

@@ -12,7 +12,7 @@
 //! creates cannot both take the last unit. Usage the status does not have yet is
 //! computed from the watch caches; the charges whose objects the caches have not seen
 //! yet are remembered in the [`Ledger`], so the in-server usage controller
-//! (`controllers::quota_status`, which lowers `status.used` after deletions) counts
+//! (`apiserver::quota_status`, which lowers `status.used` after deletions) counts
 //! them too. Only creates are charged (not updates that change requests).
 
 use std::collections::{BTreeMap, HashMap};

@@ -7,7 +7,7 @@
 //!
 //! The account is read from the watch cache, then from etcd (the cache may lag a
 //! fresh account). A missing `default` account is created here: the in-apiserver
-//! stand-in for the ServiceAccount controller (`controllers::service_accounts`) may not
+//! stand-in for the ServiceAccount controller (`apiserver::service_accounts`) may not
 //! have reached a namespace created a moment ago.
 
 use futures::future::BoxFuture;
@@ -56,12 +56,12 @@ impl ServiceAccount {
         if let Some(sa) = lookup(&self.ctx, res, a.namespace, name).await? {
             return Ok(sa);
         }
-        if name == crate::controllers::service_accounts::DEFAULT {
+        if name == crate::apiserver::service_accounts::DEFAULT {
             // a dry run creates nothing: the account its controller will make is assumed
             if a.dry_run {
                 return Ok(json!({}));
             }
-            return crate::controllers::service_accounts::ensure_default(&self.ctx.registry, a.namespace).await;
+            return crate::apiserver::service_accounts::ensure_default(&self.ctx.registry, a.namespace).await;
         }
         Err(a.forbidden(&format!(
             "error looking up service account {}/{name}: serviceaccount \"{name}\" not found",
@@ -83,7 +83,7 @@ impl Plugin for ServiceAccount {
                 return Ok(());
             }
             let named = pod.pointer("/spec/serviceAccountName").and_then(Value::as_str).unwrap_or("");
-            let name = if named.is_empty() { crate::controllers::service_accounts::DEFAULT } else { named }.to_string();
+            let name = if named.is_empty() { crate::apiserver::service_accounts::DEFAULT } else { named }.to_string();
             let sa = self.account(a, &name).await?;
             let spec = &mut pod["spec"];
             spec["serviceAccountName"] = json!(name);

@@ -1,4 +1,5 @@
-//! Shared command-line plumbing: logging set-up, the shutdown signal.
+//! Shared command-line plumbing: logging set-up, the shutdown signal, the API client
+//! of the companion components.
 
 use tracing_subscriber::EnvFilter;
 
@@ -25,4 +26,19 @@ pub async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {},
         _ = term.recv() => {},
     }
+}
+
+/// The API client of a companion component: from `--kubeconfig` when given, else
+/// in-cluster or `$KUBECONFIG`/`~/.kube/config`.
+pub async fn kube_client(kubeconfig: Option<&std::path::PathBuf>) -> anyhow::Result<kube::Client> {
+    use anyhow::Context;
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc =
+                kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
 }

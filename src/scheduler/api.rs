@@ -42,18 +42,12 @@ fn name(pod: &Pod) -> &str {
     pod.metadata.name.as_deref().unwrap_or("")
 }
 
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
-}
-
 impl Writer {
     pub fn new(client: Client, controller: &str) -> Writer {
         Writer {
             client,
             controller: controller.to_string(),
-            instance: format!("{controller}-{}", hostname()),
+            instance: format!("{controller}-{}", crate::certs::hostname()),
             recent: Mutex::new((HashMap::new(), Instant::now())),
         }
     }

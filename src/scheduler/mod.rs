@@ -31,7 +31,7 @@ use anyhow::Context;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
@@ -93,18 +93,6 @@ fn bound_node(pod: &Pod) -> Option<&str> {
     pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty())
 }
 
-async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc =
-                kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
-        }
-        None => kube::Config::infer().await?,
-    };
-    Ok(Client::try_from(config)?)
-}
-
 pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     let file = match &args.config {
         Some(path) => config::load(path)?,
@@ -118,13 +106,13 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     let name = args.scheduler_name.clone().or_else(|| file.scheduler_name().map(str::to_string));
     let name = name.unwrap_or_else(|| "default-scheduler".to_string());
     let kubeconfig = args.kubeconfig.clone().or_else(|| file.client_connection.kubeconfig.clone());
-    let client = client(kubeconfig.as_ref()).await.context("building the API client")?;
+    let client = crate::cli::kube_client(kubeconfig.as_ref()).await.context("building the API client")?;
     // the lease gets a client (a connection) of its own, as upstream's leader-election
     // clientset: thousands of bindings queued on the main one must not delay a renewal
     let elector = match election.enabled {
         true => {
             let lease_client =
-                crate::scheduler::client(kubeconfig.as_ref()).await.context("building the lease client")?;
+                crate::cli::kube_client(kubeconfig.as_ref()).await.context("building the lease client")?;
             Some(Arc::new(LeaderElector::new(lease_client, election)?))
         }
         false => None,

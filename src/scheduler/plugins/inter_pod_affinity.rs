@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, Pod, PodAffinity, PodAffinityTerm, PodAntiAffinity, WeightedPodAffinityTerm,
 };
 
-use super::selector::selector_matches;
+use crate::label_selector::selector_matches;
 use crate::scheduler::framework::{
     Failure, FilterPlugin, MAX_NODE_SCORE, NodeInfo, PodInfo, PreScore, ScorePlugin, Snapshot,
 };

@@ -10,7 +10,6 @@ mod node_ports;
 mod node_resources_fit;
 mod node_unschedulable;
 mod pod_topology_spread;
-mod selector;
 mod taint_toleration;
 mod volume_binding;
 mod volume_restrictions;

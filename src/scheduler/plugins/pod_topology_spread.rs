@@ -24,8 +24,8 @@ use k8s_openapi::api::core::v1::{Pod, TopologySpreadConstraint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
 use super::node_affinity::required_matches;
-use super::selector::selector_matches;
 use super::taint_toleration::TaintToleration;
+use crate::label_selector::selector_matches;
 use crate::scheduler::framework::{
     Failure, FilterPlugin, MAX_NODE_SCORE, NodeInfo, PodInfo, PreScore, ScorePlugin, Snapshot,
 };

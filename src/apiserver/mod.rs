@@ -1,6 +1,9 @@
 //! `ferrokube apiserver`: flags, start-up (etcd connection, bootstrap objects, TLS),
 //! and the accept loop serving HTTP/1.1 and HTTP/2 over rustls.
 
+pub mod quota_status;
+pub mod service_accounts;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,7 +29,6 @@ use crate::auth::rbac::{Rbac, aggregation, bootstrap};
 use crate::auth::sa_discovery;
 use crate::auth::sa_token::{self, Signer, Verifier};
 use crate::auth::tls::{self, PeerCertificates};
-use crate::controllers;
 use crate::handlers::{self, AppState};
 use crate::registry::allocator::Allocator;
 use crate::registry::encryption::Encryption;
@@ -179,11 +181,11 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     let root_ca = root_ca_bundle(&args, &tls_opts);
     // not fatal: an object that cannot be read (say, stored under a key no longer
     // configured) must not keep the API up; the controller keeps retrying
-    if let Err(e) = controllers::service_accounts::ensure_all(&registry, &root_ca).await {
+    if let Err(e) = service_accounts::ensure_all(&registry, &root_ca).await {
         tracing::warn!(error = %e.message, "creating the default service accounts and root CA bundles");
     }
-    tokio::spawn(controllers::service_accounts::run(admission_ctx.clone(), root_ca));
-    tokio::spawn(controllers::quota_status::run(admission_ctx));
+    tokio::spawn(service_accounts::run(admission_ctx.clone(), root_ca));
+    tokio::spawn(quota_status::run(admission_ctx));
     let sa = service_account_tokens(&args, &caches, &advertise)?;
     let bootstrap_tokens = args.enable_bootstrap_token_auth.then(|| BootstrapTokens { caches: caches.clone() });
     let authn = Arc::new(authenticator(&args, tls.client_ca.clone(), sa.authn, bootstrap_tokens, authz.clone())?);

@@ -1,0 +1,125 @@
+//! Events as the controller-manager's recorders write them: core/v1 Events with
+//! `source.component` (the FROM column of `kubectl describe`, e.g. `deployment-controller`),
+//! named `<object>.<hex nanoseconds>`. As client-go's event correlator, an event identical
+//! to one already written (same object, type, reason and message) is not written again:
+//! that Event's `count` and `lastTimestamp` are patched instead. Writing is fire and
+//! forget (a spawned task): a controller never waits on, or fails because of, an event.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource};
+use serde_json::json;
+
+/// How long a written event stands for its identical repeats.
+const CORRELATION_WINDOW: Duration = Duration::from_secs(10 * 60);
+
+#[derive(Clone)]
+pub struct Recorder {
+    client: Client,
+    component: &'static str,
+    host: String,
+    /// (object uid, type, reason, message) → (event name, count, when first written).
+    seen: Arc<Mutex<HashMap<(String, String, String, String), Seen>>>,
+}
+
+#[derive(Clone)]
+struct Seen {
+    name: String,
+    count: i32,
+    at: Instant,
+}
+
+/// A reference to `obj` for an Event's involvedObject.
+pub fn reference<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
+    let meta = obj.meta();
+    ObjectReference {
+        api_version: Some(K::api_version(&()).to_string()),
+        kind: Some(K::kind(&()).to_string()),
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
+        ..Default::default()
+    }
+}
+
+impl Recorder {
+    pub fn new(client: Client, component: &'static str) -> Recorder {
+        Recorder { client, component, host: crate::certs::hostname(), seen: Arc::default() }
+    }
+
+    pub fn normal<K: Resource<DynamicType = ()>>(&self, obj: &K, reason: &str, message: impl Into<String>) {
+        self.record(reference(obj), "Normal", reason, message.into());
+    }
+
+    pub fn warning<K: Resource<DynamicType = ()>>(&self, obj: &K, reason: &str, message: impl Into<String>) {
+        self.record(reference(obj), "Warning", reason, message.into());
+    }
+
+    pub fn record(&self, regarding: ObjectReference, type_: &str, reason: &str, message: String) {
+        let key = (regarding.uid.clone().unwrap_or_default(), type_.to_string(), reason.to_string(), message.clone());
+        let now = Instant::now();
+        let repeat = {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.len() > 4096 {
+                seen.retain(|_, s| now.duration_since(s.at) < CORRELATION_WINDOW);
+            }
+            match seen.get_mut(&key) {
+                Some(s) if now.duration_since(s.at) < CORRELATION_WINDOW => {
+                    s.count += 1;
+                    Some(s.clone())
+                }
+                _ => None,
+            }
+        };
+        let namespace = regarding.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into());
+        let this = self.clone();
+        let type_ = type_.to_string();
+        let reason = reason.to_string();
+        tokio::spawn(async move {
+            let api = Api::<Event>::namespaced(this.client.clone(), &namespace);
+            let stamp = Time(Timestamp::now());
+            if let Some(s) = repeat {
+                let patch = json!({"count": s.count, "lastTimestamp": stamp});
+                if let Err(e) = api.patch(&s.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                    tracing::debug!(event = %s.name, error = %e, "cannot count a repeated event");
+                }
+                return;
+            }
+            let object = regarding.name.clone().unwrap_or_default();
+            let name = format!("{object}.{:x}", Timestamp::now().as_nanosecond());
+            let event = Event {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(namespace.clone()),
+                    ..Default::default()
+                },
+                involved_object: regarding,
+                type_: Some(type_),
+                reason: Some(reason),
+                message: Some(message.chars().take(1024).collect()),
+                source: Some(EventSource { component: Some(this.component.to_string()), host: None }),
+                reporting_component: Some(this.component.to_string()),
+                reporting_instance: Some(this.host.clone()),
+                first_timestamp: Some(stamp.clone()),
+                last_timestamp: Some(stamp),
+                count: Some(1),
+                ..Default::default()
+            };
+            match api.create(&PostParams::default(), &event).await {
+                Ok(_) => {
+                    let seen = Seen { name, count: 1, at: now };
+                    this.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(key, seen);
+                }
+                // a namespace being deleted refuses new events; nothing to tell anyone
+                Err(e) => tracing::debug!(error = %e, "cannot write an event"),
+            }
+        });
+    }
+}

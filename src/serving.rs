@@ -1,0 +1,51 @@
+//! The HTTPS endpoint of the companion components (/healthz, /readyz, /metrics on
+//! kube-scheduler's 10259 and kube-controller-manager's 10257), with a self-signed
+//! certificate made at start in memory, as upstream generates one when given none. No
+//! authentication: the endpoint binds to loopback by default.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+fn acceptor(common_name: &str) -> anyhow::Result<TlsAcceptor> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
+    let cert = params.self_signed(&key)?;
+    let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).map_err(anyhow::Error::msg)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key_der)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serve `app` over HTTPS on `listener` until the process ends.
+pub async fn serve_https(listener: TcpListener, app: Router, common_name: &str) {
+    let acceptor = match acceptor(common_name) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot make the serving certificate; no health endpoint");
+            return;
+        }
+    };
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else { return };
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                app.clone().oneshot(req.map(axum::body::Body::new))
+            });
+            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tls), service).await;
+        });
+    }
+}
