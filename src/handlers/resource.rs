@@ -24,7 +24,7 @@ use crate::auth::rbac::escalation;
 use crate::auth::request::UserInfo;
 use crate::fieldmanager::{self, Manager};
 use crate::registry::filter::Filter;
-use crate::registry::rest::{DeleteOpts, Part, WriteOpts};
+use crate::registry::rest::{DeleteOpts, Part, Propagation, WriteOpts};
 use crate::registry::{ResourceDef, find_resource, meta};
 use crate::watch;
 
@@ -358,13 +358,14 @@ fn delete_opts(ctx: &Ctx, body: &Bytes) -> ApiResult<DeleteOpts> {
     let mut opts = DeleteOpts {
         dry_run: ctx.query.dry_run()?,
         grace_period: ctx.query.int("gracePeriodSeconds")?,
+        propagation: ctx.query.get("propagationPolicy").map(Propagation::parse).transpose()?,
         admit: Some(ctx.admit(Part::Main)),
         ..Default::default()
     };
     if !body.is_empty() {
         let v: Value = codec::parse_body(ctx.headers, body)
             .map_err(|_| ApiError::bad_request("the body of the request is not a valid DeleteOptions"))?;
-        opts.merge_body(&v);
+        opts.merge_body(&v)?;
     }
     Ok(opts)
 }
