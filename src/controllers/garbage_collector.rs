@@ -28,7 +28,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use serde_json::json;
 
-use super::runtime::{Ctx, WorkQueue};
+use super::runtime::{Ctx, WorkQueue, is_conflict, is_not_found};
 
 const FOREGROUND: &str = "foregroundDeletion";
 const ORPHAN: &str = "orphan";
@@ -374,7 +374,7 @@ impl Collector {
             .preconditions(kube::api::Preconditions { uid: Some(uid.to_string()), resource_version: None });
         match self.api(&node.resource, &node.namespace).delete(&node.name, &params).await {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+            Err(e) if is_not_found(&e) || is_conflict(&e) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("deleting {} {}", node.resource.ar.kind, node.name)),
         }
     }
@@ -388,7 +388,7 @@ impl Collector {
             .await
         {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("updating the owners of {} {}", node.resource.ar.kind, node.name)),
         }
     }
@@ -402,7 +402,7 @@ impl Collector {
             .await
         {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(e).with_context(|| {
                 format!("removing the {finalizer} finalizer of {} {}", node.resource.ar.kind, node.name)
             }),

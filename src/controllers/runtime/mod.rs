@@ -114,6 +114,16 @@ impl Metrics {
     }
 }
 
+/// Whether an API call failed because the object is not there (404).
+pub fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Whether an API call lost an optimistic-concurrency race or met an existing name (409).
+pub fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
 /// Settings the controllers share (from the command line).
 #[derive(Clone, Debug, Default)]
 pub struct Settings {
