@@ -10,6 +10,8 @@
 //! nothing. Writes the server makes itself (bootstrap, namespace cleanup, status
 //! upkeep) carry no [`Admit`] and skip admission.
 
+pub mod default_storage_class;
+pub mod default_toleration_seconds;
 pub mod limit_ranger;
 pub mod namespace_lifecycle;
 pub mod node_restriction;
@@ -127,6 +129,8 @@ pub static PLUGINS: &[PluginDef] = &[
     PluginDef { name: "ServiceAccount", default_on: true, build: service_account::build },
     PluginDef { name: "NodeRestriction", default_on: true, build: node_restriction::build },
     PluginDef { name: "Priority", default_on: true, build: priority::build },
+    PluginDef { name: "DefaultTolerationSeconds", default_on: true, build: default_toleration_seconds::build },
+    PluginDef { name: "DefaultStorageClass", default_on: true, build: default_storage_class::build },
     PluginDef { name: "ResourceQuota", default_on: true, build: resource_quota::build },
 ];
 

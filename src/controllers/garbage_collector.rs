@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use anyhow::Context;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, PartialObjectMeta, Patch, PatchParams, PropagationPolicy};
 use kube::discovery::{Discovery, Scope, verbs};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -176,8 +176,8 @@ impl Collector {
     }
 
     async fn watch(self: Arc<Self>, resource: Arc<Resource>) {
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource.ar);
-        let stream = watcher::metadata_watcher(api, watcher::Config::default()).default_backoff();
+        let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(self.client.clone(), &resource.ar);
+        let stream = watcher(api, watcher::Config::default()).default_backoff();
         futures::pin_mut!(stream);
         let mut listed_once = false;
         let mut seen: HashSet<String> = HashSet::new();

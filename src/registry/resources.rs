@@ -84,6 +84,7 @@ use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, coordination::v1 as
 use k8s_openapi::api::{authentication::v1 as authn, authorization::v1 as authz, rbac::v1 as rbac};
 use k8s_openapi::api::{
     discovery::v1 as discovery, events::v1 as eventsv1, networking::v1 as net, scheduling::v1 as sched,
+    storage::v1 as storage,
 };
 
 /// The one verb of a review.
@@ -177,6 +178,11 @@ static RESOURCES: LazyLock<Vec<ResourceDef>> = LazyLock::new(|| {
         resource!("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", namespaced: true, short: &["ing"],
             categories: none, status: true, etcd: "ingress", strategy: &strategies::INGRESS,
             printer: &printers::INGRESS, decode: typed::decoder::<net::Ingress>),
+        // storage.k8s.io/v1
+        resource!("storage.k8s.io", "v1", "storageclasses", "storageclass", "StorageClass", namespaced: false,
+            short: &["sc"], categories: none, status: false, etcd: "storageclasses",
+            strategy: &strategies::STORAGE_CLASS, printer: &printers::STORAGE_CLASS,
+            decode: typed::decoder::<storage::StorageClass>),
         // discovery.k8s.io/v1
         resource!("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", namespaced: true,
             short: &[], categories: none, status: false, etcd: "endpointslices", strategy: &strategies::PLAIN,

@@ -190,6 +190,32 @@ impl Ctx {
         }
     }
 
+    /// A periodic pass (node monitoring, pod GC): `pass` every `period` once the
+    /// informers have synced, its durations and errors reported under `name`.
+    pub fn run_loop<F, Fut>(&self, name: &'static str, period: Duration, pass: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let stats = Arc::new(Mutex::new(SyncStats::default()));
+        let registered = Registered { queue: Arc::new(WorkQueue::new(name)), stats: stats.clone() };
+        self.metrics.controllers.lock().unwrap_or_else(|e| e.into_inner()).push(registered);
+        let work = async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let started = Instant::now();
+                let result = pass().await;
+                record(&stats, started, result.is_err());
+                if let Err(e) = result {
+                    tracing::warn!(controller = name, error = %format!("{e:#}"), "periodic pass failed");
+                }
+            }
+        };
+        self.workers.lock().unwrap_or_else(|e| e.into_inner()).push(Box::pin(work));
+    }
+
     /// Start the informers, wait for them to sync, then run every worker.
     pub async fn run(&self) {
         self.informers.start();
@@ -197,6 +223,21 @@ impl Ctx {
         tracing::info!("caches synced; controllers running");
         let workers: Vec<Work> = self.workers.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
         futures::future::join_all(workers.into_iter().map(tokio::spawn)).await;
+    }
+}
+
+fn record(stats: &Mutex<SyncStats>, started: Instant, failed: bool) {
+    let took = started.elapsed().as_secs_f64();
+    let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+    s.count += 1;
+    s.sum += took;
+    for (i, bound) in BUCKETS.iter().enumerate() {
+        if took <= *bound {
+            s.counts[i] += 1;
+        }
+    }
+    if failed {
+        s.errors += 1;
     }
 }
 
@@ -209,20 +250,7 @@ where
         let (key, _waited) = queue.get().await;
         let started = Instant::now();
         let result = sync(key.clone()).await;
-        let took = started.elapsed().as_secs_f64();
-        {
-            let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
-            s.count += 1;
-            s.sum += took;
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                if took <= *bound {
-                    s.counts[i] += 1;
-                }
-            }
-            if result.is_err() {
-                s.errors += 1;
-            }
-        }
+        record(&stats, started, result.is_err());
         match result {
             Ok(()) => queue.forget(&key),
             Err(e) => {

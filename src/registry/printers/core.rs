@@ -28,6 +28,31 @@ pub static SECRET: Printer = Printer {
     cells: |o| vec![name(o), json!(text(o, "type")), json!(map_len(o, "data")), age(o)],
 };
 
+pub static STORAGE_CLASS: Printer = Printer {
+    columns: &[
+        NAME,
+        col("Provisioner", "string", "The driver that makes volumes of this class."),
+        col("ReclaimPolicy", "string", "What happens to a volume when its claim goes."),
+        col("VolumeBindingMode", "string", "When claims of this class are bound."),
+        col("AllowVolumeExpansion", "string", "Whether claims of this class may grow."),
+        AGE,
+    ],
+    cells: |o| {
+        let default =
+            o.pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class") == Some(&json!("true"));
+        let shown = if default { format!("{} (default)", meta::name(o)) } else { meta::name(o).to_string() };
+        let expand = o.get("allowVolumeExpansion").and_then(Value::as_bool).unwrap_or(false);
+        vec![
+            json!(shown),
+            json!(text(o, "provisioner")),
+            json!(text(o, "reclaimPolicy")),
+            json!(text(o, "volumeBindingMode")),
+            json!(expand.to_string()),
+            age(o),
+        ]
+    },
+};
+
 pub static PRIORITY_CLASS: Printer = Printer {
     columns: &[
         NAME,
@@ -163,7 +188,7 @@ fn or_unset(obj: &Value, path: &str) -> String {
     meta::str_at(obj, path).unwrap_or("<unset>").to_string()
 }
 
-const STORAGE_CLASS: &str = "Name of the StorageClass the volume belongs to.";
+const STORAGE_CLASS_DOC: &str = "Name of the StorageClass the volume belongs to.";
 const VOLUME_ATTRIBUTES_CLASS: &str = "Name of the VolumeAttributesClass, <unset> when there is none.";
 const VOLUME_MODE: &str = "Whether the volume is a filesystem or a raw block device.";
 
@@ -175,7 +200,7 @@ pub static PERSISTENT_VOLUME: Printer = Printer {
         col("Reclaim Policy", "string", "What happens to the volume when its claim is released."),
         col("Status", "string", "The volume's lifecycle phase."),
         col("Claim", "string", "namespace/name of the claim bound to the volume."),
-        col("StorageClass", "string", STORAGE_CLASS),
+        col("StorageClass", "string", STORAGE_CLASS_DOC),
         col("VolumeAttributesClass", "string", VOLUME_ATTRIBUTES_CLASS),
         col("Reason", "string", "Why the volume is in its phase, if it failed."),
         AGE,
@@ -209,7 +234,7 @@ pub static PERSISTENT_VOLUME_CLAIM: Printer = Printer {
         col("Volume", "string", "Name of the volume bound to the claim."),
         col("Capacity", "string", "Storage capacity of the bound volume."),
         col("Access Modes", "string", "Ways the bound volume can be mounted (RWO, ROX, RWX, RWOP)."),
-        col("StorageClass", "string", STORAGE_CLASS),
+        col("StorageClass", "string", STORAGE_CLASS_DOC),
         col("VolumeAttributesClass", "string", VOLUME_ATTRIBUTES_CLASS),
         AGE,
         wide("VolumeMode", "string", VOLUME_MODE),

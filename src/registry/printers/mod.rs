@@ -16,7 +16,7 @@ use super::meta;
 
 pub use self::core::{
     CONFIG_MAP, EVENT, LEASE, LIMIT_RANGE, NAMESPACE, NODE, PERSISTENT_VOLUME, PERSISTENT_VOLUME_CLAIM, PRIORITY_CLASS,
-    RESOURCE_QUOTA, SECRET, SERVICE_ACCOUNT,
+    RESOURCE_QUOTA, SECRET, SERVICE_ACCOUNT, STORAGE_CLASS,
 };
 pub use self::network::{ENDPOINT_SLICE, ENDPOINTS, INGRESS, SERVICE};
 pub use self::pod::POD;
@@ -341,6 +341,7 @@ mod tests {
             &SERVICE,
             &ENDPOINTS,
             &ENDPOINT_SLICE,
+            &STORAGE_CLASS,
             &CONFIG_MAP,
             &SECRET,
             &SERVICE_ACCOUNT,
