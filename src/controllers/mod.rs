@@ -183,11 +183,14 @@ pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
     let mut election = leader_election::Config::defaults("kube-controller-manager");
     election.override_with(&args.leader_election);
     election.validate()?;
-    let client = crate::cli::kube_client(args.kubeconfig.as_ref()).await.context("building the API client")?;
+    let client = crate::cli::kube_client(args.kubeconfig.as_ref(), "kube-controller-manager")
+        .await
+        .context("building the API client")?;
     let elector = match election.enabled {
         true => {
-            let lease_client =
-                crate::cli::kube_client(args.kubeconfig.as_ref()).await.context("building the lease client")?;
+            let lease_client = crate::cli::kube_client(args.kubeconfig.as_ref(), "kube-controller-manager")
+                .await
+                .context("building the lease client")?;
             Some(Arc::new(LeaderElector::new(lease_client, election)?))
         }
         false => None,

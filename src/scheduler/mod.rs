@@ -106,13 +106,15 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     let name = args.scheduler_name.clone().or_else(|| file.scheduler_name().map(str::to_string));
     let name = name.unwrap_or_else(|| "default-scheduler".to_string());
     let kubeconfig = args.kubeconfig.clone().or_else(|| file.client_connection.kubeconfig.clone());
-    let client = crate::cli::kube_client(kubeconfig.as_ref()).await.context("building the API client")?;
+    let client =
+        crate::cli::kube_client(kubeconfig.as_ref(), "kube-scheduler").await.context("building the API client")?;
     // the lease gets a client (a connection) of its own, as upstream's leader-election
     // clientset: thousands of bindings queued on the main one must not delay a renewal
     let elector = match election.enabled {
         true => {
-            let lease_client =
-                crate::cli::kube_client(kubeconfig.as_ref()).await.context("building the lease client")?;
+            let lease_client = crate::cli::kube_client(kubeconfig.as_ref(), "kube-scheduler")
+                .await
+                .context("building the lease client")?;
             Some(Arc::new(LeaderElector::new(lease_client, election)?))
         }
         false => None,
