@@ -99,6 +99,7 @@ fn check_discovery_commands(c: &Cluster) {
             "selfsubjectaccessreviews.authorization.k8s.io",
             "selfsubjectreviews.authentication.k8s.io",
             "selfsubjectrulesreviews.authorization.k8s.io",
+            "storageclasses.storage.k8s.io",
             "subjectaccessreviews.authorization.k8s.io",
         ];
         assert_eq!(sorted(lines(&out)), cluster_scoped, "kubectl {version}");
@@ -407,6 +408,8 @@ spec:
 #[tokio::test]
 async fn kubectl_create_apply_label_annotate_delete() {
     let c = Cluster::start().await;
+    // deleting the namespace at the end waits for the namespace controller
+    let _cm = common::controllers::start_controller_manager(&c, &["--controllers=namespace"]).await;
     let app_file = c.dir.path().join("app.yaml");
     std::fs::write(&app_file, APP_YAML).unwrap();
     let app_file = app_file.to_str().unwrap().to_string();

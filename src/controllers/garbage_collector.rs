@@ -23,7 +23,6 @@ use anyhow::Context;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, PartialObjectMeta, Patch, PatchParams, PropagationPolicy};
-use kube::discovery::{Discovery, Scope, verbs};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use serde_json::json;
@@ -142,26 +141,22 @@ pub fn start(ctx: &Ctx) -> anyhow::Result<()> {
 
 impl Collector {
     async fn discover_and_watch(self: Arc<Self>) {
-        let discovery = loop {
-            match Discovery::new(self.client.clone()).run().await {
-                Ok(d) => break d,
+        let resources: Vec<Arc<Resource>> = loop {
+            match super::runtime::discovery::deletable_resources(&self.client).await {
+                // events are never owned: not worth a watch
+                Ok(found) => {
+                    break found
+                        .into_iter()
+                        .filter(|(ar, _)| ar.plural != "events")
+                        .map(|(ar, namespaced)| Arc::new(Resource { ar, namespaced }))
+                        .collect();
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "garbage collector: discovery failed; retrying");
                     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                 }
             }
         };
-        let mut resources = Vec::new();
-        for group in discovery.groups() {
-            for (ar, caps) in group.recommended_resources() {
-                let watchable = [verbs::LIST, verbs::WATCH, verbs::DELETE].iter().all(|v| caps.supports_operation(v));
-                if !watchable || ar.plural == "events" {
-                    continue;
-                }
-                let namespaced = matches!(caps.scope, Scope::Namespaced);
-                resources.push(Arc::new(Resource { ar, namespaced }));
-            }
-        }
         {
             let mut by_kind = self.by_kind.write().unwrap_or_else(|e| e.into_inner());
             for r in &resources {

@@ -112,6 +112,16 @@ async fn handle(state: &AppState, req: Req<'_>, body: Body) -> ApiResult<Respons
         let opts = write_opts(&query, headers, Some("scale"), options, admit)?;
         return super::scale::handle(&state.registry, target, method, headers, body, &opts).await;
     }
+    if p.subresource.as_deref() == Some("finalize") && res.group.is_empty() && res.plural == "namespaces" {
+        if method != Method::PUT {
+            return Err(ApiError::method_not_allowed());
+        }
+        let output = codec::negotiate(headers)?;
+        let body = codec::parse_body(headers, &read_body(body).await?)?;
+        let name = p.name.clone().unwrap_or_default();
+        let obj = crate::registry::namespaces::finalize(&state.registry, &name, &body).await?;
+        return Ok(codec::respond(StatusCode::OK, if output == Output::Yaml { Output::Yaml } else { Output::Json }, &obj));
+    }
     let part = match p.subresource.as_deref() {
         None => Part::Main,
         Some("status") if res.has_status => Part::Status,

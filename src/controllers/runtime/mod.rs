@@ -17,6 +17,7 @@
 //! A sync that fails is retried with the queue's per-key backoff; one that succeeds
 //! resets it. Metrics per controller: queue depth, adds, retries, sync durations, errors.
 
+pub mod discovery;
 pub mod events;
 pub mod informer;
 pub mod queue;
