@@ -70,7 +70,8 @@ async fn without_the_controller_a_namespace_stays_terminating_until_finalized() 
     let ns = c.must_get("/api/v1/namespaces/stuck").await;
     assert_eq!(ns["status"]["phase"], "Terminating", "{ns}");
     // what the namespace controller does once the namespace is empty
-    let finalize = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "stuck"}, "spec": {"finalizers": []}});
+    let finalize =
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "stuck"}, "spec": {"finalizers": []}});
     let (status, body) = c.put("/api/v1/namespaces/stuck/finalize", &finalize).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     c.wait_gone("/api/v1/namespaces/stuck").await;
@@ -90,7 +91,8 @@ async fn kubectl_sees_the_deletion_conditions() {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             let out = c.kubectl_ok(v, &["describe", "namespace", &ns]);
-            if out.contains("NamespaceFinalizersRemaining") && out.contains("example.com/hold in 1 resource instances") {
+            if out.contains("NamespaceFinalizersRemaining") && out.contains("example.com/hold in 1 resource instances")
+            {
                 assert!(out.contains("Terminating"), "{out}");
                 break;
             }

@@ -587,4 +587,3 @@ async fn lists_paginate_select_and_read_history() {
     assert_eq!(page["items"].as_array().unwrap().len(), 5);
     assert!(page["metadata"]["continue"].is_string());
 }
-

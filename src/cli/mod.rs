@@ -33,6 +33,11 @@ pub async fn shutdown_signal() {
 /// (`kube-controller-manager/v1.33.0 ...`), which the API server records as the field
 /// manager of its writes, as upstream's.
 pub async fn kube_client(kubeconfig: Option<&std::path::PathBuf>, component: &str) -> anyhow::Result<kube::Client> {
+    Ok(kube::Client::try_from(kube_config(kubeconfig, component).await?)?)
+}
+
+/// The configuration `kube_client` builds its client from.
+pub async fn kube_config(kubeconfig: Option<&std::path::PathBuf>, component: &str) -> anyhow::Result<kube::Config> {
     use anyhow::Context;
     let mut config = match kubeconfig {
         Some(path) => {
@@ -45,5 +50,5 @@ pub async fn kube_client(kubeconfig: Option<&std::path::PathBuf>, component: &st
     let agent =
         format!("{component}/v1.33.0 (linux/{}) ferrokube/{}", std::env::consts::ARCH, env!("CARGO_PKG_VERSION"));
     config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_str(&agent)?));
-    Ok(kube::Client::try_from(config)?)
+    Ok(config)
 }

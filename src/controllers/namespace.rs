@@ -69,7 +69,8 @@ impl Deleter {
             return Ok(list.clone());
         }
         let found = discovery::deletable_resources(&self.client).await.context("discovering resources")?;
-        let list: Vec<ApiResource> = found.into_iter().filter(|(_, namespaced)| *namespaced).map(|(ar, _)| ar).collect();
+        let list: Vec<ApiResource> =
+            found.into_iter().filter(|(_, namespaced)| *namespaced).map(|(ar, _)| ar).collect();
         *cached = Some((Instant::now(), list.clone()));
         Ok(list)
     }
@@ -88,7 +89,8 @@ impl Deleter {
             return Ok(());
         }
         let kept: Vec<&String> = finalizers.iter().filter(|f| *f != FINALIZER).collect();
-        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}, "spec": {"finalizers": kept}});
+        let body =
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}, "spec": {"finalizers": kept}});
         let request = http::Request::put(format!("/api/v1/namespaces/{name}/finalize"))
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(serde_json::to_vec(&body)?)?;
@@ -120,10 +122,13 @@ impl Deleter {
                             _ => continue,
                         },
                         Err(e) if is_not_found(&e) => continue,
-                        Err(e) => return Err(e).with_context(|| format!("deleting {} {ns}/{}", ar.plural, item.name_any())),
+                        Err(e) => {
+                            return Err(e).with_context(|| format!("deleting {} {ns}/{}", ar.plural, item.name_any()));
+                        }
                     }
                 }
-                let resource = if ar.group.is_empty() { ar.plural.clone() } else { format!("{}.{}", ar.plural, ar.group) };
+                let resource =
+                    if ar.group.is_empty() { ar.plural.clone() } else { format!("{}.{}", ar.plural, ar.group) };
                 *remaining.by_resource.entry(resource).or_default() += 1;
                 for f in item.metadata.finalizers.iter().flatten() {
                     *remaining.by_finalizer.entry(f.clone()).or_default() += 1;
@@ -139,21 +144,40 @@ impl Deleter {
         let content = match remaining.by_resource.is_empty() {
             true => ("False", "ContentRemoved", "All content successfully removed".to_string()),
             false => {
-                let parts: Vec<String> = remaining.by_resource.iter().map(|(r, n)| format!("{r} has {n} resource instances")).collect();
+                let parts: Vec<String> =
+                    remaining.by_resource.iter().map(|(r, n)| format!("{r} has {n} resource instances")).collect();
                 ("True", "SomeResourcesRemain", format!("Some resources are remaining: {}", parts.join(", ")))
             }
         };
         let finalizers = match remaining.by_finalizer.is_empty() {
             true => ("False", "ContentHasNoFinalizers", "All content-preserving finalizers finished".to_string()),
             false => {
-                let parts: Vec<String> = remaining.by_finalizer.iter().map(|(f, n)| format!("{f} in {n} resource instances")).collect();
-                ("True", "SomeFinalizersRemain", format!("Some content in the namespace has finalizers remaining: {}", parts.join(", ")))
+                let parts: Vec<String> =
+                    remaining.by_finalizer.iter().map(|(f, n)| format!("{f} in {n} resource instances")).collect();
+                (
+                    "True",
+                    "SomeFinalizersRemain",
+                    format!("Some content in the namespace has finalizers remaining: {}", parts.join(", ")),
+                )
             }
         };
         let conditions = [
-            ("NamespaceDeletionDiscoveryFailure", ("False", "ResourcesDiscovered", "All resources successfully discovered".to_string())),
-            ("NamespaceDeletionGroupVersionParsingFailure", ("False", "ParsedGroupVersions", "All legacy kube types successfully parsed".to_string())),
-            ("NamespaceDeletionContentFailure", ("False", "ContentDeleted", "All content successfully deleted, may be waiting on finalization".to_string())),
+            (
+                "NamespaceDeletionDiscoveryFailure",
+                ("False", "ResourcesDiscovered", "All resources successfully discovered".to_string()),
+            ),
+            (
+                "NamespaceDeletionGroupVersionParsingFailure",
+                ("False", "ParsedGroupVersions", "All legacy kube types successfully parsed".to_string()),
+            ),
+            (
+                "NamespaceDeletionContentFailure",
+                (
+                    "False",
+                    "ContentDeleted",
+                    "All content successfully deleted, may be waiting on finalization".to_string(),
+                ),
+            ),
             ("NamespaceContentRemaining", content),
             ("NamespaceFinalizersRemaining", finalizers),
         ];
@@ -167,7 +191,12 @@ impl Deleter {
             })
             .collect();
         let unchanged = conditions.iter().all(|(type_, (status, reason, message))| {
-            current.iter().any(|c| c.type_ == *type_ && c.status == *status && c.reason.as_deref() == Some(reason) && c.message.as_deref() == Some(message.as_str()))
+            current.iter().any(|c| {
+                c.type_ == *type_
+                    && c.status == *status
+                    && c.reason.as_deref() == Some(reason)
+                    && c.message.as_deref() == Some(message.as_str())
+            })
         });
         if unchanged {
             return;

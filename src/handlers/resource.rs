@@ -120,7 +120,11 @@ async fn handle(state: &AppState, req: Req<'_>, body: Body) -> ApiResult<Respons
         let body = codec::parse_body(headers, &read_body(body).await?)?;
         let name = p.name.clone().unwrap_or_default();
         let obj = crate::registry::namespaces::finalize(&state.registry, &name, &body).await?;
-        return Ok(codec::respond(StatusCode::OK, if output == Output::Yaml { Output::Yaml } else { Output::Json }, &obj));
+        return Ok(codec::respond(
+            StatusCode::OK,
+            if output == Output::Yaml { Output::Yaml } else { Output::Json },
+            &obj,
+        ));
     }
     let part = match p.subresource.as_deref() {
         None => Part::Main,

@@ -74,7 +74,10 @@ fn namespaces() -> &'static super::ResourceDef {
 
 fn finalizers_left(ns: &Value) -> bool {
     let spec = ns.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
-    spec || meta::metadata(ns).and_then(|m| m.get("finalizers")).and_then(Value::as_array).is_some_and(|f| !f.is_empty())
+    spec || meta::metadata(ns)
+        .and_then(|m| m.get("finalizers"))
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty())
 }
 
 /// PUT namespaces/<name>/finalize: replace `spec.finalizers` (nothing else), as the

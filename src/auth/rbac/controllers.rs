@@ -98,6 +98,8 @@ fn controllers() -> Vec<(&'static str, Vec<Value>)> {
             vec![
                 rule(&["delete", "get", "list", "watch"], &[""], &["namespaces"]),
                 rule(&["update"], &[""], &["namespaces/finalize", "namespaces/status"]),
+                // ferrokube's namespace controller patches its deletion conditions
+                rule(&["patch"], &[""], &["namespaces/status"]),
                 rule(&everything, &["*"], &["*"]),
             ],
         ),
@@ -119,10 +121,22 @@ fn controllers() -> Vec<(&'static str, Vec<Value>)> {
                 rule(&["create", "delete", "get", "list", "watch"], &[""], &["pods"]),
                 rule(READ, &["storage.k8s.io"], &["storageclasses"]),
                 rule(&["list", "watch"], &[""], &["nodes"]),
+                // ferrokube's binder patches where upstream's updates
+                rule(&["patch"], &[""], &["persistentvolumes", "persistentvolumes/status"]),
+                rule(&["patch"], &[""], &["persistentvolumeclaims", "persistentvolumeclaims/status"]),
             ]);
             rules.push(rule(&["watch"], &[""], &["events"]));
             rules
         }),
+        // ferrokube's own provisioner (as k3s' local-path-provisioner has a role of its own)
+        (
+            "local-path-provisioner",
+            with_events(vec![
+                rule(&["create", "delete", "get", "list", "watch"], &[""], &["persistentvolumes"]),
+                rule(READ, &[""], &["persistentvolumeclaims"]),
+                rule(READ, &["storage.k8s.io"], &["storageclasses"]),
+            ]),
+        ),
         (
             "pod-garbage-collector",
             vec![

@@ -138,12 +138,16 @@ pub struct Settings {
     pub local_path_dir: std::path::PathBuf,
 }
 
+/// Handed to each controller's `start`. `client` is the controller's own (with
+/// `--use-service-account-credentials`, its service account's); the informers,
+/// metrics and workers are shared by all.
+#[derive(Clone)]
 pub struct Ctx {
     pub client: Client,
     pub informers: Arc<Informers>,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
-    workers: Mutex<Vec<Work>>,
+    workers: Arc<Mutex<Vec<Work>>>,
 }
 
 impl Ctx {
@@ -153,8 +157,13 @@ impl Ctx {
             client,
             metrics: Arc::default(),
             settings: Arc::new(settings),
-            workers: Mutex::default(),
+            workers: Arc::default(),
         }
+    }
+
+    /// The same context with another client for the controller's writes.
+    pub fn with_client(&self, client: Client) -> Ctx {
+        Ctx { client, ..self.clone() }
     }
 
     pub fn informer<K: Kind>(&self) -> Arc<Informer<K>> {
