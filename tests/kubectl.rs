@@ -117,10 +117,12 @@ fn check_discovery_commands(c: &Cluster) {
                 "authorization.k8s.io/v1",
                 "batch/v1",
                 "coordination.k8s.io/v1",
+                "discovery.k8s.io/v1",
                 "events.k8s.io/v1",
                 "networking.k8s.io/v1",
                 "rbac.authorization.k8s.io/v1",
                 "scheduling.k8s.io/v1",
+                "storage.k8s.io/v1",
                 "v1"
             ],
             "kubectl {version} api-versions"

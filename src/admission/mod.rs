@@ -207,10 +207,19 @@ mod tests {
     fn enabling_and_disabling_by_upstream_name() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let all = enabled_names(&[], &[]).unwrap();
-        let want =
-            ["NamespaceLifecycle", "LimitRanger", "ServiceAccount", "NodeRestriction", "Priority", "ResourceQuota"];
+        let want = [
+            "NamespaceLifecycle",
+            "LimitRanger",
+            "ServiceAccount",
+            "NodeRestriction",
+            "Priority",
+            "DefaultTolerationSeconds",
+            "DefaultStorageClass",
+            "ResourceQuota",
+        ];
         assert_eq!(all, want);
-        let some = enabled_names(&s(&["ServiceAccount"]), &s(&["ServiceAccount", "ResourceQuota"])).unwrap();
+        let off = ["ServiceAccount", "ResourceQuota", "DefaultTolerationSeconds", "DefaultStorageClass"];
+        let some = enabled_names(&s(&["ServiceAccount"]), &s(&off)).unwrap();
         assert_eq!(some, ["NamespaceLifecycle", "LimitRanger", "NodeRestriction", "Priority"]);
         let err = enabled_names(&s(&["PodSecurity2"]), &[]).unwrap_err().to_string();
         assert!(err.contains("unknown admission plugin \"PodSecurity2\""), "{err}");
