@@ -16,7 +16,7 @@ async fn start(c: &Cluster) -> (common::controllers::Component, std::path::PathB
     let dir = c.dir.path().join("local-path");
     let flag = format!("--local-path-dir={}", dir.display());
     let cm =
-        start_controller_manager(&c, &["--controllers=persistentvolume-binder,local-path-provisioner", &flag]).await;
+        start_controller_manager(c, &["--controllers=persistentvolume-binder,local-path-provisioner", &flag]).await;
     (cm, dir)
 }
 

@@ -31,6 +31,9 @@ const SLICE_CONTROLLER: &str = "endpointslice-controller.k8s.io";
 const SERVICE_NAME: &str = "kubernetes.io/service-name";
 const MAX_PER_SLICE: usize = 100;
 
+/// (port name, number, protocol) of a service port a pod serves.
+type ServedPort = (String, i32, String);
+
 /// One pod behind a service.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Backend {
@@ -42,8 +45,7 @@ struct Backend {
     hostname: Option<String>,
     pod: String,
     uid: String,
-    /// (port name, number, protocol) of each service port this pod serves.
-    ports: Vec<(String, i32, String)>,
+    ports: Vec<ServedPort>,
 }
 
 fn pod_ready(pod: &Pod) -> bool {
@@ -177,8 +179,9 @@ pub fn start(ctx: &Ctx) -> anyhow::Result<()> {
 
 /// Subsets grouping the backends by the ports they serve, as upstream repacks them.
 fn subsets(ns: &str, backends: &[Backend]) -> Vec<EndpointSubset> {
-    let mut by_ports: BTreeMap<Vec<(String, i32, String)>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> =
-        BTreeMap::new();
+    // port set → (ready addresses, not-ready addresses)
+    type Addresses = (Vec<EndpointAddress>, Vec<EndpointAddress>);
+    let mut by_ports: BTreeMap<Vec<ServedPort>, Addresses> = BTreeMap::new();
     for b in backends.iter().filter(|b| !b.terminating && !b.ports.is_empty()) {
         let address = EndpointAddress {
             ip: b.ip.clone(),
@@ -283,7 +286,7 @@ pub fn start_slices(ctx: &Ctx) -> anyhow::Result<()> {
 
 /// The slices' content for a service: endpoints in chunks of 100 per distinct port set.
 fn desired_slices(ns: &str, backends: &[Backend]) -> Vec<(Vec<SlicePort>, Vec<Endpoint>)> {
-    let mut by_ports: BTreeMap<Vec<(String, i32, String)>, Vec<Endpoint>> = BTreeMap::new();
+    let mut by_ports: BTreeMap<Vec<ServedPort>, Vec<Endpoint>> = BTreeMap::new();
     for b in backends {
         let endpoint = Endpoint {
             addresses: vec![b.ip.clone()],

@@ -165,7 +165,7 @@ impl Volumes {
                     && fits(pv, claim)
             })
             .collect();
-        candidates.sort_by(|a, b| capacity(a).cmp(&capacity(b)));
+        candidates.sort_by_key(|pv| capacity(pv));
         candidates.first().map(|pv| (*pv).clone())
     }
 
@@ -361,7 +361,11 @@ impl LocalPath {
         let uid = claim.metadata.uid.clone().unwrap_or_default();
         let name = format!("pvc-{uid}");
         let path = self.dir.join(format!("{name}_{}_{}", claim.namespace().unwrap_or_default(), claim.name_any()));
-        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        if let Err(e) = std::fs::create_dir_all(&path) {
+            let why = format!("failed to provision volume with StorageClass \"{}\": creating {}: {e}", class.name_any(), path.display());
+            self.recorder.warning(claim.as_ref(), "ProvisioningFailed", why.clone());
+            anyhow::bail!(why);
+        }
         let node_affinity = annotations.get(SELECTED_NODE).map(|node| VolumeNodeAffinity {
             required: Some(NodeSelector {
                 node_selector_terms: vec![NodeSelectorTerm {
