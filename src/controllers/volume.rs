@@ -362,7 +362,11 @@ impl LocalPath {
         let name = format!("pvc-{uid}");
         let path = self.dir.join(format!("{name}_{}_{}", claim.namespace().unwrap_or_default(), claim.name_any()));
         if let Err(e) = std::fs::create_dir_all(&path) {
-            let why = format!("failed to provision volume with StorageClass \"{}\": creating {}: {e}", class.name_any(), path.display());
+            let why = format!(
+                "failed to provision volume with StorageClass \"{}\": creating {}: {e}",
+                class.name_any(),
+                path.display()
+            );
             self.recorder.warning(claim.as_ref(), "ProvisioningFailed", why.clone());
             anyhow::bail!(why);
         }
