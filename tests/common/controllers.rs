@@ -47,6 +47,11 @@ impl Component {
 /// Start `ferrokube controller-manager` (no leader election unless `extra` asks for it)
 /// and wait for its /healthz.
 pub async fn start_controller_manager(c: &Cluster, extra: &[&str]) -> Component {
+    start_controller_manager_logged(c, "controller-manager.log", extra).await
+}
+
+/// `start_controller_manager` with its output in `log` (for several replicas).
+pub async fn start_controller_manager_logged(c: &Cluster, log: &str, extra: &[&str]) -> Component {
     let port = free_port();
     let kubeconfig = c.kubeconfig.display().to_string();
     let port_s = port.to_string();
@@ -55,11 +60,11 @@ pub async fn start_controller_manager(c: &Cluster, extra: &[&str]) -> Component 
         args.push("--leader-elect=false");
     }
     args.extend_from_slice(extra);
-    let child = c.spawn_ferrokube(&args, "controller-manager.log");
-    let mut cm = Component { child, log: c.dir.path().join("controller-manager.log"), port };
+    let child = c.spawn_ferrokube(&args, log);
+    let mut cm = Component { child, log: c.dir.path().join(log), port };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        assert!(cm.alive(), "the controller-manager exited:\n{}", c.log_tail("controller-manager.log"));
+        assert!(cm.alive(), "the controller-manager exited:\n{}", c.log_tail(log));
         let client = reqwest::Client::builder().danger_accept_invalid_certs(true).build().expect("client");
         if let Ok(r) = client.get(format!("https://127.0.0.1:{port}/healthz")).send().await
             && r.status() == StatusCode::OK
