@@ -604,3 +604,124 @@ async fn volume_claims_restrict_placement() {
          preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
     );
 }
+
+async fn priority_class(c: &Cluster, name: &str, value: i32, policy: &str) {
+    let class = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+        "metadata": {"name": name}, "value": value, "preemptionPolicy": policy});
+    c.create("/apis/scheduling.k8s.io/v1/priorityclasses", &class).await;
+}
+
+async fn exists(c: &Cluster, name: &str) -> bool {
+    let (code, _) = c.get(&format!("/api/v1/namespaces/default/pods/{name}")).await;
+    code == StatusCode::OK
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preemption_evicts_the_fewest_lower_priority_pods() {
+    let c = Cluster::start().await;
+    node(&c, "n", json!({}), json!({}), resources("2", "4Gi")).await;
+    priority_class(&c, "low", 10, "PreemptLowerPriority").await;
+    priority_class(&c, "high", 1000, "PreemptLowerPriority").await;
+    priority_class(&c, "high-polite", 1000, "Never").await;
+    let _s = start_scheduler(&c).await;
+
+    // four low-priority pods fill the node; with no kubelet to stop them, a grace period
+    // of 0 makes their deletion final at once
+    let lows = ["low-0", "low-1", "low-2", "low-3"];
+    for name in lows {
+        let extra = json!({"priorityClassName": "low", "terminationGracePeriodSeconds": 0});
+        create_pod(&c, pod(name, json!({"cpu": "500m"}), extra)).await;
+        assert_eq!(wait_bound(&c, name).await, "n");
+    }
+
+    // preemptionPolicy Never: the pod waits and nobody is evicted
+    create_pod(&c, pod("polite", json!({"cpu": "1"}), json!({"priorityClassName": "high-polite"}))).await;
+    let p = wait_pod(&c, "polite", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    assert_eq!(
+        scheduled_condition(&p).unwrap()["message"],
+        "0/1 nodes are available: 1 Insufficient cpu. preemption: not eligible due to preemptionPolicy=Never.",
+        "{p}"
+    );
+    for name in lows {
+        assert!(exists(&c, name).await, "{name} was evicted for a pod that may not preempt");
+    }
+    // it is not retried for ever: out of the way, so the next pod's room is clear
+    let now = json!({"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0});
+    let (code, body) = c.delete_with("/api/v1/namespaces/default/pods/polite", &now).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+
+    // one cpu for a high-priority pod: two of the four must go, not more
+    create_pod(&c, pod("urgent", json!({"cpu": "1"}), json!({"priorityClassName": "high"}))).await;
+    assert_eq!(wait_bound(&c, "urgent").await, "n");
+    let mut left = Vec::new();
+    for name in lows {
+        if exists(&c, name).await {
+            left.push(name);
+        }
+    }
+    assert_eq!(left.len(), 2, "left: {left:?}");
+    let urgent = c.must_get("/api/v1/namespaces/default/pods/urgent").await;
+    let uid = urgent["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+    for victim in lows.iter().filter(|n| !left.contains(n)) {
+        let e = wait_event(&c, victim, "Preempted").await;
+        assert_eq!(e["note"], format!("Preempted by pod {uid} on node n"), "{e}");
+        assert_eq!(e["type"], "Normal");
+        assert_eq!(e["action"], "Preempting");
+        assert_eq!(e["related"]["name"], "urgent", "{e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preemptor_waits_on_its_nominated_node_for_terminating_victims() {
+    let c = Cluster::start().await;
+    node(&c, "a", json!({}), json!({}), resources("2", "4Gi")).await;
+    node(&c, "b", json!({}), json!({}), resources("3", "4Gi")).await;
+    priority_class(&c, "low", 10, "PreemptLowerPriority").await;
+    priority_class(&c, "high", 1000, "PreemptLowerPriority").await;
+    let _s = start_scheduler(&c).await;
+    let on_b = |class: &str| json!({"priorityClassName": class, "nodeSelector": {"kubernetes.io/hostname": "b"}});
+
+    // the victim keeps the default grace period: with no kubelet it stays Terminating
+    create_pod(&c, pod("slow", json!({"cpu": "2"}), on_b("low"))).await;
+    assert_eq!(wait_bound(&c, "slow").await, "b");
+    create_pod(&c, pod("urgent", json!({"cpu": "3"}), on_b("high"))).await;
+
+    // the preemptor is nominated to b, the victim marked and being deleted
+    let p = wait_pod(&c, "urgent", "got nominated", |p| p["status"]["nominatedNodeName"] == "b").await;
+    let message = scheduled_condition(&p).unwrap()["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        message.starts_with(
+            "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) didn't match Pod's node affinity/selector."
+        ),
+        "{p}"
+    );
+    let slow =
+        wait_pod(&c, "slow", "got a deletionTimestamp", |p| p["metadata"]["deletionTimestamp"].is_string()).await;
+    let target =
+        slow["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "DisruptionTarget");
+    let target = target.unwrap_or_else(|| panic!("no DisruptionTarget condition: {slow}"));
+    assert_eq!(target["status"], "True");
+    assert_eq!(target["reason"], "PreemptionByScheduler");
+    assert_eq!(target["message"], "default-scheduler: preempting to accommodate a higher priority pod");
+
+    // b has a free cpu, but the nominated pod claims all of b: a lower-priority pod may
+    // not take it (it would be in the preemptor's way once the victim is gone)
+    create_pod(&c, pod("filler", json!({"cpu": "1"}), on_b("low"))).await;
+    let f = wait_pod(&c, "filler", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    let message = scheduled_condition(&f).unwrap()["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        message.starts_with(
+            "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) didn't match Pod's node affinity/selector."
+        ),
+        "{f}"
+    );
+
+    // the victim's deletion completes (as a kubelet would finish it): the preemptor binds,
+    // and the lower-priority pod still has no room
+    let now = json!({"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0});
+    let (code, body) = c.delete_with("/api/v1/namespaces/default/pods/slow", &now).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(wait_bound(&c, "urgent").await, "b");
+    let f = c.must_get("/api/v1/namespaces/default/pods/filler").await;
+    assert!(f["spec"]["nodeName"].is_null(), "{f}");
+}

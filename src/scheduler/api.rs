@@ -11,11 +11,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodCondition};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
@@ -40,6 +40,22 @@ fn pods(client: &Client, pod: &Pod) -> Api<Pod> {
 
 fn name(pod: &Pod) -> &str {
     pod.metadata.name.as_deref().unwrap_or("")
+}
+
+fn condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a PodCondition> {
+    pod.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == type_))
+}
+
+fn reference(pod: &Pod) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: pod.metadata.name.clone(),
+        namespace: Some(pod.metadata.namespace.clone().unwrap_or_else(|| "default".into())),
+        uid: pod.metadata.uid.clone(),
+        resource_version: pod.metadata.resource_version.clone(),
+        ..Default::default()
+    }
 }
 
 pub fn hostname() -> String {
@@ -70,16 +86,24 @@ impl Writer {
         Ok(())
     }
 
-    /// Set `PodScheduled=False` with this reason and message, unless it already says so.
-    pub async fn set_unschedulable(&self, pod: &Pod, reason: &str, message: &str) -> kube::Result<()> {
-        let current = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"));
-        if current.is_some_and(|c| {
-            c.status == "False" && c.reason.as_deref() == Some(reason) && c.message.as_deref() == Some(message)
-        }) {
+    /// Set `PodScheduled=False` with this reason and message, and `nominatedNodeName` when
+    /// preemption made room for the pod, unless the pod already says so.
+    pub async fn set_unschedulable(
+        &self,
+        pod: &Pod,
+        reason: &str,
+        message: &str,
+        nominated: Option<&str>,
+    ) -> kube::Result<()> {
+        let status = pod.status.as_ref();
+        let current = condition(pod, "PodScheduled");
+        let same_nomination =
+            nominated.is_none_or(|n| status.and_then(|s| s.nominated_node_name.as_deref()) == Some(n));
+        if same_nomination
+            && current.is_some_and(|c| {
+                c.status == "False" && c.reason.as_deref() == Some(reason) && c.message.as_deref() == Some(message)
+            })
+        {
             return Ok(());
         }
         let transition = match current {
@@ -87,15 +111,57 @@ impl Writer {
             _ => None,
         }
         .unwrap_or_else(|| Time(Timestamp::now()));
-        let patch = json!({"status": {"conditions": [{
+        let mut patch = json!({"status": {"conditions": [{
             "type": "PodScheduled", "status": "False", "reason": reason, "message": message,
             "lastProbeTime": null, "lastTransitionTime": transition,
         }]}});
-        pods(&self.client, pod).patch_status(name(pod), &PatchParams::default(), &Patch::Strategic(&patch)).await?;
+        if let Some(node) = nominated {
+            patch["status"]["nominatedNodeName"] = json!(node);
+        }
+        self.patch_status(pod, &patch).await
+    }
+
+    async fn patch_status(&self, pod: &Pod, patch: &serde_json::Value) -> kube::Result<()> {
+        pods(&self.client, pod).patch_status(name(pod), &PatchParams::default(), &Patch::Strategic(patch)).await?;
         Ok(())
     }
 
-    /// An events.k8s.io/v1 Event about the pod.
+    /// A lower-priority pod loses its nomination to a node a higher one preempted on.
+    pub async fn clear_nomination(&self, pod: &Pod) -> kube::Result<()> {
+        self.patch_status(pod, &json!({"status": {"nominatedNodeName": null}})).await
+    }
+
+    /// Evict a preemption victim as upstream: mark it with the `DisruptionTarget`
+    /// condition (reason PreemptionByScheduler), delete it with its own grace period, and
+    /// report a `Preempted` event on it. A victim already gone is no error.
+    pub async fn preempt(&self, victim: &Pod, preemptor: &Pod, node: &str) -> kube::Result<()> {
+        let gone = |r: kube::Result<()>| match r {
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+            other => other.map(|()| true),
+        };
+        let marked = condition(victim, "DisruptionTarget")
+            .is_some_and(|c| c.status == "True" && c.reason.as_deref() == Some("PreemptionByScheduler"));
+        if !marked {
+            let scheduler =
+                preemptor.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or(&self.controller);
+            let patch = json!({"status": {"conditions": [{
+                "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+                "message": format!("{scheduler}: preempting to accommodate a higher priority pod"),
+                "lastTransitionTime": Time(Timestamp::now()),
+            }]}});
+            if !gone(self.patch_status(victim, &patch).await)? {
+                return Ok(());
+            }
+        }
+        let deleted = pods(&self.client, victim).delete(name(victim), &DeleteParams::default()).await.map(|_| ());
+        if !gone(deleted)? {
+            return Ok(());
+        }
+        let uid = preemptor.metadata.uid.as_deref().unwrap_or_default();
+        let note = format!("Preempted by pod {uid} on node {node}");
+        self.event(victim, Some(preemptor), "Normal", "Preempted", "Preempting", &note).await
+    }
+
     /// Whether an event of this kind about this pod was written within the window (and
     /// if not, remember that one is being written now).
     fn repeated(&self, pod: &Pod, reason: &str, action: &str) -> bool {
@@ -115,7 +181,16 @@ impl Writer {
         false
     }
 
-    pub async fn event(&self, pod: &Pod, type_: &str, reason: &str, action: &str, note: &str) -> kube::Result<()> {
+    /// An events.k8s.io/v1 Event about the pod (`related`: another pod it concerns).
+    pub async fn event(
+        &self,
+        pod: &Pod,
+        related: Option<&Pod>,
+        type_: &str,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) -> kube::Result<()> {
         if self.repeated(pod, reason, action) {
             return Ok(());
         }
@@ -135,15 +210,8 @@ impl Writer {
             type_: Some(type_.into()),
             reporting_controller: Some(self.controller.clone()),
             reporting_instance: Some(self.instance.clone()),
-            regarding: Some(ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: pod.metadata.name.clone(),
-                namespace: Some(namespace.clone()),
-                uid: pod.metadata.uid.clone(),
-                resource_version: pod.metadata.resource_version.clone(),
-                ..Default::default()
-            }),
+            regarding: Some(reference(pod)),
+            related: related.map(reference),
             ..Default::default()
         };
         Api::<Event>::namespaced(self.client.clone(), &namespace).create(&PostParams::default(), &event).await?;

@@ -116,6 +116,8 @@ pub struct PluginRef {
     pub weight: Option<i32>,
 }
 
+const DEFAULT_PREEMPTION: &str = "DefaultPreemption";
+
 /// `percentageOfNodesToScore` (0: upstream's adaptive default), read by the framework.
 static PERCENTAGE_OF_NODES_TO_SCORE: AtomicU32 = AtomicU32::new(0);
 
@@ -129,7 +131,6 @@ const UPSTREAM_ONLY: &[&str] = &[
     "PrioritySort",
     "SchedulingGates",
     "DefaultBinder",
-    "DefaultPreemption",
     "VolumeZone",
     "NodeVolumeLimits",
     "EBSLimits",
@@ -228,8 +229,13 @@ impl KubeSchedulerConfiguration {
 pub fn build_profile(plugins: &Plugins) -> anyhow::Result<Profile> {
     // every plug-in ferrokube has, by name, as instances to take from
     let catalog = Profile::default_plugins();
-    let known: Vec<&'static str> =
-        catalog.filters.iter().map(|f| f.name()).chain(catalog.scores.iter().map(|(s, _)| s.name())).collect();
+    let known: Vec<&'static str> = catalog
+        .filters
+        .iter()
+        .map(|f| f.name())
+        .chain(catalog.scores.iter().map(|(s, _)| s.name()))
+        .chain([DEFAULT_PREEMPTION])
+        .collect();
     let mut all_sets: Vec<(&str, &PluginSet)> = Vec::new();
     let sets = [
         ("preEnqueue", &plugins.pre_enqueue),
@@ -275,6 +281,19 @@ pub fn build_profile(plugins: &Plugins) -> anyhow::Result<Profile> {
             }
         }
     }
+    // the one PostFilter, preemption: on unless a multiPoint or postFilter set disables it
+    let mut preemption = catalog.preemption;
+    for set in [&plugins.multi_point, &plugins.post_filter].into_iter().flatten() {
+        if set.disabled.iter().any(|d| d.name == "*" || d.name == DEFAULT_PREEMPTION) {
+            preemption = false;
+        }
+        if set.enabled.iter().any(|e| e.name == DEFAULT_PREEMPTION) {
+            preemption = true;
+        }
+    }
+    if let Some(other) = plugins.post_filter.iter().flat_map(|s| &s.enabled).find(|e| e.name != DEFAULT_PREEMPTION) {
+        bail!("plugins.postFilter: plug-in {:?} has no postFilter extension point", other.name);
+    }
     let (mut filters, mut scores) = (catalog.filters, catalog.scores);
     let mut spare = Profile::default_plugins();
     for (point, set) in [("multiPoint", &plugins.multi_point), ("filter", &plugins.filter), ("score", &plugins.score)] {
@@ -295,7 +314,7 @@ pub fn build_profile(plugins: &Plugins) -> anyhow::Result<Profile> {
             )?;
         }
     }
-    Ok(Profile { filters, scores })
+    Ok(Profile { filters, scores, preemption })
 }
 
 /// One extension point's merge. `spare` holds fresh instances to take enabled plug-ins
@@ -359,6 +378,17 @@ mod tests {
         assert!(!scores.iter().any(|(n, _)| *n == "ImageLocality"), "{scores:?}");
         assert!(scores.contains(&("NodeResourcesFit", 5)), "{scores:?}");
         assert!(scores.contains(&("TaintToleration", 3)), "defaults keep their weights: {scores:?}");
+    }
+
+    #[test]
+    fn preemption_can_be_turned_off() {
+        let off = |set: &str| {
+            let text =
+                format!("{HEAD}profiles:\n- plugins:\n    {set}:\n      disabled:\n      - name: DefaultPreemption\n");
+            !parse(&text).and_then(|c| c.build_profile()).expect("builds").preemption
+        };
+        assert!(off("postFilter") && off("multiPoint"));
+        assert!(Profile::default_plugins().preemption);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::fmt::Write;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug)]
@@ -30,9 +31,15 @@ struct Histogram {
 #[derive(Default)]
 pub struct Metrics {
     by_outcome: Mutex<[Histogram; 3]>,
+    /// Runs of the PostFilter (upstream's preemption_attempts_total).
+    preemption_attempts: AtomicU64,
 }
 
 impl Metrics {
+    pub fn preemption_attempt(&self) {
+        self.preemption_attempts.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn observe(&self, outcome: Outcome, took: Duration) {
         let secs = took.as_secs_f64();
         let mut all = self.by_outcome.lock().unwrap_or_else(|e| e.into_inner());
@@ -82,6 +89,10 @@ impl Metrics {
             let _ = writeln!(out, "scheduler_scheduling_attempt_duration_seconds_sum{{{labels}}} {}", h.sum);
             let _ = writeln!(out, "scheduler_scheduling_attempt_duration_seconds_count{{{labels}}} {}", h.count);
         }
+        out.push_str("# HELP scheduler_preemption_attempts_total Total preemption attempts in the cluster till now\n");
+        out.push_str("# TYPE scheduler_preemption_attempts_total counter\n");
+        let attempts = self.preemption_attempts.load(Ordering::Relaxed);
+        let _ = writeln!(out, "scheduler_preemption_attempts_total {attempts}");
         out
     }
 }

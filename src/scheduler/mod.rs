@@ -16,6 +16,7 @@ mod golden;
 mod http;
 mod metrics;
 mod plugins;
+mod preemption;
 mod queue;
 mod resources;
 
@@ -37,8 +38,9 @@ use tokio::sync::Notify;
 
 use crate::leader_election::{self, LeaderElectionArgs, LeaderElector};
 use cache::Cache;
-use framework::{PodInfo, Profile, pod_key};
+use framework::{FitError, PodInfo, Profile, ScheduleError, pod_key};
 use metrics::{Metrics, Outcome};
+use preemption::Candidate;
 use queue::Queue;
 
 #[derive(clap::Args, Debug)]
@@ -336,10 +338,18 @@ impl Scheduler {
             }
             return;
         }
-        let assumed = lock(&self.cache).is_assumed(&key);
+        let ours = self.responsible(&pod) && !terminal(&pod);
+        let pod = Arc::new(pod);
+        let assumed = {
+            let mut cache = lock(&self.cache);
+            if ours {
+                cache.apply_pending_pod(&pod);
+            }
+            cache.is_assumed(&key)
+        };
         let mut queue = lock(&self.queue);
-        if !assumed && self.responsible(&pod) && !terminal(&pod) {
-            queue.add_or_update(Arc::new(pod), Instant::now());
+        if !assumed && ours {
+            queue.add_or_update(pod, Instant::now());
             drop(queue);
             self.wake.notify_one();
         } else if !assumed {
@@ -386,6 +396,7 @@ impl Scheduler {
         let started = Instant::now();
         let info = Arc::new(PodInfo::new(popped.pod.clone()));
         let key = info.key.clone();
+        let mut lower_nominations = Vec::new();
         let decision = {
             let mut cache = lock(&self.cache);
             for expired in cache.expire(started) {
@@ -399,8 +410,13 @@ impl Scheduler {
             }
             let snapshot = cache.snapshot();
             let decision = framework::schedule(&self.profile, &snapshot, &info, start_index);
-            if let Ok(placement) = &decision {
-                cache.assume(info.clone(), &placement.node);
+            match &decision {
+                Ok(placement) => cache.assume(info.clone(), &placement.node),
+                // preemption chose a node: the pod's claim on it counts from now on
+                Err(ScheduleError::Fit(FitError { candidate: Some(c), .. })) => {
+                    lower_nominations = cache.nominate(info.clone(), &c.node);
+                }
+                Err(_) => {}
             }
             decision
         };
@@ -416,11 +432,46 @@ impl Scheduler {
                 self.metrics.observe(Outcome::Unschedulable, started.elapsed());
                 let message = err.to_string();
                 tracing::info!(pod = %key, attempts = popped.attempts, reason = %message, "unschedulable");
+                let candidate = match err {
+                    ScheduleError::Fit(FitError { candidate, .. }) => {
+                        self.metrics.preemption_attempt();
+                        candidate
+                    }
+                    ScheduleError::NoNodes => None,
+                };
                 let sched = self.clone();
                 let pod = popped.pod;
-                tokio::spawn(async move { sched.report_failure(&pod, "Unschedulable", &message).await });
+                tokio::spawn(async move {
+                    let nominated = match candidate {
+                        Some(c) => Some(sched.preempt(&pod, *c, lower_nominations).await),
+                        None => None,
+                    };
+                    sched.report_failure(&pod, "Unschedulable", &message, nominated.as_deref()).await
+                });
             }
         }
+    }
+
+    /// Carry out a preemption decided for `pod`: evict the victims (all at once), and end
+    /// the nominations of lower-priority pods to the node. The pod waits in the queue until
+    /// the victims' deletions wake it; returns the nominated node.
+    async fn preempt(&self, pod: &Pod, candidate: Candidate, lower: Vec<Arc<PodInfo>>) -> String {
+        let key = pod_key(pod);
+        let node = candidate.node;
+        let victims: Vec<&str> = candidate.victims.iter().map(|v| v.key.as_str()).collect();
+        tracing::info!(pod = %key, node = %node, ?victims, "preempting");
+        let evictions = candidate.victims.iter().map(|v| async {
+            if let Err(e) = self.writer.preempt(&v.pod, pod, &node).await {
+                tracing::warn!(pod = %key, victim = %v.key, error = %e, "cannot preempt");
+            }
+        });
+        futures::future::join_all(evictions).await;
+        for other in lower {
+            if let Err(e) = self.writer.clear_nomination(&other.pod).await {
+                tracing::warn!(pod = %other.key, error = %e, "cannot clear the nominated node");
+            }
+        }
+        node
     }
 
     async fn bind(&self, popped: queue::Popped, node: String, started: Instant) {
@@ -433,7 +484,7 @@ impl Scheduler {
                 tracing::info!(pod = %key, node = %node, "bound");
                 let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
                 let note = format!("Successfully assigned {ns}/{} to {node}", pod.name_any());
-                if let Err(e) = self.writer.event(&pod, "Normal", "Scheduled", "Binding", &note).await {
+                if let Err(e) = self.writer.event(&pod, None, "Normal", "Scheduled", "Binding", &note).await {
                     tracing::warn!(pod = %key, error = %e, "cannot write the Scheduled event");
                 }
             }
@@ -451,24 +502,25 @@ impl Scheduler {
                 let deleted = matches!(&e, kube::Error::Api(s) if s.code == 404);
                 if !deleted && !bound {
                     lock(&self.queue).error(pod.clone(), popped.attempts, Instant::now());
-                    self.report_failure(&pod, "SchedulerError", &format!("binding rejected: {e}")).await;
+                    self.report_failure(&pod, "SchedulerError", &format!("binding rejected: {e}"), None).await;
                 }
             }
         }
     }
 
-    /// The PodScheduled=False condition and a FailedScheduling event.
-    async fn report_failure(&self, pod: &Pod, reason: &str, message: &str) {
+    /// The PodScheduled=False condition (with the nominated node, after a preemption) and
+    /// a FailedScheduling event.
+    async fn report_failure(&self, pod: &Pod, reason: &str, message: &str, nominated: Option<&str>) {
         let key = pod_key(pod);
         // placed by a later attempt meanwhile (or gone): the failure is old news
         let placed = lock(&self.cache).is_assumed(&key);
         if placed || !lock(&self.queue).contains(&key) {
             return;
         }
-        if let Err(e) = self.writer.event(pod, "Warning", "FailedScheduling", "Scheduling", message).await {
+        if let Err(e) = self.writer.event(pod, None, "Warning", "FailedScheduling", "Scheduling", message).await {
             tracing::warn!(pod = %key, error = %e, "cannot write the FailedScheduling event");
         }
-        if let Err(e) = self.writer.set_unschedulable(pod, reason, message).await {
+        if let Err(e) = self.writer.set_unschedulable(pod, reason, message, nominated).await {
             tracing::warn!(pod = %key, error = %e, "cannot set the PodScheduled condition");
         }
     }

@@ -379,6 +379,7 @@ mod tests {
                 image_nodes: &images,
                 namespaces,
                 volumes: &Default::default(),
+                nominated: &Default::default(),
                 cycle: Default::default(),
             };
             InterPodAffinity.filter(&s, &pod, &n).is_ok()
