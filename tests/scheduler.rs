@@ -725,3 +725,29 @@ async fn a_preemptor_waits_on_its_nominated_node_for_terminating_victims() {
     let f = c.must_get("/api/v1/namespaces/default/pods/filler").await;
     assert!(f["spec"]["nodeName"].is_null(), "{f}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_of_a_service_are_spread_by_the_system_default_constraints() {
+    let c = Cluster::start().await;
+    // "roomy" is far larger, so the resource scores alone prefer it
+    node(&c, "roomy", json!({}), json!({}), resources("64", "256Gi")).await;
+    node(&c, "snug", json!({}), json!({}), resources("2", "4Gi")).await;
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}});
+    c.create("/api/v1/namespaces/default/services", &svc).await;
+    let _s = start_scheduler(&c).await;
+
+    let on_roomy = json!({"nodeSelector": {"kubernetes.io/hostname": "roomy"}});
+    for i in 0..3 {
+        let name = format!("web-{i}");
+        create_pod(&c, labelled_pod(&name, json!({"app": "web"}), on_roomy.clone())).await;
+        assert_eq!(wait_bound(&c, &name).await, "roomy");
+    }
+    // a pod no workload selects: the resource scores decide
+    create_pod(&c, labelled_pod("loner", json!({"app": "other"}), json!({}))).await;
+    assert_eq!(wait_bound(&c, "loner").await, "roomy");
+    // the Service's pod: three of its kind on roomy already, so the default hostname
+    // constraint (maxSkew 3, ScheduleAnyway) outweighs the resource scores
+    create_pod(&c, labelled_pod("web-3", json!({"app": "web"}), json!({}))).await;
+    assert_eq!(wait_bound(&c, "web-3").await, "snug");
+}

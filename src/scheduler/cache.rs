@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 
-use super::framework::{NodeInfo, Nominated, PodInfo, Snapshot, Volumes, pod_key};
+use super::framework::{NodeInfo, Nominated, PodInfo, Snapshot, Volumes, Workloads, pod_key};
 
 /// How long an assumed pod whose binding succeeded may wait for the watch.
 pub const ASSUMED_TTL: Duration = Duration::from_secs(30);
@@ -35,6 +35,7 @@ pub struct Cache {
     namespaces: HashMap<String, BTreeMap<String, String>>,
     volumes: Volumes,
     nominated: Nominated,
+    pub workloads: Workloads,
 }
 
 fn nominated_node(pod: &Pod) -> Option<&str> {
@@ -220,6 +221,7 @@ impl Cache {
             namespaces: &self.namespaces,
             volumes: &self.volumes,
             nominated: &self.nominated,
+            workloads: &self.workloads,
             cycle: Default::default(),
         }
     }

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::plugins;
 use super::preemption::{self, Candidate};
@@ -157,6 +158,8 @@ pub struct Snapshot<'a> {
     pub volumes: &'a Volumes,
     /// Pods waiting for the room their preemption made (nominated nodes).
     pub nominated: &'a Nominated,
+    /// The selectors of the workloads pods belong to (PodTopologySpread's defaults).
+    pub workloads: &'a Workloads,
     /// What plug-ins worked out once for the pod of this cycle (upstream's CycleState).
     pub cycle: CycleState,
 }
@@ -171,12 +174,63 @@ impl<'a> Snapshot<'a> {
             namespaces: self.namespaces,
             volumes: self.volumes,
             nominated: self.nominated,
+            workloads: self.workloads,
             cycle: CycleState::default(),
         }
     }
 
     pub fn node(&self, name: &str) -> Option<&'a NodeInfo> {
         self.nodes.binary_search_by(|n| n.name.as_str().cmp(name)).ok().map(|i| self.nodes[i])
+    }
+}
+
+/// The selectors of the Services, ReplicationControllers, ReplicaSets and StatefulSets,
+/// by namespace and `kind/name`: what upstream's DefaultSelector combines into the
+/// selector of PodTopologySpread's system default constraints. Empty selectors are not
+/// kept (a Service's matches every pod but adds no label; a controller's matches none).
+#[derive(Default)]
+pub struct Workloads {
+    by_namespace: HashMap<String, BTreeMap<String, LabelSelector>>,
+}
+
+impl Workloads {
+    pub fn apply(&mut self, namespace: &str, key: String, selector: Option<LabelSelector>) {
+        let empty = |s: &LabelSelector| {
+            s.match_labels.as_ref().is_none_or(|l| l.is_empty())
+                && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+        };
+        match selector.filter(|s| !empty(s)) {
+            Some(s) => {
+                self.by_namespace.entry(namespace.to_string()).or_default().insert(key, s);
+            }
+            None => self.delete(namespace, &key),
+        }
+    }
+
+    pub fn delete(&mut self, namespace: &str, key: &str) {
+        if let Some(all) = self.by_namespace.get_mut(namespace) {
+            all.remove(key);
+            if all.is_empty() {
+                self.by_namespace.remove(namespace);
+            }
+        }
+    }
+
+    /// Every requirement of the selectors in the pod's namespace that match its labels,
+    /// together (upstream's DefaultSelector); None when there are none.
+    pub fn default_selector(&self, pod: &Pod) -> Option<LabelSelector> {
+        let labels = pod.metadata.labels.as_ref().filter(|l| !l.is_empty())?;
+        let all = self.by_namespace.get(pod.metadata.namespace.as_deref().unwrap_or_default())?;
+        let mut merged = LabelSelector::default();
+        for s in all.values().filter(|s| plugins::selector_matches(s, labels)) {
+            if let Some(l) = s.match_labels.as_ref().filter(|l| !l.is_empty()) {
+                merged.match_labels.get_or_insert_with(BTreeMap::new).extend(l.clone());
+            }
+            if let Some(e) = s.match_expressions.as_ref().filter(|e| !e.is_empty()) {
+                merged.match_expressions.get_or_insert_with(Vec::new).extend(e.iter().cloned());
+            }
+        }
+        (merged != LabelSelector::default()).then_some(merged)
     }
 }
 

@@ -30,7 +30,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController, Service,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -157,6 +161,17 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     tokio::spawn(inform(Api::<PersistentVolumeClaim>::all(client.clone()), move |ev| claims.claim_event(ev)));
     let volumes = sched.clone();
     tokio::spawn(inform(Api::<PersistentVolume>::all(client.clone()), move |ev| volumes.volume_event(ev)));
+    // the selectors of the workloads, for PodTopologySpread's system defaults
+    sched.clone().inform_workloads(Api::<Service>::all(client.clone()), |s| match_labels(&s.spec.as_ref()?.selector));
+    sched.clone().inform_workloads(Api::<ReplicationController>::all(client.clone()), |rc| {
+        match_labels(&rc.spec.as_ref()?.selector)
+    });
+    sched
+        .clone()
+        .inform_workloads(Api::<ReplicaSet>::all(client.clone()), |rs| Some(rs.spec.as_ref()?.selector.clone()));
+    sched
+        .clone()
+        .inform_workloads(Api::<StatefulSet>::all(client.clone()), |ss| Some(ss.spec.as_ref()?.selector.clone()));
     let pods = sched.clone();
     tokio::spawn(inform(Api::<Pod>::all(client), move |ev| pods.pod_event(ev)));
     tracing::info!(scheduler = %name, "scheduler started");
@@ -181,6 +196,11 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A Service's or ReplicationController's selector (a label map) as a LabelSelector.
+fn match_labels(labels: &Option<std::collections::BTreeMap<String, String>>) -> Option<LabelSelector> {
+    labels.clone().map(|labels| LabelSelector { match_labels: Some(labels), ..Default::default() })
 }
 
 /// What a watch reports, after re-lists are resolved into deletions.
@@ -297,6 +317,28 @@ impl Scheduler {
             Change::Deleted(key) => lock(&self.cache).delete_claim(&key),
             Change::Synced => {}
         }
+    }
+
+    /// Follow one kind of workload, keeping its selectors (`selector` reads one).
+    fn inform_workloads<K>(self: Arc<Self>, api: Api<K>, selector: fn(&K) -> Option<LabelSelector>)
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
+    {
+        let kind = K::kind(&()).to_string();
+        tokio::spawn(inform(api, move |change| {
+            let mut cache = lock(&self.cache);
+            match change {
+                Change::Applied(obj) => {
+                    let ns = obj.namespace().unwrap_or_default();
+                    cache.workloads.apply(&ns, format!("{kind}/{}", obj.name_any()), selector(&obj));
+                }
+                Change::Deleted(key) => {
+                    let (ns, name) = key.split_once('/').unwrap_or_default();
+                    cache.workloads.delete(ns, &format!("{kind}/{name}"));
+                }
+                Change::Synced => {}
+            }
+        }));
     }
 
     fn volume_event(&self, change: Change<PersistentVolume>) {

@@ -71,6 +71,7 @@ mod tests {
             namespaces: &namespaces,
             volumes: &Default::default(),
             nominated: &Default::default(),
+            workloads: &Default::default(),
             cycle: Default::default(),
         };
         let pod = pod_info(json!({"containers": [{"name": "c", "image": "big:1"}]}));

@@ -380,6 +380,7 @@ mod tests {
                 namespaces,
                 volumes: &Default::default(),
                 nominated: &Default::default(),
+                workloads: &Default::default(),
                 cycle: Default::default(),
             };
             InterPodAffinity.filter(&s, &pod, &n).is_ok()

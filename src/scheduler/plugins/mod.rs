@@ -24,6 +24,7 @@ pub use node_ports::NodePorts;
 pub use node_resources_fit::NodeResourcesFit;
 pub use node_unschedulable::NodeUnschedulable;
 pub use pod_topology_spread::PodTopologySpread;
+pub use selector::selector_matches;
 pub use taint_toleration::TaintToleration;
 pub use volume_binding::VolumeBinding;
 pub use volume_restrictions::VolumeRestrictions;

@@ -12,11 +12,12 @@
 //! domains is better, each constraint's count weighted by log(number of domains + 2)
 //! plus maxSkew − 1, normalized so the emptiest node scores 100.
 //!
-//! Counts are worked out once per cycle. Not done: upstream's system default constraints
-//! for pods without any (zone maxSkew 5 and hostname maxSkew 3, ScheduleAnyway, with the
-//! selectors of the Services, ReplicationControllers, ReplicaSets and StatefulSets
-//! matching the pod): the scheduler does not watch those kinds, so such pods are not
-//! spread by default.
+//! A pod without constraints of its own is scored by upstream's system defaults
+//! (hostname maxSkew 3 and zone maxSkew 5, ScheduleAnyway) with the selectors of the
+//! Services, ReplicationControllers, ReplicaSets and StatefulSets matching it put together
+//! (none: no defaults); as upstream, nodes lacking a key are then scored, not ignored.
+//!
+//! Counts are worked out once per cycle.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -36,6 +37,8 @@ pub const REASON: &str = "node(s) didn't match pod topology spread constraints";
 pub const LABEL_REASON: &str = "node(s) didn't match pod topology spread constraints (missing required label)";
 
 const HOSTNAME: &str = "kubernetes.io/hostname";
+const ZONE: &str = "topology.kubernetes.io/zone";
+const SCHEDULE_ANYWAY: &str = "ScheduleAnyway";
 const FILTER_STATE: &str = "PodTopologySpread/filter";
 const SCORE_STATE: &str = "PodTopologySpread/score";
 
@@ -103,9 +106,26 @@ impl Constraint {
     }
 }
 
-fn constraints(pod: &PodInfo, action: &str) -> Vec<Constraint> {
-    let all = pod.spec().and_then(|s| s.topology_spread_constraints.as_deref()).unwrap_or_default();
-    all.iter().filter(|c| c.when_unsatisfiable == action).map(|c| Constraint::new(c, &pod.pod)).collect()
+/// The pod's constraints with this whenUnsatisfiable; for a pod with none, the system
+/// defaults with the selector of its workloads. The flag: whether they are the defaults.
+fn constraints(snapshot: &Snapshot, pod: &PodInfo, action: &str) -> (Vec<Constraint>, bool) {
+    let own = pod.spec().and_then(|s| s.topology_spread_constraints.as_deref()).unwrap_or_default();
+    if !own.is_empty() {
+        let matching = own.iter().filter(|c| c.when_unsatisfiable == action);
+        return (matching.map(|c| Constraint::new(c, &pod.pod)).collect(), false);
+    }
+    if action != SCHEDULE_ANYWAY {
+        return (Vec::new(), false);
+    }
+    let Some(selector) = snapshot.workloads.default_selector(&pod.pod) else { return (Vec::new(), false) };
+    let defaults = [(HOSTNAME, 3), (ZONE, 5)].map(|(key, max_skew)| TopologySpreadConstraint {
+        label_selector: Some(selector.clone()),
+        max_skew,
+        topology_key: key.into(),
+        when_unsatisfiable: SCHEDULE_ANYWAY.into(),
+        ..Default::default()
+    });
+    (defaults.iter().map(|c| Constraint::new(c, &pod.pod)).collect(), true)
 }
 
 fn has_all_keys(node: &NodeInfo, constraints: &[Constraint]) -> bool {
@@ -116,16 +136,18 @@ fn value<'a>(node: &'a NodeInfo, key: &str) -> Option<&'a String> {
     node.labels().and_then(|l| l.get(key))
 }
 
-/// Per constraint: value → matching pods, over the nodes that count.
+/// Per constraint: value → matching pods, over the nodes that count (`require_all`: only
+/// nodes with every constraint's key).
 fn domain_counts(
     snapshot: &Snapshot,
     pod: &PodInfo,
     constraints: &[Constraint],
+    require_all: bool,
     mut wanted: impl FnMut(usize, &str) -> bool,
 ) -> Vec<HashMap<String, i64>> {
     let namespace = pod.pod.metadata.namespace.as_deref();
     let mut counts = vec![HashMap::new(); constraints.len()];
-    for node in snapshot.nodes.iter().filter(|n| has_all_keys(n, constraints)) {
+    for node in snapshot.nodes.iter().filter(|n| !require_all || has_all_keys(n, constraints)) {
         for (i, c) in constraints.iter().enumerate() {
             let Some(v) = value(node, &c.key) else { continue };
             if !wanted(i, v) || !c.includes(snapshot, pod, node) {
@@ -145,8 +167,8 @@ struct FilterState {
 }
 
 fn filter_state(snapshot: &Snapshot, pod: &PodInfo) -> FilterState {
-    let constraints = constraints(pod, "DoNotSchedule");
-    let counts = domain_counts(snapshot, pod, &constraints, |_, _| true);
+    let (constraints, _) = constraints(snapshot, pod, "DoNotSchedule");
+    let counts = domain_counts(snapshot, pod, &constraints, true, |_, _| true);
     let minimum = constraints
         .iter()
         .zip(&counts)
@@ -192,16 +214,19 @@ struct ScoreState {
 }
 
 fn score_state(snapshot: &Snapshot, pod: &PodInfo, feasible: &[&NodeInfo]) -> ScoreState {
-    let constraints = constraints(pod, "ScheduleAnyway");
+    let (constraints, system_defaults) = constraints(snapshot, pod, SCHEDULE_ANYWAY);
+    // the system defaults do not need every key on a node (a node without one is a
+    // domain of its own, "", for the weights)
+    let require_all = !system_defaults;
     let mut ignored = HashSet::new();
     let mut domains: Vec<HashSet<&str>> = vec![HashSet::new(); constraints.len()];
     for node in feasible {
-        if !has_all_keys(node, &constraints) {
+        if require_all && !has_all_keys(node, &constraints) {
             ignored.insert(node.name.clone());
             continue;
         }
         for (i, c) in constraints.iter().enumerate().filter(|(_, c)| c.key != HOSTNAME) {
-            domains[i].extend(value(node, &c.key).map(String::as_str));
+            domains[i].insert(value(node, &c.key).map_or("", String::as_str));
         }
     }
     let weights = constraints
@@ -212,7 +237,7 @@ fn score_state(snapshot: &Snapshot, pod: &PodInfo, feasible: &[&NodeInfo]) -> Sc
             ((size + 2) as f64).ln()
         })
         .collect();
-    let counts = domain_counts(snapshot, pod, &constraints, |i, v| domains[i].contains(v));
+    let counts = domain_counts(snapshot, pod, &constraints, require_all, |i, v| domains[i].contains(v));
     ScoreState { constraints, counts, weights, ignored }
 }
 
@@ -414,5 +439,38 @@ mod tests {
         assert_eq!(scores, vec![0, 57, 57, 100, 0]);
         let plain = web("w5");
         with_snapshot(&nodes, |s| assert_eq!(PodTopologySpread.pre_score(s, &plain, &nodes), PreScore::Skip));
+    }
+
+    #[test]
+    fn system_defaults_use_the_workloads_selectors() {
+        let zoned = |name: &str, zone: &str| node_with(name, json!({ZONE: zone, HOSTNAME: name}), json!({}), json!({}));
+        let (mut a1, b1) = (zoned("a1", "a"), zoned("b1", "b"));
+        let bare = node_with("bare", json!({HOSTNAME: "bare"}), json!({}), json!({}));
+        a1.add_pod(web("w1"));
+        a1.add_pod(web("w2"));
+        let mut workloads = crate::scheduler::framework::Workloads::default();
+        let selector = |v: Value| serde_json::from_value(v).ok();
+        workloads.apply("default", "Service/web".into(), selector(json!({"matchLabels": {"app": "web"}})));
+        workloads.apply("default", "ReplicaSet/web-1".into(), selector(json!({"matchLabels": {"rev": "1"}})));
+        // a Service without selector adds nothing; another namespace's does not count
+        workloads.apply("default", "Service/headless".into(), selector(json!({})));
+        workloads.apply("other", "Service/db".into(), selector(json!({"matchLabels": {"app": "web"}})));
+        let pod = web("w3");
+        assert_eq!(workloads.default_selector(&pod.pod), selector(json!({"matchLabels": {"app": "web"}})));
+        let rev = spread_pod("w4", json!({"app": "web", "rev": "1"}), json!({}));
+        let both = selector(json!({"matchLabels": {"app": "web", "rev": "1"}}));
+        assert_eq!(workloads.default_selector(&rev.pod), both);
+        assert_eq!(workloads.default_selector(&spread_pod("x", json!({"app": "x"}), json!({})).pod), None);
+
+        let nodes = [&a1, &b1, &bare];
+        let scores = snapshot_of(&nodes, &Default::default(), &Default::default(), &workloads, |s| {
+            assert_eq!(PodTopologySpread.pre_score(s, &pod, &nodes), PreScore::Score);
+            nodes.iter().map(|n| PodTopologySpread.score(s, &pod, n)).collect::<Vec<_>>()
+        });
+        // hostname (maxSkew 3): 3 nodes, weight ln 5; zone (maxSkew 5): domains a, b and
+        // "" (bare), weight ln 5; a1: 2×1.609 + 2 + 2×1.609 + 4 = 12.4; b1: 6; bare: no
+        // zone label, so only its hostname part: 2 — and it is scored, not ignored
+        assert_eq!(scores, vec![12, 6, 2]);
+        with_snapshot(&nodes, |s| assert_eq!(PodTopologySpread.pre_score(s, &pod, &nodes), PreScore::Skip));
     }
 }

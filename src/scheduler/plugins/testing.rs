@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::{Value, json};
 
 use crate::scheduler::framework::{
-    FilterPlugin, NodeInfo, Nominated, PodInfo, PreScore, ScorePlugin, Snapshot, Volumes,
+    FilterPlugin, NodeInfo, Nominated, PodInfo, PreScore, ScorePlugin, Snapshot, Volumes, Workloads,
 };
 
 pub fn pod_info(spec: Value) -> PodInfo {
@@ -46,15 +46,22 @@ pub fn with_snapshot<R>(nodes: &[&NodeInfo], f: impl FnOnce(&Snapshot) -> R) -> 
 
 /// Run `f` on a snapshot of these nodes and claims and volumes.
 pub fn with_volumes<R>(nodes: &[&NodeInfo], volumes: &Volumes, f: impl FnOnce(&Snapshot) -> R) -> R {
-    snapshot_of(nodes, volumes, &Nominated::default(), f)
+    snapshot_of(nodes, volumes, &Nominated::default(), &Workloads::default(), f)
 }
 
 /// Run `f` on a snapshot of these nodes with these nominated pods.
 pub fn with_nominated<R>(nodes: &[&NodeInfo], nominated: &Nominated, f: impl FnOnce(&Snapshot) -> R) -> R {
-    snapshot_of(nodes, &Volumes::default(), nominated, f)
+    snapshot_of(nodes, &Volumes::default(), nominated, &Workloads::default(), f)
 }
 
-fn snapshot_of<R>(nodes: &[&NodeInfo], volumes: &Volumes, nominated: &Nominated, f: impl FnOnce(&Snapshot) -> R) -> R {
+/// Run `f` on a snapshot of these nodes, claims and volumes, nominated pods and workloads.
+pub fn snapshot_of<R>(
+    nodes: &[&NodeInfo],
+    volumes: &Volumes,
+    nominated: &Nominated,
+    workloads: &Workloads,
+    f: impl FnOnce(&Snapshot) -> R,
+) -> R {
     let (images, namespaces) = (HashMap::new(), HashMap::new());
     let snapshot = Snapshot {
         nodes: nodes.to_vec(),
@@ -62,6 +69,7 @@ fn snapshot_of<R>(nodes: &[&NodeInfo], volumes: &Volumes, nominated: &Nominated,
         namespaces: &namespaces,
         volumes,
         nominated,
+        workloads,
         cycle: Default::default(),
     };
     f(&snapshot)
