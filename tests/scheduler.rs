@@ -751,3 +751,37 @@ async fn pods_of_a_service_are_spread_by_the_system_default_constraints() {
     create_pod(&c, labelled_pod("web-3", json!({"app": "web"}), json!({}))).await;
     assert_eq!(wait_bound(&c, "web-3").await, "snug");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn affinity_match_label_keys_follow_the_pods_own_labels() {
+    let c = Cluster::start().await;
+    zoned_nodes(&c).await;
+    let _s = start_scheduler(&c).await;
+    for (name, tenant, host) in [("web-t1", "t1", "z1"), ("web-t2", "t2", "z3")] {
+        let pin = json!({"nodeSelector": {"kubernetes.io/hostname": host}});
+        create_pod(&c, labelled_pod(name, json!({"app": "web", "tenant": tenant}), pin)).await;
+        assert_eq!(wait_bound(&c, name).await, host);
+    }
+    // to the zone of the web pods of its own tenant (t2: zone b, z3 only)
+    let mut same = affinity_term("podAffinity", "topology.kubernetes.io/zone", "web");
+    same["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]["matchLabelKeys"] =
+        json!(["tenant"]);
+    create_pod(&c, labelled_pod("cache-t2", json!({"tenant": "t2"}), same)).await;
+    assert_eq!(wait_bound(&c, "cache-t2").await, "z3");
+    // away from the zones of other tenants' web pods (t1's cache: not zone b)
+    let mut apart = affinity_term("podAntiAffinity", "topology.kubernetes.io/zone", "web");
+    apart["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]["mismatchLabelKeys"] =
+        json!(["tenant"]);
+    let mut pod = labelled_pod("cache-t1", json!({"tenant": "t1"}), apart);
+    pod["spec"]["nodeSelector"] = json!({"topology.kubernetes.io/zone": "b"});
+    create_pod(&c, pod).await;
+    let p = wait_pod(&c, "cache-t1", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    let message = scheduled_condition(&p).unwrap()["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        message.starts_with(
+            "0/3 nodes are available: 1 node(s) didn't match pod anti-affinity rules, \
+             2 node(s) didn't match Pod's node affinity/selector."
+        ),
+        "{message}"
+    );
+}
