@@ -99,6 +99,7 @@ fn check_discovery_commands(c: &Cluster) {
             "selfsubjectaccessreviews.authorization.k8s.io",
             "selfsubjectreviews.authentication.k8s.io",
             "selfsubjectrulesreviews.authorization.k8s.io",
+            "storageclasses.storage.k8s.io",
             "subjectaccessreviews.authorization.k8s.io",
         ];
         assert_eq!(sorted(lines(&out)), cluster_scoped, "kubectl {version}");
@@ -120,6 +121,7 @@ fn check_discovery_commands(c: &Cluster) {
                 "networking.k8s.io/v1",
                 "rbac.authorization.k8s.io/v1",
                 "scheduling.k8s.io/v1",
+                "storage.k8s.io/v1",
                 "v1"
             ],
             "kubectl {version} api-versions"

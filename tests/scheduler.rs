@@ -388,6 +388,15 @@ async fn without_nodes_a_pod_waits_for_the_first() {
     assert_eq!(wait_bound(&c, "early").await, "first");
 }
 
+/// A pod whose volume "data" is this claim.
+fn using(name: &str, claim: &str) -> Value {
+    pod(
+        name,
+        json!({"cpu": "10m"}),
+        json!({"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]}),
+    )
+}
+
 /// A pod with labels (and the one-container spec of `pod`).
 fn labelled_pod(name: &str, labels: Value, extra: Value) -> Value {
     let mut p = pod(name, json!({"cpu": "100m"}), extra);
@@ -551,7 +560,13 @@ async fn volume_claims_restrict_placement() {
         json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
             "metadata": {"name": name, "namespace": "default"}, "spec": spec})
     };
-    c.create("/api/v1/namespaces/default/persistentvolumeclaims", &claim("solo", "ReadWriteOncePod", None)).await;
+    // (bound claims: an unbound one without a class waits for the volume controller)
+    let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-solo"},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOncePod"], "hostPath": {"path": "/tmp/solo"},
+            "claimRef": {"namespace": "default", "name": "solo"}}});
+    c.create("/api/v1/persistentvolumes", &pv).await;
+    c.create("/api/v1/namespaces/default/persistentvolumeclaims", &claim("solo", "ReadWriteOncePod", Some("pv-solo")))
+        .await;
     // a local volume on z2, its claim bound to it
     let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "local-z2"},
         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
@@ -562,13 +577,6 @@ async fn volume_claims_restrict_placement() {
     c.create("/api/v1/namespaces/default/persistentvolumeclaims", &claim("local", "ReadWriteOnce", Some("local-z2")))
         .await;
     let _s = start_scheduler(&c).await;
-    let using = |name: &str, claim: &str| {
-        pod(
-            name,
-            json!({"cpu": "10m"}),
-            json!({"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]}),
-        )
-    };
 
     // the ReadWriteOncePod claim: the first pod has it, the second fits nowhere
     create_pod(&c, using("first", "solo")).await;
@@ -783,5 +791,110 @@ async fn affinity_match_label_keys_follow_the_pods_own_labels() {
              2 node(s) didn't match Pod's node affinity/selector."
         ),
         "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_first_consumer_claims_bind_with_the_pod() {
+    let c = Cluster::start().await;
+    zoned_nodes(&c).await;
+    let class = |name: &str, provisioner: &str, mode: &str, extra: Value| {
+        let mut sc = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
+            "provisioner": provisioner, "volumeBindingMode": mode});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            sc[k] = v.clone();
+        }
+        sc
+    };
+    let zone_b = json!({"allowedTopologies": [{"matchLabelExpressions": [
+        {"key": "topology.kubernetes.io/zone", "values": ["b"]}]}]});
+    for sc in [
+        class("local", "kubernetes.io/no-provisioner", "WaitForFirstConsumer", json!({})),
+        class("dynamic", "example.com/csi", "WaitForFirstConsumer", zone_b),
+        class("instant", "example.com/csi", "Immediate", json!({})),
+    ] {
+        c.create("/apis/storage.k8s.io/v1/storageclasses", &sc).await;
+    }
+    // a local volume on z2, and one too small for any claim here on z1
+    let local_pv = |name: &str, host: &str, size: &str| {
+        json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+            "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"], "storageClassName": "local",
+                "local": {"path": "/mnt/disk"},
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "In", "values": [host]}]}]}}}})
+    };
+    c.create("/api/v1/persistentvolumes", &local_pv("pv-z2", "z2", "5Gi")).await;
+    c.create("/api/v1/persistentvolumes", &local_pv("pv-z1", "z1", "100Mi")).await;
+    for (name, class, size) in
+        [("wait", "local", "1Gi"), ("dyn", "dynamic", "1Gi"), ("now", "instant", "1Gi"), ("huge", "local", "50Gi")]
+    {
+        let claim = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"storageClassName": class, "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": size}}}});
+        c.create("/api/v1/namespaces/default/persistentvolumeclaims", &claim).await;
+    }
+    let _s = start_scheduler(&c).await;
+    let claim_path = |name: &str| format!("/api/v1/namespaces/default/persistentvolumeclaims/{name}");
+    // what the PersistentVolume controller (or a provisioner) does, which this test plays
+    let bind_claim = |name: &str, volume: &str| {
+        let (c, path, volume) = (&c, claim_path(name), volume.to_string());
+        async move {
+            let patch = json!({"spec": {"volumeName": volume}});
+            let (code, body) = c.patch(&path, "application/merge-patch+json", &patch).await;
+            assert_eq!(code, StatusCode::OK, "{body}");
+        }
+    };
+
+    // a matching local volume: the scheduler claims it for the pod, and binds the pod to
+    // its node once the claim is bound
+    create_pod(&c, using("local-user", "wait")).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let pv = c.must_get("/api/v1/persistentvolumes/pv-z2").await;
+        if pv["spec"]["claimRef"]["name"] == "wait" {
+            assert_eq!(pv["spec"]["claimRef"]["namespace"], "default", "{pv}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the volume was never claimed: {pv}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let waiting = c.must_get("/api/v1/namespaces/default/pods/local-user").await;
+    assert!(waiting["spec"]["nodeName"].is_null(), "bound before its claim: {waiting}");
+    bind_claim("wait", "pv-z2").await;
+    assert_eq!(wait_bound(&c, "local-user").await, "z2");
+
+    // no volume: provisioned where the class's topology allows (zone b: z3)
+    create_pod(&c, using("dyn-user", "dyn")).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let claim = c.must_get(&claim_path("dyn")).await;
+        if let Some(node) = claim["metadata"]["annotations"]["volume.kubernetes.io/selected-node"].as_str() {
+            assert_eq!(node, "z3", "{claim}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no node was selected for provisioning: {claim}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bind_claim("dyn", "provisioned-1").await;
+    assert_eq!(wait_bound(&c, "dyn-user").await, "z3");
+
+    // an unbound claim of an Immediate class is the controller's to bind first
+    create_pod(&c, using("early", "now")).await;
+    let p = wait_pod(&c, "early", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    assert_eq!(
+        scheduled_condition(&p).unwrap()["message"],
+        "0/3 nodes are available: pod has unbound immediate PersistentVolumeClaims. \
+         preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.",
+        "{p}"
+    );
+    // no volume large enough, and no provisioner
+    create_pod(&c, using("greedy", "huge")).await;
+    let p = wait_pod(&c, "greedy", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    assert_eq!(
+        scheduled_condition(&p).unwrap()["message"],
+        "0/3 nodes are available: 3 node(s) didn't find available persistent volumes to bind. \
+         preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.",
+        "{p}"
     );
 }

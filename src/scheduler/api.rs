@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodCondition};
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod, PodCondition};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -123,6 +123,26 @@ impl Writer {
 
     async fn patch_status(&self, pod: &Pod, patch: &serde_json::Value) -> kube::Result<()> {
         pods(&self.client, pod).patch_status(name(pod), &PatchParams::default(), &Patch::Strategic(patch)).await?;
+        Ok(())
+    }
+
+    /// Bind a volume to a claim as upstream's volume binder does: the volume's
+    /// `claimRef`; the PersistentVolume controller completes the binding.
+    pub async fn bind_volume(&self, volume: &str, claim: &PersistentVolumeClaim) -> kube::Result<()> {
+        let claim_ref = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "namespace": claim.metadata.namespace, "name": claim.metadata.name, "uid": claim.metadata.uid});
+        let patch = json!({"spec": {"claimRef": claim_ref}});
+        let api: Api<PersistentVolume> = Api::all(self.client.clone());
+        api.patch(volume, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        Ok(())
+    }
+
+    /// Ask for a volume provisioned for the node: the claim's selected-node annotation.
+    pub async fn select_node(&self, claim: &PersistentVolumeClaim, node: &str) -> kube::Result<()> {
+        let patch = json!({"metadata": {"annotations": {super::plugins::SELECTED_NODE: node}}});
+        let ns = claim.metadata.namespace.as_deref().unwrap_or("default");
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
+        api.patch(claim.metadata.name.as_deref().unwrap_or(""), &PatchParams::default(), &Patch::Merge(&patch)).await?;
         Ok(())
     }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
 
 use super::framework::{NodeInfo, Nominated, PodInfo, Snapshot, Volumes, Workloads, pod_key};
 
@@ -36,6 +37,17 @@ pub struct Cache {
     volumes: Volumes,
     nominated: Nominated,
     pub workloads: Workloads,
+}
+
+/// (replaced, assumed) pairs of `assume_volumes`.
+#[derive(Default)]
+pub struct AssumedVolumes {
+    volumes: Vec<(Arc<PersistentVolume>, Arc<PersistentVolume>)>,
+    claims: Vec<(Arc<PersistentVolumeClaim>, Arc<PersistentVolumeClaim>)>,
+}
+
+fn pod_key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    format!("{}/{}", meta.namespace.as_deref().unwrap_or(""), meta.name.as_deref().unwrap_or(""))
 }
 
 fn nominated_node(pod: &Pod) -> Option<&str> {
@@ -213,6 +225,53 @@ impl Cache {
         self.volumes.volumes.remove(name);
     }
 
+    pub fn apply_class(&mut self, name: String, class: Arc<StorageClass>) {
+        self.volumes.classes.insert(name, class);
+    }
+
+    pub fn delete_class(&mut self, name: &str) {
+        self.volumes.classes.remove(name);
+    }
+
+    /// Volumes and claims as a pod's volume binding will leave them, counted at once (so
+    /// the next pod does not pick the same volume); the watch brings the real ones.
+    /// Returns what they replace, for `revert_volumes`.
+    pub fn assume_volumes(
+        &mut self,
+        pvs: Vec<Arc<PersistentVolume>>,
+        claims: Vec<Arc<PersistentVolumeClaim>>,
+    ) -> AssumedVolumes {
+        let mut before = AssumedVolumes::default();
+        for pv in pvs {
+            let name = pv.metadata.name.clone().unwrap_or_default();
+            let old = self.volumes.volumes.insert(name, pv.clone());
+            before.volumes.extend(old.map(|old| (old, pv)));
+        }
+        for claim in claims {
+            let key = pod_key_of(&claim.metadata);
+            let old = self.volumes.claims.insert(key, claim.clone());
+            before.claims.extend(old.map(|old| (old, claim)));
+        }
+        before
+    }
+
+    /// The writes failed: put back what `assume_volumes` replaced, where the watch has not
+    /// brought a newer version meanwhile.
+    pub fn revert_volumes(&mut self, assumed: AssumedVolumes) {
+        for (old, ours) in assumed.volumes {
+            let name = old.metadata.name.clone().unwrap_or_default();
+            if self.volumes.volumes.get(&name).is_some_and(|now| Arc::ptr_eq(now, &ours)) {
+                self.volumes.volumes.insert(name, old);
+            }
+        }
+        for (old, ours) in assumed.claims {
+            let key = pod_key_of(&old.metadata);
+            if self.volumes.claims.get(&key).is_some_and(|now| Arc::ptr_eq(now, &ours)) {
+                self.volumes.claims.insert(key, old);
+            }
+        }
+    }
+
     /// The cycle's view: the nodes the watch shows, by name.
     pub fn snapshot(&self) -> Snapshot<'_> {
         Snapshot {
@@ -224,6 +283,10 @@ impl Cache {
             workloads: &self.workloads,
             cycle: Default::default(),
         }
+    }
+
+    pub fn volumes(&self) -> &Volumes {
+        &self.volumes
     }
 
     #[cfg(test)]

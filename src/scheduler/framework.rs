@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::plugins;
@@ -273,12 +274,14 @@ impl Nominated {
     }
 }
 
-/// PersistentVolumeClaims (by `namespace/name`) and PersistentVolumes (by name), as the
-/// watches show them.
+/// PersistentVolumeClaims (by `namespace/name`), PersistentVolumes and StorageClasses (by
+/// name), as the watches show them.
 #[derive(Default)]
 pub struct Volumes {
     pub claims: HashMap<String, Arc<PersistentVolumeClaim>>,
     pub volumes: HashMap<String, Arc<PersistentVolume>>,
+    /// StorageClasses by name.
+    pub classes: HashMap<String, Arc<StorageClass>>,
 }
 
 /// Per-cycle state of the plug-ins (PreFilter/PreScore results), each entry tied to the

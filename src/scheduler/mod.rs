@@ -34,6 +34,7 @@ use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{
     Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController, Service,
 };
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -41,10 +42,14 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use crate::leader_election::{self, LeaderElectionArgs, LeaderElector};
-use cache::Cache;
+use cache::{AssumedVolumes, Cache};
 use framework::{FitError, PodInfo, Profile, ScheduleError, pod_key};
 use metrics::{Metrics, Outcome};
+use plugins::VolumeBinding;
 use preemption::Candidate;
+
+/// How long binding waits for a pod's claims to be bound (upstream's bindTimeoutSeconds).
+const VOLUME_BIND_TIMEOUT: Duration = Duration::from_secs(600);
 use queue::Queue;
 
 #[derive(clap::Args, Debug)]
@@ -85,6 +90,8 @@ pub struct Scheduler {
     writer: api::Writer,
     /// Present when leader election is on; only the leader runs the scheduling loop.
     elector: Option<Arc<LeaderElector>>,
+    /// Whether the profile has VolumeBinding, which binds claims with the pod.
+    binds_volumes: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -135,6 +142,7 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
         }
         false => None,
     };
+    let profile_binds_volumes = profile.filters.iter().any(|f| f.name() == "VolumeBinding");
     let sched = Arc::new(Scheduler {
         name: name.clone(),
         profile,
@@ -146,6 +154,7 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
         nodes_synced: AtomicBool::new(false),
         writer: api::Writer::new(client.clone(), &name),
         elector: elector.clone(),
+        binds_volumes: profile_binds_volumes,
     });
     if args.secure_port != 0 {
         let addr = std::net::SocketAddr::new(args.bind_address, args.secure_port);
@@ -161,6 +170,8 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     tokio::spawn(inform(Api::<PersistentVolumeClaim>::all(client.clone()), move |ev| claims.claim_event(ev)));
     let volumes = sched.clone();
     tokio::spawn(inform(Api::<PersistentVolume>::all(client.clone()), move |ev| volumes.volume_event(ev)));
+    let classes = sched.clone();
+    tokio::spawn(inform(Api::<StorageClass>::all(client.clone()), move |ev| classes.class_event(ev)));
     // the selectors of the workloads, for PodTopologySpread's system defaults
     sched.clone().inform_workloads(Api::<Service>::all(client.clone()), |s| match_labels(&s.spec.as_ref()?.selector));
     sched.clone().inform_workloads(Api::<ReplicationController>::all(client.clone()), |rc| {
@@ -341,13 +352,27 @@ impl Scheduler {
         }));
     }
 
+    fn class_event(&self, change: Change<StorageClass>) {
+        self.cluster_scoped(change, Cache::apply_class, Cache::delete_class);
+    }
+
     fn volume_event(&self, change: Change<PersistentVolume>) {
+        self.cluster_scoped(change, Cache::apply_volume, Cache::delete_volume);
+    }
+
+    /// A cluster-scoped object the filters read: a new or changed one may let a pod fit.
+    fn cluster_scoped<K: Resource>(
+        &self,
+        change: Change<K>,
+        apply: fn(&mut Cache, String, Arc<K>),
+        delete: fn(&mut Cache, &str),
+    ) {
         match change {
-            Change::Applied(pv) => {
-                lock(&self.cache).apply_volume(pv.name_any(), Arc::new(pv));
+            Change::Applied(obj) => {
+                apply(&mut lock(&self.cache), obj.name_any(), Arc::new(obj));
                 self.cluster_event();
             }
-            Change::Deleted(key) => lock(&self.cache).delete_volume(key.trim_start_matches('/')),
+            Change::Deleted(key) => delete(&mut lock(&self.cache), key.trim_start_matches('/')),
             Change::Synced => {}
         }
     }
@@ -439,6 +464,7 @@ impl Scheduler {
         let info = Arc::new(PodInfo::new(popped.pod.clone()));
         let key = info.key.clone();
         let mut lower_nominations = Vec::new();
+        let mut volumes = None;
         let decision = {
             let mut cache = lock(&self.cache);
             for expired in cache.expire(started) {
@@ -452,6 +478,22 @@ impl Scheduler {
             }
             let snapshot = cache.snapshot();
             let decision = framework::schedule(&self.profile, &snapshot, &info, start_index);
+            // the claims that bind with the pod on its node (VolumeBinding's Reserve)
+            let plan = match &decision {
+                Ok(p) if self.binds_volumes => {
+                    snapshot.node(&p.node).and_then(|n| VolumeBinding.plan(&snapshot, &info, n).ok())
+                }
+                _ => None,
+            };
+            let plan = plan.filter(|p| !p.is_empty()).map(|plan| {
+                let (pvs, claims) =
+                    plugins::assumed_volumes(cache.volumes(), &plan, decision.as_ref().map_or("", |p| &p.node));
+                (plan, pvs, claims)
+            });
+            drop(snapshot);
+            if let Some((plan, pvs, claims)) = plan {
+                volumes = Some((plan, cache.assume_volumes(pvs, claims)));
+            }
             match &decision {
                 Ok(placement) => cache.assume(info.clone(), &placement.node),
                 // preemption chose a node: the pod's claim on it counts from now on
@@ -467,7 +509,7 @@ impl Scheduler {
                 lock(&self.queue).done(&key);
                 tracing::debug!(pod = %key, node = %placement.node, feasible = placement.feasible, "assumed; binding");
                 let sched = self.clone();
-                tokio::spawn(async move { sched.bind(popped, placement.node, started).await });
+                tokio::spawn(async move { sched.bind(popped, placement.node, started, volumes).await });
             }
             Err(err) => {
                 lock(&self.queue).unschedulable(&key, Instant::now());
@@ -516,10 +558,28 @@ impl Scheduler {
         node
     }
 
-    async fn bind(&self, popped: queue::Popped, node: String, started: Instant) {
+    async fn bind(
+        &self,
+        popped: queue::Popped,
+        node: String,
+        started: Instant,
+        volumes: Option<(plugins::VolumePlan, AssumedVolumes)>,
+    ) {
         let pod = popped.pod;
         let key = pod_key(&pod);
-        match self.writer.bind(&pod, &node).await {
+        let (plan, assumed) = volumes.unzip();
+        let volumes_bound = match &plan {
+            Some(plan) => self.bind_volumes(plan, &node).await,
+            None => Ok(()),
+        };
+        let result = match volumes_bound {
+            Ok(()) => self.writer.bind(&pod, &node).await.map_err(|e| {
+                let deleted = matches!(&e, kube::Error::Api(s) if s.code == 404);
+                (deleted, format!("binding rejected: {e}"))
+            }),
+            Err(why) => Err((false, why)),
+        };
+        match result {
             Ok(()) => {
                 lock(&self.cache).finish_binding(&key, Instant::now());
                 self.metrics.observe(Outcome::Scheduled, started.elapsed());
@@ -530,24 +590,51 @@ impl Scheduler {
                     tracing::warn!(pod = %key, error = %e, "cannot write the Scheduled event");
                 }
             }
-            Err(e) => {
+            Err((deleted, why)) => {
                 // a pod the watch already shows bound (by this binding or another) stays
                 let bound = {
                     let mut cache = lock(&self.cache);
                     cache.forget(&key);
+                    if let Some(assumed) = assumed {
+                        cache.revert_volumes(assumed);
+                    }
                     cache.is_counted(&key)
                 };
                 self.metrics.observe(Outcome::Error, started.elapsed());
-                tracing::warn!(pod = %key, node = %node, error = %e, "binding failed");
+                tracing::warn!(pod = %key, node = %node, error = %why, "binding failed");
                 // a deleted pod is done with; anything else (a conflict with a concurrent
                 // write included) is retried after backoff, until the watch shows it bound
-                let deleted = matches!(&e, kube::Error::Api(s) if s.code == 404);
                 if !deleted && !bound {
                     lock(&self.queue).error(pod.clone(), popped.attempts, Instant::now());
-                    self.report_failure(&pod, "SchedulerError", &format!("binding rejected: {e}"), None).await;
+                    self.report_failure(&pod, "SchedulerError", &why, None).await;
                 }
             }
         }
+    }
+
+    /// Upstream's VolumeBinding PreBind: write the volumes' claimRefs and the claims'
+    /// selected node, then wait (at most upstream's bindTimeoutSeconds) until the
+    /// PersistentVolume controller or the provisioner has bound every claim.
+    async fn bind_volumes(&self, plan: &plugins::VolumePlan, node: &str) -> Result<(), String> {
+        let claim = |key: &str| lock(&self.cache).volumes().claims.get(key).cloned();
+        for (key, volume) in &plan.bind {
+            let Some(c) = claim(key) else { return Err(format!("claim {key} is gone")) };
+            self.writer.bind_volume(volume, &c).await.map_err(|e| format!("binding volume {volume} to {key}: {e}"))?;
+        }
+        for key in &plan.provision {
+            let Some(c) = claim(key) else { return Err(format!("claim {key} is gone")) };
+            self.writer.select_node(&c, node).await.map_err(|e| format!("selecting node for {key}: {e}"))?;
+        }
+        let keys: Vec<String> =
+            plan.bind.iter().map(|(k, _)| k.clone()).chain(plan.provision.iter().cloned()).collect();
+        let deadline = Instant::now() + VOLUME_BIND_TIMEOUT;
+        while plugins::unbound_claims(lock(&self.cache).volumes(), &keys) > 0 {
+            if Instant::now() >= deadline {
+                return Err(format!("binding volumes: timed out waiting for the claims {keys:?} to be bound"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
     }
 
     /// The PodScheduled=False condition (with the nominated node, after a preemption) and

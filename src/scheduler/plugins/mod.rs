@@ -26,7 +26,9 @@ pub use node_unschedulable::NodeUnschedulable;
 pub use pod_topology_spread::PodTopologySpread;
 pub use selector::selector_matches;
 pub use taint_toleration::TaintToleration;
-pub use volume_binding::VolumeBinding;
+pub use volume_binding::{
+    Plan as VolumePlan, SELECTED_NODE, VolumeBinding, assumed as assumed_volumes, unbound_claims,
+};
 pub use volume_restrictions::VolumeRestrictions;
 
 #[cfg(test)]
