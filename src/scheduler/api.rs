@@ -1,8 +1,8 @@
 //! What the scheduler writes to the API: the binding (`pods/<name>/binding`), the
 //! `PodScheduled` condition of a pod that cannot be placed (pods/status, a strategic
 //! merge patch on the condition, skipped when nothing changed), and events.k8s.io/v1
-//! Events as upstream's recorder writes them (reportingController `default-scheduler`,
-//! reportingInstance `<controller>-<hostname>`). As upstream's recorder, an event like one
+//! Events as upstream's recorder writes them (reportingController: the profile's
+//! scheduler name, reportingInstance `<controller>-<hostname>`). As upstream's recorder, an event like one
 //! written in the last 6 minutes (same pod, action, reason) is not written again;
 //! upstream counts such repeats in the first event's series, which ferrokube does not
 //! patch yet.
@@ -21,9 +21,7 @@ use serde_json::json;
 
 pub struct Writer {
     pub client: Client,
-    /// The reporting controller (the scheduler name).
-    pub controller: String,
-    pub instance: String,
+    hostname: String,
     /// (pod uid, action, reason) → when such an event was last written; when the map
     /// was last pruned.
     recent: Mutex<(HashMap<EventKey, Instant>, Instant)>,
@@ -65,13 +63,8 @@ pub fn hostname() -> String {
 }
 
 impl Writer {
-    pub fn new(client: Client, controller: &str) -> Writer {
-        Writer {
-            client,
-            controller: controller.to_string(),
-            instance: format!("{controller}-{}", hostname()),
-            recent: Mutex::new((HashMap::new(), Instant::now())),
-        }
+    pub fn new(client: Client) -> Writer {
+        Writer { client, hostname: hostname(), recent: Mutex::new((HashMap::new(), Instant::now())) }
     }
 
     pub async fn bind(&self, pod: &Pod, node: &str) -> kube::Result<()> {
@@ -162,8 +155,7 @@ impl Writer {
         let marked = condition(victim, "DisruptionTarget")
             .is_some_and(|c| c.status == "True" && c.reason.as_deref() == Some("PreemptionByScheduler"));
         if !marked {
-            let scheduler =
-                preemptor.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or(&self.controller);
+            let scheduler = super::scheduler_name(preemptor);
             let patch = json!({"status": {"conditions": [{
                 "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
                 "message": format!("{scheduler}: preempting to accommodate a higher priority pod"),
@@ -214,6 +206,8 @@ impl Writer {
         if self.repeated(pod, reason, action) {
             return Ok(());
         }
+        // the profile's recorder: the scheduler name of the pod acted for
+        let controller = super::scheduler_name(related.unwrap_or(pod));
         let now = Timestamp::now();
         let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         let nanos = now.as_nanosecond();
@@ -228,8 +222,8 @@ impl Writer {
             reason: Some(reason.into()),
             note: Some(note.chars().take(1024).collect()),
             type_: Some(type_.into()),
-            reporting_controller: Some(self.controller.clone()),
-            reporting_instance: Some(self.instance.clone()),
+            reporting_controller: Some(controller.to_string()),
+            reporting_instance: Some(format!("{controller}-{}", self.hostname)),
             regarding: Some(reference(pod)),
             related: related.map(reference),
             ..Default::default()

@@ -386,6 +386,8 @@ pub struct Profile {
     pub scores: Vec<(Box<dyn ScorePlugin>, i64)>,
     /// Whether the PostFilter, DefaultPreemption, runs.
     pub preemption: bool,
+    /// The share of a large cluster's nodes to find feasible (0: upstream's adaptive one).
+    pub percentage_of_nodes_to_score: usize,
 }
 
 impl Profile {
@@ -400,22 +402,23 @@ impl Profile {
                 Box::new(TaintToleration),
                 Box::new(NodeAffinity),
                 Box::new(NodePorts),
-                Box::new(NodeResourcesFit),
+                Box::new(NodeResourcesFit::default()),
                 Box::new(VolumeRestrictions),
                 Box::new(VolumeBinding),
-                Box::new(PodTopologySpread),
-                Box::new(InterPodAffinity),
+                Box::new(PodTopologySpread::default()),
+                Box::new(InterPodAffinity::default()),
             ],
             scores: vec![
                 (Box::new(TaintToleration), 3),
                 (Box::new(NodeAffinity), 2),
-                (Box::new(NodeResourcesFit), 1),
-                (Box::new(PodTopologySpread), 2),
-                (Box::new(InterPodAffinity), 2),
+                (Box::new(NodeResourcesFit::default()), 1),
+                (Box::new(PodTopologySpread::default()), 2),
+                (Box::new(InterPodAffinity::default()), 2),
                 (Box::new(BalancedAllocation), 1),
                 (Box::new(ImageLocality), 1),
             ],
             preemption: true,
+            percentage_of_nodes_to_score: 0,
         }
     }
 
@@ -509,12 +512,11 @@ impl FitError {
 
 /// How many feasible nodes to look for before scoring (upstream's
 /// numFeasibleNodesToFind with the adaptive percentage): all of a small cluster.
-pub fn feasible_nodes_to_find(num_nodes: usize) -> usize {
+pub fn feasible_nodes_to_find(num_nodes: usize, configured: usize) -> usize {
     const MIN_FEASIBLE: usize = 100;
     if num_nodes < MIN_FEASIBLE {
         return num_nodes;
     }
-    let configured = super::config::percentage_of_nodes_to_score() as usize;
     if configured >= 100 {
         return num_nodes;
     }
@@ -562,7 +564,7 @@ pub fn schedule(
     }
     let candidates =
         only.as_ref().map_or(n, |(names, _)| snapshot.nodes.iter().filter(|n| names.contains(&n.name)).count());
-    let want = feasible_nodes_to_find(candidates);
+    let want = feasible_nodes_to_find(candidates, profile.percentage_of_nodes_to_score);
     let mut feasible: Vec<&NodeInfo> = Vec::new();
     let mut visited = 0;
     for i in 0..n {
@@ -718,11 +720,11 @@ mod tests {
 
     #[test]
     fn feasible_share_of_large_clusters() {
-        assert_eq!(feasible_nodes_to_find(50), 50);
-        assert_eq!(feasible_nodes_to_find(100), 100);
-        assert_eq!(feasible_nodes_to_find(1000), 420);
-        assert_eq!(feasible_nodes_to_find(5000), 500);
-        assert_eq!(feasible_nodes_to_find(6000), 300);
+        assert_eq!(feasible_nodes_to_find(50, 0), 50);
+        assert_eq!(feasible_nodes_to_find(100, 0), 100);
+        assert_eq!(feasible_nodes_to_find(1000, 0), 420);
+        assert_eq!(feasible_nodes_to_find(5000, 0), 500);
+        assert_eq!(feasible_nodes_to_find(6000, 0), 300);
     }
 
     #[test]

@@ -20,7 +20,7 @@ mod preemption;
 mod queue;
 mod resources;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -79,8 +79,8 @@ pub struct SchedulerArgs {
 /// State shared by the watches, the scheduling loop and the HTTP endpoint. Lock order:
 /// cache before queue; neither is held across an await.
 pub struct Scheduler {
-    name: String,
-    profile: Profile,
+    /// The profiles by schedulerName.
+    profiles: BTreeMap<String, Profile>,
     cache: Mutex<Cache>,
     queue: Mutex<Queue>,
     wake: Notify,
@@ -90,8 +90,6 @@ pub struct Scheduler {
     writer: api::Writer,
     /// Present when leader election is on; only the leader runs the scheduling loop.
     elector: Option<Arc<LeaderElector>>,
-    /// Whether the profile has VolumeBinding, which binds claims with the pod.
-    binds_volumes: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -100,6 +98,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn terminal(pod: &Pod) -> bool {
     matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+}
+
+/// The pod's spec.schedulerName (the profile it belongs to).
+pub fn scheduler_name(pod: &Pod) -> &str {
+    pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler")
 }
 
 fn bound_node(pod: &Pod) -> Option<&str> {
@@ -127,9 +130,8 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     file.apply_leader_election(&mut election)?;
     election.override_with(&args.leader_election);
     election.validate()?;
-    let profile = file.build_profile().context("building the scheduling profile")?;
-    let name = args.scheduler_name.clone().or_else(|| file.scheduler_name().map(str::to_string));
-    let name = name.unwrap_or_else(|| "default-scheduler".to_string());
+    let profiles = file.build_profiles(args.scheduler_name.as_deref()).context("building the scheduling profiles")?;
+    let names: Vec<String> = profiles.iter().map(|(n, _)| n.clone()).collect();
     let kubeconfig = args.kubeconfig.clone().or_else(|| file.client_connection.kubeconfig.clone());
     let client = client(kubeconfig.as_ref()).await.context("building the API client")?;
     // the lease gets a client (a connection) of its own, as upstream's leader-election
@@ -142,19 +144,16 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
         }
         false => None,
     };
-    let profile_binds_volumes = profile.filters.iter().any(|f| f.name() == "VolumeBinding");
     let sched = Arc::new(Scheduler {
-        name: name.clone(),
-        profile,
+        profiles: profiles.into_iter().collect(),
         cache: Mutex::default(),
         queue: Mutex::default(),
         wake: Notify::new(),
-        metrics: Metrics::default(),
+        metrics: Metrics::new(&names),
         pods_synced: AtomicBool::new(false),
         nodes_synced: AtomicBool::new(false),
-        writer: api::Writer::new(client.clone(), &name),
+        writer: api::Writer::new(client.clone()),
         elector: elector.clone(),
-        binds_volumes: profile_binds_volumes,
     });
     if args.secure_port != 0 {
         let addr = std::net::SocketAddr::new(args.bind_address, args.secure_port);
@@ -185,7 +184,7 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
         .inform_workloads(Api::<StatefulSet>::all(client.clone()), |ss| Some(ss.spec.as_ref()?.selector.clone()));
     let pods = sched.clone();
     tokio::spawn(inform(Api::<Pod>::all(client), move |ev| pods.pod_event(ev)));
-    tracing::info!(scheduler = %name, "scheduler started");
+    tracing::info!(profiles = ?names, "scheduler started");
     // the watches run on standbys too (a warm cache for a fast take-over); only the
     // leader pops pods, so a standby never binds
     let work = async {
@@ -275,9 +274,9 @@ impl Scheduler {
     /// (upstream's SchedulingGates plug-in keeps gated pods out of the queue).
     fn responsible(&self, pod: &Pod) -> bool {
         let spec = pod.spec.as_ref();
-        let name = spec.and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler");
+        let name = scheduler_name(pod);
         let gated = spec.and_then(|s| s.scheduling_gates.as_ref()).is_some_and(|g| !g.is_empty());
-        name == self.name && pod.metadata.deletion_timestamp.is_none() && !gated
+        self.profiles.contains_key(name) && pod.metadata.deletion_timestamp.is_none() && !gated
     }
 
     fn cluster_event(&self) {
@@ -463,6 +462,11 @@ impl Scheduler {
         let started = Instant::now();
         let info = Arc::new(PodInfo::new(popped.pod.clone()));
         let key = info.key.clone();
+        let profile_name = scheduler_name(&popped.pod).to_string();
+        let Some(profile) = self.profiles.get(&profile_name) else {
+            lock(&self.queue).done(&key);
+            return;
+        };
         let mut lower_nominations = Vec::new();
         let mut volumes = None;
         let decision = {
@@ -477,10 +481,10 @@ impl Scheduler {
                 return;
             }
             let snapshot = cache.snapshot();
-            let decision = framework::schedule(&self.profile, &snapshot, &info, start_index);
+            let decision = framework::schedule(profile, &snapshot, &info, start_index);
             // the claims that bind with the pod on its node (VolumeBinding's Reserve)
             let plan = match &decision {
-                Ok(p) if self.binds_volumes => {
+                Ok(p) if profile.filters.iter().any(|f| f.name() == "VolumeBinding") => {
                     snapshot.node(&p.node).and_then(|n| VolumeBinding.plan(&snapshot, &info, n).ok())
                 }
                 _ => None,
@@ -513,7 +517,7 @@ impl Scheduler {
             }
             Err(err) => {
                 lock(&self.queue).unschedulable(&key, Instant::now());
-                self.metrics.observe(Outcome::Unschedulable, started.elapsed());
+                self.metrics.observe(&profile_name, Outcome::Unschedulable, started.elapsed());
                 let message = err.to_string();
                 tracing::info!(pod = %key, attempts = popped.attempts, reason = %message, "unschedulable");
                 let candidate = match err {
@@ -582,7 +586,7 @@ impl Scheduler {
         match result {
             Ok(()) => {
                 lock(&self.cache).finish_binding(&key, Instant::now());
-                self.metrics.observe(Outcome::Scheduled, started.elapsed());
+                self.metrics.observe(scheduler_name(&pod), Outcome::Scheduled, started.elapsed());
                 tracing::info!(pod = %key, node = %node, "bound");
                 let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
                 let note = format!("Successfully assigned {ns}/{} to {node}", pod.name_any());
@@ -600,7 +604,7 @@ impl Scheduler {
                     }
                     cache.is_counted(&key)
                 };
-                self.metrics.observe(Outcome::Error, started.elapsed());
+                self.metrics.observe(scheduler_name(&pod), Outcome::Error, started.elapsed());
                 tracing::warn!(pod = %key, node = %node, error = %why, "binding failed");
                 // a deleted pod is done with; anything else (a conflict with a concurrent
                 // write included) is retried after backoff, until the watch shows it bound

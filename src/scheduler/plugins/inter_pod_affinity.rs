@@ -25,14 +25,23 @@ use crate::scheduler::framework::{
     Failure, FilterPlugin, MAX_NODE_SCORE, NodeInfo, PodInfo, PreScore, ScorePlugin, Snapshot,
 };
 
-pub struct InterPodAffinity;
+/// pluginConfig's InterPodAffinityArgs.
+pub struct InterPodAffinity {
+    /// The score weight of an existing pod's required affinity term matching the pod.
+    pub hard_pod_affinity_weight: i64,
+    /// Whether the existing pods' preferred terms are left out of the score.
+    pub ignore_preferred_terms_of_existing_pods: bool,
+}
+
+impl Default for InterPodAffinity {
+    fn default() -> InterPodAffinity {
+        InterPodAffinity { hard_pod_affinity_weight: 1, ignore_preferred_terms_of_existing_pods: false }
+    }
+}
 
 pub const AFFINITY_REASON: &str = "node(s) didn't match pod affinity rules";
 pub const ANTI_AFFINITY_REASON: &str = "node(s) didn't match pod anti-affinity rules";
 pub const EXISTING_ANTI_AFFINITY_REASON: &str = "node(s) didn't satisfy existing pods anti-affinity rules";
-
-/// Upstream's default InterPodAffinityArgs.hardPodAffinityWeight.
-const HARD_POD_AFFINITY_WEIGHT: i64 = 1;
 
 const FILTER_STATE: &str = "InterPodAffinity/filter";
 const SCORE_STATE: &str = "InterPodAffinity/score";
@@ -222,7 +231,7 @@ impl FilterPlugin for InterPodAffinity {
 
 /// The PreScore sums: for each existing pod, the weights of the pod's preferred terms it
 /// matches (anti-affinity negative), and of its own terms that select the pod.
-fn score_state(snapshot: &Snapshot, pod: &PodInfo) -> Domains {
+fn score_state(args: &InterPodAffinity, snapshot: &Snapshot, pod: &PodInfo) -> Domains {
     let (preferred, preferred_anti) = (preferred_affinity(&pod.pod), preferred_anti_affinity(&pod.pod));
     let has_constraints = !preferred.is_empty() || !preferred_anti.is_empty();
     let mut scores = Domains::default();
@@ -237,8 +246,13 @@ fn score_state(snapshot: &Snapshot, pod: &PodInfo) -> Domains {
                     scores.add(&t.pod_affinity_term.topology_key, node, sign * t.weight as i64);
                 }
             }
-            for t in required_affinity(other).iter().filter(|t| term_selects(t, other, &pod.pod, snapshot)) {
-                scores.add(&t.topology_key, node, HARD_POD_AFFINITY_WEIGHT);
+            if args.hard_pod_affinity_weight > 0 {
+                for t in required_affinity(other).iter().filter(|t| term_selects(t, other, &pod.pod, snapshot)) {
+                    scores.add(&t.topology_key, node, args.hard_pod_affinity_weight);
+                }
+            }
+            if args.ignore_preferred_terms_of_existing_pods {
+                continue;
             }
             for (terms, sign) in [(preferred_affinity(other), 1), (preferred_anti_affinity(other), -1)] {
                 for t in terms.iter().filter(|t| term_selects(&t.pod_affinity_term, other, &pod.pod, snapshot)) {
@@ -256,12 +270,12 @@ impl ScorePlugin for InterPodAffinity {
     }
 
     fn pre_score(&self, snapshot: &Snapshot, pod: &PodInfo, _feasible: &[&NodeInfo]) -> PreScore {
-        snapshot.cycle.insert(SCORE_STATE, pod, score_state(snapshot, pod));
+        snapshot.cycle.insert(SCORE_STATE, pod, score_state(self, snapshot, pod));
         PreScore::Score
     }
 
     fn score(&self, snapshot: &Snapshot, pod: &PodInfo, node: &NodeInfo) -> i64 {
-        snapshot.cycle.get_or_insert_with(SCORE_STATE, pod, || score_state(snapshot, pod)).total(node)
+        snapshot.cycle.get_or_insert_with(SCORE_STATE, pod, || score_state(self, snapshot, pod)).total(node)
     }
 
     /// Upstream's: the lowest sum scores 0, the highest 100; all equal, all 0.
@@ -307,7 +321,7 @@ mod tests {
 
     /// The filter's verdict on each node (empty: fits).
     fn verdicts(nodes: &[&NodeInfo], pod: &PodInfo) -> Vec<Vec<String>> {
-        filter_each(&InterPodAffinity, nodes, pod)
+        filter_each(&InterPodAffinity::default(), nodes, pod)
     }
 
     #[test]
@@ -414,7 +428,7 @@ mod tests {
                 workloads: &Default::default(),
                 cycle: Default::default(),
             };
-            InterPodAffinity.filter(&s, &pod, &n).is_ok()
+            InterPodAffinity::default().filter(&s, &pod, &n).is_ok()
         };
         assert!(!check(&namespaces), "the namespace has no labels yet");
         namespaces.insert("team-a".to_string(), [("team".to_string(), "a".to_string())].into());
@@ -444,14 +458,14 @@ mod tests {
         );
         let nodes = [&a, &b, &c];
         let mut scores = with_snapshot(&nodes, |s| {
-            InterPodAffinity.pre_score(s, &pod, &nodes);
-            nodes.iter().map(|n| InterPodAffinity.score(s, &pod, n)).collect::<Vec<_>>()
+            InterPodAffinity::default().pre_score(s, &pod, &nodes);
+            nodes.iter().map(|n| InterPodAffinity::default().score(s, &pod, n)).collect::<Vec<_>>()
         });
         assert_eq!(scores, vec![10, -4, 0]);
-        InterPodAffinity.normalize(&mut scores);
+        InterPodAffinity::default().normalize(&mut scores);
         assert_eq!(scores, vec![100, 0, 28]);
         let mut same = vec![3, 3];
-        InterPodAffinity.normalize(&mut same);
+        InterPodAffinity::default().normalize(&mut same);
         assert_eq!(same, vec![0, 0]);
     }
 }

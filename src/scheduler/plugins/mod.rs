@@ -21,9 +21,9 @@ pub use inter_pod_affinity::{InterPodAffinity, has_pod_affinity, has_required_an
 pub use node_affinity::NodeAffinity;
 pub use node_name::NodeName;
 pub use node_ports::NodePorts;
-pub use node_resources_fit::NodeResourcesFit;
+pub use node_resources_fit::{NodeResourcesFit, Strategy};
 pub use node_unschedulable::NodeUnschedulable;
-pub use pod_topology_spread::PodTopologySpread;
+pub use pod_topology_spread::{Defaults, PodTopologySpread};
 pub use selector::selector_matches;
 pub use taint_toleration::TaintToleration;
 pub use volume_binding::{
