@@ -252,13 +252,15 @@ async fn an_unschedulable_pod_is_reported_and_placed_when_a_node_appears() {
     let placed = c.must_get("/api/v1/namespaces/default/pods/too-big").await;
     assert_eq!(scheduled_condition(&placed).unwrap()["status"], "True", "{placed}");
 
-    // the new node woke the impossible pod too: a new message in its condition, but no
-    // second event within the series window (the event is written before the condition)
+    // the new node woke the impossible pod too: a new message in its condition, and a
+    // second event (about the pod's newer version, so not the first one's series; it is
+    // written before the condition)
     wait_pod(&c, "impossible", "was retried", |p| {
         scheduled_condition(p).is_some_and(|c| c["message"].as_str().unwrap_or_default().starts_with("0/4 nodes"))
     })
     .await;
-    assert_eq!(events_for(&c, "impossible", "FailedScheduling").await.len(), 1);
+    let events = events_for(&c, "impossible", "FailedScheduling").await;
+    assert_eq!(events.len(), 2, "{events:?}");
 
     let other = c.must_get("/api/v1/namespaces/default/pods/someone-elses").await;
     assert!(other["spec"]["nodeName"].is_null() && scheduled_condition(&other).is_none(), "{other}");
@@ -897,4 +899,54 @@ async fn wait_for_first_consumer_claims_bind_with_the_pod() {
          preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.",
         "{p}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_count_in_one_event_series() {
+    let c = Cluster::start().await;
+    node(&c, "n", json!({}), json!({}), resources("1", "2Gi")).await;
+    let _s = start_scheduler(&c).await;
+    for name in ["f1", "f2"] {
+        create_pod(&c, pod(name, json!({"cpu": "100m"}), json!({"terminationGracePeriodSeconds": 0}))).await;
+        wait_bound(&c, name).await;
+    }
+    create_pod(&c, pod("big", json!({"cpu": "2"}), json!({}))).await;
+    wait_pod(&c, "big", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    let failed = |n: usize| {
+        let c = &c;
+        async move {
+            let deadline = Instant::now() + DEADLINE;
+            loop {
+                let events = events_for(c, "big", "FailedScheduling").await;
+                if events.len() >= n {
+                    return events;
+                }
+                assert!(Instant::now() < deadline, "{n} FailedScheduling events never came: {events:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    // a pod going away retries it: the pod changed since the first event (its condition),
+    // so a second event; the message is the same, so the pod is not written again
+    let now = json!({"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0});
+    let (code, body) = c.delete_with("/api/v1/namespaces/default/pods/f1", &now).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let events = failed(2).await;
+    let second = events.iter().max_by_key(|e| e["eventTime"].as_str().map(str::to_string)).expect("two events").clone();
+    assert!(second["series"].is_null(), "{second}");
+    // the next retry is the same event again: counted in the second one's series
+    let (code, body) = c.delete_with("/api/v1/namespaces/default/pods/f2", &now).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let events = events_for(&c, "big", "FailedScheduling").await;
+        let series = events.iter().find(|e| e["metadata"]["name"] == second["metadata"]["name"]);
+        if let Some(e) = series.filter(|e| e["series"]["count"] == 2) {
+            assert!(e["series"]["lastObservedTime"].is_string(), "{e}");
+            assert_eq!(events.len(), 2, "no third event: {events:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no series: {events:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -2,17 +2,15 @@
 //! `PodScheduled` condition of a pod that cannot be placed (pods/status, a strategic
 //! merge patch on the condition, skipped when nothing changed), and events.k8s.io/v1
 //! Events as upstream's recorder writes them (reportingController: the profile's
-//! scheduler name, reportingInstance `<controller>-<hostname>`). As upstream's recorder, an event like one
-//! written in the last 6 minutes (same pod, action, reason) is not written again;
-//! upstream counts such repeats in the first event's series, which ferrokube does not
-//! patch yet.
+//! scheduler name, reportingInstance `<controller>-<hostname>`), repeats counted in the
+//! first event's series as client-go's event broadcaster does.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod, PodCondition};
-use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::events::v1::{Event, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -22,12 +20,15 @@ use serde_json::json;
 pub struct Writer {
     pub client: Client,
     hostname: String,
-    /// (pod uid, action, reason) → when such an event was last written; when the map
-    /// was last pruned.
-    recent: Mutex<(HashMap<EventKey, Instant>, Instant)>,
+    /// Events written in the last 6 minutes by series key, and when the map was last pruned.
+    recent: Mutex<(HashMap<String, Recorded>, Instant)>,
 }
 
-type EventKey = (String, String, String);
+/// An event as last written (with its series count so far) and when it last happened.
+struct Recorded {
+    event: Event,
+    last: Instant,
+}
 
 /// How long a written event stands for its repeats (upstream's 6 minutes).
 const EVENT_SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
@@ -174,26 +175,11 @@ impl Writer {
         self.event(victim, Some(preemptor), "Normal", "Preempted", "Preempting", &note).await
     }
 
-    /// Whether an event of this kind about this pod was written within the window (and
-    /// if not, remember that one is being written now).
-    fn repeated(&self, pod: &Pod, reason: &str, action: &str) -> bool {
-        let now = Instant::now();
-        let key = (pod.metadata.uid.clone().unwrap_or_default(), action.to_string(), reason.to_string());
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        let (seen, pruned) = &mut *recent;
-        // forget old entries now and then, not on every event
-        if now.duration_since(*pruned) >= Duration::from_secs(10) {
-            seen.retain(|_, at| now.duration_since(*at) < EVENT_SERIES_WINDOW);
-            *pruned = now;
-        }
-        if seen.get(&key).is_some_and(|at| now.duration_since(*at) < EVENT_SERIES_WINDOW) {
-            return true;
-        }
-        seen.insert(key, now);
-        false
-    }
-
-    /// An events.k8s.io/v1 Event about the pod (`related`: another pod it concerns).
+    /// An events.k8s.io/v1 Event about the pod (`related`: another pod it concerns), as
+    /// client-go's event broadcaster records it: the first of its kind is created; a
+    /// repeat within 6 minutes of the last (same regarding and related objects, action,
+    /// reason and controller) turns it into a series, patched at once to count 2; later
+    /// repeats only count here, and `refresh_series` writes them (every 30 minutes).
     pub async fn event(
         &self,
         pod: &Pod,
@@ -203,17 +189,13 @@ impl Writer {
         action: &str,
         note: &str,
     ) -> kube::Result<()> {
-        if self.repeated(pod, reason, action) {
-            return Ok(());
-        }
         // the profile's recorder: the scheduler name of the pod acted for
         let controller = super::scheduler_name(related.unwrap_or(pod));
         let now = Timestamp::now();
         let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-        let nanos = now.as_nanosecond();
         let event = Event {
             metadata: ObjectMeta {
-                name: Some(format!("{}.{nanos:x}", name(pod))),
+                name: Some(format!("{}.{:x}", name(pod), now.as_nanosecond())),
                 namespace: Some(namespace.clone()),
                 ..Default::default()
             },
@@ -228,7 +210,82 @@ impl Writer {
             related: related.map(reference),
             ..Default::default()
         };
-        Api::<Event>::namespaced(self.client.clone(), &namespace).create(&PostParams::default(), &event).await?;
+        let key = series_key(&event);
+        let to_write = {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            let (seen, pruned) = &mut *recent;
+            let at = std::time::Instant::now();
+            // series end 6 minutes after their last event (client-go's finishSeries)
+            if at.duration_since(*pruned) >= Duration::from_secs(10) {
+                seen.retain(|_, s| at.duration_since(s.last) < EVENT_SERIES_WINDOW);
+                *pruned = at;
+            }
+            match seen.get_mut(&key).filter(|s| at.duration_since(s.last) < EVENT_SERIES_WINDOW) {
+                Some(s) => {
+                    s.last = at;
+                    let series =
+                        s.event.series.get_or_insert(EventSeries { count: 1, last_observed_time: MicroTime(now) });
+                    series.count += 1;
+                    series.last_observed_time = MicroTime(now);
+                    // the second of a series is written now; later ones by the refresh
+                    (series.count == 2).then(|| s.event.clone())
+                }
+                None => {
+                    seen.insert(key, Recorded { event: event.clone(), last: at });
+                    Some(event)
+                }
+            }
+        };
+        match to_write {
+            Some(e) => self.record(&e).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Write an event: create it, or patch the series of one already written (created
+    /// again if it is gone).
+    async fn record(&self, event: &Event) -> kube::Result<()> {
+        let api =
+            Api::<Event>::namespaced(self.client.clone(), event.metadata.namespace.as_deref().unwrap_or("default"));
+        if let Some(series) = &event.series {
+            let patch = json!({"series": {"count": series.count, "lastObservedTime": series.last_observed_time}});
+            let name = event.metadata.name.as_deref().unwrap_or_default();
+            match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                other => return other.map(|_| ()),
+            }
+        }
+        api.create(&PostParams::default(), event).await?;
         Ok(())
     }
+
+    /// Write the current counts of the series still open (client-go's refresh, every 30
+    /// minutes).
+    pub async fn refresh_series(&self) {
+        let open: Vec<Event> = {
+            let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            recent.0.values().filter(|s| s.event.series.is_some()).map(|s| s.event.clone()).collect()
+        };
+        for event in open {
+            if let Err(e) = self.record(&event).await {
+                tracing::warn!(event = ?event.metadata.name, error = %e, "cannot refresh the event series");
+            }
+        }
+    }
+}
+
+/// What makes events one series (client-go's getKey): the regarding and related objects
+/// (resourceVersion included), action, reason, reporting controller.
+fn series_key(e: &Event) -> String {
+    let reference = |r: &Option<ObjectReference>| {
+        r.as_ref().map(|r| format!("{:?}/{:?}/{:?}/{:?}", r.namespace, r.name, r.uid, r.resource_version))
+    };
+    format!(
+        "{:?}|{:?}|{:?}|{:?}|{:?}",
+        reference(&e.regarding),
+        reference(&e.related),
+        e.action,
+        e.reason,
+        e.reporting_controller
+    )
 }

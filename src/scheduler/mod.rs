@@ -184,6 +184,16 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
         .inform_workloads(Api::<StatefulSet>::all(client.clone()), |ss| Some(ss.spec.as_ref()?.selector.clone()));
     let pods = sched.clone();
     tokio::spawn(inform(Api::<Pod>::all(client), move |ev| pods.pod_event(ev)));
+    // the counts of open event series reach the API every 30 minutes, as client-go's
+    let events = sched.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(30 * 60));
+        every.tick().await;
+        loop {
+            every.tick().await;
+            events.writer.refresh_series().await;
+        }
+    });
     tracing::info!(profiles = ?names, "scheduler started");
     // the watches run on standbys too (a warm cache for a fast take-over); only the
     // leader pops pods, so a standby never binds
