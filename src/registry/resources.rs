@@ -174,15 +174,15 @@ static RESOURCES: LazyLock<Vec<ResourceDef>> = LazyLock::new(|| {
             short: &["pc"], categories: none, status: false, etcd: "priorityclasses",
             strategy: &strategies::PRIORITY_CLASS, printer: &printers::PRIORITY_CLASS,
             decode: typed::decoder::<sched::PriorityClass>),
-        // networking.k8s.io/v1
-        resource!("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", namespaced: true, short: &["ing"],
-            categories: none, status: true, etcd: "ingress", strategy: &strategies::INGRESS,
-            printer: &printers::INGRESS, decode: typed::decoder::<net::Ingress>),
         // storage.k8s.io/v1
         resource!("storage.k8s.io", "v1", "storageclasses", "storageclass", "StorageClass", namespaced: false,
             short: &["sc"], categories: none, status: false, etcd: "storageclasses",
             strategy: &strategies::STORAGE_CLASS, printer: &printers::STORAGE_CLASS,
             decode: typed::decoder::<storage::StorageClass>),
+        // networking.k8s.io/v1
+        resource!("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", namespaced: true, short: &["ing"],
+            categories: none, status: true, etcd: "ingress", strategy: &strategies::INGRESS,
+            printer: &printers::INGRESS, decode: typed::decoder::<net::Ingress>),
         // discovery.k8s.io/v1
         resource!("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", namespaced: true,
             short: &[], categories: none, status: false, etcd: "endpointslices", strategy: &strategies::PLAIN,

@@ -28,31 +28,6 @@ pub static SECRET: Printer = Printer {
     cells: |o| vec![name(o), json!(text(o, "type")), json!(map_len(o, "data")), age(o)],
 };
 
-pub static STORAGE_CLASS: Printer = Printer {
-    columns: &[
-        NAME,
-        col("Provisioner", "string", "The driver that makes volumes of this class."),
-        col("ReclaimPolicy", "string", "What happens to a volume when its claim goes."),
-        col("VolumeBindingMode", "string", "When claims of this class are bound."),
-        col("AllowVolumeExpansion", "string", "Whether claims of this class may grow."),
-        AGE,
-    ],
-    cells: |o| {
-        let default =
-            o.pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class") == Some(&json!("true"));
-        let shown = if default { format!("{} (default)", meta::name(o)) } else { meta::name(o).to_string() };
-        let expand = o.get("allowVolumeExpansion").and_then(Value::as_bool).unwrap_or(false);
-        vec![
-            json!(shown),
-            json!(text(o, "provisioner")),
-            json!(text(o, "reclaimPolicy")),
-            json!(text(o, "volumeBindingMode")),
-            json!(expand.to_string()),
-            age(o),
-        ]
-    },
-};
-
 pub static PRIORITY_CLASS: Printer = Printer {
     columns: &[
         NAME,
@@ -64,6 +39,35 @@ pub static PRIORITY_CLASS: Printer = Printer {
     cells: |o| {
         let default = o.get("globalDefault").and_then(Value::as_bool).unwrap_or(false);
         vec![name(o), json!(int(o, "value")), json!(default), age(o), json!(text(o, "preemptionPolicy"))]
+    },
+};
+
+pub static STORAGE_CLASS: Printer = Printer {
+    columns: &[
+        NAME,
+        col("Provisioner", "string", "The volume plug-in or CSI driver that provisions volumes of this class."),
+        col("ReclaimPolicy", "string", "What happens to a provisioned volume when its claim is released."),
+        col("VolumeBindingMode", "string", "When volumes are bound and provisioned."),
+        col("AllowVolumeExpansion", "string", "Whether claims of this class may grow."),
+        AGE,
+    ],
+    cells: |o| {
+        // upstream marks the default class in the name column
+        let default = meta::metadata(o)
+            .and_then(|m| m.get("annotations"))
+            .and_then(|a| a.get("storageclass.kubernetes.io/is-default-class"))
+            .and_then(Value::as_str)
+            == Some("true");
+        let name_cell = if default { json!(format!("{} (default)", meta::name(o))) } else { name(o) };
+        let expand = o.get("allowVolumeExpansion").and_then(Value::as_bool).unwrap_or(false);
+        vec![
+            name_cell,
+            json!(text(o, "provisioner")),
+            json!(text(o, "reclaimPolicy")),
+            json!(text(o, "volumeBindingMode")),
+            json!(expand.to_string()),
+            age(o),
+        ]
     },
 };
 
