@@ -17,7 +17,9 @@
 //! A sync that fails is retried with the queue's per-key backoff; one that succeeds
 //! resets it. Metrics per controller: queue depth, adds, retries, sync durations, errors.
 
+pub mod claim;
 pub mod events;
+pub mod expectations;
 pub mod informer;
 pub mod queue;
 
