@@ -12,6 +12,8 @@
 pub(super) mod pods;
 mod sync;
 
+pub(super) use sync::api_message;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -24,7 +24,7 @@ use crate::controllers::runtime::key_of;
 const BURST: i64 = 500;
 
 /// The message of an API error (what upstream puts in events and conditions).
-pub(crate) fn api_message(e: &kube::Error) -> String {
+pub fn api_message(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => s.message.clone(),
         e => e.to_string(),
