@@ -52,10 +52,7 @@ pub fn start(ctx: &Ctx) -> anyhow::Result<()> {
     this.sets.on_change(move |ev| c.on_replica_set(ev));
     let c = this.clone();
     this.pods.on_change(move |ev| c.on_pod(ev));
-    ctx.run_workers(queue, 5, move |key| {
-        let c = this.clone();
-        async move { c.sync(&key).await }
-    });
+    ctx.run_syncs(queue, 5, this, |c, key| async move { c.sync(&key).await });
     Ok(())
 }
 

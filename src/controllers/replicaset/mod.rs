@@ -43,24 +43,31 @@ pub trait Set: Kind + serde::Serialize + Resource<Scope = k8s_openapi::Namespace
     fn status_json(&self) -> Value;
 }
 
+/// The accessors the two kinds spell the same way.
+macro_rules! spelled_alike {
+    () => {
+        fn replicas(&self) -> i32 {
+            self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+        }
+        fn min_ready_seconds(&self) -> i32 {
+            self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+        }
+        fn template(&self) -> Option<&PodTemplateSpec> {
+            self.spec.as_ref()?.template.as_ref()
+        }
+        fn status_json(&self) -> Value {
+            serde_json::to_value(&self.status).unwrap_or_default()
+        }
+    };
+}
+
 impl Set for ReplicaSet {
     const COMPONENT: &'static str = "replicaset-controller";
     const QUEUE: &'static str = "replicaset";
     fn selector(&self) -> LabelSelector {
         self.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default()
     }
-    fn replicas(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
-    }
-    fn min_ready_seconds(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
-    }
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref()?.template.as_ref()
-    }
-    fn status_json(&self) -> Value {
-        serde_json::to_value(&self.status).unwrap_or_default()
-    }
+    spelled_alike!();
 }
 
 impl Set for ReplicationController {
@@ -70,18 +77,7 @@ impl Set for ReplicationController {
         let labels = self.spec.as_ref().and_then(|s| s.selector.clone());
         LabelSelector { match_labels: labels, match_expressions: None }
     }
-    fn replicas(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
-    }
-    fn min_ready_seconds(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
-    }
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref()?.template.as_ref()
-    }
-    fn status_json(&self) -> Value {
-        serde_json::to_value(&self.status).unwrap_or_default()
-    }
+    spelled_alike!();
 }
 
 /// A selector matches `labels`; an empty selector matches nothing here (upstream never
@@ -123,10 +119,7 @@ fn start_kind<K: Set>(ctx: &Ctx) -> anyhow::Result<()> {
     this.sets.on_change(move |ev| c.on_set(ev));
     let c = this.clone();
     this.pods.on_change(move |ev| c.on_pod(ev));
-    ctx.run_workers(queue, 5, move |key| {
-        let c = this.clone();
-        async move { c.sync(&key).await }
-    });
+    ctx.run_syncs(queue, 5, this, |c, key| async move { c.sync(&key).await });
     Ok(())
 }
 

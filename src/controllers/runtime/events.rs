@@ -24,10 +24,13 @@ pub struct Recorder {
     client: Client,
     component: &'static str,
     host: String,
-    /// (object uid, type, reason, message) → (event name, count, when first written).
-    seen: Arc<Mutex<HashMap<(String, String, String, String), Seen>>>,
+    seen: Arc<Mutex<HashMap<SeenKey, Seen>>>,
 }
 
+/// (object uid, type, reason, message): what makes two events the same.
+type SeenKey = (String, String, String, String);
+
+/// The event written for a key: its name, count, and when it was first written.
 #[derive(Clone)]
 struct Seen {
     name: String,

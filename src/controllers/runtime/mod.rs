@@ -1,5 +1,7 @@
 //! What every controller is built from: shared informers (`informer.rs`), rate-limited
-//! work queues (`queue.rs`), the event recorder (`events.rs`), and `Ctx`, which hands
+//! work queues (`queue.rs`), the event recorder (`events.rs`), claiming objects through
+//! ownerReferences (`claim.rs`), expectations of a controller's own writes
+//! (`expectations.rs`), and `Ctx`, which hands
 //! them out and runs each controller's workers once the informers have synced:
 //!
 //! ```ignore
@@ -9,7 +11,7 @@
 //!     let q = queue.clone();
 //!     sets.on_change(move |ev| q.add(key_of(ev.object().as_ref())));
 //!     let this = Arc::new(Controller { sets, ... });
-//!     ctx.run_workers(queue, 5, move |key| { let c = this.clone(); async move { c.sync(&key).await } });
+//!     ctx.run_syncs(queue, 5, this, |c, key| async move { c.sync(&key).await });
 //!     Ok(())
 //! }
 //! ```
@@ -180,6 +182,17 @@ impl Ctx {
             let (queue, stats, sync) = (queue.clone(), stats.clone(), sync.clone());
             workers.push(Box::pin(worker(queue, stats, sync)));
         }
+    }
+
+    /// `run_workers` for a controller object shared by its workers: each key is handed
+    /// to `sync(controller, key)`.
+    pub fn run_syncs<C, F, Fut>(&self, queue: Arc<WorkQueue>, default: usize, controller: Arc<C>, sync: F)
+    where
+        C: Send + Sync + 'static,
+        F: Fn(Arc<C>, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.run_workers(queue, default, move |key| sync(controller.clone(), key));
     }
 
     /// Start the informers, wait for them to sync, then run every worker.
