@@ -23,6 +23,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
+use super::replicaset::api_error;
 use super::runtime::informer::controller_of;
 use super::runtime::{Ctx, Event, Informer, Recorder, WorkQueue, key_of};
 use crate::label_selector::selector_matches;
@@ -162,7 +163,10 @@ impl Controller {
         }
         let patch = json!({"status": {"observedGeneration": d.metadata.generation}});
         let name = d.metadata.name.as_deref().unwrap_or_default();
-        self.deployment_api(d).patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let api = self.deployment_api(d);
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(api_error("writing status"))?;
         Ok(())
     }
 
@@ -217,7 +221,8 @@ impl Controller {
         }
         let patch = json!({"metadata": {"annotations": {key: value}}});
         let name = d.metadata.name.clone().unwrap_or_default();
-        *d = self.deployment_api(d).patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let api = self.deployment_api(d);
+        *d = api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(api_error("annotating"))?;
         Ok(())
     }
 }

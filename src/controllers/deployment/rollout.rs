@@ -17,7 +17,7 @@ use kube::api::{DeleteParams, PostParams};
 
 use super::Controller;
 use super::util::{self, rs_replicas};
-use crate::controllers::replicaset::pods;
+use crate::controllers::replicaset::{api_error, pods};
 
 fn name(rs: &ReplicaSet) -> String {
     rs.metadata.name.clone().unwrap_or_default()
@@ -192,7 +192,7 @@ impl Controller {
             return Ok(false);
         }
         next.spec.get_or_insert_with(Default::default).replicas = Some(size);
-        *rs = self.rs_api(d).replace(&name(rs), &PostParams::default(), &next).await?;
+        *rs = self.rs_api(d).replace(&name(rs), &PostParams::default(), &next).await.map_err(api_error("scaling"))?;
         if before != size {
             let direction = if before < size { "up" } else { "down" };
             let message = format!("Scaled {direction} replica set {} from {before} to {size}", name(rs));
@@ -254,7 +254,7 @@ impl Controller {
             match self.rs_api(d).delete(&name(rs), &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.is_not_found() => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(api_error("deleting an old replica set")(e)),
             }
         }
         Ok(())

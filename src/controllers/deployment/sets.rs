@@ -13,7 +13,7 @@ use kube::api::PostParams;
 
 use super::util::{self, HASH_LABEL, REVISION};
 use super::{Controller, namespace};
-use crate::controllers::replicaset::api_message;
+use crate::controllers::replicaset::{api_error, api_message};
 use crate::controllers::runtime::claim::controller_ref;
 
 /// The new set (if any) and the old ones, oldest first.
@@ -53,7 +53,7 @@ impl Controller {
         }
         if changed {
             let name = rs.metadata.name.clone().unwrap_or_default();
-            rs = self.rs_api(d).replace(&name, &PostParams::default(), &rs).await?;
+            rs = self.rs_api(d).replace(&name, &PostParams::default(), &rs).await.map_err(api_error("updating"))?;
         }
         let revision = util::annotation(&rs.metadata, REVISION).unwrap_or_default().to_string();
         self.annotate(d, REVISION, &revision).await?;
@@ -116,7 +116,7 @@ impl Controller {
     /// yet), or a hash collision.
     async fn name_taken(&self, d: &mut Deployment, wanted: &ReplicaSet) -> anyhow::Result<ReplicaSet> {
         let name = wanted.metadata.name.clone().unwrap_or_default();
-        let existing = self.rs_api(d).get(&name).await?;
+        let existing = self.rs_api(d).get(&name).await.map_err(api_error("reading"))?;
         let ours = existing
             .metadata
             .owner_references

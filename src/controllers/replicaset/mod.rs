@@ -12,7 +12,7 @@
 pub(super) mod pods;
 mod sync;
 
-pub(super) use sync::api_message;
+pub(super) use sync::{api_error, api_message};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

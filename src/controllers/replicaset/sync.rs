@@ -31,6 +31,12 @@ pub fn api_message(e: &kube::Error) -> String {
     }
 }
 
+/// Turns a kube error into `what: <the API's message>` (kube's own text carries a
+/// debug dump of the Status).
+pub fn api_error(what: &str) -> impl FnOnce(kube::Error) -> anyhow::Error + '_ {
+    move |e| anyhow!("{what}: {}", api_message(&e))
+}
+
 fn namespace_terminating(e: &kube::Error) -> bool {
     let kube::Error::Api(s) = e else { return false };
     let causes = s.details.as_ref().map(|d| d.causes.as_slice()).unwrap_or_default();
