@@ -31,14 +31,18 @@ pub async fn shutdown_signal() {
 /// The API client of a companion component: from `--kubeconfig` when given, else
 /// in-cluster or `$KUBECONFIG`/`~/.kube/config`.
 pub async fn kube_client(kubeconfig: Option<&std::path::PathBuf>) -> anyhow::Result<kube::Client> {
+    Ok(kube::Client::try_from(kube_config(kubeconfig).await?)?)
+}
+
+/// The client configuration `kube_client` builds its client from.
+pub async fn kube_config(kubeconfig: Option<&std::path::PathBuf>) -> anyhow::Result<kube::Config> {
     use anyhow::Context;
-    let config = match kubeconfig {
+    Ok(match kubeconfig {
         Some(path) => {
             let kc =
                 kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
         }
         None => kube::Config::infer().await?,
-    };
-    Ok(kube::Client::try_from(config)?)
+    })
 }

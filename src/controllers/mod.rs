@@ -183,7 +183,8 @@ pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
     let mut election = leader_election::Config::defaults("kube-controller-manager");
     election.override_with(&args.leader_election);
     election.validate()?;
-    let client = crate::cli::kube_client(args.kubeconfig.as_ref()).await.context("building the API client")?;
+    let config = crate::cli::kube_config(args.kubeconfig.as_ref()).await.context("reading the client configuration")?;
+    let client = runtime::client::counting_client(config).context("building the API client")?;
     let elector = match election.enabled {
         true => {
             let lease_client =

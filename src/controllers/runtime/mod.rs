@@ -20,6 +20,7 @@
 //! resets it. Metrics per controller: queue depth, adds, retries, sync durations, errors.
 
 pub mod claim;
+pub mod client;
 pub mod events;
 pub mod expectations;
 pub mod informer;
@@ -114,6 +115,7 @@ impl Metrics {
             let errors = r.stats.lock().unwrap_or_else(|e| e.into_inner()).errors;
             let _ = writeln!(out, "controller_sync_errors_total{{controller=\"{}\"}} {errors}", r.queue.name);
         }
+        client::render(&mut out);
         out
     }
 }
