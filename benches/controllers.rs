@@ -22,33 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod common;
-use common::{Proc, env_usize, free_port};
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().danger_accept_invalid_certs(true).build().expect("client")
-}
-
-async fn wait_for(url: &str, needle: &str) {
-    let c = client();
-    for _ in 0..1200 {
-        if let Ok(r) = c.get(url).send().await
-            && r.status().is_success()
-            && r.text().await.is_ok_and(|t| t.contains(needle))
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{url} never answered with {needle:?}");
-}
-
-/// Process CPU seconds (user + system) from /proc/<pid>/stat.
-fn cpu(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = rest.split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect();
-    (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
-}
+use common::{Proc, client, cpu, env_usize, free_port, wait_for};
 
 /// The controller-manager's request counts by verb.
 async fn requests(metrics_url: &str) -> BTreeMap<String, u64> {
@@ -134,23 +108,10 @@ async fn main() {
     let scale_pods = env_usize("BENCH_SCALE_PODS", 5000);
     let deployments = env_usize("BENCH_DEPLOYMENTS", 1000);
     let dir = tempfile::tempdir().expect("tempdir");
-    let (api_port, cm_port) = (free_port(), free_port());
+    let cm_port = free_port();
     let (_etcd, etcd_url) = common::start_etcd(dir.path());
-    let kubeconfig = dir.path().join("kubeconfig");
     let exe = env!("CARGO_BIN_EXE_ferrokube");
-    let _server = Proc(
-        Command::new(exe)
-            .args(["apiserver", &format!("--etcd-servers={etcd_url}"), &format!("--secure-port={api_port}")])
-            .arg(format!("--cert-dir={}", dir.path().join("certs").display()))
-            .arg(format!("--write-kubeconfig={}", kubeconfig.display()))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the API server"),
-    );
-    let base = format!("https://127.0.0.1:{api_port}");
-    wait_for(&format!("{base}/readyz"), "ok").await;
+    let (_server, base, kubeconfig) = common::start_apiserver(exe, dir.path(), &etcd_url).await;
     let cm = Proc(
         Command::new(exe)
             .args(["controller-manager", &format!("--kubeconfig={}", kubeconfig.display())])

@@ -36,9 +36,11 @@ pub struct Recorder {
     component: &'static str,
     host: String,
     seen: Arc<Mutex<HashMap<SeenKey, Seen>>>,
-    /// (object uid, type, reason) → recent distinct messages and the spam bucket.
-    similar: Arc<Mutex<HashMap<(String, String, String), Similar>>>,
+    similar: Arc<Mutex<HashMap<SimilarKey, Similar>>>,
 }
+
+/// (object uid, type, reason): events that are similar (aggregated and rationed together).
+type SimilarKey = (String, String, String);
 
 /// The recent events of one object, type and reason.
 struct Similar {
