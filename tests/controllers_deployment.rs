@@ -519,3 +519,18 @@ async fn replica_sets_of_other_controllers_are_left_alone() {
     let d = c.must_get(&format!("{DEPLOY_PATH}/shared")).await;
     assert_eq!(d["status"]["replicas"], 2, "the foreign set's pod is not counted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_pods_surface_in_the_deployment_conditions() {
+    let (c, cm, _driver) = start().await;
+    let quota = json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "q"}, "spec": {"hard": {"pods": "1"}}});
+    c.create("/api/v1/namespaces/default/resourcequotas", &quota).await;
+    c.create(DEPLOY_PATH, &app_deployment("capped", 3, json!({"type": "RollingUpdate"}))).await;
+    let path = format!("{DEPLOY_PATH}/capped");
+    let d = wait_condition(&c, &path, "ReplicaFailure", "True", "FailedCreate").await;
+    assert!(condition(&d, "ReplicaFailure")["message"].as_str().unwrap_or_default().contains("exceeded quota"), "{d}");
+    let d = wait_condition(&c, &path, "Available", "False", "MinimumReplicasUnavailable").await;
+    assert_eq!(d["status"]["replicas"], 1);
+    let mut cm = cm;
+    assert!(cm.alive(), "the controller-manager keeps running");
+}
