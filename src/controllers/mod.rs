@@ -206,8 +206,10 @@ pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
     let mut election = leader_election::Config::defaults("kube-controller-manager");
     election.override_with(&args.leader_election);
     election.validate()?;
-    let config = crate::cli::kube_config(args.kubeconfig.as_ref(), "kube-controller-manager").await?;
-    let client = kube::Client::try_from(config.clone()).context("building the API client")?;
+    let config = crate::cli::kube_config(args.kubeconfig.as_ref(), "kube-controller-manager")
+        .await
+        .context("reading the client configuration")?;
+    let client = runtime::client::counting_client(config.clone()).context("building the API client")?;
     let credentials = match args.use_service_account_credentials {
         true => Some(Arc::new(credentials::Credentials::new(config, client.clone())?)),
         false => None,

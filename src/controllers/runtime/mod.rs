@@ -1,5 +1,7 @@
 //! What every controller is built from: shared informers (`informer.rs`), rate-limited
-//! work queues (`queue.rs`), the event recorder (`events.rs`), and `Ctx`, which hands
+//! work queues (`queue.rs`), the event recorder (`events.rs`), claiming objects through
+//! ownerReferences (`claim.rs`), expectations of a controller's own writes
+//! (`expectations.rs`), and `Ctx`, which hands
 //! them out and runs each controller's workers once the informers have synced:
 //!
 //! ```ignore
@@ -9,7 +11,7 @@
 //!     let q = queue.clone();
 //!     sets.on_change(move |ev| q.add(key_of(ev.object().as_ref())));
 //!     let this = Arc::new(Controller { sets, ... });
-//!     ctx.run_workers(queue, 5, move |key| { let c = this.clone(); async move { c.sync(&key).await } });
+//!     ctx.run_syncs(queue, 5, this, |c, key| async move { c.sync(&key).await });
 //!     Ok(())
 //! }
 //! ```
@@ -17,8 +19,11 @@
 //! A sync that fails is retried with the queue's per-key backoff; one that succeeds
 //! resets it. Metrics per controller: queue depth, adds, retries, sync durations, errors.
 
+pub mod claim;
+pub mod client;
 pub mod discovery;
 pub mod events;
+pub mod expectations;
 pub mod informer;
 pub mod queue;
 
@@ -111,6 +116,7 @@ impl Metrics {
             let errors = r.stats.lock().unwrap_or_else(|e| e.into_inner()).errors;
             let _ = writeln!(out, "controller_sync_errors_total{{controller=\"{}\"}} {errors}", r.queue.name);
         }
+        client::render(&mut out);
         out
     }
 }
@@ -224,6 +230,17 @@ impl Ctx {
             }
         };
         self.workers.lock().unwrap_or_else(|e| e.into_inner()).push(Box::pin(work));
+    }
+
+    /// `run_workers` for a controller object shared by its workers: each key is handed
+    /// to `sync(controller, key)`.
+    pub fn run_syncs<C, F, Fut>(&self, queue: Arc<WorkQueue>, default: usize, controller: Arc<C>, sync: F)
+    where
+        C: Send + Sync + 'static,
+        F: Fn(Arc<C>, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.run_workers(queue, default, move |key| sync(controller.clone(), key));
     }
 
     /// Start the informers, wait for them to sync, then run every worker.
