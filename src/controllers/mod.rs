@@ -18,6 +18,7 @@ mod replicaset;
 pub mod runtime;
 mod statefulset;
 mod volume;
+mod workload;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
