@@ -77,7 +77,10 @@ pub fn owned_pods<K: Resource<DynamicType = ()>>(pods: &Informer<Pod>, owner: &K
     let ns = owner.meta().namespace.as_deref().unwrap_or_default();
     let uid = owner.meta().uid.as_deref();
     let kind = K::kind(&());
-    pods.list_namespace(ns).into_iter().filter(|p| controller_of(p.as_ref(), &kind).is_some_and(|r| Some(r.uid.as_str()) == uid)).collect()
+    pods.list_namespace(ns)
+        .into_iter()
+        .filter(|p| controller_of(p.as_ref(), &kind).is_some_and(|r| Some(r.uid.as_str()) == uid))
+        .collect()
 }
 
 /// A pod handler that queues the pod's controller of kind `kind`.

@@ -48,7 +48,9 @@ fn pending_indexes(job: &Job, status: &JobStatus, active: &[Arc<Pod>]) -> Vec<i3
 /// surplus over `want`, unready and newest first.
 fn surplus(job: &Job, active: &[Arc<Pod>], want: usize) -> Vec<Arc<Pod>> {
     let mut keep: Vec<Arc<Pod>> = active.to_vec();
-    keep.sort_by_key(|p| (workload::is_ready(p), std::cmp::Reverse(p.metadata.creation_timestamp.clone().map(|t| t.0))));
+    keep.sort_by_key(|p| {
+        (workload::is_ready(p), std::cmp::Reverse(p.metadata.creation_timestamp.clone().map(|t| t.0)))
+    });
     keep.reverse();
     let mut out = Vec::new();
     if indexed(job) {

@@ -58,7 +58,8 @@ fn matches(rule: &PodFailurePolicyRule, pod: &Pod) -> Option<String> {
     }
     let conditions = pod.status.as_ref()?.conditions.as_ref()?;
     for pattern in rule.on_pod_conditions.iter().flatten() {
-        let want = pattern.status.as_str();
+        // an omitted status means True (the API server stores it as "")
+        let want = Some(pattern.status.as_str()).filter(|s| !s.is_empty()).unwrap_or("True");
         if conditions.iter().any(|c| c.type_ == pattern.type_ && c.status == want) {
             return Some(format!("Pod {ns}/{name} has condition {}", pattern.type_));
         }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::{Job, JobStatus, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::policy::{self, Verdict};
@@ -115,7 +115,8 @@ impl Controller {
     async fn release(&self, pod: &Pod) -> anyhow::Result<()> {
         let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
         let name = pod.metadata.name.as_deref().unwrap_or_default();
-        let rest: Vec<&String> = pod.metadata.finalizers.iter().flatten().filter(|f| *f != TRACKING_FINALIZER).collect();
+        let rest: Vec<&String> =
+            pod.metadata.finalizers.iter().flatten().filter(|f| *f != TRACKING_FINALIZER).collect();
         let patch = json!({"metadata": {"finalizers": rest, "resourceVersion": pod.metadata.resource_version}});
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {

@@ -146,14 +146,6 @@ pub fn default_job_spec(spec: &mut Value) {
     if let Some(pod_spec) = spec.pointer_mut("/template/spec") {
         default_pod_spec(pod_spec, false);
     }
-    // podFailurePolicy.rules[].onPodConditions[].status defaults to True, as upstream
-    let rules = spec.pointer_mut("/podFailurePolicy/rules").and_then(Value::as_array_mut);
-    for rule in rules.into_iter().flatten() {
-        let patterns = rule.get_mut("onPodConditions").and_then(Value::as_array_mut);
-        for pattern in patterns.into_iter().flatten() {
-            default_field(pattern, "status", json!("True"));
-        }
-    }
 }
 
 fn validate_job_template(spec: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
