@@ -11,6 +11,7 @@ mod daemonset;
 mod deployment;
 mod endpoints;
 mod garbage_collector;
+mod history;
 mod job;
 mod namespace;
 mod node_lifecycle;

@@ -190,6 +190,14 @@ fn running_status(pod: &Value, ip: &str) -> Value {
     }})
 }
 
+/// Report a (held) pod Running and Ready, as the driver does for the pods it starts.
+pub async fn set_pod_running(c: &Cluster, ns: &str, name: &str) {
+    let pod = c.must_get(&format!("/api/v1/namespaces/{ns}/pods/{name}")).await;
+    let path = format!("/api/v1/namespaces/{ns}/pods/{name}/status");
+    let (s, body) = c.patch(&path, "application/merge-patch+json", &running_status(&pod, "10.244.9.9")).await;
+    assert_eq!(s, StatusCode::OK, "setting {ns}/{name} Running: {body}");
+}
+
 /// End a pod as its containers' exit would: `Succeeded` (exit 0) or `Failed` (exit 1).
 pub async fn set_pod_phase(c: &Cluster, ns: &str, name: &str, phase: &str) {
     let t = now();
