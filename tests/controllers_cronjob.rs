@@ -184,16 +184,21 @@ async fn concurrency_policies_history_limits_suspend_and_validation() {
     assert_eq!(message, "Not starting job because prior execution is running and concurrency policy is Forbid");
     assert_eq!(jobs_of(&c, "forbid").await.len(), 1);
 
-    // Replace: the running Job is deleted for the next one
-    c.create(CRONJOBS, &cronjob("replace", "@every 2s", json!({"concurrencyPolicy": "Replace"}))).await;
-    let first =
-        eventually(WAIT, "replace's first job", || async { jobs_of(&c, "replace").await.into_iter().next() }).await;
-    let first_uid = first["metadata"]["uid"].clone();
-    let deleted = wait_event(&c, "replace", "SuccessfulDelete").await;
-    assert_eq!(deleted, format!("Deleted job {}", first["metadata"]["name"].as_str().unwrap()));
-    eventually(WAIT, "a replacement job", || async {
+    // Replace: a running Job of an earlier time is deleted for the due one
+    let cj = c.create(CRONJOBS, &cronjob("replace", "* * * * *", json!({"concurrencyPolicy": "Replace"}))).await;
+    let old = json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "replace-old", "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob",
+            "name": "replace", "uid": cj["metadata"]["uid"], "controller": true}]},
+        "spec": {"template": {"metadata": {"annotations": {"test.ferrokube.io/hold": "true"}},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}});
+    let old = c.create(JOBS, &old).await;
+    let reference = json!({"apiVersion": "batch/v1", "kind": "Job", "namespace": "default",
+        "name": "replace-old", "uid": old["metadata"]["uid"]});
+    set_cron_status(&c, "replace", json!({"active": [reference], "lastScheduleTime": now_minus(180)})).await;
+    assert_eq!(wait_event(&c, "replace", "SuccessfulDelete").await, "Deleted job replace-old");
+    eventually(WAIT, "the due job instead", || async {
         let jobs = jobs_of(&c, "replace").await;
-        (jobs.len() == 1 && jobs[0]["metadata"]["uid"] != first_uid).then_some(())
+        (jobs.len() == 1 && jobs[0]["metadata"]["name"] != "replace-old").then_some(())
     })
     .await;
 

@@ -237,13 +237,16 @@ impl Controller {
             }
             _ => {}
         }
-        let job = self.create_job(cj, due, &tz).await?;
-        status.active.get_or_insert_default().push(events::reference(&job));
-        status.last_schedule_time = Some(Time(due));
+        if let Some(job) = self.create_job(cj, due, &tz).await? {
+            status.active.get_or_insert_default().push(events::reference(&job));
+            status.last_schedule_time = Some(Time(due));
+        }
         Ok(next)
     }
 
-    async fn create_job(&self, cj: &CronJob, at: Timestamp, tz: &TimeZone) -> anyhow::Result<Job> {
+    /// Create the Job of schedule time `at`; None if a Job of that name already exists
+    /// (made by someone else, or one being deleted), as upstream leaves it be.
+    async fn create_job(&self, cj: &CronJob, at: Timestamp, tz: &TimeZone) -> anyhow::Result<Option<Job>> {
         let ns = cj.metadata.namespace.as_deref().unwrap_or_default();
         let template = cj.spec.as_ref().map(|s| s.job_template.clone()).unwrap_or_default();
         let meta = template.metadata.unwrap_or_default();
@@ -266,11 +269,11 @@ impl Controller {
             Ok(created) => {
                 let name = created.metadata.name.as_deref().unwrap_or_default();
                 self.recorder.normal(cj, "SuccessfulCreate", format!("Created job {name}"));
-                Ok(created)
+                Ok(Some(created))
             }
-            // made before a crash: it is ours, and it stands
             Err(kube::Error::Api(e)) if e.code == 409 => {
-                Ok(api.get(job.metadata.name.as_deref().unwrap_or_default()).await?)
+                tracing::info!(cronjob = key_of(cj), job = job.metadata.name, "Job already exists");
+                Ok(None)
             }
             Err(e) => {
                 self.recorder.warning(cj, "FailedCreate", format!("Error creating job: {e}"));
