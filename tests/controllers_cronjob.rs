@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::controllers::{PodDriver, eventually, set_pod_phase, start_controller_manager};
+use common::controllers::{PodDriver, eventually, seconds_ago, set_pod_phase, start_controller_manager, wait_event};
 use common::{Cluster, StatusCode, Value, fixture, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -28,24 +28,6 @@ fn cronjob(name: &str, schedule: &str, spec: Value) -> Value {
     cj
 }
 
-fn now_minus(secs: u64) -> String {
-    let t = std::time::SystemTime::now() - Duration::from_secs(secs);
-    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    // RFC 3339 via the API server's own clock format is not needed: jiff-free civil time
-    let days = (secs / 86400) as i64;
-    let (h, m, s) = (secs % 86400 / 3600, secs % 3600 / 60, secs % 60);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
-}
-
 async fn set_cron_status(c: &Cluster, name: &str, status: Value) {
     let path = format!("{CRONJOBS}/{name}/status");
     let (s, body) = c.patch(&path, "application/merge-patch+json", &json!({ "status": status })).await;
@@ -64,23 +46,6 @@ async fn jobs_of(c: &Cluster, cronjob: &str) -> Vec<Value> {
         .collect()
 }
 
-async fn events_of(c: &Cluster, name: &str) -> Vec<(String, String)> {
-    let (_, list) =
-        c.get(&format!("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D{name}")).await;
-    let items = list["items"].as_array().cloned().unwrap_or_default();
-    items
-        .iter()
-        .map(|e| (e["reason"].as_str().unwrap_or_default().into(), e["message"].as_str().unwrap_or_default().into()))
-        .collect()
-}
-
-async fn wait_event(c: &Cluster, name: &str, reason: &str) -> String {
-    eventually(WAIT, &format!("{reason} event of {name}"), || async {
-        events_of(c, name).await.into_iter().find(|(r, _)| r == reason).map(|(_, m)| m)
-    })
-    .await
-}
-
 async fn pods_of_job(c: &Cluster, job: &str) -> Vec<String> {
     let (_, list) =
         c.get(&format!("/api/v1/namespaces/default/pods?labelSelector=batch.kubernetes.io/job-name%3D{job}")).await;
@@ -92,6 +57,22 @@ async fn pods_of_job(c: &Cluster, job: &str) -> Vec<String> {
         .collect()
 }
 
+/// An every-minute CronJob with `policy` whose active Job `<name>-old` (held Pending) is
+/// from an earlier run, and whose last run was three minutes ago: a time is due now.
+async fn running_earlier_job(c: &Cluster, name: &str, policy: &str) {
+    let cj = c.create(CRONJOBS, &cronjob(name, "* * * * *", json!({"concurrencyPolicy": policy}))).await;
+    let owner = json!([{"apiVersion": "batch/v1", "kind": "CronJob", "name": name,
+        "uid": cj["metadata"]["uid"], "controller": true}]);
+    let mut old = cronjob(name, "", json!({}))["spec"]["jobTemplate"].clone();
+    old["apiVersion"] = json!("batch/v1");
+    old["kind"] = json!("Job");
+    old["metadata"] = json!({"name": format!("{name}-old"), "ownerReferences": owner});
+    let old = c.create(JOBS, &old).await;
+    let reference = json!({"apiVersion": "batch/v1", "kind": "Job", "namespace": "default",
+        "name": format!("{name}-old"), "uid": old["metadata"]["uid"]});
+    set_cron_status(c, name, json!({"active": [reference], "lastScheduleTime": seconds_ago(180)})).await;
+}
+
 #[tokio::test]
 async fn the_tutorial_cronjob_runs_a_missed_schedule_and_records_success() {
     let c = Cluster::start().await;
@@ -101,7 +82,7 @@ async fn the_tutorial_cronjob_runs_a_missed_schedule_and_records_success() {
     let manifest = fixture("manifests/hello-cronjob.yaml");
     c.kubectl_ok("1.33", &["apply", "-f", manifest.to_str().unwrap()]);
     // as if the last run was three minutes ago: the latest minute is due now
-    set_cron_status(&c, "hello", json!({"lastScheduleTime": now_minus(180)})).await;
+    set_cron_status(&c, "hello", json!({"lastScheduleTime": seconds_ago(180)})).await;
     let job = eventually(WAIT, "hello's job", || async { jobs_of(&c, "hello").await.into_iter().next() }).await;
     let name = job["metadata"]["name"].as_str().unwrap().to_string();
     let minutes: i64 = name.strip_prefix("hello-").unwrap().parse().unwrap();
@@ -178,23 +159,14 @@ async fn concurrency_policies_history_limits_suspend_and_validation() {
     }
     c.create(CRONJOBS, &cronjob("zoned", "0 9 * * 1-5", json!({"timeZone": "Europe/Berlin", "suspend": true}))).await;
 
-    // Forbid: while the first Job runs (held Pending), later times are skipped
-    c.create(CRONJOBS, &cronjob("forbid", "@every 2s", json!({"concurrencyPolicy": "Forbid"}))).await;
+    // Forbid: a Job of an earlier time still runs, so the due time is skipped
+    running_earlier_job(&c, "forbid", "Forbid").await;
     let message = wait_event(&c, "forbid", "JobAlreadyActive").await;
     assert_eq!(message, "Not starting job because prior execution is running and concurrency policy is Forbid");
     assert_eq!(jobs_of(&c, "forbid").await.len(), 1);
 
-    // Replace: a running Job of an earlier time is deleted for the due one
-    let cj = c.create(CRONJOBS, &cronjob("replace", "* * * * *", json!({"concurrencyPolicy": "Replace"}))).await;
-    let old = json!({"apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": "replace-old", "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob",
-            "name": "replace", "uid": cj["metadata"]["uid"], "controller": true}]},
-        "spec": {"template": {"metadata": {"annotations": {"test.ferrokube.io/hold": "true"}},
-            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}});
-    let old = c.create(JOBS, &old).await;
-    let reference = json!({"apiVersion": "batch/v1", "kind": "Job", "namespace": "default",
-        "name": "replace-old", "uid": old["metadata"]["uid"]});
-    set_cron_status(&c, "replace", json!({"active": [reference], "lastScheduleTime": now_minus(180)})).await;
+    // Replace: the running Job of an earlier time is deleted for the due one
+    running_earlier_job(&c, "replace", "Replace").await;
     assert_eq!(wait_event(&c, "replace", "SuccessfulDelete").await, "Deleted job replace-old");
     eventually(WAIT, "the due job instead", || async {
         let jobs = jobs_of(&c, "replace").await;
@@ -206,7 +178,7 @@ async fn concurrency_policies_history_limits_suspend_and_validation() {
     // and only the newest finished Job of each kind is kept
     let limits = json!({"suspend": true, "successfulJobsHistoryLimit": 1, "failedJobsHistoryLimit": 1});
     let cj = c.create(CRONJOBS, &cronjob("keep", "* * * * *", limits)).await;
-    set_cron_status(&c, "keep", json!({"lastScheduleTime": now_minus(600)})).await;
+    set_cron_status(&c, "keep", json!({"lastScheduleTime": seconds_ago(600)})).await;
     let owner = json!([{"apiVersion": "batch/v1", "kind": "CronJob", "name": "keep",
         "uid": cj["metadata"]["uid"], "controller": true}]);
     let finished = [
@@ -222,7 +194,7 @@ async fn concurrency_policies_history_limits_suspend_and_validation() {
             "spec": {"suspend": true, "template": {"spec": {"restartPolicy": "Never",
                 "containers": [{"name": "c", "image": "busybox"}]}}}});
         c.create(JOBS, &job).await;
-        let t = now_minus(ago);
+        let t = seconds_ago(ago);
         let mut conditions = vec![json!({"type": condition, "status": "True", "lastTransitionTime": t})];
         if condition == "Complete" {
             conditions.insert(0, json!({"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": t}));

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::controllers::{PodDriver, eventually, set_pod_phase, start_controller_manager};
+use common::controllers::{PodDriver, eventually, set_pod_phase, start_controller_manager, wait_event};
 use common::{Cluster, StatusCode, Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -60,24 +60,6 @@ async fn condition(c: &Cluster, job: &str, type_: &str) -> Value {
 fn cond<'a>(job: &'a Value, type_: &str) -> &'a Value {
     let conds = job["status"]["conditions"].as_array().expect("conditions");
     conds.iter().find(|k| k["type"] == type_).expect("the condition")
-}
-
-/// The reasons and messages of the events about `name`.
-async fn events(c: &Cluster, name: &str) -> Vec<(String, String)> {
-    let (_, list) =
-        c.get(&format!("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D{name}")).await;
-    let items = list["items"].as_array().cloned().unwrap_or_default();
-    items
-        .iter()
-        .map(|e| (e["reason"].as_str().unwrap_or_default().into(), e["message"].as_str().unwrap_or_default().into()))
-        .collect()
-}
-
-async fn wait_event(c: &Cluster, name: &str, reason: &str) -> String {
-    eventually(WAIT, &format!("event {reason} of {name}"), || async {
-        events(c, name).await.into_iter().find(|(r, _)| r == reason).map(|(_, m)| m)
-    })
-    .await
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::controllers::{PodDriver, eventually, set_pod_phase, set_pod_running, start_controller_manager};
+use common::controllers::{PodDriver, events_of, eventually, set_pod_phase, set_pod_running, start_controller_manager};
 use common::{Cluster, StatusCode, Value, fixture, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -73,8 +73,7 @@ fn revision(pod: &Value) -> String {
 }
 
 async fn has_event(c: &Cluster, reason: &str, message: &str) -> bool {
-    let (_, list) = c.get("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dweb").await;
-    list["items"].as_array().into_iter().flatten().any(|e| e["reason"] == reason && e["message"] == message)
+    events_of(c, "web").await.iter().any(|(r, m)| r == reason && m == message)
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 
-use super::runtime::{Informer, WorkQueue, informer::controller_of};
+use super::runtime::{Ctx, Event, Informer, WorkQueue, informer::controller_of, key_of};
 
 /// Running with the Ready condition true.
 pub fn is_ready(pod: &Pod) -> bool {
@@ -83,8 +83,27 @@ pub fn owned_pods<K: Resource<DynamicType = ()>>(pods: &Informer<Pod>, owner: &K
         .collect()
 }
 
+/// A controller's sync of one key, run by `run` on its queue's workers.
+pub trait Reconcile: Send + Sync + 'static {
+    fn sync(&self, key: &str) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Run `controller`'s syncs on `queue` (`--concurrent-*-syncs` workers, else `default`).
+pub fn run<C: Reconcile>(ctx: &Ctx, queue: Arc<WorkQueue>, default: usize, controller: C) {
+    let this = Arc::new(controller);
+    ctx.run_workers(queue, default, move |key| {
+        let c = this.clone();
+        async move { c.sync(&key).await }
+    });
+}
+
+/// A handler that queues the object's own key.
+pub fn enqueue<K: Resource>(queue: Arc<WorkQueue>) -> impl Fn(&Event<K>) + Send + Sync {
+    move |ev| queue.add(key_of(ev.object().as_ref()))
+}
+
 /// A pod handler that queues the pod's controller of kind `kind`.
-pub fn enqueue_owner(queue: Arc<WorkQueue>, kind: &'static str) -> impl Fn(&super::runtime::Event<Pod>) + Send + Sync {
+pub fn enqueue_owner(queue: Arc<WorkQueue>, kind: &'static str) -> impl Fn(&Event<Pod>) + Send + Sync {
     move |ev| {
         let pod = ev.object();
         if let Some(owner) = controller_of(pod.as_ref(), kind) {

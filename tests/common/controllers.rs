@@ -152,7 +152,13 @@ async fn drive_once(http: &reqwest::Client, base: &str, next_ip: &mut u32) {
 }
 
 fn now() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    seconds_ago(0)
+}
+
+/// The time `secs` seconds ago, as RFC 3339 in UTC (whole seconds).
+pub fn seconds_ago(secs: u64) -> String {
+    let t = std::time::SystemTime::now() - Duration::from_secs(secs);
+    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let days = secs / 86400;
     let (h, m, s) = (secs % 86400 / 3600, secs % 3600 / 60, secs % 60);
     // civil date from days since the epoch (Howard Hinnant's algorithm)
@@ -240,4 +246,21 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The reasons and messages of the events about the object `name` in `default`.
+pub async fn events_of(c: &Cluster, name: &str) -> Vec<(String, String)> {
+    let (_, list) =
+        c.get(&format!("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D{name}")).await;
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let text = |e: &Value, f: &str| e[f].as_str().unwrap_or_default().to_string();
+    items.iter().map(|e| (text(e, "reason"), text(e, "message"))).collect()
+}
+
+/// Wait (a minute at most) for an event `reason` about `name` in `default`; its message.
+pub async fn wait_event(c: &Cluster, name: &str, reason: &str) -> String {
+    eventually(Duration::from_secs(60), &format!("event {reason} of {name}"), || async {
+        events_of(c, name).await.into_iter().find(|(r, _)| r == reason).map(|(_, m)| m)
+    })
+    .await
 }

@@ -9,18 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
-use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{DeleteParams, PostParams, PropagationPolicy};
 use kube::{Api, Client};
-use serde_json::json;
 
 use super::is_finished;
 use crate::controllers::runtime::informer::controller_of;
 use crate::controllers::runtime::{Ctx, Informer, Recorder, WorkQueue, events, key_of, split_key};
-use crate::controllers::workload::controller_ref;
+use crate::controllers::workload::{self, controller_ref};
 use crate::cron::{self, Schedule};
 
 /// The annotation on a CronJob's Job: its schedule time, in the CronJob's zone.
@@ -32,8 +31,7 @@ pub fn start(ctx: &Ctx) -> anyhow::Result<()> {
     let queue = ctx.queue("cronjob");
     let cronjobs = ctx.informer::<CronJob>();
     let jobs = ctx.informer::<Job>();
-    let q = queue.clone();
-    cronjobs.on_change(move |ev| q.add(key_of(ev.object().as_ref())));
+    cronjobs.on_change(workload::enqueue(queue.clone()));
     let q = queue.clone();
     jobs.on_change(move |ev| {
         let job = ev.object();
@@ -41,17 +39,14 @@ pub fn start(ctx: &Ctx) -> anyhow::Result<()> {
             q.add(format!("{}/{}", job.metadata.namespace.as_deref().unwrap_or_default(), owner.name));
         }
     });
-    let this = Arc::new(Controller {
+    let this = Controller {
         client: ctx.client.clone(),
         cronjobs,
         jobs,
         recorder: ctx.recorder("cronjob-controller"),
         queue: queue.clone(),
-    });
-    ctx.run_workers(queue, 5, move |key| {
-        let c = this.clone();
-        async move { c.sync(&key).await }
-    });
+    };
+    workload::run(ctx, queue, 5, this);
     Ok(())
 }
 
@@ -91,7 +86,7 @@ fn most_recent(cj: &CronJob, schedule: &Schedule, tz: &TimeZone, now: Timestamp)
     (last, missed)
 }
 
-impl Controller {
+impl workload::Reconcile for Controller {
     async fn sync(&self, key: &str) -> anyhow::Result<()> {
         let Some(cj) = self.cronjobs.get(key) else { return Ok(()) };
         if cj.metadata.deletion_timestamp.is_some() {
@@ -112,20 +107,20 @@ impl Controller {
             let wait = next.as_second() - Timestamp::now().as_second();
             self.queue.add_after(key.to_string(), Duration::from_millis(wait.max(0) as u64 * 1000 + 100));
         }
-        if Some(&status) != cj.status.as_ref() {
+        status.active = status.active.filter(|a| !a.is_empty());
+        if Some(&status) != cj.status.as_ref() && (cj.status.is_some() || status != Default::default()) {
+            // a replace, not a patch: written over a newer status it would undo, it conflicts
             let api: Api<CronJob> = Api::namespaced(self.client.clone(), ns);
-            let active = status.active.clone().filter(|a| !a.is_empty());
-            let patch = json!({"status": {
-                "active": active,
-                "lastScheduleTime": status.last_schedule_time,
-                "lastSuccessfulTime": status.last_successful_time,
-            }});
             let name = cj.metadata.name.as_deref().unwrap_or_default();
-            api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            let mut updated = (*cj).clone();
+            updated.status = Some(status);
+            api.replace_status(name, &PostParams::default(), &updated).await?;
         }
         self.prune_history(&cj, &children).await
     }
+}
 
+impl Controller {
     /// Drop finished and vanished Jobs from `active`, noting the last success.
     fn reconcile_active(
         &self,
@@ -261,7 +256,7 @@ impl Controller {
                 owner_references: Some(vec![controller_ref(cj)]),
                 ..Default::default()
             },
-            spec: Some(template.spec.unwrap_or_else(JobSpec::default)),
+            spec: Some(template.spec.unwrap_or_default()),
             status: None,
         };
         let api: Api<Job> = Api::namespaced(self.client.clone(), ns);
@@ -324,6 +319,7 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn cronjob(schedule: &str, created: &str, last: Option<&str>, deadline: Option<i64>) -> CronJob {
         serde_json::from_value(json!({

@@ -24,7 +24,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::{Api, Client};
 
-use super::runtime::{Ctx, Informer, Recorder, WorkQueue, key_of, split_key};
+use super::runtime::{Ctx, Informer, Recorder, WorkQueue, split_key};
 use super::workload::{self, Expectations};
 
 pub use cronjob::start as start_cronjob;
@@ -37,21 +37,17 @@ pub fn start(ctx: &Ctx) -> anyhow::Result<()> {
     let queue = ctx.queue("job");
     let jobs = ctx.informer::<Job>();
     let pods = ctx.informer::<Pod>();
-    let q = queue.clone();
-    jobs.on_change(move |ev| q.add(key_of(ev.object().as_ref())));
+    jobs.on_change(workload::enqueue(queue.clone()));
     pods.on_change(workload::enqueue_owner(queue.clone(), "Job"));
-    let this = Arc::new(Controller {
+    let this = Controller {
         client: ctx.client.clone(),
         jobs,
         pods,
         recorder: ctx.recorder("job-controller"),
         expectations: Expectations::default(),
         queue: queue.clone(),
-    });
-    ctx.run_workers(queue, 5, move |key| {
-        let c = this.clone();
-        async move { c.sync(&key).await }
-    });
+    };
+    workload::run(ctx, queue, 5, this);
     Ok(())
 }
 
@@ -108,7 +104,7 @@ struct Census {
     terminating: usize,
 }
 
-impl Controller {
+impl workload::Reconcile for Controller {
     async fn sync(&self, key: &str) -> anyhow::Result<()> {
         let (ns, _) = split_key(key);
         let Some(job) = self.jobs.get(key) else {
@@ -138,7 +134,9 @@ impl Controller {
         }
         Ok(())
     }
+}
 
+impl Controller {
     /// Failed, complete, suspended or running: the one that applies, acted on.
     async fn decide(
         &self,

@@ -15,6 +15,7 @@ use kube::{Api, Client};
 
 use super::is_finished;
 use crate::controllers::runtime::{Ctx, Informer, WorkQueue, key_of, split_key};
+use crate::controllers::workload;
 
 pub fn start(ctx: &Ctx) -> anyhow::Result<()> {
     let queue = ctx.queue("ttl_after_finished");
@@ -26,11 +27,7 @@ pub fn start(ctx: &Ctx) -> anyhow::Result<()> {
             q.add(key_of(job.as_ref()));
         }
     });
-    let this = Arc::new(Controller { client: ctx.client.clone(), jobs, queue: queue.clone() });
-    ctx.run_workers(queue, 5, move |key| {
-        let c = this.clone();
-        async move { c.sync(&key).await }
-    });
+    workload::run(ctx, queue.clone(), 5, Controller { client: ctx.client.clone(), jobs, queue });
     Ok(())
 }
 
@@ -57,7 +54,7 @@ fn expires_at(job: &Job) -> Option<Timestamp> {
     Timestamp::from_second(finished.as_second() + i64::from(ttl)).ok()
 }
 
-impl Controller {
+impl workload::Reconcile for Controller {
     async fn sync(&self, key: &str) -> anyhow::Result<()> {
         let Some(cached) = self.jobs.get(key) else { return Ok(()) };
         if !self.due(key, &cached) {
@@ -84,7 +81,9 @@ impl Controller {
             Err(e) => Err(e.into()),
         }
     }
+}
 
+impl Controller {
     /// Whether the Job's TTL has run out; if it is yet to, come back then.
     fn due(&self, key: &str, job: &Job) -> bool {
         let Some(at) = expires_at(job) else { return false };

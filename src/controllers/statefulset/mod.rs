@@ -28,22 +28,18 @@ use identity::{claims, new_pod, ordinal_of, pod_name, retention, set_name};
 pub fn start(ctx: &Ctx) -> anyhow::Result<()> {
     let queue = ctx.queue("statefulset");
     let sets = ctx.informer::<StatefulSet>();
-    let q = queue.clone();
-    sets.on_change(move |ev| q.add(key_of(ev.object().as_ref())));
+    sets.on_change(workload::enqueue(queue.clone()));
     let pods = ctx.informer::<Pod>();
     pods.on_change(workload::enqueue_owner(queue.clone(), "StatefulSet"));
-    let this = Arc::new(Controller {
+    let this = Controller {
         client: ctx.client.clone(),
         sets,
         pods,
         revisions: ctx.informer::<ControllerRevision>(),
         recorder: ctx.recorder("statefulset-controller"),
         queue: queue.clone(),
-    });
-    ctx.run_workers(queue, 5, move |key| {
-        let c = this.clone();
-        async move { c.sync(&key).await }
-    });
+    };
+    workload::run(ctx, queue, 5, this);
     Ok(())
 }
 
@@ -93,7 +89,7 @@ fn healthy(pod: &Pod) -> bool {
     workload::is_ready(pod) && !workload::is_terminating(pod)
 }
 
-impl Controller {
+impl workload::Reconcile for Controller {
     async fn sync(&self, key: &str) -> anyhow::Result<()> {
         let Some(set) = self.sets.get(key) else { return Ok(()) };
         if set.metadata.deletion_timestamp.is_some() {
@@ -124,7 +120,9 @@ impl Controller {
         }
         Ok(())
     }
+}
 
+impl Controller {
     async fn revisions(&self, set: &StatefulSet, collisions: &mut i32) -> anyhow::Result<Revisions> {
         let ns = set.metadata.namespace.as_deref().unwrap_or_default();
         let api: Api<ControllerRevision> = Api::namespaced(self.client.clone(), ns);
