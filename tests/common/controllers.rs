@@ -4,6 +4,8 @@
 //! pods Running and Ready, and finishes the deletion of terminating pods, as a kubelet
 //! would. Pods annotated `test.ferrokube.io/hold: "true"` are bound but left Pending,
 //! so a test can keep them unready; `set_pod_phase` ends a pod as a container exit would.
+//! Pods pinned to a node by node affinity (DaemonSet pods) are bound to that node, and
+//! pods on any node named `driver-node…` are started, so a test can add nodes of its own.
 
 use std::path::PathBuf;
 use std::process::Child;
@@ -129,15 +131,16 @@ async fn drive_once(http: &reqwest::Client, base: &str, next_ip: &mut u32) {
         }
         let node = pod["spec"]["nodeName"].as_str().unwrap_or_default();
         if node.is_empty() {
+            let target = pinned_node(pod).unwrap_or(DRIVER_NODE);
             let binding = json!({
                 "apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": DRIVER_NODE},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": target},
             });
             let _ = http.post(format!("{path}/binding")).json(&binding).send().await;
             continue;
         }
         let held = pod["metadata"]["annotations"]["test.ferrokube.io/hold"] == "true";
-        if node != DRIVER_NODE || held || pod["status"]["phase"] != "Pending" {
+        if !node.starts_with(DRIVER_NODE) || held || pod["status"]["phase"] != "Pending" {
             continue;
         }
         let ip = format!("10.244.{}.{}", *next_ip / 250, *next_ip % 250 + 2);
@@ -149,6 +152,14 @@ async fn drive_once(http: &reqwest::Client, base: &str, next_ip: &mut u32) {
             .send()
             .await;
     }
+}
+
+/// The node a pod's required node affinity pins it to (`metadata.name In [node]`, as
+/// DaemonSet pods are), which the driver binds it to.
+fn pinned_node(pod: &Value) -> Option<&str> {
+    let terms = &pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"];
+    let field = &terms["nodeSelectorTerms"][0]["matchFields"][0];
+    (field["key"] == "metadata.name" && field["operator"] == "In").then(|| field["values"][0].as_str()).flatten()
 }
 
 fn now() -> String {

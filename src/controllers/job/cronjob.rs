@@ -349,6 +349,6 @@ mod tests {
     #[test]
     fn job_names_count_minutes_since_the_epoch() {
         let cj = cronjob("", "2024-01-01T10:00:00Z", None, None);
-        assert_eq!(job_name(&cj, ts("2024-01-01T11:00:00Z")), "hello-28401060");
+        assert_eq!(job_name(&cj, ts("2024-01-01T11:00:00Z")), "hello-28401780");
     }
 }

@@ -17,13 +17,13 @@ mod volume_restrictions;
 pub use balanced_allocation::BalancedAllocation;
 pub use image_locality::ImageLocality;
 pub use inter_pod_affinity::{InterPodAffinity, has_pod_affinity, has_required_anti_affinity};
-pub use node_affinity::NodeAffinity;
+pub use node_affinity::{NodeAffinity, required_matches};
 pub use node_name::NodeName;
 pub use node_ports::NodePorts;
 pub use node_resources_fit::NodeResourcesFit;
 pub use node_unschedulable::NodeUnschedulable;
 pub use pod_topology_spread::PodTopologySpread;
-pub use taint_toleration::TaintToleration;
+pub use taint_toleration::{TaintToleration, tolerates};
 pub use volume_binding::VolumeBinding;
 pub use volume_restrictions::VolumeRestrictions;
 
