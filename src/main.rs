@@ -8,6 +8,7 @@ mod auth;
 mod certs;
 mod cli;
 mod controllers;
+mod cron;
 mod fieldmanager;
 mod handlers;
 mod kubeconfig;

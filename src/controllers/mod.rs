@@ -12,6 +12,7 @@ mod daemonset;
 mod deployment;
 mod endpoints;
 mod garbage_collector;
+mod history;
 mod job;
 mod namespace;
 mod node_lifecycle;
@@ -19,6 +20,7 @@ mod replicaset;
 pub mod runtime;
 mod statefulset;
 mod volume;
+mod workload;
 
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -52,6 +52,17 @@ use preemption::Candidate;
 const VOLUME_BIND_TIMEOUT: Duration = Duration::from_secs(600);
 use queue::Queue;
 
+/// Whether the pod's nodeSelector and required node affinity admit the node, by the
+/// scheduler's own rules (for the DaemonSet controller, which places pods as upstream's
+/// does with the scheduler's predicates).
+pub(crate) fn node_affinity_admits(pod: Arc<Pod>, node: Arc<Node>) -> bool {
+    let mut info = framework::NodeInfo::new(node.metadata.name.as_deref().unwrap_or_default());
+    info.set_node(node);
+    plugins::required_matches(&PodInfo::new(pod), &info)
+}
+
+pub(crate) use plugins::tolerates;
+
 #[derive(clap::Args, Debug)]
 pub struct SchedulerArgs {
     /// kubeconfig to reach the API server (default: the config file's

@@ -4,6 +4,8 @@
 //! pods Running and Ready, and finishes the deletion of terminating pods, as a kubelet
 //! would. Pods annotated `test.ferrokube.io/hold: "true"` are bound but left Pending,
 //! so a test can keep them unready; `set_pod_phase` ends a pod as a container exit would.
+//! Pods pinned to a node by node affinity (DaemonSet pods) are bound to that node, and
+//! pods on any node named `driver-node…` are started, so a test can add nodes of its own.
 
 use std::path::PathBuf;
 use std::process::Child;
@@ -134,15 +136,16 @@ async fn drive_once(http: &reqwest::Client, base: &str, next_ip: &mut u32) {
         }
         let node = pod["spec"]["nodeName"].as_str().unwrap_or_default();
         if node.is_empty() {
+            let target = pinned_node(pod).unwrap_or(DRIVER_NODE);
             let binding = json!({
                 "apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": DRIVER_NODE},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": target},
             });
             let _ = http.post(format!("{path}/binding")).json(&binding).send().await;
             continue;
         }
         let held = pod["metadata"]["annotations"]["test.ferrokube.io/hold"] == "true";
-        if node != DRIVER_NODE || held || pod["status"]["phase"] != "Pending" {
+        if !node.starts_with(DRIVER_NODE) || held || pod["status"]["phase"] != "Pending" {
             continue;
         }
         let ip = format!("10.244.{}.{}", *next_ip / 250, *next_ip % 250 + 2);
@@ -156,8 +159,22 @@ async fn drive_once(http: &reqwest::Client, base: &str, next_ip: &mut u32) {
     }
 }
 
+/// The node a pod's required node affinity pins it to (`metadata.name In [node]`, as
+/// DaemonSet pods are), which the driver binds it to.
+fn pinned_node(pod: &Value) -> Option<&str> {
+    let terms = &pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"];
+    let field = &terms["nodeSelectorTerms"][0]["matchFields"][0];
+    (field["key"] == "metadata.name" && field["operator"] == "In").then(|| field["values"][0].as_str()).flatten()
+}
+
 fn now() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    seconds_ago(0)
+}
+
+/// The time `secs` seconds ago, as RFC 3339 in UTC (whole seconds).
+pub fn seconds_ago(secs: u64) -> String {
+    let t = std::time::SystemTime::now() - Duration::from_secs(secs);
+    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let days = secs / 86400;
     let (h, m, s) = (secs % 86400 / 3600, secs % 3600 / 60, secs % 60);
     // civil date from days since the epoch (Howard Hinnant's algorithm)
@@ -193,6 +210,14 @@ fn running_status(pod: &Value, ip: &str) -> Value {
         "conditions": [cond("PodScheduled"), cond("Initialized"), cond("ContainersReady"), cond("Ready")],
         "containerStatuses": containers,
     }})
+}
+
+/// Report a (held) pod Running and Ready, as the driver does for the pods it starts.
+pub async fn set_pod_running(c: &Cluster, ns: &str, name: &str) {
+    let pod = c.must_get(&format!("/api/v1/namespaces/{ns}/pods/{name}")).await;
+    let path = format!("/api/v1/namespaces/{ns}/pods/{name}/status");
+    let (s, body) = c.patch(&path, "application/merge-patch+json", &running_status(&pod, "10.244.9.9")).await;
+    assert_eq!(s, StatusCode::OK, "setting {ns}/{name} Running: {body}");
 }
 
 /// End a pod as its containers' exit would: `Succeeded` (exit 0) or `Failed` (exit 1).
@@ -237,4 +262,21 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The reasons and messages of the events about the object `name` in `default`.
+pub async fn events_of(c: &Cluster, name: &str) -> Vec<(String, String)> {
+    let (_, list) =
+        c.get(&format!("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D{name}")).await;
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let text = |e: &Value, f: &str| e[f].as_str().unwrap_or_default().to_string();
+    items.iter().map(|e| (text(e, "reason"), text(e, "message"))).collect()
+}
+
+/// Wait (a minute at most) for an event `reason` about `name` in `default`; its message.
+pub async fn wait_event(c: &Cluster, name: &str, reason: &str) -> String {
+    eventually(Duration::from_secs(60), &format!("event {reason} of {name}"), || async {
+        events_of(c, name).await.into_iter().find(|(r, _)| r == reason).map(|(_, m)| m)
+    })
+    .await
 }

@@ -248,12 +248,7 @@ impl Strategy for CronJobStrategy {
     }
     fn validate(&self, obj: &Value) -> Vec<FieldError> {
         let mut errs = Vec::new();
-        let schedule = obj.pointer("/spec/schedule").and_then(Value::as_str).unwrap_or_default();
-        if schedule.is_empty() {
-            errs.push(FieldError::required("spec.schedule", ""));
-        } else if !valid_schedule(schedule) {
-            errs.push(FieldError::invalid("spec.schedule", &json!(schedule), "unparseable schedule"));
-        }
+        validate_schedule(obj, &mut errs);
         let name = crate::registry::meta::name(obj);
         if name.len() > 52 {
             errs.push(FieldError::invalid("metadata.name", &json!(name), "must be no more than 52 characters"));
@@ -267,29 +262,29 @@ impl Strategy for CronJobStrategy {
     }
 }
 
-/// Five cron fields (or a @descriptor), each `*`, numbers, ranges, lists and steps.
-fn valid_schedule(schedule: &str) -> bool {
-    let s = schedule.trim();
-    let s = match s.strip_prefix("TZ=").or_else(|| s.strip_prefix("CRON_TZ=")) {
-        Some(rest) => rest.split_once(' ').map_or("", |(_, r)| r.trim()),
-        None => s,
-    };
-    if s.starts_with('@') {
-        return ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"].contains(&s)
-            || s.starts_with("@every ");
+/// spec.schedule and spec.timeZone as upstream validates them: a standard cron schedule
+/// (`crate::cron`) without a `TZ=`/`CRON_TZ=` prefix, and a known IANA zone.
+fn validate_schedule(obj: &Value, errs: &mut Vec<FieldError>) {
+    let schedule = obj.pointer("/spec/schedule").and_then(Value::as_str).unwrap_or_default();
+    if schedule.is_empty() {
+        errs.push(FieldError::required("spec.schedule", ""));
+    } else if schedule.contains("TZ") {
+        let msg = "cannot use TZ or CRON_TZ in schedule, use timeZone field instead";
+        errs.push(FieldError::invalid("spec.schedule", &json!(schedule), msg));
+    } else if let Err(e) = crate::cron::parse(schedule) {
+        errs.push(FieldError::invalid("spec.schedule", &json!(schedule), &e));
     }
-    let fields: Vec<&str> = s.split_whitespace().collect();
-    fields.len() == 5
-        && fields.iter().all(|f| {
-            f.split(',').all(|part| {
-                let (range, step) = part.split_once('/').map_or((part, None), |(r, st)| (r, Some(st)));
-                let step_ok = step.is_none_or(|st| st.parse::<u32>().is_ok_and(|n| n > 0));
-                let range_ok = range == "*"
-                    || range == "?"
-                    || range.split('-').all(|x| !x.is_empty() && x.chars().all(|c| c.is_ascii_alphanumeric()));
-                step_ok && range_ok
-            })
-        })
+    let Some(zone) = obj.pointer("/spec/timeZone").and_then(Value::as_str) else { return };
+    let problem = match zone {
+        "" => Some("timeZone must be nil or non-empty string".to_string()),
+        z if z.eq_ignore_ascii_case("local") => {
+            Some("timeZone must be an explicit time zone as defined in https://www.iana.org/time-zones".to_string())
+        }
+        z => crate::cron::time_zone(z).err().map(|_| format!("unknown time zone {z}")),
+    };
+    if let Some(msg) = problem {
+        errs.push(FieldError::invalid("spec.timeZone", &json!(zone), &msg));
+    }
 }
 
 pub struct IngressStrategy;
@@ -335,11 +330,20 @@ mod tests {
 
     #[test]
     fn schedules() {
-        for ok in ["* * * * *", "*/5 0 1-3 * MON-FRI", "@hourly", "TZ=UTC 0 0 * * *"] {
-            assert!(valid_schedule(ok), "{ok}");
+        let errors = |schedule: &str, zone: Option<&str>| {
+            let mut errs = Vec::new();
+            validate_schedule(&json!({"spec": {"schedule": schedule, "timeZone": zone}}), &mut errs);
+            errs.len()
+        };
+        for ok in ["* * * * *", "*/5 0 1-3 * MON-FRI", "@hourly"] {
+            assert_eq!(errors(ok, None), 0, "{ok}");
         }
-        for bad in ["", "* * * *", "*/0 * * * *", "@sometimes"] {
-            assert!(!valid_schedule(bad), "{bad}");
+        for bad in ["", "* * * *", "*/0 * * * *", "@sometimes", "TZ=UTC 0 0 * * *", "CRON_TZ=UTC 0 0 * * *"] {
+            assert_eq!(errors(bad, None), 1, "{bad}");
+        }
+        assert_eq!(errors("@daily", Some("Europe/Paris")), 0);
+        for zone in ["", "Local", "Nowhere/Special"] {
+            assert_eq!(errors("@daily", Some(zone)), 1, "{zone}");
         }
     }
 }

@@ -18,13 +18,13 @@ pub use crate::label_selector::selector_matches;
 pub use balanced_allocation::BalancedAllocation;
 pub use image_locality::ImageLocality;
 pub use inter_pod_affinity::{InterPodAffinity, has_pod_affinity, has_required_anti_affinity};
-pub use node_affinity::NodeAffinity;
+pub use node_affinity::{NodeAffinity, required_matches};
 pub use node_name::NodeName;
 pub use node_ports::NodePorts;
 pub use node_resources_fit::{NodeResourcesFit, Strategy};
 pub use node_unschedulable::NodeUnschedulable;
 pub use pod_topology_spread::{Defaults, PodTopologySpread};
-pub use taint_toleration::TaintToleration;
+pub use taint_toleration::{TaintToleration, tolerates};
 pub use volume_binding::{
     Plan as VolumePlan, SELECTED_NODE, VolumeBinding, assumed as assumed_volumes, unbound_claims,
 };
