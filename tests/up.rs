@@ -334,6 +334,24 @@ fn controllers_act_as_their_service_accounts(up: &Up, home: &Path) {
         std::thread::sleep(Duration::from_millis(200));
     }
     k(&["delete", "namespace", "short-lived", "--timeout=60s"]);
+    // workloads: the deployment, replicaset and job controllers create what they own
+    k(&["create", "deployment", "web", "--image=nginx", "--replicas=2"]);
+    k(&["create", "job", "once", "--image=busybox", "--", "true"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let web = k(&["get", "pods", "-l", "app=web", "-o", "name"]);
+        let once = k(&["get", "pods", "-l", "job-name=once", "-o", "name"]);
+        if web.lines().count() == 2 && once.lines().count() == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pods {web:?} {once:?}; the controllers' log:\n{}",
+            up.log("kube-controller-manager")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    k(&["delete", "deployment", "web", "--timeout=60s"]);
     let sa = k(&["get", "serviceaccounts", "-n", "kube-system", "-o", "name"]);
     assert!(
         sa.contains("serviceaccount/endpoint-controller") && sa.contains("serviceaccount/namespace-controller"),
