@@ -14,6 +14,7 @@ mod selector;
 mod taint_toleration;
 mod volume_binding;
 mod volume_restrictions;
+mod volume_zone;
 
 pub use balanced_allocation::BalancedAllocation;
 pub use image_locality::ImageLocality;
@@ -30,6 +31,7 @@ pub use volume_binding::{
     Plan as VolumePlan, SELECTED_NODE, VolumeBinding, assumed as assumed_volumes, unbound_claims,
 };
 pub use volume_restrictions::VolumeRestrictions;
+pub use volume_zone::VolumeZone;
 
 #[cfg(test)]
 pub mod testing;
