@@ -11,7 +11,8 @@
 //! Then a backlog: `BENCH_SCHED_PODS` more pods created while no scheduler runs, and a
 //! fresh scheduler started: its throughput with a full queue (as upstream's
 //! scheduler_perf measures), which the first phase cannot show when the scheduler
-//! keeps up with the creates.
+//! keeps up with the creates. `BENCH_SCHED_LOG=FILE` / `BENCH_SERVER_LOG=FILE` keep the
+//! schedulers' / the API server's warnings.
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -52,12 +53,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Where the schedulers' warnings go: `$BENCH_SCHED_LOG`, else nowhere.
 fn log_file() -> Stdio {
-    match std::env::var_os("BENCH_SCHED_LOG") {
-        Some(path) => {
-            std::fs::OpenOptions::new().create(true).append(true).open(path).map_or_else(|_| Stdio::null(), Stdio::from)
-        }
-        None => Stdio::null(),
-    }
+    common::env_log("BENCH_SCHED_LOG")
 }
 
 /// The release scheduler, waited for until it is synced and leading.

@@ -605,6 +605,17 @@ async fn volume_claims_restrict_placement() {
         create_pod(&c, using(name, "local")).await;
         assert_eq!(wait_bound(&c, name).await, "z2");
     }
+    // a volume in zone b (a cloud disk, say) keeps its pod to zone b's node
+    let zonal = json!({"apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": "disk-b", "labels": {"topology.kubernetes.io/zone": "b"}},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "hostPath": {"path": "/tmp/b"},
+            "claimRef": {"namespace": "default", "name": "zonal"}}});
+    c.create("/api/v1/persistentvolumes", &zonal).await;
+    c.create("/api/v1/namespaces/default/persistentvolumeclaims", &claim("zonal", "ReadWriteOnce", Some("disk-b")))
+        .await;
+    create_pod(&c, using("zonal-user", "zonal")).await;
+    assert_eq!(wait_bound(&c, "zonal-user").await, "z3");
+
     // a claim nobody made: rejected before any node is looked at
     create_pod(&c, using("ghost", "missing")).await;
     let p = wait_pod(&c, "ghost", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;

@@ -74,6 +74,16 @@ pub fn cpu(pid: u32) -> f64 {
     (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
 }
 
+/// A file named by the environment variable `var` to append a process's log to, else nowhere.
+pub fn env_log(var: &str) -> Stdio {
+    match std::env::var_os(var) {
+        Some(path) => {
+            std::fs::OpenOptions::new().create(true).append(true).open(path).map_or_else(|_| Stdio::null(), Stdio::from)
+        }
+        None => Stdio::null(),
+    }
+}
+
 /// The API server (`exe`, the release ferrokube) on a free port over `etcd_url`, waited
 /// for until ready: the process, its base URL, and the kubeconfig it wrote.
 pub async fn start_apiserver(exe: &str, dir: &Path, etcd_url: &str) -> (Proc, String, std::path::PathBuf) {
@@ -86,7 +96,8 @@ pub async fn start_apiserver(exe: &str, dir: &Path, etcd_url: &str) -> (Proc, St
             .arg(format!("--write-kubeconfig={}", kubeconfig.display()))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            // `BENCH_SERVER_LOG=FILE` keeps the server's warnings
+            .stderr(env_log("BENCH_SERVER_LOG"))
             .spawn()
             .expect("start the API server"),
     );

@@ -129,7 +129,6 @@ const UPSTREAM_ONLY: &[&str] = &[
     "PrioritySort",
     "SchedulingGates",
     "DefaultBinder",
-    "VolumeZone",
     "NodeVolumeLimits",
     "EBSLimits",
     "GCEPDLimits",
@@ -638,7 +637,7 @@ mod tests {
                 .contains("has no score extension point")
         );
         assert!(
-            err(&format!("{HEAD}profiles:\n- plugins:\n    filter:\n      enabled:\n      - name: VolumeZone\n"))
+            err(&format!("{HEAD}profiles:\n- plugins:\n    filter:\n      enabled:\n      - name: NodeVolumeLimits\n"))
                 .contains("does not have it")
         );
         assert!(err(&format!("{HEAD}percentageOfNodesToScore: 130\n")).contains("between 0 and 100"));
@@ -651,7 +650,7 @@ mod tests {
         // disabling an upstream plug-in ferrokube lacks is harmless
         assert!(
             parse(&format!(
-                "{HEAD}profiles:\n- plugins:\n    multiPoint:\n      disabled:\n      - name: VolumeZone\n"
+                "{HEAD}profiles:\n- plugins:\n    multiPoint:\n      disabled:\n      - name: NodeVolumeLimits\n"
             ))
             .and_then(|c| first(&c))
             .is_ok()

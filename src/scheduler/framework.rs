@@ -405,6 +405,7 @@ impl Profile {
                 Box::new(NodeResourcesFit::default()),
                 Box::new(VolumeRestrictions),
                 Box::new(VolumeBinding),
+                Box::new(VolumeZone),
                 Box::new(PodTopologySpread::default()),
                 Box::new(InterPodAffinity::default()),
             ],

@@ -13,6 +13,7 @@ mod pod_topology_spread;
 mod taint_toleration;
 mod volume_binding;
 mod volume_restrictions;
+mod volume_zone;
 
 pub use crate::label_selector::selector_matches;
 pub use balanced_allocation::BalancedAllocation;
@@ -29,6 +30,7 @@ pub use volume_binding::{
     Plan as VolumePlan, SELECTED_NODE, VolumeBinding, assumed as assumed_volumes, unbound_claims,
 };
 pub use volume_restrictions::VolumeRestrictions;
+pub use volume_zone::VolumeZone;
 
 #[cfg(test)]
 pub mod testing;
