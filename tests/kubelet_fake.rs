@@ -106,3 +106,30 @@ async fn one_process_plays_many_nodes_with_their_pod_cidrs() {
     let prefix = cidr.trim_end_matches("0/24");
     assert!(ip.starts_with(prefix), "{ip} not in {cidr}");
 }
+
+/// The tutorial's database StatefulSet on a fake node: its claim gets the default class,
+/// the local-path provisioner makes the volume, the binder binds it, the scheduler
+/// places the pod, the fake kubelet runs it.
+#[tokio::test]
+async fn the_tutorial_statefulset_gets_its_volume_and_runs() {
+    let c = Cluster::start().await;
+    let dir = c.dir.path().join("local-path");
+    let _kubelet = start_kubelet(&c, &["--node-name=fake-db"]);
+    let _scheduler = start_scheduler(&c).await;
+    let _cm = start_controller_manager(&c, &[&format!("--local-path-dir={}", dir.display())]).await;
+    let class = json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": "ferrokube.io/local-path",
+    });
+    c.create("/apis/storage.k8s.io/v1/storageclasses", &class).await;
+    let manifest = common::fixture("manifests/database-statefulset.yaml");
+    c.kubectl_ok("1.33", &["apply", "-f", manifest.to_str().unwrap()]);
+    let out = c.kubectl_ok("1.33", &["rollout", "status", "statefulset/database-statefulset", "--timeout=60s"]);
+    assert!(out.contains("roll out complete") || out.contains("rolling update complete"), "{out}");
+    let pvc = c.kubectl_ok("1.33", &["get", "pvc", "database-data-database-statefulset-0", "--no-headers"]);
+    assert!(pvc.contains("Bound") && pvc.contains("standard"), "{pvc}");
+    let pod = c.must_get("/api/v1/namespaces/default/pods/database-statefulset-0").await;
+    assert_eq!(pod["status"]["phase"], "Running", "{pod}");
+    assert_eq!(pod["spec"]["nodeName"], "fake-db", "{pod}");
+}
