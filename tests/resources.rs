@@ -194,6 +194,13 @@ fn kinds() -> Vec<Kind> {
             None,
         ),
         k(
+            "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
+            "policy/v1",
+            "PodDisruptionBudget",
+            json!({"spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "x"}}}}),
+            Some(json!({"disruptionsAllowed": 1, "currentHealthy": 2, "desiredHealthy": 1, "expectedPods": 2})),
+        ),
+        k(
             "/apis/storage.k8s.io/v1/storageclasses",
             "storage.k8s.io/v1",
             "StorageClass",
@@ -225,7 +232,7 @@ async fn crud_every_kind() {
     // a deleted namespace is emptied and finalized by the namespace controller
     let _cm = common::controllers::start_controller_manager(&c, &["--controllers=namespace"]).await;
     let kinds = kinds();
-    assert_eq!(kinds.len(), 26, "one entry per served resource");
+    assert_eq!(kinds.len(), 27, "one entry per served resource");
     for kind in &kinds {
         let name = format!("crud-{}", kind.kind.to_lowercase());
         let path = format!("{}/{name}", kind.collection);

@@ -10,6 +10,7 @@
 mod credentials;
 mod daemonset;
 mod deployment;
+mod disruption;
 mod endpoints;
 mod garbage_collector;
 mod history;
@@ -137,6 +138,7 @@ const CONTROLLERS: &[ControllerDef] = &[
         "ttl-after-finished-controller",
         job::start_ttl_after_finished,
     ),
+    def("disruption-controller", "disruption", "disruption-controller", disruption::start),
     def("garbage-collector-controller", "garbagecollector", "generic-garbage-collector", garbage_collector::start),
     def("namespace-controller", "namespace", "namespace-controller", namespace::start),
     def("node-lifecycle-controller", "nodelifecycle", "node-controller", node_lifecycle::start),

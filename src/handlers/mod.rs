@@ -4,6 +4,7 @@
 pub mod actions;
 pub mod codec;
 pub mod discovery;
+mod disruption;
 mod duplicate_keys;
 pub mod list;
 pub mod openapi;

@@ -122,8 +122,8 @@ fn set_scheduled_condition(pod: &mut Value) {
     }
 }
 
-/// POST pods/{name}/eviction: delete the pod with the eviction's DeleteOptions.
-/// PodDisruptionBudgets are not served yet, so no budget can refuse an eviction.
+/// POST pods/{name}/eviction: delete the pod with the eviction's DeleteOptions, once
+/// its PodDisruptionBudget (if any) allows the disruption (`disruption::charge`).
 pub async fn evict(reg: &Registry, target: Target<'_>, headers: &HeaderMap, body: &Bytes) -> ApiResult<Response> {
     let mut eviction = codec::parse_body(headers, body)?;
     let name = body_name(&eviction, target.name, "Eviction")?.to_string();
@@ -132,6 +132,9 @@ pub async fn evict(reg: &Registry, target: Target<'_>, headers: &HeaderMap, body
     let mut opts = DeleteOpts { dry_run: target.dry_run, ..Default::default() };
     if let Some(options) = eviction.get("deleteOptions").filter(|v| v.is_object()) {
         opts.merge_body(options)?;
+    }
+    if !target.dry_run {
+        super::disruption::charge(reg, target.namespace, name).await?;
     }
     reg.delete(pods(), target.namespace, name, &opts).await?;
     Ok(success())

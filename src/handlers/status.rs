@@ -190,6 +190,16 @@ impl ApiError {
     pub fn unavailable(msg: impl Into<String>) -> Self {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", msg)
     }
+    /// 429 TooManyRequests, as an eviction a disruption budget refuses; `causes` are
+    /// (reason, message) pairs.
+    pub fn too_many_requests(msg: impl Into<String>, causes: &[(&str, String)]) -> Self {
+        let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", msg);
+        if !causes.is_empty() {
+            let causes: Vec<Value> = causes.iter().map(|(r, m)| json!({"reason": r, "message": m})).collect();
+            err.details = Some(json!({"causes": causes}));
+        }
+        err
+    }
     pub fn internal(msg: impl Into<String>) -> Self {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", msg)
     }

@@ -83,8 +83,8 @@ macro_rules! resource {
 use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, coordination::v1 as coord, core::v1 as core};
 use k8s_openapi::api::{authentication::v1 as authn, authorization::v1 as authz, rbac::v1 as rbac};
 use k8s_openapi::api::{
-    discovery::v1 as discovery, events::v1 as eventsv1, networking::v1 as net, scheduling::v1 as sched,
-    storage::v1 as storage,
+    discovery::v1 as discovery, events::v1 as eventsv1, networking::v1 as net, policy::v1 as policy,
+    scheduling::v1 as sched, storage::v1 as storage,
 };
 
 /// The one verb of a review.
@@ -174,6 +174,11 @@ static RESOURCES: LazyLock<Vec<ResourceDef>> = LazyLock::new(|| {
             short: &["pc"], categories: none, status: false, etcd: "priorityclasses",
             strategy: &strategies::PRIORITY_CLASS, printer: &printers::PRIORITY_CLASS,
             decode: typed::decoder::<sched::PriorityClass>),
+        // policy/v1
+        resource!("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", namespaced: true,
+            short: &["pdb"], categories: none, status: true, etcd: "poddisruptionbudgets",
+            strategy: &strategies::POD_DISRUPTION_BUDGET, printer: &printers::POD_DISRUPTION_BUDGET,
+            decode: typed::decoder::<policy::PodDisruptionBudget>),
         // storage.k8s.io/v1
         resource!("storage.k8s.io", "v1", "storageclasses", "storageclass", "StorageClass", namespaced: false,
             short: &["sc"], categories: none, status: false, etcd: "storageclasses",

@@ -69,6 +69,15 @@ fn controllers() -> Vec<(&'static str, Vec<Value>)> {
             )],
         ),
         ("cronjob-controller", with_events(cronjob)),
+        (
+            "disruption-controller",
+            with_events(vec![
+                rule(&["get", "list", "watch"], APPS, &["deployments", "replicasets", "statefulsets"]),
+                rule(&["get", "list", "watch"], &[""], &["pods", "replicationcontrollers"]),
+                rule(&["get", "list", "watch"], &["policy"], &["poddisruptionbudgets"]),
+                rule(&["patch", "update"], &["policy"], &["poddisruptionbudgets/status"]),
+            ]),
+        ),
         ("daemon-set-controller", with_events(daemon_set)),
         ("deployment-controller", with_events(deployment)),
         (

@@ -22,7 +22,8 @@ pub use self::network::{ENDPOINT_SLICE, ENDPOINTS, INGRESS, SERVICE};
 pub use self::pod::POD;
 pub use self::rbac::{CLUSTER_ROLE, CLUSTER_ROLE_BINDING, REVIEW, ROLE, ROLE_BINDING};
 pub use self::workloads::{
-    CONTROLLER_REVISION, CRON_JOB, DAEMON_SET, DEPLOYMENT, JOB, REPLICA_SET, REPLICATION_CONTROLLER, STATEFUL_SET,
+    CONTROLLER_REVISION, CRON_JOB, DAEMON_SET, DEPLOYMENT, JOB, POD_DISRUPTION_BUDGET, REPLICA_SET,
+    REPLICATION_CONTROLLER, STATEFUL_SET,
 };
 
 /// One column of a Table. `priority` 1 columns appear only with `-o wide`; `format`
@@ -358,6 +359,7 @@ mod tests {
             &CONTROLLER_REVISION,
             &JOB,
             &CRON_JOB,
+            &POD_DISRUPTION_BUDGET,
             &LEASE,
             &INGRESS,
         ];

@@ -2,12 +2,14 @@
 
 mod apps;
 mod core;
+mod policy;
 mod rbac;
 mod scheduling;
 mod storage;
 
 pub use apps::*;
 pub use core::*;
+pub use policy::*;
 pub use rbac::*;
 pub use scheduling::*;
 pub use storage::*;
