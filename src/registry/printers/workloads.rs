@@ -234,6 +234,25 @@ pub static CRON_JOB: Printer = Printer {
     },
 };
 
+pub static POD_DISRUPTION_BUDGET: Printer = Printer {
+    columns: &[
+        NAME,
+        col("Min Available", "string", "The fewest pods that must stay available."),
+        col("Max Unavailable", "string", "The most pods that may be unavailable."),
+        col("Allowed Disruptions", "integer", "How many pods may be evicted now."),
+        AGE,
+    ],
+    cells: |o| {
+        let shown = |field: &str| match o.pointer(&format!("/spec/{field}")) {
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::String(s)) => s.clone(),
+            _ => "N/A".to_string(),
+        };
+        let allowed = o.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0);
+        vec![name(o), json!(shown("minAvailable")), json!(shown("maxUnavailable")), json!(allowed), age(o)]
+    },
+};
+
 #[cfg(test)]
 mod tests {
     use super::super::{ago, test_object};
@@ -379,22 +398,3 @@ mod tests {
         assert_eq!((CRON_JOB.cells)(&test_object("x", json!({})))[3], "<unset>");
     }
 }
-
-pub static POD_DISRUPTION_BUDGET: Printer = Printer {
-    columns: &[
-        NAME,
-        col("Min Available", "string", "The fewest pods that must stay available."),
-        col("Max Unavailable", "string", "The most pods that may be unavailable."),
-        col("Allowed Disruptions", "integer", "How many pods may be evicted now."),
-        AGE,
-    ],
-    cells: |o| {
-        let shown = |field: &str| match o.pointer(&format!("/spec/{field}")) {
-            Some(Value::Number(n)) => n.to_string(),
-            Some(Value::String(s)) => s.clone(),
-            _ => "N/A".to_string(),
-        };
-        let allowed = o.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0);
-        vec![name(o), json!(shown("minAvailable")), json!(shown("maxUnavailable")), json!(allowed), age(o)]
-    },
-};
