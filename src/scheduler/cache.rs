@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 
-use super::framework::{NodeInfo, Nominated, PodInfo, Snapshot, Volumes, Workloads, pod_key};
+use super::framework::{Budgets, NodeInfo, Nominated, PodInfo, Snapshot, Volumes, Workloads, pod_key};
 
 /// How long an assumed pod whose binding succeeded may wait for the watch.
 pub const ASSUMED_TTL: Duration = Duration::from_secs(30);
@@ -37,6 +37,7 @@ pub struct Cache {
     volumes: Volumes,
     nominated: Nominated,
     pub workloads: Workloads,
+    pub budgets: Budgets,
 }
 
 /// (replaced, assumed) pairs of `assume_volumes`.
@@ -281,6 +282,7 @@ impl Cache {
             volumes: &self.volumes,
             nominated: &self.nominated,
             workloads: &self.workloads,
+            budgets: &self.budgets,
             cycle: Default::default(),
         }
     }

@@ -161,6 +161,8 @@ pub struct Snapshot<'a> {
     pub nominated: &'a Nominated,
     /// The selectors of the workloads pods belong to (PodTopologySpread's defaults).
     pub workloads: &'a Workloads,
+    /// PodDisruptionBudgets (preemption prefers victims that violate none).
+    pub budgets: &'a Budgets,
     /// What plug-ins worked out once for the pod of this cycle (upstream's CycleState).
     pub cycle: CycleState,
 }
@@ -176,12 +178,50 @@ impl<'a> Snapshot<'a> {
             volumes: self.volumes,
             nominated: self.nominated,
             workloads: self.workloads,
+            budgets: self.budgets,
             cycle: CycleState::default(),
         }
     }
 
     pub fn node(&self, name: &str) -> Option<&'a NodeInfo> {
         self.nodes.binary_search_by(|n| n.name.as_str().cmp(name)).ok().map(|i| self.nodes[i])
+    }
+}
+
+/// The PodDisruptionBudgets: namespace, selector, disruptions allowed and the pods
+/// already being disrupted, by `namespace/name`.
+#[derive(Default)]
+pub struct Budgets {
+    by_key: HashMap<String, Budget>,
+}
+
+pub struct Budget {
+    pub namespace: String,
+    pub selector: LabelSelector,
+    pub allowed: i32,
+    pub disrupted: std::collections::HashSet<String>,
+}
+
+impl Budgets {
+    pub fn apply(&mut self, key: String, budget: Budget) {
+        self.by_key.insert(key, budget);
+    }
+
+    pub fn delete(&mut self, key: &str) {
+        self.by_key.remove(key);
+    }
+
+    /// The budgets covering a pod (upstream's: same namespace, selector matches, and the
+    /// pod not already counted among the budget's disrupted pods).
+    pub fn covering<'b>(&'b self, pod: &Pod) -> impl Iterator<Item = (&'b String, &'b Budget)> + use<'b> {
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        self.by_key.iter().filter(move |(_, b)| {
+            b.namespace == ns
+                && !b.disrupted.contains(&name)
+                && crate::label_selector::selector_matches(&b.selector, &labels)
+        })
     }
 }
 

@@ -34,6 +34,7 @@ use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{
     Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController, Service,
 };
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -183,6 +184,8 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     sched
         .clone()
         .inform_workloads(Api::<StatefulSet>::all(client.clone()), |ss| Some(ss.spec.as_ref()?.selector.clone()));
+    let budgets = sched.clone();
+    tokio::spawn(inform(Api::<PodDisruptionBudget>::all(client.clone()), move |ev| budgets.budget_event(ev)));
     let pods = sched.clone();
     tokio::spawn(inform(Api::<Pod>::all(client), move |ev| pods.pod_event(ev)));
     // the counts of open event series reach the API every 30 minutes, as client-go's
@@ -360,6 +363,32 @@ impl Scheduler {
                 Change::Synced => {}
             }
         }));
+    }
+
+    /// Disruption budgets, for preemption's choice of victims.
+    fn budget_event(&self, change: Change<PodDisruptionBudget>) {
+        let mut cache = lock(&self.cache);
+        match change {
+            Change::Applied(pdb) => {
+                let key = format!("{}/{}", pdb.namespace().unwrap_or_default(), pdb.name_any());
+                let spec = pdb.spec.clone().unwrap_or_default();
+                let status = pdb.status.clone().unwrap_or_default();
+                // policy/v1: no selector selects nothing
+                let Some(selector) = spec.selector else {
+                    cache.budgets.delete(&key);
+                    return;
+                };
+                let budget = framework::Budget {
+                    namespace: pdb.namespace().unwrap_or_default(),
+                    selector,
+                    allowed: status.disruptions_allowed,
+                    disrupted: status.disrupted_pods.unwrap_or_default().into_keys().collect(),
+                };
+                cache.budgets.apply(key, budget);
+            }
+            Change::Deleted(key) => cache.budgets.delete(&key),
+            Change::Synced => {}
+        }
     }
 
     fn class_event(&self, change: Change<StorageClass>) {

@@ -4,8 +4,8 @@
 //! upstream does. Executing the choice (nominating the pod, deleting the victims) is the
 //! scheduler's (`mod.rs`); this module only decides, under the cache lock.
 //!
-//! PodDisruptionBudgets are not read: every candidate counts as violating none, so the
-//! first of upstream's criteria never decides.
+//! PodDisruptionBudgets count as upstream's: victims whose eviction a budget would not
+//! allow are reprieved first, and nodes are chosen by the fewest such violations first.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,6 +26,8 @@ const MIN_CANDIDATE_NODES_ABSOLUTE: usize = 100;
 pub struct Candidate {
     pub node: String,
     pub victims: Vec<Arc<PodInfo>>,
+    /// How many victims' evictions their disruption budgets do not allow.
+    pub violations: usize,
 }
 
 /// Whether a pod has been marked for deletion by a preemption (upstream's
@@ -83,8 +85,8 @@ pub fn post_filter(
             continue;
         }
         match select_victims(profile, snapshot, pod, node) {
-            Ok(victims) => {
-                candidates.push(Candidate { node: node.name.clone(), victims });
+            Ok((victims, violations)) => {
+                candidates.push(Candidate { node: node.name.clone(), victims, violations });
                 if candidates.len() >= want {
                     break;
                 }
@@ -100,15 +102,35 @@ fn start_time(pod: &PodInfo) -> Timestamp {
     pod.pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map_or(Timestamp::MAX, |t| t.0)
 }
 
+/// Upstream's filterPodsWithPDBViolation: split the pods (most important first) into
+/// those whose eviction some budget would not allow (counting down each budget's
+/// allowance as its pods are taken) and the rest.
+fn split_by_budget(snapshot: &Snapshot, pods: Vec<Arc<PodInfo>>) -> (Vec<Arc<PodInfo>>, Vec<Arc<PodInfo>>) {
+    let mut allowed: BTreeMap<&String, i32> = BTreeMap::new();
+    let (mut violating, mut fine) = (Vec::new(), Vec::new());
+    for p in pods {
+        let mut violates = false;
+        for (key, budget) in snapshot.budgets.covering(&p.pod) {
+            let left = allowed.entry(key).or_insert(budget.allowed);
+            *left -= 1;
+            violates |= *left < 0;
+        }
+        if violates { violating.push(p) } else { fine.push(p) }
+    }
+    (violating, fine)
+}
+
 /// Upstream's SelectVictimsOnNode: take away every lower-priority pod; if the pod then
-/// fits, give them back one at a time, the most important first (higher priority, then
-/// earlier start), keeping back as victims those without which it would not fit.
+/// fits, give them back one at a time — those a disruption budget protects first, then
+/// the rest, each the most important first (higher priority, then earlier start) —
+/// keeping back as victims those without which it would not fit. Also returns how many
+/// victims violate a budget.
 fn select_victims(
     profile: &Profile,
     snapshot: &Snapshot,
     pod: &PodInfo,
     node: &NodeInfo,
-) -> Result<Vec<Arc<PodInfo>>, Vec<String>> {
+) -> Result<(Vec<Arc<PodInfo>>, usize), Vec<String>> {
     let mut potential: Vec<Arc<PodInfo>> = node.pods.values().filter(|p| p.priority < pod.priority).cloned().collect();
     if potential.is_empty() {
         return Err(vec![NO_VICTIMS.to_string()]);
@@ -122,19 +144,22 @@ fn select_victims(
     let fits = |trial: &NodeInfo| profile.fits(&snapshot.with_node(trial), pod, trial);
     fits(&trial).map_err(|f| f.reasons)?;
     potential.sort_by_key(|p| (std::cmp::Reverse(p.priority), start_time(p)));
+    let (violating, fine) = split_by_budget(snapshot, potential);
     let mut victims = Vec::new();
-    for p in potential {
+    let mut violations = 0;
+    for (p, protected) in violating.into_iter().map(|p| (p, true)).chain(fine.into_iter().map(|p| (p, false))) {
         trial.add_pod(p.clone());
         if fits(&trial).is_err() {
             trial.remove_pod(&p.key);
+            violations += usize::from(protected);
             victims.push(p);
         }
     }
-    Ok(victims)
+    Ok((victims, violations))
 }
 
 /// Upstream's pickOneNodeForPreemption, its criteria in order: no victims at all; the
-/// lowest highest-priority victim; the lowest sum of priorities; the fewest victims; the
+/// fewest disruption-budget violations; the lowest highest-priority victim; the lowest sum of priorities; the fewest victims; the
 /// latest start among the highest-priority victims; the first found.
 fn pick_one(candidates: Vec<Candidate>) -> Option<Candidate> {
     if let Some(i) = candidates.iter().position(|c| c.victims.is_empty()) {
@@ -145,7 +170,7 @@ fn pick_one(candidates: Vec<Candidate>) -> Option<Candidate> {
         // shifted so negative priorities add up the way upstream's sum does
         let sum: i64 = c.victims.iter().map(|v| i64::from(v.priority) + i64::from(i32::MAX) + 1).sum();
         let earliest = c.victims.iter().filter(|v| v.priority == highest).map(|v| start_time(v)).min();
-        (highest, sum, c.victims.len(), std::cmp::Reverse(earliest))
+        (c.violations, highest, sum, c.victims.len(), std::cmp::Reverse(earliest))
     })
 }
 
@@ -194,6 +219,39 @@ mod tests {
         // one cpu wanted: a keeps its 10-priority pod and loses the other (highest 1)
         let mid = pod("mid", "1", 100);
         assert_eq!(preempt(&[&a, &b], &Nominated::default(), &mid), Ok(("a".into(), vec!["d/a2".into()])));
+    }
+
+    #[test]
+    fn victims_a_disruption_budget_protects_are_avoided() {
+        let a = node("a", "1", &[pod("a1", "1", 1)]);
+        let other_ns = Arc::new(named_pod(
+            "e",
+            "b1",
+            json!({"priority": 5, "containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}),
+        ));
+        let b = node("b", "1", &[other_ns]);
+        let high = pod("high", "1", 100);
+        // without budgets the lower priority on a decides
+        assert_eq!(preempt(&[&a, &b], &Nominated::default(), &high).map(|r| r.0), Ok("a".into()));
+        // a budget allowing no disruption in namespace d moves the preemption to b
+        let mut budgets = crate::scheduler::framework::Budgets::default();
+        budgets.apply(
+            "d/all".into(),
+            crate::scheduler::framework::Budget {
+                namespace: "d".into(),
+                selector: Default::default(),
+                allowed: 0,
+                disrupted: Default::default(),
+            },
+        );
+        let profile = Profile::default_plugins();
+        let nodes = [&a, &b];
+        let chosen = with_nominated(&nodes, &Nominated::default(), |s| {
+            let s = Snapshot { budgets: &budgets, ..s.with_node(&a) };
+            let by_node = nodes.iter().map(|n| (n.name.clone(), profile.fits(&s, &high, n).unwrap_err())).collect();
+            post_filter(&profile, &s, &high, &by_node).map(|c| (c.node, c.violations))
+        });
+        assert_eq!(chosen, Ok(("b".into(), 0)));
     }
 
     #[test]

@@ -72,6 +72,7 @@ mod tests {
             volumes: &Default::default(),
             nominated: &Default::default(),
             workloads: &Default::default(),
+            budgets: &Default::default(),
             cycle: Default::default(),
         };
         let pod = pod_info(json!({"containers": [{"name": "c", "image": "big:1"}]}));

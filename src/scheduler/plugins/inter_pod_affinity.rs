@@ -426,6 +426,7 @@ mod tests {
                 volumes: &Default::default(),
                 nominated: &Default::default(),
                 workloads: &Default::default(),
+                budgets: &Default::default(),
                 cycle: Default::default(),
             };
             InterPodAffinity::default().filter(&s, &pod, &n).is_ok()

@@ -70,6 +70,7 @@ pub fn snapshot_of<R>(
         volumes,
         nominated,
         workloads,
+        budgets: &Default::default(),
         cycle: Default::default(),
     };
     f(&snapshot)
