@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
-use kube::Resource;
+use kube::api::{DeleteParams, Preconditions};
+use kube::{Api, Client, Resource};
 
-use super::runtime::{Ctx, Event, Informer, WorkQueue, informer::controller_of, key_of};
+use super::runtime::{Ctx, Event, Informer, Recorder, WorkQueue, informer::controller_of, key_of};
 
 /// Running with the Ready condition true.
 pub fn is_ready(pod: &Pod) -> bool {
@@ -111,6 +112,42 @@ pub fn enqueue_owner(queue: Arc<WorkQueue>, kind: &'static str) -> impl Fn(&Even
             queue.add(format!("{ns}/{}", owner.name));
         }
     }
+}
+
+/// Delete `pod` if it is still the pod seen (a uid precondition); false if it was
+/// already gone or replaced.
+pub async fn delete_pod(client: &Client, pod: &Pod) -> anyhow::Result<bool> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
+        ..Default::default()
+    };
+    match api.delete(pod.metadata.name.as_deref().unwrap_or_default(), &dp).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Delete `owner`'s pods as the Job and DaemonSet controllers do: each expected gone
+/// under `key`, and told in a `SuccessfulDelete` event `Deleted pod: <name>`.
+pub async fn delete_owned_pods<K: Resource<DynamicType = ()>>(
+    client: &Client,
+    recorder: &Recorder,
+    expectations: &Expectations,
+    key: &str,
+    owner: &K,
+    pods: &[Arc<Pod>],
+) -> anyhow::Result<()> {
+    for pod in pods {
+        if delete_pod(client, pod).await? {
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            expectations.deleted(key, name);
+            recorder.normal(owner, "SuccessfulDelete", format!("Deleted pod: {name}"));
+        }
+    }
+    Ok(())
 }
 
 /// How long an expectation may wait for the informer before it is assumed lost.

@@ -16,7 +16,7 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus}
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
@@ -263,24 +263,7 @@ impl Controller {
     }
 
     async fn delete_pods(&self, key: &str, ds: &DaemonSet, pods: &[Arc<Pod>]) -> anyhow::Result<()> {
-        let ns = ds.metadata.namespace.as_deref().unwrap_or_default();
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        for pod in pods {
-            let name = pod.metadata.name.as_deref().unwrap_or_default();
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
-                ..Default::default()
-            };
-            match api.delete(name, &dp).await {
-                Ok(_) => {
-                    self.expectations.deleted(key, name);
-                    self.recorder.normal(ds, "SuccessfulDelete", format!("Deleted pod: {name}"));
-                }
-                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
+        workload::delete_owned_pods(&self.client, &self.recorder, &self.expectations, key, ds, pods).await
     }
 
     fn status(

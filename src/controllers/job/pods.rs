@@ -11,7 +11,7 @@ use k8s_openapi::api::batch::v1::{Job, JobStatus};
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
-use kube::api::{DeleteParams, PostParams, Preconditions};
+use kube::api::PostParams;
 
 use super::{Census, Controller, TRACKING_FINALIZER, indexes};
 use crate::controllers::workload;
@@ -169,23 +169,6 @@ impl Controller {
 
     /// Delete pods of the Job (each only if it is still the pod seen).
     pub(super) async fn delete_pods(&self, key: &str, job: &Job, pods: &[Arc<Pod>]) -> anyhow::Result<()> {
-        let ns = job.metadata.namespace.as_deref().unwrap_or_default();
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        for pod in pods {
-            let name = pod.metadata.name.as_deref().unwrap_or_default();
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
-                ..Default::default()
-            };
-            match api.delete(name, &dp).await {
-                Ok(_) => {
-                    self.expectations.deleted(key, name);
-                    self.recorder.normal(job, "SuccessfulDelete", format!("Deleted pod: {name}"));
-                }
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
+        workload::delete_owned_pods(&self.client, &self.recorder, &self.expectations, key, job, pods).await
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodTemplateSpec};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
@@ -285,22 +285,12 @@ impl Controller {
     }
 
     async fn delete(&self, set: &StatefulSet, pod: &Pod) -> anyhow::Result<()> {
-        let ns = set.metadata.namespace.as_deref().unwrap_or_default();
-        let name = pod.metadata.name.as_deref().unwrap_or_default();
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
-            ..Default::default()
-        };
-        match api.delete(name, &dp).await {
-            Ok(_) => {
-                let m = format!("delete Pod {name} in StatefulSet {} successful", set_name(set));
-                self.recorder.normal(set, "SuccessfulDelete", m);
-                Ok(())
-            }
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-            Err(e) => Err(e.into()),
+        if workload::delete_pod(&self.client, pod).await? {
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            let m = format!("delete Pod {name} in StatefulSet {} successful", set_name(set));
+            self.recorder.normal(set, "SuccessfulDelete", m);
         }
+        Ok(())
     }
 
     fn status(
