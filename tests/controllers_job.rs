@@ -206,4 +206,16 @@ async fn indexed_jobs_and_pod_failure_policy() {
         message,
         format!("Container main for pod default/{p2} failed with exit code 1 matching FailJob rule at index 1")
     );
+
+    // a Job deleted in the background leaves its pods to the garbage collector, without
+    // the tracking finalizer no one would remove any more
+    c.create(JOBS, &job("gone", json!({}))).await;
+    let p = running_pods(&c, "gone", 1).await;
+    let (s, body) = c.delete_with(&format!("{JOBS}/gone"), &json!({"propagationPolicy": "Background"})).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    eventually(WAIT, "the orphan's finalizer removed", || async {
+        let (_, pod) = c.get(&format!("/api/v1/namespaces/default/pods/{}", p[0])).await;
+        pod["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty()).then_some(())
+    })
+    .await;
 }

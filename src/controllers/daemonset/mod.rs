@@ -101,6 +101,14 @@ fn budgets(ds: &DaemonSet, desired: i32) -> (i32, i32) {
     }
 }
 
+/// Pods of one node beyond one per revision (the oldest stays), and old-revision pods
+/// beyond one when no current one (a surge) is there.
+fn duplicates(pods: &[&Arc<Pod>], hash: &str) -> Vec<Arc<Pod>> {
+    let (new, old): (Vec<&Arc<Pod>>, Vec<&Arc<Pod>>) = pods.iter().copied().partition(|p| hash_of(p) == hash);
+    let keep_old = if new.is_empty() { 1 } else { old.len() };
+    new.into_iter().skip(1).chain(old.into_iter().skip(keep_old)).cloned().collect()
+}
+
 impl workload::Reconcile for Controller {
     async fn sync(&self, key: &str) -> anyhow::Result<()> {
         let Some(ds) = self.sets.get(key) else {
@@ -190,9 +198,8 @@ impl Controller {
                 delete.extend(running.into_iter().cloned());
             } else if running.is_empty() && state.fit.should_run {
                 create.push(name.clone());
-            } else if running.len() > 1 && !running.iter().any(|p| hash_of(p) == hash) {
-                // duplicates of old revisions: keep the oldest
-                delete.extend(running.into_iter().skip(1).cloned());
+            } else {
+                delete.extend(duplicates(&running, hash));
             }
         }
         if create.is_empty() && delete.is_empty() {

@@ -76,14 +76,29 @@ fn most_recent(cj: &CronJob, schedule: &Schedule, tz: &TimeZone, now: Timestamp)
     let (mut last, mut missed) = (None, 0);
     let mut t = earliest;
     while let Some(next) = schedule.next(t, tz).filter(|n| *n <= now) {
-        last = Some(next);
-        missed += 1;
-        t = next;
-        if missed > 100_000 {
-            break;
+        (last, missed, t) = (Some(next), missed + 1, next);
+        if missed > TOO_MANY_MISSED {
+            return (latest_since(schedule, tz, earliest, now).or(last), missed);
         }
     }
     (last, missed)
+}
+
+/// The latest schedule time in (earliest, now], looked for in growing windows before
+/// `now`, so a CronJob stopped for years does not walk every minute since.
+fn latest_since(schedule: &Schedule, tz: &TimeZone, earliest: Timestamp, now: Timestamp) -> Option<Timestamp> {
+    const DAY: i64 = 86_400;
+    for back in [3_600, DAY, 32 * DAY, 367 * DAY, 5 * 367 * DAY] {
+        let from = Timestamp::from_second(now.as_second() - back).ok()?.max(earliest);
+        let (mut t, mut found) = (from, None);
+        while let Some(next) = schedule.next(t, tz).filter(|n| *n <= now) {
+            (found, t) = (Some(next), next);
+        }
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
 }
 
 impl workload::Reconcile for Controller {
@@ -344,6 +359,12 @@ mod tests {
         assert_eq!(most_recent(&cj, &s, &TimeZone::UTC, now), (None, 0));
         let cj = cronjob("", "2024-01-01T10:00:00Z", None, Some(1200));
         assert_eq!(most_recent(&cj, &s, &TimeZone::UTC, now), (Some(ts("2024-01-01T11:00:00Z")), 2));
+        // stopped for a year: the latest time all the same, and a count past the warning
+        let every_minute = cron::parse("* * * * *").unwrap();
+        let cj = cronjob("", "2023-01-01T10:00:00Z", None, None);
+        let (last, missed) = most_recent(&cj, &every_minute, &TimeZone::UTC, now);
+        assert_eq!(last, Some(ts("2024-01-01T11:05:00Z")));
+        assert!(missed > TOO_MANY_MISSED);
     }
 
     #[test]

@@ -109,7 +109,7 @@ impl workload::Reconcile for Controller {
         let (ns, _) = split_key(key);
         let Some(job) = self.jobs.get(key) else {
             self.expectations.forget(key);
-            return Ok(());
+            return self.release_orphans(key).await;
         };
         let pods = workload::owned_pods(&self.pods, job.as_ref());
         let api: Api<Job> = Api::namespaced(self.client.clone(), ns);

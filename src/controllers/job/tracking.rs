@@ -111,6 +111,21 @@ impl Controller {
         write_status(api, &job).await
     }
 
+    /// The Job `key` is gone (deleted in the background): its pods are counted by no
+    /// one, so their tracking finalizers go, as upstream's orphan pod cleanup.
+    pub(super) async fn release_orphans(&self, key: &str) -> anyhow::Result<()> {
+        let (ns, name) = crate::controllers::runtime::split_key(key);
+        let orphans = self.pods.list_namespace(ns).into_iter().filter(|p| {
+            has_finalizer(p)
+                && crate::controllers::runtime::informer::controller_of(p.as_ref(), "Job")
+                    .is_some_and(|o| o.name == name)
+        });
+        for pod in orphans {
+            self.release(&pod).await?;
+        }
+        Ok(())
+    }
+
     /// Remove the tracking finalizer (a gone pod needs nothing).
     async fn release(&self, pod: &Pod) -> anyhow::Result<()> {
         let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
