@@ -168,6 +168,21 @@ async fn ordered_ready_creation_scale_down_and_rolling_update_with_partition() {
     assert_ne!(set["status"]["updateRevision"], set["status"]["currentRevision"]);
     assert_eq!(pod(&c, "web-0").await["spec"]["containers"][0]["image"], "nginx:1.26");
 
+    // partition 0: web-0 follows, and the update revision becomes the current one
+    let patch = json!({"spec": {"updateStrategy": {"rollingUpdate": {"partition": 0}}}});
+    let (s, body) = c.patch(&format!("{SETS}/web"), "application/merge-patch+json", &patch).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    eventually(WAIT, "web-0 updated", || async {
+        let p = pod_or_null(&c, "web-0").await;
+        (p["spec"]["containers"][0]["image"] == "nginx:1.27" && p["metadata"]["deletionTimestamp"].is_null())
+            .then_some(())
+    })
+    .await;
+    set_pod_running(&c, "default", "web-0").await;
+    let set = wait_status(&c, "rollout done", |s| s["updatedReplicas"] == 3 && s["readyReplicas"] == 3).await;
+    assert_eq!(set["status"]["currentRevision"], set["status"]["updateRevision"]);
+    assert_eq!(set["status"]["currentReplicas"], 3);
+
     // scale down to 1: from the highest ordinal, claims kept
     let scale = json!({"spec": {"replicas": 1}});
     let (s, body) = c.patch(&format!("{SETS}/web"), "application/merge-patch+json", &scale).await;

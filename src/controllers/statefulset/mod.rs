@@ -64,15 +64,14 @@ impl Revisions {
         rev.metadata.name.clone().unwrap_or_default()
     }
 
-    /// The revision and template for a new pod of `ordinal`: the current one below the
-    /// partition (or, without one, below the pods already current), else the update one.
+    /// The revision and template for a new pod of `ordinal`: the current one below a
+    /// RollingUpdate's partition (the API server defaults it to 0), else the update one.
     fn for_ordinal(&self, set: &StatefulSet, ordinal: i32) -> (String, PodTemplateSpec) {
         let spec = set.spec.as_ref();
         let strategy = spec.and_then(|s| s.update_strategy.as_ref());
         let rolling = strategy.and_then(|s| s.type_.as_deref()).unwrap_or("RollingUpdate") == "RollingUpdate";
-        let partition = strategy.and_then(|s| s.rolling_update.as_ref()).and_then(|r| r.partition);
-        let current_replicas = set.status.as_ref().and_then(|s| s.current_replicas).unwrap_or(0);
-        let keep_current = rolling && partition.map_or(ordinal < current_replicas, |p| ordinal < p);
+        let partition = strategy.and_then(|s| s.rolling_update.as_ref()).and_then(|r| r.partition).unwrap_or(0);
+        let keep_current = rolling && ordinal < partition;
         match keep_current.then(|| history::template_of(&self.current)).flatten() {
             Some(t) => (Self::name_of(&self.current), t),
             None => (Self::name_of(&self.update), spec.map(|s| s.template.clone()).unwrap_or_default()),
