@@ -74,11 +74,15 @@ pub fn is_finished(job: &Job) -> bool {
     has_condition(job, "Complete") || has_condition(job, "Failed")
 }
 
-/// Set a condition, keeping its transition time when its status does not change.
+/// Set a condition, keeping its transition time when its status does not change; one
+/// already so (same status, reason and message) is left alone, probe time included.
 fn set_condition(status: &mut JobStatus, type_: &str, value: &str, reason: &str, message: &str) {
     let now = Time(Timestamp::now());
     let list = status.conditions.get_or_insert_with(Vec::new);
     if let Some(c) = list.iter_mut().find(|c| c.type_ == type_) {
+        if c.status == value && c.reason.as_deref() == Some(reason) && c.message.as_deref() == Some(message) {
+            return;
+        }
         if c.status != value {
             c.last_transition_time = Some(now.clone());
         }
