@@ -171,6 +171,22 @@ async fn one_pod_per_eligible_node_and_rolling_updates() {
     wait_status(&c, "agent", "2 updated", |s| s["updatedNumberScheduled"] == 2 && s["numberAvailable"] == 2).await;
     let (_, revs) = c.get("/apis/apps/v1/namespaces/default/controllerrevisions?labelSelector=app%3Dagent").await;
     assert_eq!(revs["items"].as_array().unwrap().len(), 2);
+
+    // kubectl reads the rollout from the status and the revisions, and undoes it
+    let out = c.kubectl_ok("1.33", &["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let out = c.kubectl_ok("1.33", &["rollout", "history", "daemonset/agent"]);
+    assert!(out.contains('1') && out.contains('2'), "{out}");
+    c.kubectl_ok("1.33", &["rollout", "undo", "daemonset/agent"]);
+    eventually(WAIT, "agent:1 again", || async {
+        let pods = placed(&c, "agent").await;
+        let done = pods.len() == 2
+            && pods
+                .iter()
+                .all(|(_, p)| p["spec"]["containers"][0]["image"] == "agent:1" && p["status"]["phase"] == "Running");
+        done.then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -182,6 +182,10 @@ async fn ordered_ready_creation_scale_down_and_rolling_update_with_partition() {
     let set = wait_status(&c, "rollout done", |s| s["updatedReplicas"] == 3 && s["readyReplicas"] == 3).await;
     assert_eq!(set["status"]["currentRevision"], set["status"]["updateRevision"]);
     assert_eq!(set["status"]["currentReplicas"], 3);
+    let out = c.kubectl_ok("1.33", &["rollout", "status", "statefulset/web", "--timeout=60s"]);
+    assert!(out.contains("roll out complete"), "{out}");
+    let out = c.kubectl_ok("1.33", &["rollout", "history", "statefulset/web"]);
+    assert!(out.contains('1') && out.contains('2'), "{out}");
 
     // scale down to 1: from the highest ordinal, claims kept
     let scale = json!({"spec": {"replicas": 1}});
