@@ -246,4 +246,20 @@ async fn parallel_on_delete_retention_and_the_tutorial_manifest() {
     let p = pod(&c, "database-statefulset-0").await;
     assert_eq!(p["spec"]["subdomain"], "database");
     c.must_get("/api/v1/namespaces/default/persistentvolumeclaims/database-data-database-statefulset-0").await;
+
+    // an orphan pod with a member's name and the selector's labels is adopted, not replaced
+    let mut orphan = common::pod("adopt-0", "nginx:1.26");
+    orphan["metadata"]["labels"] = json!({"app": "adopt"});
+    let orphan = c.create(PODS, &orphan).await;
+    let mut set = web(1, json!({"selector": {"matchLabels": {"app": "adopt"}}}), false);
+    set["metadata"]["name"] = json!("adopt");
+    set["spec"]["template"]["metadata"]["labels"] = json!({"app": "adopt"});
+    c.create(SETS, &set).await;
+    eventually(WAIT, "adopt-0 adopted", || async {
+        let p = pod(&c, "adopt-0").await;
+        let owner = &p["metadata"]["ownerReferences"][0];
+        (owner["kind"] == "StatefulSet" && owner["name"] == "adopt").then_some(())
+    })
+    .await;
+    assert_eq!(pod(&c, "adopt-0").await["metadata"]["uid"], orphan["metadata"]["uid"]);
 }

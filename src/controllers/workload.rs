@@ -9,10 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client, Resource};
+use serde_json::json;
+
+use crate::label_selector::selector_matches;
 
 use super::runtime::{Ctx, Event, Informer, Recorder, WorkQueue, informer::controller_of, key_of};
 
@@ -148,6 +152,42 @@ pub async fn delete_owned_pods<K: Resource<DynamicType = ()>>(
         }
     }
     Ok(())
+}
+
+/// Adopt the pods of `owner`'s namespace that have no controller, are not being deleted,
+/// match `selector` and pass `member` (upstream's ClaimPods, its adoption half): each
+/// gets `owner` as its controller by a patch that fails if the pod changed meanwhile.
+/// Returns how many were adopted; the caller resyncs on the informer's news of them.
+pub async fn adopt_orphans<K: Resource<DynamicType = ()>>(
+    client: &Client,
+    pods: &Informer<Pod>,
+    owner: &K,
+    selector: &LabelSelector,
+    member: impl Fn(&Pod) -> bool,
+) -> anyhow::Result<usize> {
+    if owner.meta().deletion_timestamp.is_some() {
+        return Ok(0);
+    }
+    let ns = owner.meta().namespace.as_deref().unwrap_or_default();
+    let orphan = |p: &Pod| {
+        let controlled = p.metadata.owner_references.iter().flatten().any(|r| r.controller == Some(true));
+        let labels = p.metadata.labels.clone().unwrap_or_default();
+        !controlled && !is_terminating(p) && selector_matches(selector, &labels) && member(p)
+    };
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut adopted = 0;
+    for pod in pods.list_namespace(ns).into_iter().filter(|p| orphan(p)) {
+        let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
+        refs.push(controller_ref(owner));
+        let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.metadata.resource_version}});
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => adopted += 1,
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(adopted)
 }
 
 /// How long an expectation may wait for the informer before it is assumed lost.

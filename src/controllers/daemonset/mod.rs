@@ -119,6 +119,10 @@ impl workload::Reconcile for Controller {
             return Ok(());
         }
         let (ns, _) = split_key(key);
+        let selector = ds.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
+        if workload::adopt_orphans(&self.client, &self.pods, ds.as_ref(), &selector, |_| true).await? > 0 {
+            return Ok(());
+        }
         let mut collisions = ds.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0);
         let rev_api: Api<ControllerRevision> = Api::namespaced(self.client.clone(), ns);
         let history = history::owned(&self.revisions, ds.as_ref());
