@@ -218,4 +218,17 @@ async fn indexed_jobs_and_pod_failure_policy() {
         pod["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty()).then_some(())
     })
     .await;
+
+    // restartPolicy OnFailure: container restarts count towards backoffLimit
+    let mut restarting = job("restarting", json!({"backoffLimit": 2}));
+    restarting["spec"]["template"]["spec"]["restartPolicy"] = json!("OnFailure");
+    c.create(JOBS, &restarting).await;
+    let p = running_pods(&c, "restarting", 1).await;
+    let restarted = json!({"status": {"containerStatuses": [{"name": "main", "image": "busybox", "imageID": "",
+        "ready": true, "started": true, "restartCount": 3, "state": {"running": {}}}]}});
+    let path = format!("/api/v1/namespaces/default/pods/{}/status", p[0]);
+    let (s, body) = c.patch(&path, "application/merge-patch+json", &restarted).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let failed = condition(&c, "restarting", "Failed").await;
+    assert_eq!(cond(&failed, "Failed")["reason"], "BackoffLimitExceeded");
 }

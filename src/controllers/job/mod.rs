@@ -150,7 +150,7 @@ impl Controller {
         census: &Census,
         pods: &[Arc<Pod>],
     ) -> anyhow::Result<()> {
-        if let Some((reason, message)) = self.failure(job, status) {
+        if let Some((reason, message)) = self.failure(job, status, &census.active) {
             set_condition(status, "FailureTarget", "True", &reason, &message);
             self.delete_pods(key, job, &census.active).await?;
             if census.terminating == 0 && census.active.is_empty() {
@@ -193,14 +193,20 @@ impl Controller {
     }
 
     /// Why the Job fails now, if it does: an earlier FailureTarget, a FailJob rule (set by
-    /// `track`), the backoff limit, or the deadline.
-    fn failure(&self, job: &Job, status: &JobStatus) -> Option<(String, String)> {
+    /// `track`), the backoff limit (failed pods, plus the container restarts of running
+    /// pods when they restart OnFailure), or the deadline.
+    fn failure(&self, job: &Job, status: &JobStatus, active: &[Arc<Pod>]) -> Option<(String, String)> {
         let spec = job.spec.as_ref()?;
         let earlier = status.conditions.iter().flatten().find(|c| c.type_ == "FailureTarget" && c.status == "True");
         if let Some(c) = earlier {
             return Some((c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()));
         }
-        if status.failed.unwrap_or(0) > spec.backoff_limit.unwrap_or(6) {
+        let on_failure = spec.template.spec.as_ref().and_then(|p| p.restart_policy.as_deref()) == Some("OnFailure");
+        let restarts: i32 = match on_failure {
+            true => active.iter().map(|p| restart_count(p)).sum(),
+            false => 0,
+        };
+        if status.failed.unwrap_or(0) + restarts > spec.backoff_limit.unwrap_or(6) {
             return Some(("BackoffLimitExceeded".into(), "Job has reached the specified backoff limit".into()));
         }
         let started = status.start_time.as_ref()?;
@@ -208,6 +214,13 @@ impl Controller {
         (spec.suspend != Some(true) && Timestamp::now().as_second() - started.0.as_second() >= deadline)
             .then(|| ("DeadlineExceeded".into(), "Job was active longer than specified deadline".into()))
     }
+}
+
+/// The restarts of all the pod's containers (init containers included).
+fn restart_count(pod: &Pod) -> i32 {
+    let Some(status) = pod.status.as_ref() else { return 0 };
+    let all = status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten());
+    all.map(|c| c.restart_count).sum()
 }
 
 fn has_condition_in(status: &JobStatus, type_: &str) -> bool {
