@@ -262,4 +262,13 @@ async fn parallel_on_delete_retention_and_the_tutorial_manifest() {
     })
     .await;
     assert_eq!(pod(&c, "adopt-0").await["metadata"]["uid"], orphan["metadata"]["uid"]);
+
+    // relabelled out of the selector, it is released
+    let relabel = json!({"metadata": {"labels": {"app": "elsewhere"}}});
+    c.patch(&format!("{PODS}/adopt-0"), "application/merge-patch+json", &relabel).await;
+    eventually(WAIT, "adopt-0 released", || async {
+        let p = pod(&c, "adopt-0").await;
+        p["metadata"]["ownerReferences"].as_array().is_none_or(|r| r.is_empty()).then_some(())
+    })
+    .await;
 }

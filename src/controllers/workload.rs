@@ -154,11 +154,12 @@ pub async fn delete_owned_pods<K: Resource<DynamicType = ()>>(
     Ok(())
 }
 
-/// Adopt the pods of `owner`'s namespace that have no controller, are not being deleted,
-/// match `selector` and pass `member` (upstream's ClaimPods, its adoption half): each
-/// gets `owner` as its controller by a patch that fails if the pod changed meanwhile.
-/// Returns how many were adopted; the caller resyncs on the informer's news of them.
-pub async fn adopt_orphans<K: Resource<DynamicType = ()>>(
+/// Upstream's ClaimPods: adopt the pods of `owner`'s namespace that have no controller,
+/// are not being deleted and `fits` (its selector matches, and `member`); release the pods
+/// it controls that no longer fit. Each change is a patch of the ownerReferences that
+/// fails if the pod changed meanwhile. Returns how many pods changed; the caller resyncs
+/// on the informer's news of them.
+pub async fn claim_pods<K: Resource<DynamicType = ()>>(
     client: &Client,
     pods: &Informer<Pod>,
     owner: &K,
@@ -169,25 +170,28 @@ pub async fn adopt_orphans<K: Resource<DynamicType = ()>>(
         return Ok(0);
     }
     let ns = owner.meta().namespace.as_deref().unwrap_or_default();
-    let orphan = |p: &Pod| {
-        let controlled = p.metadata.owner_references.iter().flatten().any(|r| r.controller == Some(true));
-        let labels = p.metadata.labels.clone().unwrap_or_default();
-        !controlled && !is_terminating(p) && selector_matches(selector, &labels) && member(p)
-    };
+    let uid = owner.meta().uid.clone();
+    let fits = |p: &Pod| selector_matches(selector, &p.metadata.labels.clone().unwrap_or_default()) && member(p);
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let mut adopted = 0;
-    for pod in pods.list_namespace(ns).into_iter().filter(|p| orphan(p)) {
-        let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
-        refs.push(controller_ref(owner));
+    let mut changed = 0;
+    for pod in pods.list_namespace(ns).into_iter().filter(|p| !is_terminating(p)) {
+        let refs = pod.metadata.owner_references.clone().unwrap_or_default();
+        let ours = refs.iter().any(|r| r.controller == Some(true) && Some(&r.uid) == uid.as_ref());
+        let controlled = refs.iter().any(|r| r.controller == Some(true));
+        let refs: Vec<OwnerReference> = match (ours, controlled, fits(&pod)) {
+            (true, _, false) => refs.into_iter().filter(|r| Some(&r.uid) != uid.as_ref()).collect(),
+            (false, false, true) => refs.into_iter().chain([controller_ref(owner)]).collect(),
+            _ => continue,
+        };
         let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.metadata.resource_version}});
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => adopted += 1,
+            Ok(_) => changed += 1,
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(adopted)
+    Ok(changed)
 }
 
 /// How long an expectation may wait for the informer before it is assumed lost.

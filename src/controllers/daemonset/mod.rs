@@ -120,7 +120,7 @@ impl workload::Reconcile for Controller {
         }
         let (ns, _) = split_key(key);
         let selector = ds.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
-        if workload::adopt_orphans(&self.client, &self.pods, ds.as_ref(), &selector, |_| true).await? > 0 {
+        if workload::claim_pods(&self.client, &self.pods, ds.as_ref(), &selector, |_| true).await? > 0 {
             return Ok(());
         }
         let mut collisions = ds.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0);

@@ -97,7 +97,7 @@ impl workload::Reconcile for Controller {
         let (ns, _) = split_key(key);
         let selector = set.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
         let member = |p: &Pod| ordinal_of(&set, p).is_some();
-        if workload::adopt_orphans(&self.client, &self.pods, set.as_ref(), &selector, member).await? > 0 {
+        if workload::claim_pods(&self.client, &self.pods, set.as_ref(), &selector, member).await? > 0 {
             return Ok(());
         }
         let mut collisions = set.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0);
