@@ -231,4 +231,17 @@ async fn indexed_jobs_and_pod_failure_policy() {
     assert_eq!(s, StatusCode::OK, "{body}");
     let failed = condition(&c, "restarting", "Failed").await;
     assert_eq!(cond(&failed, "Failed")["reason"], "BackoffLimitExceeded");
+
+    // successPolicy: index 0 done is enough; the other pods are stopped
+    let policy = json!({"rules": [{"succeededIndexes": "0"}]});
+    let spec = json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed", "successPolicy": policy});
+    c.create(JOBS, &job("leader", spec)).await;
+    let names = running_pods(&c, "leader", 3).await;
+    let leader = names.iter().find(|n| n.starts_with("leader-0-")).unwrap().clone();
+    set_pod_phase(&c, "default", &leader, "Succeeded").await;
+    let done = condition(&c, "leader", "Complete").await;
+    assert_eq!(cond(&done, "SuccessCriteriaMet")["reason"], "SuccessPolicy");
+    assert_eq!(cond(&done, "Complete")["message"], "Matched rules at index 0");
+    assert_eq!(done["status"]["completedIndexes"], "0");
+    assert!(running(&pods_of(&c, "leader").await).is_empty());
 }

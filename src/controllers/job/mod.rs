@@ -159,12 +159,11 @@ impl Controller {
             }
             return Ok(());
         }
-        if pods::completed(job, status, census.active.len()) {
-            let message = "Reached expected number of succeeded pods";
-            set_condition(status, "SuccessCriteriaMet", "True", "CompletionsReached", message);
+        if let Some((reason, message)) = pods::success(job, status, census.active.len()) {
+            set_condition(status, "SuccessCriteriaMet", "True", &reason, &message);
             self.delete_pods(key, job, &census.active).await?;
             if census.terminating == 0 && census.active.is_empty() {
-                set_condition(status, "Complete", "True", "CompletionsReached", message);
+                set_condition(status, "Complete", "True", &reason, &message);
                 status.completion_time = Some(Time(Timestamp::now()));
                 self.recorder.normal(job, "Completed", "Job completed");
             }

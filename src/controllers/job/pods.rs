@@ -27,14 +27,40 @@ fn completions(job: &Job) -> Option<i32> {
     job.spec.as_ref().and_then(|s| s.completions)
 }
 
-/// Whether enough pods succeeded; without `completions`, one success and no pod left
-/// running does it.
-pub(super) fn completed(job: &Job, status: &JobStatus, active: usize) -> bool {
+/// Whether the Job has succeeded, and why (the SuccessCriteriaMet reason and message):
+/// an earlier verdict, a `successPolicy` rule of an Indexed Job, or enough completions —
+/// without `completions`, one success and no pod left running.
+pub(super) fn success(job: &Job, status: &JobStatus, active: usize) -> Option<(String, String)> {
+    let earlier = status.conditions.iter().flatten().find(|c| c.type_ == "SuccessCriteriaMet" && c.status == "True");
+    if let Some(c) = earlier {
+        return Some((c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()));
+    }
+    if let Some(i) = matched_success_rule(job, status) {
+        return Some(("SuccessPolicy".into(), format!("Matched rules at index {i}")));
+    }
     let succeeded = status.succeeded.unwrap_or(0);
-    match completions(job) {
+    let done = match completions(job) {
         Some(c) => succeeded >= c,
         None => succeeded > 0 && active == 0,
-    }
+    };
+    done.then(|| ("CompletionsReached".into(), "Reached expected number of succeeded pods".into()))
+}
+
+/// The first `successPolicy` rule the completed indexes satisfy: all of its
+/// `succeededIndexes`, or `succeededCount` of them (of any index without a list).
+fn matched_success_rule(job: &Job, status: &JobStatus) -> Option<usize> {
+    let rules = job.spec.as_ref()?.success_policy.as_ref()?.rules.iter();
+    let done = indexes::parse(status.completed_indexes.as_deref().unwrap_or_default());
+    rules.enumerate().find_map(|(i, rule)| {
+        let wanted = rule.succeeded_indexes.as_deref().map(indexes::parse);
+        let hits = wanted.as_ref().map_or(done.len(), |w| w.intersection(&done).count());
+        let ok = match (&wanted, rule.succeeded_count) {
+            (Some(w), None) => !w.is_empty() && hits == w.len(),
+            (_, Some(n)) => hits >= n.max(0) as usize,
+            (None, None) => false,
+        };
+        ok.then_some(i)
+    })
 }
 
 /// The indexes of an Indexed Job that are neither complete nor running.
