@@ -118,7 +118,8 @@ impl workload::Reconcile for Controller {
         let pods = workload::owned_pods(&self.pods, job.as_ref());
         let api: Api<Job> = Api::namespaced(self.client.clone(), ns);
         let mut job = self.track(&api, (*job).clone(), &pods).await?;
-        if is_finished(&job) {
+        // a Job being deleted only has its pods counted, never new ones made
+        if is_finished(&job) || job.metadata.deletion_timestamp.is_some() {
             return Ok(());
         }
         let census = Census {
