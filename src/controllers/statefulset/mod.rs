@@ -36,6 +36,7 @@ pub fn start(ctx: &Ctx) -> anyhow::Result<()> {
         sets,
         pods,
         revisions: ctx.informer::<ControllerRevision>(),
+        claims: ctx.informer::<PersistentVolumeClaim>(),
         recorder: ctx.recorder("statefulset-controller"),
         queue: queue.clone(),
     };
@@ -48,6 +49,7 @@ struct Controller {
     sets: Arc<Informer<StatefulSet>>,
     pods: Arc<Informer<Pod>>,
     revisions: Arc<Informer<ControllerRevision>>,
+    claims: Arc<Informer<PersistentVolumeClaim>>,
     recorder: Recorder,
     queue: Arc<WorkQueue>,
 }
@@ -235,14 +237,16 @@ impl Controller {
         }
         let ns = set.metadata.namespace.as_deref().unwrap_or_default();
         let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
-        let prefix = format!("-{}-", set_name(set));
-        for claim in api.list(&Default::default()).await?.items {
-            let name = claim.metadata.name.clone().unwrap_or_default();
-            let ordinal = name.rsplit_once(&prefix).and_then(|(_, o)| o.parse::<i32>().ok());
+        for claim in self.claims.list_namespace(ns) {
+            let name = claim.metadata.name.as_deref().unwrap_or_default();
+            let ordinal = identity::claim_ordinal(set, name);
             let condemned = ordinal.is_some_and(|o| !wanted.contains(&o) && !pods.contains_key(&o));
-            let templated = identity::claim_templates_named(set, &name);
-            if condemned && templated {
-                let _ = api.delete(&name, &DeleteParams::default()).await;
+            if condemned && claim.metadata.deletion_timestamp.is_none() {
+                match api.delete(name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         Ok(())
