@@ -63,6 +63,15 @@ fn job_name(cj: &CronJob, at: Timestamp) -> String {
     format!("{}-{}", cj.metadata.name.as_deref().unwrap_or_default(), at.as_second().div_euclid(60))
 }
 
+/// Go's RFC 3339 rendering of `at` in `tz`: `Z` for a zero offset, else `+hh:mm`.
+fn rfc3339(at: Timestamp, tz: &TimeZone) -> String {
+    let zoned = at.to_zoned(tz.clone());
+    match zoned.offset().seconds() {
+        0 => zoned.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        _ => zoned.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+    }
+}
+
 /// The most recent schedule time in (earliest, now], and how many were missed; the
 /// earliest is the last schedule time (or creation), no earlier than the starting deadline.
 fn most_recent(cj: &CronJob, schedule: &Schedule, tz: &TimeZone, now: Timestamp) -> (Option<Timestamp>, usize) {
@@ -230,7 +239,8 @@ impl Controller {
         if let Some(deadline) = spec.starting_deadline_seconds
             && due.as_second() + deadline < now.as_second()
         {
-            let at = due.to_zoned(tz.clone()).strftime("%Y-%m-%dT%H:%M:%S%:z").to_string();
+            // upstream's message: the time in UTC, Go's RFC1123Z
+            let at = due.to_zoned(TimeZone::UTC).strftime("%a, %d %b %Y %H:%M:%S +0000").to_string();
             self.recorder.warning(cj, "MissSchedule", format!("Missed scheduled time to start a job: {at}"));
             return Ok(next);
         }
@@ -261,7 +271,7 @@ impl Controller {
         let template = cj.spec.as_ref().map(|s| s.job_template.clone()).unwrap_or_default();
         let meta = template.metadata.unwrap_or_default();
         let mut annotations = meta.annotations.unwrap_or_default();
-        annotations.insert(SCHEDULED_AT.into(), at.to_zoned(tz.clone()).strftime("%Y-%m-%dT%H:%M:%S%:z").to_string());
+        annotations.insert(SCHEDULED_AT.into(), rfc3339(at, tz));
         let job = Job {
             metadata: ObjectMeta {
                 name: Some(job_name(cj, at)),
@@ -365,6 +375,14 @@ mod tests {
         let (last, missed) = most_recent(&cj, &every_minute, &TimeZone::UTC, now);
         assert_eq!(last, Some(ts("2024-01-01T11:05:00Z")));
         assert!(missed > TOO_MANY_MISSED);
+    }
+
+    #[test]
+    fn scheduled_timestamps_read_as_go_writes_them() {
+        let at = ts("2024-01-01T11:00:00Z");
+        assert_eq!(rfc3339(at, &TimeZone::UTC), "2024-01-01T11:00:00Z");
+        let berlin = cron::time_zone("Europe/Berlin").unwrap();
+        assert_eq!(rfc3339(at, &berlin), "2024-01-01T12:00:00+01:00");
     }
 
     #[test]
