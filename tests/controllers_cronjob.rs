@@ -229,5 +229,9 @@ async fn concurrency_policies_history_limits_suspend_and_validation() {
     c.etcd().await.put(key, text, None).await.expect("etcd put");
     let message = wait_event(&c, "zoned", "UnparseableSchedule").await;
     assert!(message.starts_with("unparseable schedule: \"0 9 * * 8\" : "), "{message}");
+    // one that parses but never comes (30 February) is an InvalidSchedule Warning event
+    c.create(CRONJOBS, &cronjob("never", "0 0 30 2 *", json!({}))).await;
+    let message = wait_event(&c, "never", "InvalidSchedule").await;
+    assert!(message.starts_with("invalid schedule: 0 0 30 2 * : "), "{message}");
     assert!(cm.alive(), "the controller-manager exited");
 }

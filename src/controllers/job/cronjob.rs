@@ -221,6 +221,11 @@ impl Controller {
         };
         let now = Timestamp::now();
         let next = schedule.next(now, &tz);
+        if next.is_none() {
+            // parses, but no time matches (30 February): upstream's InvalidSchedule
+            let message = format!("invalid schedule: {} : no time in the next five years matches it", spec.schedule);
+            self.recorder.warning(cj, "InvalidSchedule", message);
+        }
         let (due, missed) = most_recent(cj, &schedule, &tz, now);
         let Some(due) = due else { return Ok(next) };
         if missed > TOO_MANY_MISSED {
