@@ -244,4 +244,25 @@ async fn indexed_jobs_and_pod_failure_policy() {
     assert_eq!(cond(&done, "Complete")["message"], "Matched rules at index 0");
     assert_eq!(done["status"]["completedIndexes"], "0");
     assert!(running(&pods_of(&c, "leader").await).is_empty());
+
+    // backoffLimitPerIndex 0: a failed index is not retried, the others run on, and the Job fails
+    let spec = json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed", "backoffLimitPerIndex": 0});
+    c.create(JOBS, &job("per-index", spec)).await;
+    let names = running_pods(&c, "per-index", 3).await;
+    let pod_of = |i: usize| names.iter().find(|n| n.starts_with(&format!("per-index-{i}-"))).unwrap().clone();
+    let first = c.must_get(&format!("/api/v1/namespaces/default/pods/{}", pod_of(1))).await;
+    assert_eq!(first["metadata"]["annotations"]["batch.kubernetes.io/job-index-failure-count"], "0");
+    set_pod_phase(&c, "default", &pod_of(1), "Failed").await;
+    eventually(WAIT, "failedIndexes 1", || async {
+        let j = c.must_get(&format!("{JOBS}/per-index")).await;
+        (j["status"]["failedIndexes"] == "1").then_some(())
+    })
+    .await;
+    set_pod_phase(&c, "default", &pod_of(0), "Succeeded").await;
+    set_pod_phase(&c, "default", &pod_of(2), "Succeeded").await;
+    let failed = condition(&c, "per-index", "Failed").await;
+    assert_eq!(cond(&failed, "Failed")["reason"], "FailedIndexes");
+    assert_eq!(failed["status"]["completedIndexes"], "0,2");
+    let pods = pods_of(&c, "per-index").await;
+    assert_eq!(pods.len(), 3, "index 1 was not retried");
 }

@@ -206,7 +206,11 @@ impl Controller {
             true => active.iter().map(|p| restart_count(p)).sum(),
             false => 0,
         };
-        if status.failed.unwrap_or(0) + restarts > spec.backoff_limit.unwrap_or(6) {
+        if let Some(why) = failed_indexes(job, status) {
+            return Some(why);
+        }
+        let per_index = spec.backoff_limit_per_index.is_some();
+        if !per_index && status.failed.unwrap_or(0) + restarts > spec.backoff_limit.unwrap_or(6) {
             return Some(("BackoffLimitExceeded".into(), "Job has reached the specified backoff limit".into()));
         }
         let started = status.start_time.as_ref()?;
@@ -214,6 +218,21 @@ impl Controller {
         (spec.suspend != Some(true) && Timestamp::now().as_second() - started.0.as_second() >= deadline)
             .then(|| ("DeadlineExceeded".into(), "Job was active longer than specified deadline".into()))
     }
+}
+
+/// With backoffLimitPerIndex: failed when more indexes failed than maxFailedIndexes, or
+/// when every index is done and some failed.
+fn failed_indexes(job: &Job, status: &JobStatus) -> Option<(String, String)> {
+    let spec = job.spec.as_ref()?;
+    spec.backoff_limit_per_index?;
+    let failed = indexes::parse(status.failed_indexes.as_deref().unwrap_or_default()).len() as i32;
+    if spec.max_failed_indexes.is_some_and(|max| failed > max) {
+        let message = "Job has exceeded the specified maximal number of failed indexes";
+        return Some(("MaxFailedIndexesExceeded".into(), message.into()));
+    }
+    let completed = indexes::parse(status.completed_indexes.as_deref().unwrap_or_default()).len() as i32;
+    (failed > 0 && failed + completed >= spec.completions.unwrap_or(0))
+        .then(|| ("FailedIndexes".into(), "Job has failed indexes".into()))
 }
 
 /// The restarts of all the pod's containers (init containers included).

@@ -65,7 +65,8 @@ fn matched_success_rule(job: &Job, status: &JobStatus) -> Option<usize> {
 
 /// The indexes of an Indexed Job that are neither complete nor running.
 fn pending_indexes(job: &Job, status: &JobStatus, active: &[Arc<Pod>]) -> Vec<i32> {
-    let done = indexes::parse(status.completed_indexes.as_deref().unwrap_or_default());
+    let mut done = indexes::parse(status.completed_indexes.as_deref().unwrap_or_default());
+    done.extend(indexes::parse(status.failed_indexes.as_deref().unwrap_or_default()));
     let running: BTreeSet<i32> = active.iter().filter_map(|p| indexes::of(p)).collect();
     (0..completions(job).unwrap_or(0)).filter(|i| !done.contains(i) && !running.contains(i)).collect()
 }
@@ -109,8 +110,16 @@ fn backoff_left(status: &JobStatus, pods: &[Arc<Pod>]) -> Option<Duration> {
     (left > 0).then(|| Duration::from_secs(left as u64))
 }
 
-/// A pod of the Job: its template, owned and tracked, with its completion index.
-fn new_pod(job: &Job, index: Option<i32>) -> Pod {
+/// With backoffLimitPerIndex, how many pods of `index` have failed (their counts carried on).
+fn index_failures(job: &Job, index: Option<i32>, pods: &[Arc<Pod>]) -> Option<i32> {
+    job.spec.as_ref()?.backoff_limit_per_index?;
+    let failed = pods.iter().filter(|p| workload::phase(p) == "Failed" && indexes::of(p) == index);
+    Some(failed.map(|p| indexes::failures_before(p) + 1).max().unwrap_or(0))
+}
+
+/// A pod of the Job: its template, owned and tracked, with its completion index (and,
+/// with backoffLimitPerIndex, the failures of that index so far).
+fn new_pod(job: &Job, index: Option<i32>, failures: Option<i32>) -> Pod {
     let name = job.metadata.name.as_deref().unwrap_or_default();
     let template = job.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
     let mut meta = template.metadata.unwrap_or_default();
@@ -123,6 +132,9 @@ fn new_pod(job: &Job, index: Option<i32>) -> Pod {
     meta.namespace = job.metadata.namespace.clone();
     meta.owner_references = Some(vec![workload::controller_ref(job)]);
     meta.finalizers = Some(vec![TRACKING_FINALIZER.to_string()]);
+    if let Some(n) = failures {
+        meta.annotations.get_or_insert_default().insert(indexes::FAILURE_COUNT_KEY.into(), n.to_string());
+    }
     if let Some(i) = index {
         meta.annotations.get_or_insert_default().insert(indexes::INDEX_KEY.into(), i.to_string());
         meta.labels.get_or_insert_default().insert(indexes::INDEX_KEY.into(), i.to_string());
@@ -185,7 +197,8 @@ impl Controller {
         }
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         for index in new {
-            let pod = api.create(&PostParams::default(), &new_pod(job, index)).await?;
+            let failures = index_failures(job, index, pods);
+            let pod = api.create(&PostParams::default(), &new_pod(job, index, failures)).await?;
             let name = pod.metadata.name.unwrap_or_default();
             self.expectations.created(key, &name);
             self.recorder.normal(job, "SuccessfulCreate", format!("Created pod: {name}"));

@@ -77,7 +77,7 @@ impl Controller {
                 let rules = job.spec.as_ref().and_then(|s| s.pod_failure_policy.as_ref());
                 match policy::judge(rules, pod) {
                     Verdict::Ignore => {}
-                    Verdict::Count => uncounted.failed.push(uid),
+                    Verdict::Count | Verdict::FailIndex => uncounted.failed.push(uid),
                     Verdict::FailJob(message) => {
                         uncounted.failed.push(uid);
                         fail_job.get_or_insert(message);
@@ -156,6 +156,18 @@ fn fold(status: &mut JobStatus, uncounted: Uncounted, job: &Job, pods: &[Arc<Pod
         status.completed_indexes = Some(indexes::format(&done));
     } else {
         status.succeeded = Some(status.succeeded.unwrap_or(0) + uncounted.succeeded.len() as i32);
+    }
+    if let Some(limit) = job.spec.as_ref().and_then(|s| s.backoff_limit_per_index).filter(|_| indexed) {
+        let mut failed = indexes::parse(status.failed_indexes.as_deref().unwrap_or_default());
+        let rules = job.spec.as_ref().and_then(|s| s.pod_failure_policy.as_ref());
+        for uid in &uncounted.failed {
+            let Some(pod) = pods.iter().find(|p| p.metadata.uid.as_deref() == Some(uid.as_str())) else { continue };
+            let exhausted = indexes::failures_before(pod) + 1 > limit;
+            if exhausted || policy::judge(rules, pod) == Verdict::FailIndex {
+                failed.extend(indexes::of(pod));
+            }
+        }
+        status.failed_indexes = Some(indexes::format(&failed));
     }
     status.failed = Some(status.failed.unwrap_or(0) + uncounted.failed.len() as i32);
     status.uncounted_terminated_pods = Some(UncountedTerminatedPods::default());
