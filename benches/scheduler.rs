@@ -11,7 +11,8 @@
 //! Then a backlog: `BENCH_SCHED_PODS` more pods created while no scheduler runs, and a
 //! fresh scheduler started: its throughput with a full queue (as upstream's
 //! scheduler_perf measures), which the first phase cannot show when the scheduler
-//! keeps up with the creates.
+//! keeps up with the creates. `BENCH_SCHED_LOG=FILE` / `BENCH_SERVER_LOG=FILE` keep the
+//! schedulers' / the API server's warnings.
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -21,34 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 mod common;
-use common::{Proc, env_usize as env_or, free_port as port};
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().danger_accept_invalid_certs(true).build().expect("client")
-}
-
-/// Poll `url` until it answers 2xx with a body containing `needle`.
-async fn wait_for(url: &str, needle: &str) {
-    let c = client();
-    for _ in 0..1200 {
-        if let Ok(r) = c.get(url).send().await
-            && r.status().is_success()
-            && r.text().await.is_ok_and(|t| t.contains(needle))
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{url} never answered with {needle:?}");
-}
-
-/// Process CPU seconds (user + system) from /proc/<pid>/stat.
-fn cpu(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = rest.split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect();
-    (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
-}
+use common::{Proc, client, cpu, env_usize as env_or, free_port as port, wait_for};
 
 /// Run `n` jobs over 16 clients; `job(client, i)`.
 async fn fan_out<F, Fut>(n: usize, job: F)
@@ -79,12 +53,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Where the schedulers' warnings go: `$BENCH_SCHED_LOG`, else nowhere.
 fn log_file() -> Stdio {
-    match std::env::var_os("BENCH_SCHED_LOG") {
-        Some(path) => {
-            std::fs::OpenOptions::new().create(true).append(true).open(path).map_or_else(|_| Stdio::null(), Stdio::from)
-        }
-        None => Stdio::null(),
-    }
+    common::env_log("BENCH_SCHED_LOG")
 }
 
 /// The release scheduler, waited for until it is synced and leading.
@@ -170,24 +139,11 @@ async fn main() {
     let nodes = env_or("BENCH_NODES", 1000);
     let pods = env_or("BENCH_SCHED_PODS", 10_000);
     let dir = tempfile::tempdir().expect("tempdir");
-    let (api_port, sched_port) = (port(), port());
+    let sched_port = port();
     let (_etcd, etcd_url) = common::start_etcd(dir.path());
     let etcd_pid = _etcd.0.id();
-    let kubeconfig = dir.path().join("kubeconfig");
     let exe = env!("CARGO_BIN_EXE_ferrokube");
-    let server = Proc(
-        Command::new(exe)
-            .args(["apiserver", &format!("--etcd-servers={etcd_url}"), &format!("--secure-port={api_port}")])
-            .arg(format!("--cert-dir={}", dir.path().join("certs").display()))
-            .arg(format!("--write-kubeconfig={}", kubeconfig.display()))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the API server"),
-    );
-    let base = format!("https://127.0.0.1:{api_port}");
-    wait_for(&format!("{base}/readyz"), "ok").await;
+    let (server, base, kubeconfig) = common::start_apiserver(exe, dir.path(), &etcd_url).await;
 
     let started = Instant::now();
     let nodes_url = Arc::new(format!("{base}/api/v1/nodes"));

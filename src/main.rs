@@ -12,6 +12,7 @@ mod cron;
 mod fieldmanager;
 mod handlers;
 mod kubeconfig;
+mod kubelet;
 mod label_selector;
 mod leader_election;
 mod patch;
@@ -51,6 +52,8 @@ enum Command {
     ControllerManager(Box<controllers::ControllerManagerArgs>),
     /// Mint a cluster CA, serving and client certificates, keys and kubeconfigs.
     Certs(certs::CertsArgs),
+    /// The node agent (kubelet); so far only the fake runtime (`--runtime=fake`).
+    Kubelet(kubelet::KubeletArgs),
     /// Place pending pods on nodes through the API (kube-scheduler).
     Scheduler(scheduler::SchedulerArgs),
     /// Start etcd and every component as child processes and write a kubeconfig.
@@ -74,6 +77,7 @@ fn main() -> std::process::ExitCode {
             Command::ControllerManager(args) => controllers::run(*args).await,
             Command::Up(args) => up::run(args).await,
             Command::Scheduler(args) => scheduler::run(args).await,
+            Command::Kubelet(args) => kubelet::run(args).await,
         }
     });
     match result {

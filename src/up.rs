@@ -1,7 +1,8 @@
 //! `ferrokube up`: an all-in-one cluster. Mints (or reuses) the cluster's certificates
-//! and kubeconfigs (`crate::certs`), starts etcd, the API server and the scheduler as
-//! child processes (named as upstream's components) with authentication and Node,RBAC authorization as
-//! kubeadm configures them, waits for readiness, merges the admin's kubeconfig, and
+//! and kubeconfigs (`crate::certs`), starts etcd, the API server, the scheduler and the
+//! controller-manager as child processes (named as upstream's components) with
+//! authentication and Node,RBAC authorization as kubeadm configures them, waits for
+//! readiness, merges the admin's kubeconfig, creates the default StorageClass, and
 //! stops everything cleanly on Ctrl-C. Data persists in the data directory.
 
 use std::path::{Path, PathBuf};
@@ -37,7 +38,13 @@ pub struct UpArgs {
     /// The scheduler's health and metrics port (upstream's 10259; 0: none).
     #[arg(long, default_value_t = 10259)]
     pub scheduler_secure_port: u16,
+    /// The controller-manager's health and metrics port (upstream's 10257; 0: none).
+    #[arg(long, default_value_t = 10257)]
+    pub controller_manager_secure_port: u16,
 }
+
+/// The pods' address range; each node gets a /24 of it (kubeadm's flannel default).
+const CLUSTER_CIDR: &str = "10.244.0.0/16";
 
 /// Where ServiceAccount tokens say they come from (kubeadm's default issuer).
 pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
@@ -110,11 +117,33 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     tracing::info!(pid = scheduler.id(), "started kube-scheduler");
     children.insert(0, ("kube-scheduler", &mut scheduler));
+    let controller_manager_args = [
+        "controller-manager".to_string(),
+        format!("--kubeconfig={}", path(&pki.kubeconfig("controller-manager"))),
+        format!("--secure-port={}", args.controller_manager_secure_port),
+        "--use-service-account-credentials".to_string(),
+        "--allocate-node-cidrs".to_string(),
+        format!("--cluster-cidr={CLUSTER_CIDR}"),
+        format!("--local-path-dir={}", path(&data_dir.join("local-path"))),
+    ];
+    let mut controller_manager =
+        match spawn_component(&exe, "kube-controller-manager", &controller_manager_args, &data_dir) {
+            Ok(child) => child,
+            Err(e) => {
+                stop_all(&mut children).await;
+                return Err(e);
+            }
+        };
+    tracing::info!(pid = controller_manager.id(), "started kube-controller-manager");
+    children.insert(0, ("kube-controller-manager", &mut controller_manager));
     let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
     let (ca, admin) = (read(&pki.ca().cert)?, pki.admin());
     let (cert, key) = (read(&admin.cert)?, read(&admin.key)?);
     let creds = crate::kubeconfig::Credentials::ClientCert { ca: &ca, cert: &cert, key: &key };
     crate::kubeconfig::write(&kubeconfig, &server, "ferrokube", &creds)?;
+    if let Err(e) = default_storage_class(&kubeconfig).await {
+        tracing::warn!(error = %format!("{e:#}"), "creating the default StorageClass");
+    }
     println!("ferrokube is up in {:.2}s: {server}", started.elapsed().as_secs_f64());
     println!("kubeconfig: {} (context ferrokube, user {})", kubeconfig.display(), crate::certs::ADMIN_USER);
     println!("certificates: {}; component kubeconfigs: {}", path(&pki.pki), path(&pki.kubeconfigs));
@@ -134,6 +163,26 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     stop_all(&mut children).await;
     Ok(())
+}
+
+/// The cluster's default StorageClass `standard` (minikube's name), served by the
+/// controller-manager's local-path provisioner; left alone when it exists.
+async fn default_storage_class(kubeconfig: &Path) -> anyhow::Result<()> {
+    use k8s_openapi::api::storage::v1::StorageClass;
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let options = kube::config::KubeConfigOptions { context: Some("ferrokube".into()), ..Default::default() };
+    let client = kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &options).await?)?;
+    let class: StorageClass = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": crate::controllers::LOCAL_PATH_PROVISIONER,
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "Immediate",
+    }))?;
+    match kube::Api::<StorageClass>::all(client).create(&Default::default(), &class).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn terminate() {

@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::controllers::{eventually, start_controller_manager};
-use common::{Cluster, StatusCode};
+use common::controllers::{Component, eventually, start_controller_manager, start_controller_manager_logged};
+use common::{Cluster, StatusCode, json};
 
 #[tokio::test]
 async fn serves_health_and_per_controller_metrics() {
@@ -50,4 +50,49 @@ async fn leader_election_holds_the_kube_controller_manager_lease() {
     })
     .await;
     assert!(!holder.is_empty());
+}
+
+async fn leads(cm: &Component) -> bool {
+    cm.get("/metrics").await.1.contains("leader_election_master_status{name=\"kube-controller-manager\"} 1")
+}
+
+/// Two replicas: one leads and runs the controllers, the other waits; when the leader
+/// is killed the standby takes the Lease over and its controllers act.
+#[tokio::test]
+async fn the_standby_takes_over_when_the_leader_dies() {
+    let c = Cluster::start().await;
+    let flags = [
+        "--leader-elect=true",
+        "--controllers=endpoint",
+        "--leader-elect-lease-duration=3s",
+        "--leader-elect-renew-deadline=2s",
+        "--leader-elect-retry-period=500ms",
+    ];
+    let mut a = start_controller_manager_logged(&c, "cm-a.log", &flags).await;
+    let mut b = start_controller_manager_logged(&c, "cm-b.log", &flags).await;
+    let a_leads = eventually(Duration::from_secs(30), "a leader", || async {
+        match (leads(&a).await, leads(&b).await) {
+            (true, false) => Some(true),
+            (false, true) => Some(false),
+            _ => None,
+        }
+    })
+    .await;
+    let (leader, standby) = if a_leads { (&mut a, &mut b) } else { (&mut b, &mut a) };
+    // the standby runs no controller: it reports no work queue
+    assert!(!standby.get("/metrics").await.1.contains("workqueue_depth{name=\"endpoint\"}"));
+    let svc = |name: &str| json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": {"selector": {"app": name}, "ports": [{"port": 80}]}});
+    c.create("/api/v1/namespaces/default/services", &svc("before")).await;
+    eventually(Duration::from_secs(30), "endpoints from the leader", || async {
+        (c.get("/api/v1/namespaces/default/endpoints/before").await.0 == StatusCode::OK).then_some(())
+    })
+    .await;
+    leader.child.kill().expect("kill the leader");
+    let _ = leader.child.wait();
+    eventually(Duration::from_secs(30), "the standby to lead", || async { leads(standby).await.then_some(()) }).await;
+    c.create("/api/v1/namespaces/default/services", &svc("after")).await;
+    eventually(Duration::from_secs(30), "endpoints from the new leader", || async {
+        (c.get("/api/v1/namespaces/default/endpoints/after").await.0 == StatusCode::OK).then_some(())
+    })
+    .await;
 }

@@ -77,7 +77,7 @@ async fn running_earlier_job(c: &Cluster, name: &str, policy: &str) {
 async fn the_tutorial_cronjob_runs_a_missed_schedule_and_records_success() {
     let c = Cluster::start().await;
     let _driver = PodDriver::start(&c).await;
-    let _cm = start_controller_manager(&c, &["--controllers=job,cronjob,ttl-after-finished"]).await;
+    let _cm = start_controller_manager(&c, &["--controllers=job,cronjob,ttl-after-finished,garbagecollector"]).await;
 
     let manifest = fixture("manifests/hello-cronjob.yaml");
     c.kubectl_ok("1.33", &["apply", "-f", manifest.to_str().unwrap()]);

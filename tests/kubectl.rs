@@ -99,6 +99,7 @@ fn check_discovery_commands(c: &Cluster) {
             "selfsubjectaccessreviews.authorization.k8s.io",
             "selfsubjectreviews.authentication.k8s.io",
             "selfsubjectrulesreviews.authorization.k8s.io",
+            "storageclasses.storage.k8s.io",
             "subjectaccessreviews.authorization.k8s.io",
         ];
         assert_eq!(sorted(lines(&out)), cluster_scoped, "kubectl {version}");
@@ -116,10 +117,12 @@ fn check_discovery_commands(c: &Cluster) {
                 "authorization.k8s.io/v1",
                 "batch/v1",
                 "coordination.k8s.io/v1",
+                "discovery.k8s.io/v1",
                 "events.k8s.io/v1",
                 "networking.k8s.io/v1",
                 "rbac.authorization.k8s.io/v1",
                 "scheduling.k8s.io/v1",
+                "storage.k8s.io/v1",
                 "v1"
             ],
             "kubectl {version} api-versions"
@@ -407,6 +410,8 @@ spec:
 #[tokio::test]
 async fn kubectl_create_apply_label_annotate_delete() {
     let c = Cluster::start().await;
+    // deleting the namespace at the end waits for the namespace controller
+    let _cm = common::controllers::start_controller_manager(&c, &["--controllers=namespace"]).await;
     let app_file = c.dir.path().join("app.yaml");
     std::fs::write(&app_file, APP_YAML).unwrap();
     let app_file = app_file.to_str().unwrap().to_string();

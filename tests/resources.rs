@@ -193,6 +193,20 @@ fn kinds() -> Vec<Kind> {
             }),
             None,
         ),
+        k(
+            "/apis/storage.k8s.io/v1/storageclasses",
+            "storage.k8s.io/v1",
+            "StorageClass",
+            json!({"provisioner": "example.com/disks"}),
+            None,
+        ),
+        k(
+            "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+            "discovery.k8s.io/v1",
+            "EndpointSlice",
+            json!({"addressType": "IPv4", "endpoints": [{"addresses": ["10.244.0.9"]}], "ports": [{"port": 80}]}),
+            None,
+        ),
     ]
 }
 
@@ -208,8 +222,10 @@ fn object(kind: &Kind, name: &str) -> Value {
 #[tokio::test]
 async fn crud_every_kind() {
     let c = Cluster::start().await;
+    // a deleted namespace is emptied and finalized by the namespace controller
+    let _cm = common::controllers::start_controller_manager(&c, &["--controllers=namespace"]).await;
     let kinds = kinds();
-    assert_eq!(kinds.len(), 24, "one entry per served resource");
+    assert_eq!(kinds.len(), 26, "one entry per served resource");
     for kind in &kinds {
         let name = format!("crud-{}", kind.kind.to_lowercase());
         let path = format!("{}/{name}", kind.collection);

@@ -252,13 +252,15 @@ async fn an_unschedulable_pod_is_reported_and_placed_when_a_node_appears() {
     let placed = c.must_get("/api/v1/namespaces/default/pods/too-big").await;
     assert_eq!(scheduled_condition(&placed).unwrap()["status"], "True", "{placed}");
 
-    // the new node woke the impossible pod too: a new message in its condition, but no
-    // second event within the series window (the event is written before the condition)
+    // the new node woke the impossible pod too: a new message in its condition, and a
+    // second event (about the pod's newer version, so not the first one's series; it is
+    // written before the condition)
     wait_pod(&c, "impossible", "was retried", |p| {
         scheduled_condition(p).is_some_and(|c| c["message"].as_str().unwrap_or_default().starts_with("0/4 nodes"))
     })
     .await;
-    assert_eq!(events_for(&c, "impossible", "FailedScheduling").await.len(), 1);
+    let events = events_for(&c, "impossible", "FailedScheduling").await;
+    assert_eq!(events.len(), 2, "{events:?}");
 
     let other = c.must_get("/api/v1/namespaces/default/pods/someone-elses").await;
     assert!(other["spec"]["nodeName"].is_null() && scheduled_condition(&other).is_none(), "{other}");
@@ -386,6 +388,15 @@ async fn without_nodes_a_pod_waits_for_the_first() {
     assert_eq!(cond["message"], "no nodes available to schedule pods", "{cond}");
     node(&c, "first", json!({}), json!({}), resources("1", "1Gi")).await;
     assert_eq!(wait_bound(&c, "early").await, "first");
+}
+
+/// A pod whose volume "data" is this claim.
+fn using(name: &str, claim: &str) -> Value {
+    pod(
+        name,
+        json!({"cpu": "10m"}),
+        json!({"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]}),
+    )
 }
 
 /// A pod with labels (and the one-container spec of `pod`).
@@ -551,7 +562,13 @@ async fn volume_claims_restrict_placement() {
         json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
             "metadata": {"name": name, "namespace": "default"}, "spec": spec})
     };
-    c.create("/api/v1/namespaces/default/persistentvolumeclaims", &claim("solo", "ReadWriteOncePod", None)).await;
+    // (bound claims: an unbound one without a class waits for the volume controller)
+    let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-solo"},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOncePod"], "hostPath": {"path": "/tmp/solo"},
+            "claimRef": {"namespace": "default", "name": "solo"}}});
+    c.create("/api/v1/persistentvolumes", &pv).await;
+    c.create("/api/v1/namespaces/default/persistentvolumeclaims", &claim("solo", "ReadWriteOncePod", Some("pv-solo")))
+        .await;
     // a local volume on z2, its claim bound to it
     let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "local-z2"},
         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
@@ -562,13 +579,6 @@ async fn volume_claims_restrict_placement() {
     c.create("/api/v1/namespaces/default/persistentvolumeclaims", &claim("local", "ReadWriteOnce", Some("local-z2")))
         .await;
     let _s = start_scheduler(&c).await;
-    let using = |name: &str, claim: &str| {
-        pod(
-            name,
-            json!({"cpu": "10m"}),
-            json!({"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]}),
-        )
-    };
 
     // the ReadWriteOncePod claim: the first pod has it, the second fits nowhere
     create_pod(&c, using("first", "solo")).await;
@@ -595,6 +605,17 @@ async fn volume_claims_restrict_placement() {
         create_pod(&c, using(name, "local")).await;
         assert_eq!(wait_bound(&c, name).await, "z2");
     }
+    // a volume in zone b (a cloud disk, say) keeps its pod to zone b's node
+    let zonal = json!({"apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": "disk-b", "labels": {"topology.kubernetes.io/zone": "b"}},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "hostPath": {"path": "/tmp/b"},
+            "claimRef": {"namespace": "default", "name": "zonal"}}});
+    c.create("/api/v1/persistentvolumes", &zonal).await;
+    c.create("/api/v1/namespaces/default/persistentvolumeclaims", &claim("zonal", "ReadWriteOnce", Some("disk-b")))
+        .await;
+    create_pod(&c, using("zonal-user", "zonal")).await;
+    assert_eq!(wait_bound(&c, "zonal-user").await, "z3");
+
     // a claim nobody made: rejected before any node is looked at
     create_pod(&c, using("ghost", "missing")).await;
     let p = wait_pod(&c, "ghost", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
@@ -603,4 +624,340 @@ async fn volume_claims_restrict_placement() {
         "0/3 nodes are available: persistentvolumeclaim \"missing\" not found. \
          preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
     );
+}
+
+async fn priority_class(c: &Cluster, name: &str, value: i32, policy: &str) {
+    let class = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+        "metadata": {"name": name}, "value": value, "preemptionPolicy": policy});
+    c.create("/apis/scheduling.k8s.io/v1/priorityclasses", &class).await;
+}
+
+async fn exists(c: &Cluster, name: &str) -> bool {
+    let (code, _) = c.get(&format!("/api/v1/namespaces/default/pods/{name}")).await;
+    code == StatusCode::OK
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preemption_evicts_the_fewest_lower_priority_pods() {
+    let c = Cluster::start().await;
+    node(&c, "n", json!({}), json!({}), resources("2", "4Gi")).await;
+    priority_class(&c, "low", 10, "PreemptLowerPriority").await;
+    priority_class(&c, "high", 1000, "PreemptLowerPriority").await;
+    priority_class(&c, "high-polite", 1000, "Never").await;
+    let _s = start_scheduler(&c).await;
+
+    // four low-priority pods fill the node; with no kubelet to stop them, a grace period
+    // of 0 makes their deletion final at once
+    let lows = ["low-0", "low-1", "low-2", "low-3"];
+    for name in lows {
+        let extra = json!({"priorityClassName": "low", "terminationGracePeriodSeconds": 0});
+        create_pod(&c, pod(name, json!({"cpu": "500m"}), extra)).await;
+        assert_eq!(wait_bound(&c, name).await, "n");
+    }
+
+    // preemptionPolicy Never: the pod waits and nobody is evicted
+    create_pod(&c, pod("polite", json!({"cpu": "1"}), json!({"priorityClassName": "high-polite"}))).await;
+    let p = wait_pod(&c, "polite", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    assert_eq!(
+        scheduled_condition(&p).unwrap()["message"],
+        "0/1 nodes are available: 1 Insufficient cpu. preemption: not eligible due to preemptionPolicy=Never.",
+        "{p}"
+    );
+    for name in lows {
+        assert!(exists(&c, name).await, "{name} was evicted for a pod that may not preempt");
+    }
+    // it is not retried for ever: out of the way, so the next pod's room is clear
+    let now = json!({"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0});
+    let (code, body) = c.delete_with("/api/v1/namespaces/default/pods/polite", &now).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+
+    // one cpu for a high-priority pod: two of the four must go, not more
+    create_pod(&c, pod("urgent", json!({"cpu": "1"}), json!({"priorityClassName": "high"}))).await;
+    assert_eq!(wait_bound(&c, "urgent").await, "n");
+    let mut left = Vec::new();
+    for name in lows {
+        if exists(&c, name).await {
+            left.push(name);
+        }
+    }
+    assert_eq!(left.len(), 2, "left: {left:?}");
+    let urgent = c.must_get("/api/v1/namespaces/default/pods/urgent").await;
+    let uid = urgent["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+    for victim in lows.iter().filter(|n| !left.contains(n)) {
+        let e = wait_event(&c, victim, "Preempted").await;
+        assert_eq!(e["note"], format!("Preempted by pod {uid} on node n"), "{e}");
+        assert_eq!(e["type"], "Normal");
+        assert_eq!(e["action"], "Preempting");
+        assert_eq!(e["related"]["name"], "urgent", "{e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preemptor_waits_on_its_nominated_node_for_terminating_victims() {
+    let c = Cluster::start().await;
+    node(&c, "a", json!({}), json!({}), resources("2", "4Gi")).await;
+    node(&c, "b", json!({}), json!({}), resources("3", "4Gi")).await;
+    priority_class(&c, "low", 10, "PreemptLowerPriority").await;
+    priority_class(&c, "high", 1000, "PreemptLowerPriority").await;
+    let _s = start_scheduler(&c).await;
+    let on_b = |class: &str| json!({"priorityClassName": class, "nodeSelector": {"kubernetes.io/hostname": "b"}});
+
+    // the victim keeps the default grace period: with no kubelet it stays Terminating
+    create_pod(&c, pod("slow", json!({"cpu": "2"}), on_b("low"))).await;
+    assert_eq!(wait_bound(&c, "slow").await, "b");
+    create_pod(&c, pod("urgent", json!({"cpu": "3"}), on_b("high"))).await;
+
+    // the preemptor is nominated to b, the victim marked and being deleted
+    let p = wait_pod(&c, "urgent", "got nominated", |p| p["status"]["nominatedNodeName"] == "b").await;
+    let message = scheduled_condition(&p).unwrap()["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        message.starts_with(
+            "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) didn't match Pod's node affinity/selector."
+        ),
+        "{p}"
+    );
+    let slow =
+        wait_pod(&c, "slow", "got a deletionTimestamp", |p| p["metadata"]["deletionTimestamp"].is_string()).await;
+    let target =
+        slow["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "DisruptionTarget");
+    let target = target.unwrap_or_else(|| panic!("no DisruptionTarget condition: {slow}"));
+    assert_eq!(target["status"], "True");
+    assert_eq!(target["reason"], "PreemptionByScheduler");
+    assert_eq!(target["message"], "default-scheduler: preempting to accommodate a higher priority pod");
+
+    // b has a free cpu, but the nominated pod claims all of b: a lower-priority pod may
+    // not take it (it would be in the preemptor's way once the victim is gone)
+    create_pod(&c, pod("filler", json!({"cpu": "1"}), on_b("low"))).await;
+    let f = wait_pod(&c, "filler", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    let message = scheduled_condition(&f).unwrap()["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        message.starts_with(
+            "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) didn't match Pod's node affinity/selector."
+        ),
+        "{f}"
+    );
+
+    // the victim's deletion completes (as a kubelet would finish it): the preemptor binds,
+    // and the lower-priority pod still has no room
+    let now = json!({"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0});
+    let (code, body) = c.delete_with("/api/v1/namespaces/default/pods/slow", &now).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(wait_bound(&c, "urgent").await, "b");
+    let f = c.must_get("/api/v1/namespaces/default/pods/filler").await;
+    assert!(f["spec"]["nodeName"].is_null(), "{f}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_of_a_service_are_spread_by_the_system_default_constraints() {
+    let c = Cluster::start().await;
+    // "roomy" is far larger, so the resource scores alone prefer it
+    node(&c, "roomy", json!({}), json!({}), resources("64", "256Gi")).await;
+    node(&c, "snug", json!({}), json!({}), resources("2", "4Gi")).await;
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}});
+    c.create("/api/v1/namespaces/default/services", &svc).await;
+    let _s = start_scheduler(&c).await;
+
+    let on_roomy = json!({"nodeSelector": {"kubernetes.io/hostname": "roomy"}});
+    for i in 0..3 {
+        let name = format!("web-{i}");
+        create_pod(&c, labelled_pod(&name, json!({"app": "web"}), on_roomy.clone())).await;
+        assert_eq!(wait_bound(&c, &name).await, "roomy");
+    }
+    // a pod no workload selects: the resource scores decide
+    create_pod(&c, labelled_pod("loner", json!({"app": "other"}), json!({}))).await;
+    assert_eq!(wait_bound(&c, "loner").await, "roomy");
+    // the Service's pod: three of its kind on roomy already, so the default hostname
+    // constraint (maxSkew 3, ScheduleAnyway) outweighs the resource scores
+    create_pod(&c, labelled_pod("web-3", json!({"app": "web"}), json!({}))).await;
+    assert_eq!(wait_bound(&c, "web-3").await, "snug");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn affinity_match_label_keys_follow_the_pods_own_labels() {
+    let c = Cluster::start().await;
+    zoned_nodes(&c).await;
+    let _s = start_scheduler(&c).await;
+    for (name, tenant, host) in [("web-t1", "t1", "z1"), ("web-t2", "t2", "z3")] {
+        let pin = json!({"nodeSelector": {"kubernetes.io/hostname": host}});
+        create_pod(&c, labelled_pod(name, json!({"app": "web", "tenant": tenant}), pin)).await;
+        assert_eq!(wait_bound(&c, name).await, host);
+    }
+    // to the zone of the web pods of its own tenant (t2: zone b, z3 only)
+    let mut same = affinity_term("podAffinity", "topology.kubernetes.io/zone", "web");
+    same["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]["matchLabelKeys"] =
+        json!(["tenant"]);
+    create_pod(&c, labelled_pod("cache-t2", json!({"tenant": "t2"}), same)).await;
+    assert_eq!(wait_bound(&c, "cache-t2").await, "z3");
+    // away from the zones of other tenants' web pods (t1's cache: not zone b)
+    let mut apart = affinity_term("podAntiAffinity", "topology.kubernetes.io/zone", "web");
+    apart["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]["mismatchLabelKeys"] =
+        json!(["tenant"]);
+    let mut pod = labelled_pod("cache-t1", json!({"tenant": "t1"}), apart);
+    pod["spec"]["nodeSelector"] = json!({"topology.kubernetes.io/zone": "b"});
+    create_pod(&c, pod).await;
+    let p = wait_pod(&c, "cache-t1", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    let message = scheduled_condition(&p).unwrap()["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        message.starts_with(
+            "0/3 nodes are available: 1 node(s) didn't match pod anti-affinity rules, \
+             2 node(s) didn't match Pod's node affinity/selector."
+        ),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_first_consumer_claims_bind_with_the_pod() {
+    let c = Cluster::start().await;
+    zoned_nodes(&c).await;
+    let class = |name: &str, provisioner: &str, mode: &str, extra: Value| {
+        let mut sc = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
+            "provisioner": provisioner, "volumeBindingMode": mode});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            sc[k] = v.clone();
+        }
+        sc
+    };
+    let zone_b = json!({"allowedTopologies": [{"matchLabelExpressions": [
+        {"key": "topology.kubernetes.io/zone", "values": ["b"]}]}]});
+    for sc in [
+        class("local", "kubernetes.io/no-provisioner", "WaitForFirstConsumer", json!({})),
+        class("dynamic", "example.com/csi", "WaitForFirstConsumer", zone_b),
+        class("instant", "example.com/csi", "Immediate", json!({})),
+    ] {
+        c.create("/apis/storage.k8s.io/v1/storageclasses", &sc).await;
+    }
+    // a local volume on z2, and one too small for any claim here on z1
+    let local_pv = |name: &str, host: &str, size: &str| {
+        json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+            "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"], "storageClassName": "local",
+                "local": {"path": "/mnt/disk"},
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "In", "values": [host]}]}]}}}})
+    };
+    c.create("/api/v1/persistentvolumes", &local_pv("pv-z2", "z2", "5Gi")).await;
+    c.create("/api/v1/persistentvolumes", &local_pv("pv-z1", "z1", "100Mi")).await;
+    for (name, class, size) in
+        [("wait", "local", "1Gi"), ("dyn", "dynamic", "1Gi"), ("now", "instant", "1Gi"), ("huge", "local", "50Gi")]
+    {
+        let claim = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"storageClassName": class, "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": size}}}});
+        c.create("/api/v1/namespaces/default/persistentvolumeclaims", &claim).await;
+    }
+    let _s = start_scheduler(&c).await;
+    let claim_path = |name: &str| format!("/api/v1/namespaces/default/persistentvolumeclaims/{name}");
+    // what the PersistentVolume controller (or a provisioner) does, which this test plays
+    let bind_claim = |name: &str, volume: &str| {
+        let (c, path, volume) = (&c, claim_path(name), volume.to_string());
+        async move {
+            let patch = json!({"spec": {"volumeName": volume}});
+            let (code, body) = c.patch(&path, "application/merge-patch+json", &patch).await;
+            assert_eq!(code, StatusCode::OK, "{body}");
+        }
+    };
+
+    // a matching local volume: the scheduler claims it for the pod, and binds the pod to
+    // its node once the claim is bound
+    create_pod(&c, using("local-user", "wait")).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let pv = c.must_get("/api/v1/persistentvolumes/pv-z2").await;
+        if pv["spec"]["claimRef"]["name"] == "wait" {
+            assert_eq!(pv["spec"]["claimRef"]["namespace"], "default", "{pv}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the volume was never claimed: {pv}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let waiting = c.must_get("/api/v1/namespaces/default/pods/local-user").await;
+    assert!(waiting["spec"]["nodeName"].is_null(), "bound before its claim: {waiting}");
+    bind_claim("wait", "pv-z2").await;
+    assert_eq!(wait_bound(&c, "local-user").await, "z2");
+
+    // no volume: provisioned where the class's topology allows (zone b: z3)
+    create_pod(&c, using("dyn-user", "dyn")).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let claim = c.must_get(&claim_path("dyn")).await;
+        if let Some(node) = claim["metadata"]["annotations"]["volume.kubernetes.io/selected-node"].as_str() {
+            assert_eq!(node, "z3", "{claim}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no node was selected for provisioning: {claim}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bind_claim("dyn", "provisioned-1").await;
+    assert_eq!(wait_bound(&c, "dyn-user").await, "z3");
+
+    // an unbound claim of an Immediate class is the controller's to bind first
+    create_pod(&c, using("early", "now")).await;
+    let p = wait_pod(&c, "early", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    assert_eq!(
+        scheduled_condition(&p).unwrap()["message"],
+        "0/3 nodes are available: pod has unbound immediate PersistentVolumeClaims. \
+         preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.",
+        "{p}"
+    );
+    // no volume large enough, and no provisioner
+    create_pod(&c, using("greedy", "huge")).await;
+    let p = wait_pod(&c, "greedy", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    assert_eq!(
+        scheduled_condition(&p).unwrap()["message"],
+        "0/3 nodes are available: 3 node(s) didn't find available persistent volumes to bind. \
+         preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.",
+        "{p}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_count_in_one_event_series() {
+    let c = Cluster::start().await;
+    node(&c, "n", json!({}), json!({}), resources("1", "2Gi")).await;
+    let _s = start_scheduler(&c).await;
+    for name in ["f1", "f2"] {
+        create_pod(&c, pod(name, json!({"cpu": "100m"}), json!({"terminationGracePeriodSeconds": 0}))).await;
+        wait_bound(&c, name).await;
+    }
+    create_pod(&c, pod("big", json!({"cpu": "2"}), json!({}))).await;
+    wait_pod(&c, "big", "got PodScheduled=False", |p| scheduled_condition(p).is_some()).await;
+    let failed = |n: usize| {
+        let c = &c;
+        async move {
+            let deadline = Instant::now() + DEADLINE;
+            loop {
+                let events = events_for(c, "big", "FailedScheduling").await;
+                if events.len() >= n {
+                    return events;
+                }
+                assert!(Instant::now() < deadline, "{n} FailedScheduling events never came: {events:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    // a pod going away retries it: the pod changed since the first event (its condition),
+    // so a second event; the message is the same, so the pod is not written again
+    let now = json!({"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0});
+    let (code, body) = c.delete_with("/api/v1/namespaces/default/pods/f1", &now).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let events = failed(2).await;
+    let second = events.iter().max_by_key(|e| e["eventTime"].as_str().map(str::to_string)).expect("two events").clone();
+    assert!(second["series"].is_null(), "{second}");
+    // the next retry is the same event again: counted in the second one's series
+    let (code, body) = c.delete_with("/api/v1/namespaces/default/pods/f2", &now).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let events = events_for(&c, "big", "FailedScheduling").await;
+        let series = events.iter().find(|e| e["metadata"]["name"] == second["metadata"]["name"]);
+        if let Some(e) = series.filter(|e| e["series"]["count"] == 2) {
+            assert!(e["series"]["lastObservedTime"].is_string(), "{e}");
+            assert_eq!(events.len(), 2, "no third event: {events:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no series: {events:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -54,6 +54,7 @@ impl Up {
             .arg(format!("--etcd-port={etcd_port}"))
             .arg(format!("--node-name={NODE}"))
             .arg(format!("--scheduler-secure-port={}", free_port()))
+            .arg(format!("--controller-manager-secure-port={}", free_port()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);
@@ -97,6 +98,13 @@ impl Up {
     fn printed(&self, prefix: &str) -> &str {
         let line = self.lines.iter().find(|l| l.starts_with(prefix));
         line.unwrap_or_else(|| panic!("no {prefix:?} line in {:?}", self.lines))[prefix.len()..].trim()
+    }
+
+    /// The tail of a component's log.
+    fn log(&self, component: &str) -> String {
+        let text = std::fs::read_to_string(self.data.join(format!("logs/{component}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
     fn pki(&self, file: &str) -> PathBuf {
@@ -251,10 +259,11 @@ fn up_is_secure_by_default_and_restarts_on_the_same_ca() {
     }
 
     scheduler_places_a_pod(&up, &home);
+    controllers_act_as_their_service_accounts(&up, &home);
 
-    // Ctrl-C stops etcd, the API server and the scheduler too
+    // Ctrl-C stops etcd, the API server, the scheduler and the controller-manager too
     let children = up.children();
-    assert_eq!(children.len(), 3, "etcd, kube-apiserver and kube-scheduler: {children:?}");
+    assert_eq!(children.len(), 4, "etcd, kube-apiserver, kube-scheduler, kube-controller-manager: {children:?}");
     let ca_pem = std::fs::read(up.pki("ca.crt")).unwrap();
     let status = up.interrupt();
     assert!(status.success(), "{status}");
@@ -278,7 +287,8 @@ fn scheduler_places_a_pod(up: &Up, home: &Path) {
     let manifest = home.join("node.json");
     std::fs::write(&manifest, node.to_string()).unwrap();
     kubectl_ok("1.33", &up.kubeconfig, home, &["create", "-f", manifest.to_str().unwrap()]);
-    let status = r#"{"status":{"capacity":{"cpu":"2","memory":"4Gi","pods":"110"},"allocatable":{"cpu":"2","memory":"4Gi","pods":"110"}}}"#;
+    // Ready, or the node lifecycle controller taints it not-ready
+    let status = r#"{"status":{"capacity":{"cpu":"2","memory":"4Gi","pods":"110"},"allocatable":{"cpu":"2","memory":"4Gi","pods":"110"},"conditions":[{"type":"Ready","status":"True","reason":"KubeletReady"}]}}"#;
     let patch = ["patch", "node", NODE, "--subresource=status", "--type=merge", "-p", status];
     kubectl_ok("1.33", &up.kubeconfig, home, &patch);
     kubectl_ok("1.33", &up.kubeconfig, home, &["run", "placed", "--image=nginx"]);
@@ -291,6 +301,62 @@ fn scheduler_places_a_pod(up: &Up, home: &Path) {
         assert!(Instant::now() < deadline, "kube-scheduler never placed the pod (on {on:?})");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// `up`'s kube-controller-manager runs each controller as its kube-system service
+/// account (`--use-service-account-credentials`), each allowed what its
+/// `system:controller:*` role grants: endpoints, claims bound through the default
+/// class, namespaces emptied and deleted.
+fn controllers_act_as_their_service_accounts(up: &Up, home: &Path) {
+    let k = |args: &[&str]| kubectl_ok("1.33", &up.kubeconfig, home, args);
+    k(&["create", "service", "clusterip", "placed", "--tcp=80:80"]);
+    let claim = json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    });
+    let manifest = home.join("claim.json");
+    std::fs::write(&manifest, claim.to_string()).unwrap();
+    k(&["create", "-f", manifest.to_str().unwrap()]);
+    k(&["create", "namespace", "short-lived"]);
+    k(&["create", "configmap", "inside", "-n", "short-lived"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let endpoints = kubectl("1.33", &up.kubeconfig, home, &["get", "endpoints", "placed", "-o", "name"]);
+        let phase = k(&["get", "pvc", "data", "-o", "jsonpath={.status.phase}"]);
+        if endpoints.status.success() && phase == "Bound" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no endpoints or claim {phase:?}; the controllers' log:\n{}",
+            up.log("kube-controller-manager")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    k(&["delete", "namespace", "short-lived", "--timeout=60s"]);
+    // workloads: the deployment, replicaset and job controllers create what they own
+    k(&["create", "deployment", "web", "--image=nginx", "--replicas=2"]);
+    k(&["create", "job", "once", "--image=busybox", "--", "true"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let web = k(&["get", "pods", "-l", "app=web", "-o", "name"]);
+        let once = k(&["get", "pods", "-l", "job-name=once", "-o", "name"]);
+        if web.lines().count() == 2 && once.lines().count() == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pods {web:?} {once:?}; the controllers' log:\n{}",
+            up.log("kube-controller-manager")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    k(&["delete", "deployment", "web", "--timeout=60s"]);
+    let sa = k(&["get", "serviceaccounts", "-n", "kube-system", "-o", "name"]);
+    assert!(
+        sa.contains("serviceaccount/endpoint-controller") && sa.contains("serviceaccount/namespace-controller"),
+        "{sa}"
+    );
 }
 
 /// `ferrokube certs` on its own: everything on the first run, nothing new on the second.

@@ -371,3 +371,25 @@ async fn validation_rejects_invalid_objects() {
     let (status, resp) = c.put("/api/v1/namespaces/default/configmaps/frozen", &thawed).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{resp}");
 }
+
+/// Owner references must be complete, and at most one may be the controller: a
+/// conflicting second controller is refused before any controller could act on it.
+#[tokio::test]
+async fn owner_references_are_validated() {
+    let c = Cluster::start().await;
+    let owner = |name: &str, uid: &str| json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": name, "uid": uid, "controller": true});
+    let mut cm = configmap("two-controllers", json!({}));
+    cm["metadata"]["ownerReferences"] = json!([owner("a", "1"), owner("b", "2")]);
+    let (status, body) = c.post("/api/v1/namespaces/default/configmaps", &cm).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("Only one reference can have Controller set to true. Found \"true\" in references for ReplicaSet/a and ReplicaSet/b"),
+        "{message}"
+    );
+    let mut cm = configmap("no-uid", json!({}));
+    cm["metadata"]["ownerReferences"] = json!([owner("a", "")]);
+    let (status, body) = c.post("/api/v1/namespaces/default/configmaps", &cm).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(cause_fields(&body), ["metadata.ownerReferences[0].uid"], "{body}");
+}

@@ -10,6 +10,8 @@
 //! nothing. Writes the server makes itself (bootstrap, namespace cleanup, status
 //! upkeep) carry no [`Admit`] and skip admission.
 
+pub mod default_storage_class;
+pub mod default_toleration_seconds;
 pub mod limit_ranger;
 pub mod namespace_lifecycle;
 pub mod node_restriction;
@@ -127,6 +129,8 @@ pub static PLUGINS: &[PluginDef] = &[
     PluginDef { name: "ServiceAccount", default_on: true, build: service_account::build },
     PluginDef { name: "NodeRestriction", default_on: true, build: node_restriction::build },
     PluginDef { name: "Priority", default_on: true, build: priority::build },
+    PluginDef { name: "DefaultTolerationSeconds", default_on: true, build: default_toleration_seconds::build },
+    PluginDef { name: "DefaultStorageClass", default_on: true, build: default_storage_class::build },
     PluginDef { name: "ResourceQuota", default_on: true, build: resource_quota::build },
 ];
 
@@ -203,10 +207,19 @@ mod tests {
     fn enabling_and_disabling_by_upstream_name() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let all = enabled_names(&[], &[]).unwrap();
-        let want =
-            ["NamespaceLifecycle", "LimitRanger", "ServiceAccount", "NodeRestriction", "Priority", "ResourceQuota"];
+        let want = [
+            "NamespaceLifecycle",
+            "LimitRanger",
+            "ServiceAccount",
+            "NodeRestriction",
+            "Priority",
+            "DefaultTolerationSeconds",
+            "DefaultStorageClass",
+            "ResourceQuota",
+        ];
         assert_eq!(all, want);
-        let some = enabled_names(&s(&["ServiceAccount"]), &s(&["ServiceAccount", "ResourceQuota"])).unwrap();
+        let off = ["ServiceAccount", "ResourceQuota", "DefaultTolerationSeconds", "DefaultStorageClass"];
+        let some = enabled_names(&s(&["ServiceAccount"]), &s(&off)).unwrap();
         assert_eq!(some, ["NamespaceLifecycle", "LimitRanger", "NodeRestriction", "Priority"]);
         let err = enabled_names(&s(&["PodSecurity2"]), &[]).unwrap_err().to_string();
         assert!(err.contains("unknown admission plugin \"PodSecurity2\""), "{err}");

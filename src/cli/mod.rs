@@ -29,10 +29,17 @@ pub async fn shutdown_signal() {
 }
 
 /// The API client of a companion component: from `--kubeconfig` when given, else
-/// in-cluster or `$KUBECONFIG`/`~/.kube/config`.
-pub async fn kube_client(kubeconfig: Option<&std::path::PathBuf>) -> anyhow::Result<kube::Client> {
+/// in-cluster or `$KUBECONFIG`/`~/.kube/config`. Its User-Agent names the component
+/// (`kube-controller-manager/v1.33.0 ...`), which the API server records as the field
+/// manager of its writes, as upstream's.
+pub async fn kube_client(kubeconfig: Option<&std::path::PathBuf>, component: &str) -> anyhow::Result<kube::Client> {
+    Ok(kube::Client::try_from(kube_config(kubeconfig, component).await?)?)
+}
+
+/// The configuration `kube_client` builds its client from.
+pub async fn kube_config(kubeconfig: Option<&std::path::PathBuf>, component: &str) -> anyhow::Result<kube::Config> {
     use anyhow::Context;
-    let config = match kubeconfig {
+    let mut config = match kubeconfig {
         Some(path) => {
             let kc =
                 kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
@@ -40,5 +47,8 @@ pub async fn kube_client(kubeconfig: Option<&std::path::PathBuf>) -> anyhow::Res
         }
         None => kube::Config::infer().await?,
     };
-    Ok(kube::Client::try_from(config)?)
+    let agent =
+        format!("{component}/v1.33.0 (linux/{}) ferrokube/{}", std::env::consts::ARCH, env!("CARGO_PKG_VERSION"));
+    config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_str(&agent)?));
+    Ok(config)
 }

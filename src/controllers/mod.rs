@@ -7,6 +7,7 @@
 //! registers informer handlers feeding its work queue and hands its sync function to
 //! `Ctx::run_workers`; adding one is a module plus a row of `CONTROLLERS`.
 
+mod credentials;
 mod daemonset;
 mod deployment;
 mod endpoints;
@@ -34,6 +35,7 @@ use axum::routing::get;
 
 use crate::leader_election::{self, LeaderElectionArgs, LeaderElector};
 use runtime::{Ctx, Settings};
+pub use volume::LOCAL_PATH_PROVISIONER;
 
 #[derive(clap::Args, Debug)]
 pub struct ControllerManagerArgs {
@@ -52,6 +54,10 @@ pub struct ControllerManagerArgs {
     pub secure_port: u16,
     #[command(flatten)]
     pub leader_election: LeaderElectionArgs,
+    /// Each controller acts as its own service account in kube-system (bound to its
+    /// `system:controller:*` role) rather than as the process's identity.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true, default_value = "false")]
+    pub use_service_account_credentials: bool,
     #[arg(long, default_value_t = 5)]
     pub concurrent_deployment_syncs: usize,
     #[arg(long, default_value_t = 5)]
@@ -92,16 +98,23 @@ pub struct ControllerManagerArgs {
     pub local_path_dir: PathBuf,
 }
 
-/// One controller: upstream's name, its short alias, whether `*` includes it, and its start.
+/// One controller: upstream's name, its short alias, the kube-system service account it
+/// acts as with `--use-service-account-credentials`, whether `*` includes it, its start.
 struct ControllerDef {
     name: &'static str,
     alias: &'static str,
+    account: &'static str,
     default_on: bool,
     start: fn(&Ctx) -> anyhow::Result<()>,
 }
 
-const fn def(name: &'static str, alias: &'static str, start: fn(&Ctx) -> anyhow::Result<()>) -> ControllerDef {
-    ControllerDef { name, alias, default_on: true, start }
+const fn def(
+    name: &'static str,
+    alias: &'static str,
+    account: &'static str,
+    start: fn(&Ctx) -> anyhow::Result<()>,
+) -> ControllerDef {
+    ControllerDef { name, alias, account, default_on: true, start }
 }
 
 /// Controllers the API server runs itself (see `apiserver::service_accounts` and
@@ -111,27 +124,37 @@ fn in_api_server(_: &Ctx) -> anyhow::Result<()> {
 }
 
 const CONTROLLERS: &[ControllerDef] = &[
-    def("replicaset-controller", "replicaset", replicaset::start),
-    def("replicationcontroller-controller", "replicationcontroller", replicaset::start_rc),
-    def("deployment-controller", "deployment", deployment::start),
-    def("statefulset-controller", "statefulset", statefulset::start),
-    def("daemonset-controller", "daemonset", daemonset::start),
-    def("job-controller", "job", job::start),
-    def("cronjob-controller", "cronjob", job::start_cronjob),
-    def("ttl-after-finished-controller", "ttl-after-finished", job::start_ttl_after_finished),
-    def("garbage-collector-controller", "garbagecollector", garbage_collector::start),
-    def("namespace-controller", "namespace", namespace::start),
-    def("node-lifecycle-controller", "nodelifecycle", node_lifecycle::start),
-    def("node-ipam-controller", "nodeipam", node_lifecycle::start_ipam),
-    def("pod-garbage-collector-controller", "podgc", node_lifecycle::start_podgc),
-    def("endpoints-controller", "endpoint", endpoints::start),
-    def("endpointslice-controller", "endpointslice", endpoints::start_slices),
-    def("persistentvolume-binder-controller", "persistentvolume-binder", volume::start_binder),
-    def("local-path-provisioner", "local-path-provisioner", volume::start_local_path),
-    def("serviceaccount-controller", "serviceaccount", in_api_server),
-    def("root-ca-certificate-publisher-controller", "root-ca-cert-publisher", in_api_server),
-    def("resourcequota-controller", "resourcequota", in_api_server),
-    def("clusterrole-aggregation-controller", "clusterrole-aggregation", in_api_server),
+    def("replicaset-controller", "replicaset", "replicaset-controller", replicaset::start),
+    def("replicationcontroller-controller", "replicationcontroller", "replication-controller", replicaset::start_rc),
+    def("deployment-controller", "deployment", "deployment-controller", deployment::start),
+    def("statefulset-controller", "statefulset", "statefulset-controller", statefulset::start),
+    def("daemonset-controller", "daemonset", "daemon-set-controller", daemonset::start),
+    def("job-controller", "job", "job-controller", job::start),
+    def("cronjob-controller", "cronjob", "cronjob-controller", job::start_cronjob),
+    def(
+        "ttl-after-finished-controller",
+        "ttl-after-finished",
+        "ttl-after-finished-controller",
+        job::start_ttl_after_finished,
+    ),
+    def("garbage-collector-controller", "garbagecollector", "generic-garbage-collector", garbage_collector::start),
+    def("namespace-controller", "namespace", "namespace-controller", namespace::start),
+    def("node-lifecycle-controller", "nodelifecycle", "node-controller", node_lifecycle::start),
+    def("node-ipam-controller", "nodeipam", "node-controller", node_lifecycle::start_ipam),
+    def("pod-garbage-collector-controller", "podgc", "pod-garbage-collector", node_lifecycle::start_podgc),
+    def("endpoints-controller", "endpoint", "endpoint-controller", endpoints::start),
+    def("endpointslice-controller", "endpointslice", "endpointslice-controller", endpoints::start_slices),
+    def(
+        "persistentvolume-binder-controller",
+        "persistentvolume-binder",
+        "persistent-volume-binder",
+        volume::start_binder,
+    ),
+    def("local-path-provisioner", "local-path-provisioner", "local-path-provisioner", volume::start_local_path),
+    def("serviceaccount-controller", "serviceaccount", "", in_api_server),
+    def("root-ca-certificate-publisher-controller", "root-ca-cert-publisher", "", in_api_server),
+    def("resourcequota-controller", "resourcequota", "", in_api_server),
+    def("clusterrole-aggregation-controller", "clusterrole-aggregation", "", in_api_server),
 ];
 
 /// The controllers `--controllers` selects, in table order; an unknown name is an error.
@@ -185,11 +208,19 @@ pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
     let mut election = leader_election::Config::defaults("kube-controller-manager");
     election.override_with(&args.leader_election);
     election.validate()?;
-    let client = crate::cli::kube_client(args.kubeconfig.as_ref()).await.context("building the API client")?;
+    let config = crate::cli::kube_config(args.kubeconfig.as_ref(), "kube-controller-manager")
+        .await
+        .context("reading the client configuration")?;
+    let client = runtime::client::counting_client(config.clone()).context("building the API client")?;
+    let credentials = match args.use_service_account_credentials {
+        true => Some(Arc::new(credentials::Credentials::new(config, client.clone())?)),
+        false => None,
+    };
     let elector = match election.enabled {
         true => {
-            let lease_client =
-                crate::cli::kube_client(args.kubeconfig.as_ref()).await.context("building the lease client")?;
+            let lease_client = crate::cli::kube_client(args.kubeconfig.as_ref(), "kube-controller-manager")
+                .await
+                .context("building the lease client")?;
             Some(Arc::new(LeaderElector::new(lease_client, election)?))
         }
         false => None,
@@ -209,7 +240,13 @@ pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
         let ctx = ctx.clone();
         async move {
             for c in &chosen {
-                (c.start)(&ctx).with_context(|| format!("starting {}", c.name))?;
+                let own = match (&credentials, c.account) {
+                    (Some(creds), account) if !account.is_empty() => ctx.with_client(
+                        creds.client_for(account).await.with_context(|| format!("credentials of {}", c.name))?,
+                    ),
+                    _ => (*ctx).clone(),
+                };
+                (c.start)(&own).with_context(|| format!("starting {}", c.name))?;
             }
             ctx.run().await;
             anyhow::Ok(())

@@ -131,7 +131,7 @@ pub async fn evict(reg: &Registry, target: Target<'_>, headers: &HeaderMap, body
     let name = name.as_str();
     let mut opts = DeleteOpts { dry_run: target.dry_run, ..Default::default() };
     if let Some(options) = eviction.get("deleteOptions").filter(|v| v.is_object()) {
-        opts.merge_body(options);
+        opts.merge_body(options)?;
     }
     reg.delete(pods(), target.namespace, name, &opts).await?;
     Ok(success())

@@ -24,7 +24,7 @@ use crate::auth::rbac::escalation;
 use crate::auth::request::UserInfo;
 use crate::fieldmanager::{self, Manager};
 use crate::registry::filter::Filter;
-use crate::registry::rest::{DeleteOpts, Part, WriteOpts};
+use crate::registry::rest::{DeleteOpts, Part, Propagation, WriteOpts};
 use crate::registry::{ResourceDef, find_resource, meta};
 use crate::watch;
 
@@ -111,6 +111,20 @@ async fn handle(state: &AppState, req: Req<'_>, body: Body) -> ApiResult<Respons
         let admit = Admit::new(req.user.clone(), "scale");
         let opts = write_opts(&query, headers, Some("scale"), options, admit)?;
         return super::scale::handle(&state.registry, target, method, headers, body, &opts).await;
+    }
+    if p.subresource.as_deref() == Some("finalize") && res.group.is_empty() && res.plural == "namespaces" {
+        if method != Method::PUT {
+            return Err(ApiError::method_not_allowed());
+        }
+        let output = codec::negotiate(headers)?;
+        let body = codec::parse_body(headers, &read_body(body).await?)?;
+        let name = p.name.clone().unwrap_or_default();
+        let obj = crate::registry::namespaces::finalize(&state.registry, &name, &body).await?;
+        return Ok(codec::respond(
+            StatusCode::OK,
+            if output == Output::Yaml { Output::Yaml } else { Output::Json },
+            &obj,
+        ));
     }
     let part = match p.subresource.as_deref() {
         None => Part::Main,
@@ -358,13 +372,14 @@ fn delete_opts(ctx: &Ctx, body: &Bytes) -> ApiResult<DeleteOpts> {
     let mut opts = DeleteOpts {
         dry_run: ctx.query.dry_run()?,
         grace_period: ctx.query.int("gracePeriodSeconds")?,
+        propagation: ctx.query.get("propagationPolicy").map(Propagation::parse).transpose()?,
         admit: Some(ctx.admit(Part::Main)),
         ..Default::default()
     };
     if !body.is_empty() {
         let v: Value = codec::parse_body(ctx.headers, body)
             .map_err(|_| ApiError::bad_request("the body of the request is not a valid DeleteOptions"))?;
-        opts.merge_body(&v);
+        opts.merge_body(&v)?;
     }
     Ok(opts)
 }

@@ -1,11 +1,13 @@
-//! Namespace lifecycle the API server owns until a namespace controller exists:
-//! the built-in namespaces and the `kubernetes` Service at start, and deletion that
-//! marks a namespace Terminating, removes its contents, then removes it.
+//! The namespace lifecycle's API-server half, as upstream's: the built-in namespaces
+//! and the `kubernetes` Service at start; deleting a namespace marks it Terminating
+//! (the namespace controller of the controller-manager then empties it and removes
+//! its `kubernetes` finalizer through `namespaces/<name>/finalize`); the namespace
+//! itself goes once no finalizer is left.
 
 use serde_json::{Value, json};
 
 use super::rest::{DeleteOpts, Registry, WriteOpts};
-use super::{all_resources, find_resource, meta};
+use super::{find_resource, meta};
 use crate::handlers::status::{ApiError, ApiResult};
 
 pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
@@ -33,7 +35,7 @@ pub async fn bootstrap(reg: &Registry, advertise_port: u16) -> ApiResult<()> {
     for class in crate::registry::strategies::system_priority_classes() {
         ignore_exists(reg.create(pc_res, "", class, &WriteOpts::default()).await)?;
     }
-    resume_terminating(reg).await
+    Ok(())
 }
 
 fn ignore_exists(r: ApiResult<Value>) -> ApiResult<()> {
@@ -44,29 +46,80 @@ fn ignore_exists(r: ApiResult<Value>) -> ApiResult<()> {
     }
 }
 
-/// Mark the namespace Terminating and remove its contents in the background.
+/// Mark the namespace Terminating; with no finalizers, delete it at once.
 pub async fn delete_namespace(reg: &Registry, name: &str, opts: &DeleteOpts) -> ApiResult<Value> {
-    let ns_res = find_resource("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces missing"))?;
-    let mut obj = reg.get(ns_res, "", name).await?;
+    let mut obj = reg.get(namespaces(), "", name).await?;
     // NamespaceLifecycle keeps the immortal namespaces
-    reg.admit_delete(ns_res, "", &mut obj, opts).await?;
+    reg.admit_delete(namespaces(), "", &mut obj, opts).await?;
     if opts.dry_run {
         return Ok(obj);
     }
     if obj.pointer("/status/phase").and_then(Value::as_str) != Some("Terminating") {
-        obj["status"] = json!({"phase": "Terminating"});
-        meta::metadata_mut(&mut obj).insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
-        // status carries the phase: write through the status path, metadata through main
-        obj = write_terminating(reg, &obj).await?;
-        spawn_cleanup(reg, name);
+        obj["status"]["phase"] = json!("Terminating");
+        let m = meta::metadata_mut(&mut obj);
+        m.insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
+        m.insert("deletionGracePeriodSeconds".into(), json!(0));
+        obj = write(reg, &obj).await?;
     }
+    if finalizers_left(&obj) {
+        return Ok(obj);
+    }
+    remove(reg, &obj).await?;
     Ok(obj)
 }
 
-async fn write_terminating(reg: &Registry, obj: &Value) -> ApiResult<Value> {
-    let ns_res = find_resource("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces missing"))?;
-    let key = reg.key(ns_res, "", meta::name(obj));
+fn namespaces() -> &'static super::ResourceDef {
+    super::builtin("", "v1", "namespaces")
+}
+
+fn finalizers_left(ns: &Value) -> bool {
+    let spec = ns.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+    spec || meta::metadata(ns)
+        .and_then(|m| m.get("finalizers"))
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty())
+}
+
+/// PUT namespaces/<name>/finalize: replace `spec.finalizers` (nothing else), as the
+/// namespace controller does once the namespace is empty; a terminating namespace
+/// with no finalizer left is then deleted.
+pub async fn finalize(reg: &Registry, name: &str, body: &Value) -> ApiResult<Value> {
+    let wanted = body.pointer("/spec/finalizers").cloned().unwrap_or_else(|| json!([]));
+    if !wanted.as_array().is_some_and(|a| a.iter().all(Value::is_string)) {
+        return Err(ApiError::bad_request("spec.finalizers must be a list of strings"));
+    }
+    if meta::name(body) != name && !meta::name(body).is_empty() {
+        return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
+    }
+    for _ in 0..5 {
+        let mut obj = reg.get(namespaces(), "", name).await?;
+        let rv = meta::meta_str(body, "resourceVersion");
+        if !rv.is_empty() && rv != meta::meta_str(&obj, "resourceVersion") {
+            return Err(ApiError::modified("", "namespaces", name));
+        }
+        obj["spec"]["finalizers"] = wanted.clone();
+        let written = match write(reg, &obj).await {
+            Ok(w) => w,
+            Err(e) if e.reason == "Conflict" && rv.is_empty() => continue,
+            Err(e) => return Err(e),
+        };
+        let terminating = meta::metadata(&written).is_some_and(|m| m.contains_key("deletionTimestamp"));
+        if terminating && !finalizers_left(&written) {
+            remove(reg, &written).await?;
+        }
+        return Ok(written);
+    }
+    Err(ApiError::modified("", "namespaces", name))
+}
+
+/// Write the namespace as given (spec, status and metadata together), if unchanged
+/// since it was read.
+async fn write(reg: &Registry, obj: &Value) -> ApiResult<Value> {
+    let key = reg.key(namespaces(), "", meta::name(obj));
     let current = reg.store.get(&key).await?.ok_or_else(|| ApiError::not_found("", "namespaces", meta::name(obj)))?;
+    if meta::meta_str(obj, "resourceVersion") != current.mod_revision.to_string() {
+        return Err(ApiError::modified("", "namespaces", meta::name(obj)));
+    }
     let mut stored = obj.clone();
     meta::metadata_mut(&mut stored).remove("resourceVersion");
     let bytes = serde_json::to_vec(&stored).unwrap_or_default();
@@ -80,70 +133,11 @@ async fn write_terminating(reg: &Registry, obj: &Value) -> ApiResult<Value> {
     }
 }
 
-/// How often cleanup looks again at contents still held by finalizers.
-const CLEANUP_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Delete every namespaced object in the namespace, wait until objects held by
-/// finalizers are gone too, then delete the namespace itself.
-async fn finish_deletion(reg: &Registry, name: &str) -> ApiResult<()> {
-    let mut rounds = 0u64;
-    while delete_contents(reg, name).await? > 0 {
-        rounds += 1;
-        if rounds.is_multiple_of(20) {
-            tracing::info!(namespace = name, "namespace deletion waits for finalizers of its contents");
-        }
-        tokio::time::sleep(CLEANUP_RETRY).await;
-    }
-    let ns_res = find_resource("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces missing"))?;
-    let key = reg.key(ns_res, "", name);
+async fn remove(reg: &Registry, obj: &Value) -> ApiResult<()> {
+    let key = reg.key(namespaces(), "", meta::name(obj));
     if let Some(current) = reg.store.get(&key).await? {
         reg.store.delete(&key, current.mod_revision, &[]).await?;
     }
-    tracing::info!(namespace = name, "namespace deleted");
+    tracing::info!(namespace = meta::name(obj), "namespace deleted");
     Ok(())
-}
-
-/// One cleanup pass: delete (or mark) everything in the namespace; returns how many
-/// objects are still there afterwards (held by finalizers or graceful deletion).
-async fn delete_contents(reg: &Registry, name: &str) -> ApiResult<usize> {
-    let opts = DeleteOpts { grace_period: Some(0), ..Default::default() };
-    let mut remaining = 0;
-    for res in all_resources().iter().filter(|r| r.namespaced && r.storage.is_none()) {
-        let page = reg.store.list(&reg.keys.collection(res, name), None, 0, 0).await?;
-        for stored in page.items {
-            let obj = Registry::decode_stored(res, &stored)?;
-            match reg.delete(res, name, meta::name(&obj), &opts).await {
-                Ok(after) if meta::metadata(&after).is_some_and(|m| m.contains_key("deletionTimestamp")) => {
-                    remaining += 1
-                }
-                Ok(_) => {}
-                Err(e) if e.reason == "NotFound" => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(remaining)
-}
-
-/// Resume the cleanup of namespaces left Terminating by an earlier run.
-pub async fn resume_terminating(reg: &Registry) -> ApiResult<()> {
-    let ns_res = find_resource("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces missing"))?;
-    let page = reg.store.list(&reg.keys.collection(ns_res, ""), None, 0, 0).await?;
-    for stored in page.items {
-        let obj = Registry::decode_stored(ns_res, &stored)?;
-        if obj.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") {
-            spawn_cleanup(reg, meta::name(&obj));
-        }
-    }
-    Ok(())
-}
-
-fn spawn_cleanup(reg: &Registry, name: &str) {
-    let reg = reg.clone();
-    let name = name.to_string();
-    tokio::spawn(async move {
-        if let Err(e) = finish_deletion(&reg, &name).await {
-            tracing::warn!(namespace = %name, error = %e.message, "namespace cleanup failed");
-        }
-    });
 }

@@ -82,7 +82,10 @@ macro_rules! resource {
 
 use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, coordination::v1 as coord, core::v1 as core};
 use k8s_openapi::api::{authentication::v1 as authn, authorization::v1 as authz, rbac::v1 as rbac};
-use k8s_openapi::api::{events::v1 as eventsv1, networking::v1 as net, scheduling::v1 as sched};
+use k8s_openapi::api::{
+    discovery::v1 as discovery, events::v1 as eventsv1, networking::v1 as net, scheduling::v1 as sched,
+    storage::v1 as storage,
+};
 
 /// The one verb of a review.
 const CREATE_ONLY: &[&str] = &["create"];
@@ -171,10 +174,19 @@ static RESOURCES: LazyLock<Vec<ResourceDef>> = LazyLock::new(|| {
             short: &["pc"], categories: none, status: false, etcd: "priorityclasses",
             strategy: &strategies::PRIORITY_CLASS, printer: &printers::PRIORITY_CLASS,
             decode: typed::decoder::<sched::PriorityClass>),
+        // storage.k8s.io/v1
+        resource!("storage.k8s.io", "v1", "storageclasses", "storageclass", "StorageClass", namespaced: false,
+            short: &["sc"], categories: none, status: false, etcd: "storageclasses",
+            strategy: &strategies::STORAGE_CLASS, printer: &printers::STORAGE_CLASS,
+            decode: typed::decoder::<storage::StorageClass>),
         // networking.k8s.io/v1
         resource!("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", namespaced: true, short: &["ing"],
             categories: none, status: true, etcd: "ingress", strategy: &strategies::INGRESS,
             printer: &printers::INGRESS, decode: typed::decoder::<net::Ingress>),
+        // discovery.k8s.io/v1
+        resource!("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", namespaced: true,
+            short: &[], categories: none, status: false, etcd: "endpointslices", strategy: &strategies::PLAIN,
+            printer: &printers::ENDPOINT_SLICE, decode: typed::decoder::<discovery::EndpointSlice>),
         // events.k8s.io/v1: the same stored objects as core/v1 events, converted on the way.
         resource!("events.k8s.io", "v1", "events", "event", "Event", namespaced: true, short: &["ev"],
             categories: none, status: false, etcd: "events", strategy: &strategies::EVENT,

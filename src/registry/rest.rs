@@ -78,13 +78,51 @@ pub struct DeleteOpts {
     pub resource_version: Option<String>,
     pub grace_period: Option<i64>,
     pub dry_run: bool,
+    /// `propagationPolicy` (or the legacy `orphanDependents`): Foreground and Orphan leave
+    /// the object marked with the `foregroundDeletion` or `orphan` finalizer for the
+    /// garbage collector; Background (the default) deletes it at once.
+    pub propagation: Option<Propagation>,
     /// The requester, for admission (None: the server's own delete).
     pub admit: Option<Admit>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    Background,
+    Foreground,
+    Orphan,
+}
+
+impl Propagation {
+    pub fn parse(s: &str) -> ApiResult<Propagation> {
+        match s {
+            "Background" => Ok(Propagation::Background),
+            "Foreground" => Ok(Propagation::Foreground),
+            "Orphan" => Ok(Propagation::Orphan),
+            other => Err(ApiError::bad_request(format!(
+                "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+            ))),
+        }
+    }
+
+    /// The finalizer a marked object carries until the garbage collector is done with it.
+    fn finalizer(self) -> Option<&'static str> {
+        match self {
+            Propagation::Background => None,
+            Propagation::Foreground => Some("foregroundDeletion"),
+            Propagation::Orphan => Some("orphan"),
+        }
+    }
+}
+
 impl DeleteOpts {
     /// Take the options a DeleteOptions body carries (grace period, dry run, preconditions).
-    pub fn merge_body(&mut self, v: &Value) {
+    pub fn merge_body(&mut self, v: &Value) -> ApiResult<()> {
+        if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
+            self.propagation = Some(Propagation::parse(p)?);
+        } else if let Some(orphan) = v.get("orphanDependents").and_then(Value::as_bool) {
+            self.propagation = Some(if orphan { Propagation::Orphan } else { Propagation::Background });
+        }
         if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
             self.grace_period = Some(g);
         }
@@ -93,6 +131,7 @@ impl DeleteOpts {
         }
         self.uid = v.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
         self.resource_version = v.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
+        Ok(())
     }
 }
 
@@ -597,11 +636,18 @@ fn check_preconditions(res: &ResourceDef, name: &str, obj: &Value, opts: &Delete
     Ok(())
 }
 
-/// When a delete only marks the object: finalizers pending, or a pod that a kubelet
-/// still has to stop. Returns the marked object, or None to delete now.
+/// When a delete only marks the object: finalizers pending (including the one a
+/// Foreground or Orphan propagation adds), or a pod that a kubelet still has to stop.
+/// Returns the marked object, or None to delete now.
 fn deletion_mark(res: &ResourceDef, obj: &Value, opts: &DeleteOpts) -> Option<Value> {
+    let already_marked = meta::metadata(obj).is_some_and(|m| m.contains_key("deletionTimestamp"));
+    let mut obj = obj.clone();
+    // the propagation finalizer is added by the first delete only, as upstream
+    if let Some(f) = opts.propagation.and_then(Propagation::finalizer).filter(|_| !already_marked) {
+        add_finalizer(&mut obj, f);
+    }
     let has_finalizers =
-        meta::metadata(obj).and_then(|m| m.get("finalizers")).and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+        meta::metadata(&obj).and_then(|m| m.get("finalizers")).and_then(Value::as_array).is_some_and(|f| !f.is_empty());
     let is_pod = res.group.is_empty() && res.plural == "pods";
     let pod_running_on_node = is_pod
         && obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty())
@@ -614,18 +660,27 @@ fn deletion_mark(res: &ResourceDef, obj: &Value, opts: &DeleteOpts) -> Option<Va
     if !has_finalizers && !graceful {
         return None;
     }
-    if meta::metadata(obj).is_some_and(|m| m.contains_key("deletionTimestamp")) && !graceful {
-        return Some(obj.clone());
+    if already_marked && !graceful {
+        return Some(obj);
     }
-    let mut marked = obj.clone();
     let grace = if graceful { grace } else { 0 };
     let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
-    let m = meta::metadata_mut(&mut marked);
+    let m = meta::metadata_mut(&mut obj);
     if !m.contains_key("deletionTimestamp") {
         m.insert("deletionTimestamp".into(), json!(when.format("%Y-%m-%dT%H:%M:%SZ").to_string()));
     }
     m.insert("deletionGracePeriodSeconds".into(), json!(grace));
-    Some(marked)
+    Some(obj)
+}
+
+fn add_finalizer(obj: &mut Value, finalizer: &str) {
+    let m = meta::metadata_mut(obj);
+    let list = m.entry("finalizers").or_insert_with(|| json!([]));
+    if let Some(list) = list.as_array_mut()
+        && !list.iter().any(|f| f == finalizer)
+    {
+        list.push(json!(finalizer));
+    }
 }
 
 /// Fill `metadata.name` from `generateName`; true when it did.

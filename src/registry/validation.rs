@@ -109,6 +109,49 @@ pub fn validate_object_meta(obj: &Value, rule: NameRule, namespaced: bool) -> Ve
     if let Some(annotations) = meta.and_then(|m| m.get("annotations")).and_then(Value::as_object) {
         errs.extend(validate_annotations(annotations));
     }
+    if let Some(owners) = meta.and_then(|m| m.get("ownerReferences")).and_then(Value::as_array) {
+        errs.extend(validate_owner_references(owners));
+    }
+    errs
+}
+
+/// Each owner reference names apiVersion, kind, name and uid; at most one is the
+/// controller (upstream's ValidateOwnerReferences).
+fn validate_owner_references(owners: &[Value]) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let text = |o: &Value, k: &str| o.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    for (i, o) in owners.iter().enumerate() {
+        for field in ["apiVersion", "kind", "name", "uid"] {
+            if text(o, field).is_empty() {
+                let detail = match field {
+                    "apiVersion" => "version must not be empty",
+                    "kind" => "kind must not be empty",
+                    "name" => "name must not be empty",
+                    _ => "uid must not be empty",
+                };
+                errs.push(FieldError::invalid(
+                    format!("metadata.ownerReferences[{i}].{field}"),
+                    &Value::String(text(o, field)),
+                    detail,
+                ));
+            }
+        }
+    }
+    let controllers: Vec<String> = owners
+        .iter()
+        .filter(|o| o.get("controller").and_then(Value::as_bool) == Some(true))
+        .map(|o| format!("{}/{}", text(o, "kind"), text(o, "name")))
+        .collect();
+    if controllers.len() > 1 {
+        errs.push(FieldError::invalid(
+            "metadata.ownerReferences",
+            &Value::Array(owners.to_vec()),
+            &format!(
+                "Only one reference can have Controller set to true. Found \"true\" in references for {} and {}",
+                controllers[0], controllers[1]
+            ),
+        ));
+    }
     errs
 }
 

@@ -11,9 +11,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
 
-use super::framework::{NodeInfo, PodInfo, Snapshot, Volumes};
+use super::framework::{NodeInfo, Nominated, PodInfo, Snapshot, Volumes, Workloads, pod_key};
 
 /// How long an assumed pod whose binding succeeded may wait for the watch.
 pub const ASSUMED_TTL: Duration = Duration::from_secs(30);
@@ -34,6 +35,23 @@ pub struct Cache {
     /// namespace → its labels.
     namespaces: HashMap<String, BTreeMap<String, String>>,
     volumes: Volumes,
+    nominated: Nominated,
+    pub workloads: Workloads,
+}
+
+/// (replaced, assumed) pairs of `assume_volumes`.
+#[derive(Default)]
+pub struct AssumedVolumes {
+    volumes: Vec<(Arc<PersistentVolume>, Arc<PersistentVolume>)>,
+    claims: Vec<(Arc<PersistentVolumeClaim>, Arc<PersistentVolumeClaim>)>,
+}
+
+fn pod_key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    format!("{}/{}", meta.namespace.as_deref().unwrap_or(""), meta.name.as_deref().unwrap_or(""))
+}
+
+fn nominated_node(pod: &Pod) -> Option<&str> {
+    pod.status.as_ref().and_then(|s| s.nominated_node_name.as_deref()).filter(|n| !n.is_empty())
 }
 
 /// Whether a node update can let a waiting pod fit: anything but heartbeats and
@@ -96,16 +114,47 @@ impl Cache {
     }
 
     /// The watch shows a pod bound to `node` (and not terminal): count it there; this
-    /// confirms an assumption.
+    /// confirms an assumption and ends a nomination.
     pub fn apply_bound_pod(&mut self, pod: Arc<PodInfo>, node: &str) {
         self.assumed.remove(&pod.key);
+        self.nominated.remove(&pod.key);
         self.add_to_node(pod, node);
     }
 
     /// A pod is gone (deleted, or finished): returns whether it was counted on a node.
     pub fn remove_pod(&mut self, key: &str) -> bool {
         self.assumed.remove(key);
+        self.nominated.remove(key);
         self.remove_from_node(key)
+    }
+
+    /// A pending pod of this scheduler as the watch shows it: its
+    /// `status.nominatedNodeName` is its nomination. A version without one keeps a
+    /// nomination this scheduler made that the watch has not shown yet, but ends one the
+    /// previous version had (someone cleared it), as upstream's nominator.
+    pub fn apply_pending_pod(&mut self, pod: &Arc<Pod>) {
+        let key = pod_key(pod);
+        match nominated_node(pod) {
+            Some(node) if self.nominated.node_of(&key) != Some(node) => {
+                self.nominated.add(Arc::new(PodInfo::new(pod.clone())), node)
+            }
+            Some(_) => {}
+            None => {
+                if self.nominated.pod(&key).is_some_and(|p| nominated_node(&p.pod).is_some()) {
+                    self.nominated.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Nominate a pod to the node where preemption makes room for it; returns the pods of
+    /// lower priority nominated there before, whose nominations end (upstream clears them
+    /// so they look elsewhere at once).
+    pub fn nominate(&mut self, pod: Arc<PodInfo>, node: &str) -> Vec<Arc<PodInfo>> {
+        let lower: Vec<String> =
+            self.nominated.on_node(node).filter(|p| p.priority < pod.priority).map(|p| p.key.clone()).collect();
+        self.nominated.add(pod, node);
+        lower.iter().filter_map(|key| self.nominated.remove(key)).collect()
     }
 
     /// Whether the pod counts on some node (bound or assumed).
@@ -117,8 +166,10 @@ impl Cache {
         self.assumed.contains_key(key)
     }
 
-    /// Count a pod on the node chosen for it while its binding is under way.
+    /// Count a pod on the node chosen for it while its binding is under way (its
+    /// nomination, if any, is over).
     pub fn assume(&mut self, pod: Arc<PodInfo>, node: &str) {
+        self.nominated.remove(&pod.key);
         self.assumed.insert(pod.key.clone(), Assumed { expires: None });
         self.add_to_node(pod, node);
     }
@@ -174,6 +225,53 @@ impl Cache {
         self.volumes.volumes.remove(name);
     }
 
+    pub fn apply_class(&mut self, name: String, class: Arc<StorageClass>) {
+        self.volumes.classes.insert(name, class);
+    }
+
+    pub fn delete_class(&mut self, name: &str) {
+        self.volumes.classes.remove(name);
+    }
+
+    /// Volumes and claims as a pod's volume binding will leave them, counted at once (so
+    /// the next pod does not pick the same volume); the watch brings the real ones.
+    /// Returns what they replace, for `revert_volumes`.
+    pub fn assume_volumes(
+        &mut self,
+        pvs: Vec<Arc<PersistentVolume>>,
+        claims: Vec<Arc<PersistentVolumeClaim>>,
+    ) -> AssumedVolumes {
+        let mut before = AssumedVolumes::default();
+        for pv in pvs {
+            let name = pv.metadata.name.clone().unwrap_or_default();
+            let old = self.volumes.volumes.insert(name, pv.clone());
+            before.volumes.extend(old.map(|old| (old, pv)));
+        }
+        for claim in claims {
+            let key = pod_key_of(&claim.metadata);
+            let old = self.volumes.claims.insert(key, claim.clone());
+            before.claims.extend(old.map(|old| (old, claim)));
+        }
+        before
+    }
+
+    /// The writes failed: put back what `assume_volumes` replaced, where the watch has not
+    /// brought a newer version meanwhile.
+    pub fn revert_volumes(&mut self, assumed: AssumedVolumes) {
+        for (old, ours) in assumed.volumes {
+            let name = old.metadata.name.clone().unwrap_or_default();
+            if self.volumes.volumes.get(&name).is_some_and(|now| Arc::ptr_eq(now, &ours)) {
+                self.volumes.volumes.insert(name, old);
+            }
+        }
+        for (old, ours) in assumed.claims {
+            let key = pod_key_of(&old.metadata);
+            if self.volumes.claims.get(&key).is_some_and(|now| Arc::ptr_eq(now, &ours)) {
+                self.volumes.claims.insert(key, old);
+            }
+        }
+    }
+
     /// The cycle's view: the nodes the watch shows, by name.
     pub fn snapshot(&self) -> Snapshot<'_> {
         Snapshot {
@@ -181,8 +279,14 @@ impl Cache {
             image_nodes: &self.image_nodes,
             namespaces: &self.namespaces,
             volumes: &self.volumes,
+            nominated: &self.nominated,
+            workloads: &self.workloads,
             cycle: Default::default(),
         }
+    }
+
+    pub fn volumes(&self) -> &Volumes {
+        &self.volumes
     }
 
     #[cfg(test)]

@@ -1,24 +1,29 @@
 //! `--config`: upstream's KubeSchedulerConfiguration (kubescheduler.config.k8s.io/v1, YAML
 //! or JSON), decoded strictly as upstream does (an unknown field is an error). What it
 //! sets here: `clientConnection.kubeconfig`, the `leaderElection` block,
-//! `percentageOfNodesToScore` (global and per profile), and one profile's
-//! `schedulerName` and `plugins` (enabled/disabled per extension point, score weights),
-//! merged into the default plug-ins as upstream merges them. Flags given on the command
-//! line override the file. Accepted but without effect: `parallelism`, the backoff
-//! seconds, `pluginConfig` (plug-in arguments; logged), the client's qps/burst/content
-//! type. Refused: more than one profile, extenders, plug-in names ferrokube does not
-//! have (upstream's unknown names and its plug-ins ferrokube lacks alike).
+//! `percentageOfNodesToScore` (global and per profile), and the profiles: each its own
+//! `schedulerName`, `plugins` (enabled/disabled per extension point, score weights) merged
+//! into the default plug-ins as upstream merges them, and `pluginConfig` arguments of
+//! NodeResourcesFit (scoringStrategy), PodTopologySpread (defaultConstraints,
+//! defaultingType) and InterPodAffinity (hardPodAffinityWeight,
+//! ignorePreferredTermsOfExistingPods). Flags given on the command line override the file.
+//! Accepted but without effect: `parallelism`, the backoff seconds, arguments of other
+//! plug-ins (logged), the client's qps/burst/content type. Refused: extenders, plug-in
+//! names ferrokube does not have (upstream's unknown names and its plug-ins ferrokube
+//! lacks alike), two profiles with one schedulerName, bad arguments.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::framework::Profile;
+use k8s_openapi::api::core::v1::TopologySpreadConstraint;
+
+use super::framework::{FilterPlugin, Profile, ScorePlugin};
+use super::plugins::{Defaults, InterPodAffinity, NodeResourcesFit, PodTopologySpread, Strategy};
 use crate::leader_election;
 
 /// Fields that have no effect are decoded all the same, so their types are checked.
@@ -116,12 +121,7 @@ pub struct PluginRef {
     pub weight: Option<i32>,
 }
 
-/// `percentageOfNodesToScore` (0: upstream's adaptive default), read by the framework.
-static PERCENTAGE_OF_NODES_TO_SCORE: AtomicU32 = AtomicU32::new(0);
-
-pub fn percentage_of_nodes_to_score() -> u32 {
-    PERCENTAGE_OF_NODES_TO_SCORE.load(Ordering::Relaxed)
-}
+const DEFAULT_PREEMPTION: &str = "DefaultPreemption";
 
 /// Upstream's in-tree plug-ins that ferrokube's scheduler does not (or not as a separate
 /// plug-in) have: disabling them is fine, enabling them is an error.
@@ -129,8 +129,6 @@ const UPSTREAM_ONLY: &[&str] = &[
     "PrioritySort",
     "SchedulingGates",
     "DefaultBinder",
-    "DefaultPreemption",
-    "VolumeZone",
     "NodeVolumeLimits",
     "EBSLimits",
     "GCEPDLimits",
@@ -156,8 +154,12 @@ pub fn parse(text: &str) -> anyhow::Result<KubeSchedulerConfiguration> {
             k.unwrap_or("<none>")
         ),
     }
-    if config.profiles.len() > 1 {
-        bail!("{} profiles: ferrokube's scheduler runs one profile (one schedulerName)", config.profiles.len());
+    let mut names = std::collections::BTreeSet::new();
+    for p in &config.profiles {
+        let name = p.scheduler_name.as_deref().unwrap_or(DEFAULT_SCHEDULER);
+        if !names.insert(name) {
+            bail!("profiles: duplicate schedulerName {name:?}");
+        }
     }
     if !config.extenders.is_empty() {
         bail!("extenders are not supported");
@@ -202,23 +204,212 @@ impl KubeSchedulerConfiguration {
         Ok(())
     }
 
-    /// The profile's schedulerName, if the file names one.
-    pub fn scheduler_name(&self) -> Option<&str> {
-        self.profiles.first().and_then(|p| p.scheduler_name.as_deref())
-    }
-
-    /// The plug-ins of the (only) profile, and the percentage of nodes to score, which
-    /// takes effect for the whole process.
-    pub fn build_profile(&self) -> anyhow::Result<Profile> {
-        let profile = self.profiles.first();
-        let pct = profile.and_then(|p| p.percentage_of_nodes_to_score).or(self.percentage_of_nodes_to_score);
-        PERCENTAGE_OF_NODES_TO_SCORE.store(pct.unwrap_or(0).max(0) as u32, Ordering::Relaxed);
-        let Some(profile) = profile else { return Ok(Profile::default_plugins()) };
-        for pc in &profile.plugin_config {
-            tracing::warn!(plugin = %pc["name"], "pluginConfig arguments are not supported yet; the plug-in keeps its defaults");
+    /// The profiles by schedulerName (the default profile alone when the file has none);
+    /// `name` (the --scheduler-name flag) renames a single profile.
+    pub fn build_profiles(&self, name: Option<&str>) -> anyhow::Result<Vec<(String, Profile)>> {
+        let default = [ProfileConfig::default()];
+        let profiles = if self.profiles.is_empty() { &default[..] } else { &self.profiles[..] };
+        if name.is_some() && profiles.len() > 1 {
+            bail!("--scheduler-name names one profile, but the config file has {}", profiles.len());
         }
-        build_profile(&profile.plugins)
+        let mut out = Vec::new();
+        for p in profiles {
+            let scheduler = name.or(p.scheduler_name.as_deref()).unwrap_or(DEFAULT_SCHEDULER).to_string();
+            let mut profile = build_profile(&p.plugins).with_context(|| format!("profile {scheduler}"))?;
+            configure(&mut profile, &p.plugin_config).with_context(|| format!("profile {scheduler}: pluginConfig"))?;
+            let pct = p.percentage_of_nodes_to_score.or(self.percentage_of_nodes_to_score);
+            profile.percentage_of_nodes_to_score = pct.unwrap_or(0).max(0) as usize;
+            out.push((scheduler, profile));
+        }
+        Ok(out)
     }
+}
+
+const DEFAULT_SCHEDULER: &str = "default-scheduler";
+
+/// NodeResourcesFitArgs (ignoredResources and ignoredResourceGroups are refused).
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NodeResourcesFitArgs {
+    #[allow(dead_code)]
+    api_version: Option<String>,
+    #[allow(dead_code)]
+    kind: Option<String>,
+    #[serde(default)]
+    ignored_resources: Vec<String>,
+    #[serde(default)]
+    ignored_resource_groups: Vec<String>,
+    scoring_strategy: Option<ScoringStrategy>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ScoringStrategy {
+    #[serde(rename = "type")]
+    type_: Option<String>,
+    #[serde(default)]
+    resources: Vec<ResourceSpec>,
+    requested_to_capacity_ratio: Option<RequestedToCapacityRatio>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ResourceSpec {
+    name: String,
+    weight: Option<i64>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RequestedToCapacityRatio {
+    #[serde(default)]
+    shape: Vec<ShapePoint>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ShapePoint {
+    utilization: i64,
+    score: i64,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PodTopologySpreadArgs {
+    #[allow(dead_code)]
+    api_version: Option<String>,
+    #[allow(dead_code)]
+    kind: Option<String>,
+    #[serde(default)]
+    default_constraints: Vec<TopologySpreadConstraint>,
+    defaulting_type: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct InterPodAffinityArgs {
+    #[allow(dead_code)]
+    api_version: Option<String>,
+    #[allow(dead_code)]
+    kind: Option<String>,
+    hard_pod_affinity_weight: Option<i64>,
+    ignore_preferred_terms_of_existing_pods: Option<bool>,
+}
+
+fn args<T: serde::de::DeserializeOwned + Default>(v: &Value) -> anyhow::Result<T> {
+    match v.get("args") {
+        None | Some(Value::Null) => Ok(T::default()),
+        Some(a) => Ok(serde_json::from_value(a.clone())?),
+    }
+}
+
+fn node_resources_fit(a: NodeResourcesFitArgs) -> anyhow::Result<NodeResourcesFit> {
+    if !a.ignored_resources.is_empty() || !a.ignored_resource_groups.is_empty() {
+        bail!("NodeResourcesFit: ignoredResources and ignoredResourceGroups are not supported");
+    }
+    let mut fit = NodeResourcesFit::default();
+    let Some(scoring) = a.scoring_strategy else { return Ok(fit) };
+    if !scoring.resources.is_empty() {
+        fit.resources = Vec::new();
+        for r in scoring.resources {
+            // upstream's defaulting: weight 0 (unset) is 1
+            let weight = r.weight.filter(|w| *w != 0).unwrap_or(1);
+            if !(1..=100).contains(&weight) {
+                bail!("NodeResourcesFit: resource {:?} weight {weight} must be between 1 and 100", r.name);
+            }
+            fit.resources.push((r.name, weight));
+        }
+    }
+    fit.strategy = match scoring.type_.as_deref().unwrap_or("LeastAllocated") {
+        "LeastAllocated" => Strategy::LeastAllocated,
+        "MostAllocated" => Strategy::MostAllocated,
+        "RequestedToCapacityRatio" => {
+            let shape = scoring.requested_to_capacity_ratio.map(|r| r.shape).unwrap_or_default();
+            if shape.is_empty() {
+                bail!("NodeResourcesFit: requestedToCapacityRatio.shape must not be empty");
+            }
+            let mut points = Vec::new();
+            for p in shape {
+                if !(0..=100).contains(&p.utilization) || !(0..=10).contains(&p.score) {
+                    bail!("NodeResourcesFit: shape points need utilization 0..100 and score 0..10");
+                }
+                if points.last().is_some_and(|(u, _)| *u >= p.utilization) {
+                    bail!("NodeResourcesFit: shape utilization values must be strictly increasing");
+                }
+                // upstream scales the score from 0..10 to 0..100
+                points.push((p.utilization, p.score * 10));
+            }
+            Strategy::RequestedToCapacityRatio(points)
+        }
+        other => bail!(
+            "NodeResourcesFit: scoringStrategy.type {other:?} is not one of LeastAllocated, MostAllocated, RequestedToCapacityRatio"
+        ),
+    };
+    Ok(fit)
+}
+
+fn pod_topology_spread(a: PodTopologySpreadArgs) -> anyhow::Result<PodTopologySpread> {
+    for c in &a.default_constraints {
+        if c.label_selector.is_some() {
+            bail!("PodTopologySpread: defaultConstraints must not define a selector, as they deduced for each pod");
+        }
+        if c.max_skew <= 0 || c.topology_key.is_empty() {
+            bail!("PodTopologySpread: defaultConstraints need a maxSkew above 0 and a topologyKey");
+        }
+        if !matches!(c.when_unsatisfiable.as_str(), "DoNotSchedule" | "ScheduleAnyway") {
+            bail!(
+                "PodTopologySpread: whenUnsatisfiable {:?} is not DoNotSchedule or ScheduleAnyway",
+                c.when_unsatisfiable
+            );
+        }
+    }
+    let defaults = match a.defaulting_type.as_deref().unwrap_or("System") {
+        "System" if !a.default_constraints.is_empty() => {
+            bail!("PodTopologySpread: when .defaultingType is \"System\", .defaultConstraints must be empty")
+        }
+        "System" => Defaults::System,
+        "List" => Defaults::List(a.default_constraints),
+        other => bail!("PodTopologySpread: defaultingType {other:?} is not System or List"),
+    };
+    Ok(PodTopologySpread { defaults })
+}
+
+fn inter_pod_affinity(a: InterPodAffinityArgs) -> anyhow::Result<InterPodAffinity> {
+    let mut ipa = InterPodAffinity::default();
+    if let Some(w) = a.hard_pod_affinity_weight {
+        if !(0..=100).contains(&w) {
+            bail!("InterPodAffinity: hardPodAffinityWeight {w} must be between 0 and 100");
+        }
+        ipa.hard_pod_affinity_weight = w;
+    }
+    ipa.ignore_preferred_terms_of_existing_pods = a.ignore_preferred_terms_of_existing_pods.unwrap_or(false);
+    Ok(ipa)
+}
+
+/// Put configured instances of the plug-ins `pluginConfig` gives arguments for in place of
+/// the default ones (filter and score alike, keeping the weights).
+fn configure(profile: &mut Profile, plugin_config: &[Value]) -> anyhow::Result<()> {
+    for pc in plugin_config {
+        let name = pc.get("name").and_then(Value::as_str).unwrap_or_default();
+        let (filter, score): (Box<dyn FilterPlugin>, Box<dyn ScorePlugin>) = match name {
+            "NodeResourcesFit" => (Box::new(node_resources_fit(args(pc)?)?), Box::new(node_resources_fit(args(pc)?)?)),
+            "PodTopologySpread" => {
+                (Box::new(pod_topology_spread(args(pc)?)?), Box::new(pod_topology_spread(args(pc)?)?))
+            }
+            "InterPodAffinity" => (Box::new(inter_pod_affinity(args(pc)?)?), Box::new(inter_pod_affinity(args(pc)?)?)),
+            other => {
+                tracing::warn!(plugin = %other, "pluginConfig arguments of this plug-in are not supported; it keeps its defaults");
+                continue;
+            }
+        };
+        if let Some(slot) = profile.filters.iter_mut().find(|f| f.name() == name) {
+            *slot = filter;
+        }
+        if let Some((slot, _)) = profile.scores.iter_mut().find(|(s, _)| s.name() == name) {
+            *slot = score;
+        }
+    }
+    Ok(())
 }
 
 /// The default profile with `plugins` merged in, as upstream's mergePlugins: per extension
@@ -228,8 +419,13 @@ impl KubeSchedulerConfiguration {
 pub fn build_profile(plugins: &Plugins) -> anyhow::Result<Profile> {
     // every plug-in ferrokube has, by name, as instances to take from
     let catalog = Profile::default_plugins();
-    let known: Vec<&'static str> =
-        catalog.filters.iter().map(|f| f.name()).chain(catalog.scores.iter().map(|(s, _)| s.name())).collect();
+    let known: Vec<&'static str> = catalog
+        .filters
+        .iter()
+        .map(|f| f.name())
+        .chain(catalog.scores.iter().map(|(s, _)| s.name()))
+        .chain([DEFAULT_PREEMPTION])
+        .collect();
     let mut all_sets: Vec<(&str, &PluginSet)> = Vec::new();
     let sets = [
         ("preEnqueue", &plugins.pre_enqueue),
@@ -275,6 +471,19 @@ pub fn build_profile(plugins: &Plugins) -> anyhow::Result<Profile> {
             }
         }
     }
+    // the one PostFilter, preemption: on unless a multiPoint or postFilter set disables it
+    let mut preemption = catalog.preemption;
+    for set in [&plugins.multi_point, &plugins.post_filter].into_iter().flatten() {
+        if set.disabled.iter().any(|d| d.name == "*" || d.name == DEFAULT_PREEMPTION) {
+            preemption = false;
+        }
+        if set.enabled.iter().any(|e| e.name == DEFAULT_PREEMPTION) {
+            preemption = true;
+        }
+    }
+    if let Some(other) = plugins.post_filter.iter().flat_map(|s| &s.enabled).find(|e| e.name != DEFAULT_PREEMPTION) {
+        bail!("plugins.postFilter: plug-in {:?} has no postFilter extension point", other.name);
+    }
     let (mut filters, mut scores) = (catalog.filters, catalog.scores);
     let mut spare = Profile::default_plugins();
     for (point, set) in [("multiPoint", &plugins.multi_point), ("filter", &plugins.filter), ("score", &plugins.score)] {
@@ -295,7 +504,7 @@ pub fn build_profile(plugins: &Plugins) -> anyhow::Result<Profile> {
             )?;
         }
     }
-    Ok(Profile { filters, scores })
+    Ok(Profile { filters, scores, preemption, percentage_of_nodes_to_score: 0 })
 }
 
 /// One extension point's merge. `spare` holds fresh instances to take enabled plug-ins
@@ -345,20 +554,59 @@ mod tests {
 
     const HEAD: &str = "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n";
 
+    fn first(c: &KubeSchedulerConfiguration) -> anyhow::Result<Profile> {
+        Ok(c.build_profiles(None)?.remove(0).1)
+    }
+
     #[test]
     fn weights_and_disabling_merge_into_the_defaults() {
         let c = parse(&format!(
             "{HEAD}profiles:\n- schedulerName: my-scheduler\n  plugins:\n    score:\n      disabled:\n      - name: ImageLocality\n      enabled:\n      - name: NodeResourcesFit\n        weight: 5\n    filter:\n      disabled:\n      - name: NodePorts\n"
         ))
         .expect("parses");
-        assert_eq!(c.scheduler_name(), Some("my-scheduler"));
-        let p = c.build_profile().expect("builds");
+        let mut all = c.build_profiles(None).expect("builds");
+        assert_eq!(all[0].0, "my-scheduler");
+        let p = all.remove(0).1;
         let (filters, scores) = names(&p);
         assert!(!filters.contains(&"NodePorts"), "{filters:?}");
         assert!(filters.contains(&"NodeResourcesFit"));
         assert!(!scores.iter().any(|(n, _)| *n == "ImageLocality"), "{scores:?}");
         assert!(scores.contains(&("NodeResourcesFit", 5)), "{scores:?}");
         assert!(scores.contains(&("TaintToleration", 3)), "defaults keep their weights: {scores:?}");
+    }
+
+    #[test]
+    fn plugin_arguments_and_profiles() {
+        let c = parse(&format!(
+            "{HEAD}percentageOfNodesToScore: 30\nprofiles:\n- schedulerName: a\n  pluginConfig:\n  - name: NodeResourcesFit\n    args:\n      scoringStrategy:\n        type: RequestedToCapacityRatio\n        resources:\n        - name: cpu\n        requestedToCapacityRatio:\n          shape:\n          - utilization: 0\n            score: 10\n          - utilization: 100\n            score: 0\n  - name: PodTopologySpread\n    args:\n      defaultingType: List\n      defaultConstraints:\n      - maxSkew: 1\n        topologyKey: zone\n        whenUnsatisfiable: DoNotSchedule\n- schedulerName: b\n  percentageOfNodesToScore: 70\n"
+        ))
+        .expect("parses");
+        let profiles = c.build_profiles(None).expect("builds");
+        let names: Vec<(&str, usize)> =
+            profiles.iter().map(|(n, p)| (n.as_str(), p.percentage_of_nodes_to_score)).collect();
+        assert_eq!(names, [("a", 30), ("b", 70)]);
+        assert!(c.build_profiles(Some("renamed")).is_err(), "one name for two profiles");
+        let bad = |args: &str| {
+            let text = format!("{HEAD}profiles:\n- pluginConfig:\n  - name: {args}\n");
+            format!("{:#}", parse(&text).and_then(|c| first(&c)).err().expect("an error"))
+        };
+        assert!(bad("NodeResourcesFit\n    args:\n      scoringStrategy:\n        type: Fancy").contains("Fancy"));
+        assert!(
+            bad("PodTopologySpread\n    args:\n      defaultConstraints:\n      - maxSkew: 1\n        topologyKey: z\n        whenUnsatisfiable: DoNotSchedule")
+                .contains("must be empty")
+        );
+        assert!(bad("NodeResourcesFit\n    args:\n      bogus: 1").contains("unknown field"));
+    }
+
+    #[test]
+    fn preemption_can_be_turned_off() {
+        let off = |set: &str| {
+            let text =
+                format!("{HEAD}profiles:\n- plugins:\n    {set}:\n      disabled:\n      - name: DefaultPreemption\n");
+            !parse(&text).and_then(|c| first(&c)).expect("builds").preemption
+        };
+        assert!(off("postFilter") && off("multiPoint"));
+        assert!(Profile::default_plugins().preemption);
     }
 
     #[test]
@@ -377,7 +625,7 @@ mod tests {
     #[test]
     fn bad_input_is_a_clear_error() {
         let err = |text: &str| {
-            let r = parse(text).and_then(|c| c.build_profile());
+            let r = parse(text).and_then(|c| first(&c));
             format!("{:#}", r.err().expect("an error"))
         };
         assert!(
@@ -389,7 +637,7 @@ mod tests {
                 .contains("has no score extension point")
         );
         assert!(
-            err(&format!("{HEAD}profiles:\n- plugins:\n    filter:\n      enabled:\n      - name: VolumeZone\n"))
+            err(&format!("{HEAD}profiles:\n- plugins:\n    filter:\n      enabled:\n      - name: NodeVolumeLimits\n"))
                 .contains("does not have it")
         );
         assert!(err(&format!("{HEAD}percentageOfNodesToScore: 130\n")).contains("between 0 and 100"));
@@ -402,9 +650,9 @@ mod tests {
         // disabling an upstream plug-in ferrokube lacks is harmless
         assert!(
             parse(&format!(
-                "{HEAD}profiles:\n- plugins:\n    multiPoint:\n      disabled:\n      - name: VolumeZone\n"
+                "{HEAD}profiles:\n- plugins:\n    multiPoint:\n      disabled:\n      - name: NodeVolumeLimits\n"
             ))
-            .and_then(|c| c.build_profile())
+            .and_then(|c| first(&c))
             .is_ok()
         );
     }

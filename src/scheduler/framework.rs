@@ -10,8 +10,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::plugins;
+use super::preemption::{self, Candidate};
 use super::resources::{self, Resources};
 
 /// The highest score a plug-in gives a node (upstream's MaxNodeScore).
@@ -154,16 +157,131 @@ pub struct Snapshot<'a> {
     /// Namespace name → its labels (for pod affinity terms' namespaceSelector).
     pub namespaces: &'a HashMap<String, BTreeMap<String, String>>,
     pub volumes: &'a Volumes,
+    /// Pods waiting for the room their preemption made (nominated nodes).
+    pub nominated: &'a Nominated,
+    /// The selectors of the workloads pods belong to (PodTopologySpread's defaults).
+    pub workloads: &'a Workloads,
     /// What plug-ins worked out once for the pod of this cycle (upstream's CycleState).
     pub cycle: CycleState,
 }
 
-/// PersistentVolumeClaims (by `namespace/name`) and PersistentVolumes (by name), as the
-/// watches show them.
+impl<'a> Snapshot<'a> {
+    /// The same cluster with one node replaced (preemption's trials), and a fresh cycle
+    /// state, so the plug-ins count the pods of the replacement.
+    pub fn with_node<'b>(&'b self, node: &'b NodeInfo) -> Snapshot<'b> {
+        Snapshot {
+            nodes: self.nodes.iter().map(|n| if n.name == node.name { node } else { *n }).collect(),
+            image_nodes: self.image_nodes,
+            namespaces: self.namespaces,
+            volumes: self.volumes,
+            nominated: self.nominated,
+            workloads: self.workloads,
+            cycle: CycleState::default(),
+        }
+    }
+
+    pub fn node(&self, name: &str) -> Option<&'a NodeInfo> {
+        self.nodes.binary_search_by(|n| n.name.as_str().cmp(name)).ok().map(|i| self.nodes[i])
+    }
+}
+
+/// The selectors of the Services, ReplicationControllers, ReplicaSets and StatefulSets,
+/// by namespace and `kind/name`: what upstream's DefaultSelector combines into the
+/// selector of PodTopologySpread's system default constraints. Empty selectors are not
+/// kept (a Service's matches every pod but adds no label; a controller's matches none).
+#[derive(Default)]
+pub struct Workloads {
+    by_namespace: HashMap<String, BTreeMap<String, LabelSelector>>,
+}
+
+impl Workloads {
+    pub fn apply(&mut self, namespace: &str, key: String, selector: Option<LabelSelector>) {
+        let empty = |s: &LabelSelector| {
+            s.match_labels.as_ref().is_none_or(|l| l.is_empty())
+                && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+        };
+        match selector.filter(|s| !empty(s)) {
+            Some(s) => {
+                self.by_namespace.entry(namespace.to_string()).or_default().insert(key, s);
+            }
+            None => self.delete(namespace, &key),
+        }
+    }
+
+    pub fn delete(&mut self, namespace: &str, key: &str) {
+        if let Some(all) = self.by_namespace.get_mut(namespace) {
+            all.remove(key);
+            if all.is_empty() {
+                self.by_namespace.remove(namespace);
+            }
+        }
+    }
+
+    /// Every requirement of the selectors in the pod's namespace that match its labels,
+    /// together (upstream's DefaultSelector); None when there are none.
+    pub fn default_selector(&self, pod: &Pod) -> Option<LabelSelector> {
+        let labels = pod.metadata.labels.as_ref().filter(|l| !l.is_empty())?;
+        let all = self.by_namespace.get(pod.metadata.namespace.as_deref().unwrap_or_default())?;
+        let mut merged = LabelSelector::default();
+        for s in all.values().filter(|s| plugins::selector_matches(s, labels)) {
+            if let Some(l) = s.match_labels.as_ref().filter(|l| !l.is_empty()) {
+                merged.match_labels.get_or_insert_with(BTreeMap::new).extend(l.clone());
+            }
+            if let Some(e) = s.match_expressions.as_ref().filter(|e| !e.is_empty()) {
+                merged.match_expressions.get_or_insert_with(Vec::new).extend(e.iter().cloned());
+            }
+        }
+        (merged != LabelSelector::default()).then_some(merged)
+    }
+}
+
+/// Pending pods nominated to a node by preemption (upstream's nominator): their
+/// `status.nominatedNodeName`, or this scheduler's own nomination before the watch shows
+/// it. Bound: one entry per nominated pending pod.
+#[derive(Default)]
+pub struct Nominated {
+    by_node: HashMap<String, BTreeMap<String, Arc<PodInfo>>>,
+    node_of: HashMap<String, String>,
+}
+
+impl Nominated {
+    pub fn add(&mut self, pod: Arc<PodInfo>, node: &str) {
+        self.remove(&pod.key);
+        self.node_of.insert(pod.key.clone(), node.to_string());
+        self.by_node.entry(node.to_string()).or_default().insert(pod.key.clone(), pod);
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<Arc<PodInfo>> {
+        let node = self.node_of.remove(key)?;
+        let pods = self.by_node.get_mut(&node)?;
+        let pod = pods.remove(key);
+        if pods.is_empty() {
+            self.by_node.remove(&node);
+        }
+        pod
+    }
+
+    pub fn node_of(&self, key: &str) -> Option<&str> {
+        self.node_of.get(key).map(String::as_str)
+    }
+
+    pub fn pod(&self, key: &str) -> Option<&Arc<PodInfo>> {
+        self.by_node.get(self.node_of.get(key)?)?.get(key)
+    }
+
+    pub fn on_node(&self, node: &str) -> impl Iterator<Item = &Arc<PodInfo>> {
+        self.by_node.get(node).into_iter().flat_map(|pods| pods.values())
+    }
+}
+
+/// PersistentVolumeClaims (by `namespace/name`), PersistentVolumes and StorageClasses (by
+/// name), as the watches show them.
 #[derive(Default)]
 pub struct Volumes {
     pub claims: HashMap<String, Arc<PersistentVolumeClaim>>,
     pub volumes: HashMap<String, Arc<PersistentVolume>>,
+    /// StorageClasses by name.
+    pub classes: HashMap<String, Arc<StorageClass>>,
 }
 
 /// Per-cycle state of the plug-ins (PreFilter/PreScore results), each entry tied to the
@@ -266,6 +384,10 @@ pub trait ScorePlugin: Send + Sync {
 pub struct Profile {
     pub filters: Vec<Box<dyn FilterPlugin>>,
     pub scores: Vec<(Box<dyn ScorePlugin>, i64)>,
+    /// Whether the PostFilter, DefaultPreemption, runs.
+    pub preemption: bool,
+    /// The share of a large cluster's nodes to find feasible (0: upstream's adaptive one).
+    pub percentage_of_nodes_to_score: usize,
 }
 
 impl Profile {
@@ -280,22 +402,44 @@ impl Profile {
                 Box::new(TaintToleration),
                 Box::new(NodeAffinity),
                 Box::new(NodePorts),
-                Box::new(NodeResourcesFit),
+                Box::new(NodeResourcesFit::default()),
                 Box::new(VolumeRestrictions),
                 Box::new(VolumeBinding),
-                Box::new(PodTopologySpread),
-                Box::new(InterPodAffinity),
+                Box::new(VolumeZone),
+                Box::new(PodTopologySpread::default()),
+                Box::new(InterPodAffinity::default()),
             ],
             scores: vec![
                 (Box::new(TaintToleration), 3),
                 (Box::new(NodeAffinity), 2),
-                (Box::new(NodeResourcesFit), 1),
-                (Box::new(PodTopologySpread), 2),
-                (Box::new(InterPodAffinity), 2),
+                (Box::new(NodeResourcesFit::default()), 1),
+                (Box::new(PodTopologySpread::default()), 2),
+                (Box::new(InterPodAffinity::default()), 2),
                 (Box::new(BalancedAllocation), 1),
                 (Box::new(ImageLocality), 1),
             ],
+            preemption: true,
+            percentage_of_nodes_to_score: 0,
         }
+    }
+
+    /// Whether the pod fits the node, counting there first the pods nominated to it with
+    /// at least its priority, so that a lower-priority pod cannot take the room preemption
+    /// made; then, as upstream's RunFilterPluginsWithNominatedPods, without them (a
+    /// nominated pod may never come, and the pod must not rely on it, e.g. for affinity).
+    /// The cycle's spread and affinity counts do not include the nominated pods.
+    pub fn fits(&self, snapshot: &Snapshot, pod: &PodInfo, node: &NodeInfo) -> Result<(), Failure> {
+        let mut ahead = snapshot
+            .nominated
+            .on_node(&node.name)
+            .filter(|p| p.key != pod.key && p.priority >= pod.priority)
+            .peekable();
+        if ahead.peek().is_some() {
+            let mut with = node.clone();
+            ahead.for_each(|p| with.add_pod(p.clone()));
+            self.filter(snapshot, pod, &with)?;
+        }
+        self.filter(snapshot, pod, node)
     }
 
     /// Run the filters on one node, stopping at the first that rejects it (as upstream).
@@ -333,10 +477,12 @@ pub struct FitError {
     pub pre_filter: Option<String>,
     /// The PostFilter (preemption) message, when there is an honest one to give.
     pub post_filter: Option<String>,
+    /// Where preemption would make room, and whom it would evict.
+    pub candidate: Option<Box<Candidate>>,
 }
 
 /// "0/N nodes are available: <count reason, sorted as strings>."
-fn histogram_message(num_nodes: usize, failures: impl Iterator<Item = String>) -> String {
+pub fn histogram_message(num_nodes: usize, failures: impl Iterator<Item = String>) -> String {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for reason in failures {
         *counts.entry(reason).or_default() += 1;
@@ -365,55 +511,13 @@ impl FitError {
     }
 }
 
-const PREEMPTION_NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
-const NO_VICTIMS: &str = "No preemption victims found for incoming pod";
-
-/// What upstream's DefaultPreemption would report when it finds no candidate, worked out
-/// by its own dry run: nodes rejected as unresolvable are "not helpful"; on the others,
-/// take away every lower-priority pod and filter again. `None` when some node would fit
-/// after evictions: preemption would act there, and ferrokube does not preempt yet.
-pub fn preemption_message(
-    profile: &Profile,
-    snapshot: &Snapshot,
-    pod: &PodInfo,
-    by_node: &BTreeMap<String, Failure>,
-) -> Option<String> {
-    if pod.spec().and_then(|s| s.preemption_policy.as_deref()) == Some("Never") {
-        return Some("preemption: not eligible due to preemptionPolicy=Never.".into());
-    }
-    let mut reasons = Vec::new();
-    for node in &snapshot.nodes {
-        let Some(failure) = by_node.get(&node.name) else { continue };
-        if !failure.resolvable {
-            reasons.push(PREEMPTION_NOT_HELPFUL.to_string());
-            continue;
-        }
-        let victims: Vec<&String> =
-            node.pods.iter().filter(|(_, p)| p.priority < pod.priority).map(|(k, _)| k).collect();
-        if victims.is_empty() {
-            reasons.push(NO_VICTIMS.to_string());
-            continue;
-        }
-        let mut without = (*node).clone();
-        for key in victims {
-            without.remove_pod(key);
-        }
-        match profile.filter(snapshot, pod, &without) {
-            Ok(()) => return None,
-            Err(f) => reasons.extend(f.reasons),
-        }
-    }
-    Some(format!("preemption: {}", histogram_message(snapshot.nodes.len(), reasons.into_iter())))
-}
-
 /// How many feasible nodes to look for before scoring (upstream's
 /// numFeasibleNodesToFind with the adaptive percentage): all of a small cluster.
-pub fn feasible_nodes_to_find(num_nodes: usize) -> usize {
+pub fn feasible_nodes_to_find(num_nodes: usize, configured: usize) -> usize {
     const MIN_FEASIBLE: usize = 100;
     if num_nodes < MIN_FEASIBLE {
         return num_nodes;
     }
-    let configured = super::config::percentage_of_nodes_to_score() as usize;
     if configured >= 100 {
         return num_nodes;
     }
@@ -448,18 +552,20 @@ pub fn schedule(
             for node in &snapshot.nodes {
                 by_node.insert(node.name.clone(), Failure::unresolvable(rejection.clone()));
             }
-            let post_filter = preemption_message(profile, snapshot, pod, &by_node);
-            return Err(ScheduleError::Fit(FitError {
-                num_nodes: n,
-                by_node,
-                pre_filter: Some(rejection),
-                post_filter,
-            }));
+            return Err(fit_error(profile, snapshot, pod, by_node, Some(rejection)));
         }
     };
+    // a pod that preempted tries its nominated node first, alone (upstream's
+    // evaluateNominatedNode), so it takes the room made for it
+    if let Some(node) = snapshot.nominated.node_of(&pod.key).and_then(|name| snapshot.node(name))
+        && only.as_ref().is_none_or(|(names, _)| names.contains(&node.name))
+        && profile.fits(snapshot, pod, node).is_ok()
+    {
+        return Ok(Placement { node: node.name.clone(), feasible: 1 });
+    }
     let candidates =
         only.as_ref().map_or(n, |(names, _)| snapshot.nodes.iter().filter(|n| names.contains(&n.name)).count());
-    let want = feasible_nodes_to_find(candidates);
+    let want = feasible_nodes_to_find(candidates, profile.percentage_of_nodes_to_score);
     let mut feasible: Vec<&NodeInfo> = Vec::new();
     let mut visited = 0;
     for i in 0..n {
@@ -471,7 +577,7 @@ pub fn schedule(
             by_node.insert(node.name.clone(), absent.clone());
             continue;
         }
-        match profile.filter(snapshot, pod, node) {
+        match profile.fits(snapshot, pod, node) {
             Ok(()) => {
                 feasible.push(node);
                 if feasible.len() >= want {
@@ -485,14 +591,32 @@ pub fn schedule(
     }
     *start = (*start + visited) % n;
     if feasible.is_empty() {
-        let post_filter = preemption_message(profile, snapshot, pod, &by_node);
-        return Err(ScheduleError::Fit(FitError { num_nodes: n, by_node, pre_filter: None, post_filter }));
+        return Err(fit_error(profile, snapshot, pod, by_node, None));
     }
     if feasible.len() == 1 {
         return Ok(Placement { node: feasible[0].name.clone(), feasible: 1 });
     }
     let totals = score(profile, snapshot, pod, &feasible);
     Ok(Placement { node: select_host(&feasible, &totals), feasible: feasible.len() })
+}
+
+/// No node fits: run preemption (the PostFilter) and say why, as upstream does. A pod
+/// that can preempt gets the message without a preemption part.
+fn fit_error(
+    profile: &Profile,
+    snapshot: &Snapshot,
+    pod: &PodInfo,
+    by_node: BTreeMap<String, Failure>,
+    pre_filter: Option<String>,
+) -> ScheduleError {
+    let (candidate, post_filter) = match profile.preemption {
+        false => (None, None),
+        true => match preemption::post_filter(profile, snapshot, pod, &by_node) {
+            Ok(candidate) => (Some(Box::new(candidate)), None),
+            Err(message) => (None, Some(message)),
+        },
+    };
+    ScheduleError::Fit(FitError { num_nodes: snapshot.nodes.len(), by_node, pre_filter, post_filter, candidate })
 }
 
 /// The PreFilters together: the node names every narrowing plug-in allows (with the
@@ -587,7 +711,7 @@ mod tests {
             ("c".to_string(), Failure::unresolvable("node(s) had untolerated taint {k: v}")),
         ]);
         let post = Some("preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod, 2 Preemption is not helpful for scheduling.".to_string());
-        let e = FitError { num_nodes: 3, by_node, pre_filter: None, post_filter: post };
+        let e = FitError { num_nodes: 3, by_node, pre_filter: None, post_filter: post, candidate: None };
         assert_eq!(
             e.message(),
             "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint {k: v}. \
@@ -597,11 +721,11 @@ mod tests {
 
     #[test]
     fn feasible_share_of_large_clusters() {
-        assert_eq!(feasible_nodes_to_find(50), 50);
-        assert_eq!(feasible_nodes_to_find(100), 100);
-        assert_eq!(feasible_nodes_to_find(1000), 420);
-        assert_eq!(feasible_nodes_to_find(5000), 500);
-        assert_eq!(feasible_nodes_to_find(6000), 300);
+        assert_eq!(feasible_nodes_to_find(50, 0), 50);
+        assert_eq!(feasible_nodes_to_find(100, 0), 100);
+        assert_eq!(feasible_nodes_to_find(1000, 0), 420);
+        assert_eq!(feasible_nodes_to_find(5000, 0), 500);
+        assert_eq!(feasible_nodes_to_find(6000, 0), 300);
     }
 
     #[test]

@@ -27,7 +27,7 @@ async fn readyz(State(sched): State<Arc<Scheduler>>) -> impl IntoResponse {
 
 async fn metrics(State(sched): State<Arc<Scheduler>>) -> impl IntoResponse {
     let pending = lock(&sched.queue).counts();
-    let mut text = sched.metrics.render(&sched.name, pending);
+    let mut text = sched.metrics.render(pending);
     if let Some(e) = &sched.elector {
         text.push_str(&e.render_metric());
     }

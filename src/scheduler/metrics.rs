@@ -2,8 +2,10 @@
 //! attempts by result, the duration of each attempt (from leaving the queue to the end
 //! of binding) as a histogram with upstream's buckets, and pending pods by queue.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug)]
@@ -29,14 +31,27 @@ struct Histogram {
 
 #[derive(Default)]
 pub struct Metrics {
-    by_outcome: Mutex<[Histogram; 3]>,
+    /// Per profile (scheduler name).
+    by_outcome: Mutex<BTreeMap<String, [Histogram; 3]>>,
+    /// Runs of the PostFilter (upstream's preemption_attempts_total).
+    preemption_attempts: AtomicU64,
 }
 
 impl Metrics {
-    pub fn observe(&self, outcome: Outcome, took: Duration) {
+    /// Metrics with every profile present from the start (at zero).
+    pub fn new(profiles: &[String]) -> Metrics {
+        let by_outcome = profiles.iter().map(|p| (p.clone(), Default::default())).collect();
+        Metrics { by_outcome: Mutex::new(by_outcome), ..Default::default() }
+    }
+
+    pub fn preemption_attempt(&self) {
+        self.preemption_attempts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn observe(&self, profile: &str, outcome: Outcome, took: Duration) {
         let secs = took.as_secs_f64();
         let mut all = self.by_outcome.lock().unwrap_or_else(|e| e.into_inner());
-        let h = &mut all[outcome as usize];
+        let h = &mut all.entry(profile.to_string()).or_default()[outcome as usize];
         h.count += 1;
         h.sum += secs;
         for (i, bound) in bucket_bounds().enumerate() {
@@ -47,17 +62,19 @@ impl Metrics {
     }
 
     /// The exposition text; `pending` is (active, backoff, unschedulable).
-    pub fn render(&self, profile: &str, pending: (usize, usize, usize)) -> String {
+    pub fn render(&self, pending: (usize, usize, usize)) -> String {
         let all = self.by_outcome.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut out = String::new();
         out.push_str("# HELP scheduler_schedule_attempts_total Number of attempts to schedule pods, by the result.\n");
         out.push_str("# TYPE scheduler_schedule_attempts_total counter\n");
-        for (name, h) in OUTCOMES.iter().zip(&all) {
-            let _ = writeln!(
-                out,
-                "scheduler_schedule_attempts_total{{profile=\"{profile}\",result=\"{name}\"}} {}",
-                h.count
-            );
+        for (profile, histograms) in &all {
+            for (name, h) in OUTCOMES.iter().zip(histograms) {
+                let _ = writeln!(
+                    out,
+                    "scheduler_schedule_attempts_total{{profile=\"{profile}\",result=\"{name}\"}} {}",
+                    h.count
+                );
+            }
         }
         out.push_str("# HELP scheduler_pending_pods Number of pending pods, by the queue type.\n");
         out.push_str("# TYPE scheduler_pending_pods gauge\n");
@@ -66,7 +83,7 @@ impl Metrics {
         }
         out.push_str("# HELP scheduler_scheduling_attempt_duration_seconds Scheduling attempt latency in seconds (scheduling algorithm + binding).\n");
         out.push_str("# TYPE scheduler_scheduling_attempt_duration_seconds histogram\n");
-        for (name, h) in OUTCOMES.iter().zip(&all) {
+        for (profile, name, h) in all.iter().flat_map(|(p, hs)| OUTCOMES.iter().zip(hs).map(move |(n, h)| (p, n, h))) {
             let labels = format!("profile=\"{profile}\",result=\"{name}\"");
             for (bound, n) in bucket_bounds().zip(h.counts) {
                 let _ = writeln!(
@@ -82,6 +99,10 @@ impl Metrics {
             let _ = writeln!(out, "scheduler_scheduling_attempt_duration_seconds_sum{{{labels}}} {}", h.sum);
             let _ = writeln!(out, "scheduler_scheduling_attempt_duration_seconds_count{{{labels}}} {}", h.count);
         }
+        out.push_str("# HELP scheduler_preemption_attempts_total Total preemption attempts in the cluster till now\n");
+        out.push_str("# TYPE scheduler_preemption_attempts_total counter\n");
+        let attempts = self.preemption_attempts.load(Ordering::Relaxed);
+        let _ = writeln!(out, "scheduler_preemption_attempts_total {attempts}");
         out
     }
 }
@@ -92,11 +113,11 @@ mod tests {
 
     #[test]
     fn renders_counters_gauges_and_cumulative_buckets() {
-        let m = Metrics::default();
-        m.observe(Outcome::Scheduled, Duration::from_millis(3));
-        m.observe(Outcome::Scheduled, Duration::from_secs(100));
-        m.observe(Outcome::Unschedulable, Duration::from_millis(1));
-        let text = m.render("default-scheduler", (1, 2, 3));
+        let m = Metrics::new(&["default-scheduler".to_string()]);
+        m.observe("default-scheduler", Outcome::Scheduled, Duration::from_millis(3));
+        m.observe("default-scheduler", Outcome::Scheduled, Duration::from_secs(100));
+        m.observe("default-scheduler", Outcome::Unschedulable, Duration::from_millis(1));
+        let text = m.render((1, 2, 3));
         let has = |line: &str| assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
         has("scheduler_schedule_attempts_total{profile=\"default-scheduler\",result=\"scheduled\"} 2");
         has("scheduler_schedule_attempts_total{profile=\"default-scheduler\",result=\"error\"} 0");

@@ -16,10 +16,11 @@ mod golden;
 mod http;
 mod metrics;
 mod plugins;
+mod preemption;
 mod queue;
 mod resources;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -29,16 +30,26 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController, Service,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use crate::leader_election::{self, LeaderElectionArgs, LeaderElector};
-use cache::Cache;
-use framework::{PodInfo, Profile, pod_key};
+use cache::{AssumedVolumes, Cache};
+use framework::{FitError, PodInfo, Profile, ScheduleError, pod_key};
 use metrics::{Metrics, Outcome};
+use plugins::VolumeBinding;
+use preemption::Candidate;
+
+/// How long binding waits for a pod's claims to be bound (upstream's bindTimeoutSeconds).
+const VOLUME_BIND_TIMEOUT: Duration = Duration::from_secs(600);
 use queue::Queue;
 
 /// Whether the pod's nodeSelector and required node affinity admit the node, by the
@@ -79,8 +90,8 @@ pub struct SchedulerArgs {
 /// State shared by the watches, the scheduling loop and the HTTP endpoint. Lock order:
 /// cache before queue; neither is held across an await.
 pub struct Scheduler {
-    name: String,
-    profile: Profile,
+    /// The profiles by schedulerName.
+    profiles: BTreeMap<String, Profile>,
     cache: Mutex<Cache>,
     queue: Mutex<Queue>,
     wake: Notify,
@@ -100,6 +111,11 @@ fn terminal(pod: &Pod) -> bool {
     matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
 }
 
+/// The pod's spec.schedulerName (the profile it belongs to).
+pub fn scheduler_name(pod: &Pod) -> &str {
+    pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler")
+}
+
 fn bound_node(pod: &Pod) -> Option<&str> {
     pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty())
 }
@@ -113,31 +129,31 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     file.apply_leader_election(&mut election)?;
     election.override_with(&args.leader_election);
     election.validate()?;
-    let profile = file.build_profile().context("building the scheduling profile")?;
-    let name = args.scheduler_name.clone().or_else(|| file.scheduler_name().map(str::to_string));
-    let name = name.unwrap_or_else(|| "default-scheduler".to_string());
+    let profiles = file.build_profiles(args.scheduler_name.as_deref()).context("building the scheduling profiles")?;
+    let names: Vec<String> = profiles.iter().map(|(n, _)| n.clone()).collect();
     let kubeconfig = args.kubeconfig.clone().or_else(|| file.client_connection.kubeconfig.clone());
-    let client = crate::cli::kube_client(kubeconfig.as_ref()).await.context("building the API client")?;
+    let client =
+        crate::cli::kube_client(kubeconfig.as_ref(), "kube-scheduler").await.context("building the API client")?;
     // the lease gets a client (a connection) of its own, as upstream's leader-election
     // clientset: thousands of bindings queued on the main one must not delay a renewal
     let elector = match election.enabled {
         true => {
-            let lease_client =
-                crate::cli::kube_client(kubeconfig.as_ref()).await.context("building the lease client")?;
+            let lease_client = crate::cli::kube_client(kubeconfig.as_ref(), "kube-scheduler")
+                .await
+                .context("building the lease client")?;
             Some(Arc::new(LeaderElector::new(lease_client, election)?))
         }
         false => None,
     };
     let sched = Arc::new(Scheduler {
-        name: name.clone(),
-        profile,
+        profiles: profiles.into_iter().collect(),
         cache: Mutex::default(),
         queue: Mutex::default(),
         wake: Notify::new(),
-        metrics: Metrics::default(),
+        metrics: Metrics::new(&names),
         pods_synced: AtomicBool::new(false),
         nodes_synced: AtomicBool::new(false),
-        writer: api::Writer::new(client.clone(), &name),
+        writer: api::Writer::new(client.clone()),
         elector: elector.clone(),
     });
     if args.secure_port != 0 {
@@ -154,9 +170,32 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     tokio::spawn(inform(Api::<PersistentVolumeClaim>::all(client.clone()), move |ev| claims.claim_event(ev)));
     let volumes = sched.clone();
     tokio::spawn(inform(Api::<PersistentVolume>::all(client.clone()), move |ev| volumes.volume_event(ev)));
+    let classes = sched.clone();
+    tokio::spawn(inform(Api::<StorageClass>::all(client.clone()), move |ev| classes.class_event(ev)));
+    // the selectors of the workloads, for PodTopologySpread's system defaults
+    sched.clone().inform_workloads(Api::<Service>::all(client.clone()), |s| match_labels(&s.spec.as_ref()?.selector));
+    sched.clone().inform_workloads(Api::<ReplicationController>::all(client.clone()), |rc| {
+        match_labels(&rc.spec.as_ref()?.selector)
+    });
+    sched
+        .clone()
+        .inform_workloads(Api::<ReplicaSet>::all(client.clone()), |rs| Some(rs.spec.as_ref()?.selector.clone()));
+    sched
+        .clone()
+        .inform_workloads(Api::<StatefulSet>::all(client.clone()), |ss| Some(ss.spec.as_ref()?.selector.clone()));
     let pods = sched.clone();
     tokio::spawn(inform(Api::<Pod>::all(client), move |ev| pods.pod_event(ev)));
-    tracing::info!(scheduler = %name, "scheduler started");
+    // the counts of open event series reach the API every 30 minutes, as client-go's
+    let events = sched.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(30 * 60));
+        every.tick().await;
+        loop {
+            every.tick().await;
+            events.writer.refresh_series().await;
+        }
+    });
+    tracing::info!(profiles = ?names, "scheduler started");
     // the watches run on standbys too (a warm cache for a fast take-over); only the
     // leader pops pods, so a standby never binds
     let work = async {
@@ -178,6 +217,11 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A Service's or ReplicationController's selector (a label map) as a LabelSelector.
+fn match_labels(labels: &Option<std::collections::BTreeMap<String, String>>) -> Option<LabelSelector> {
+    labels.clone().map(|labels| LabelSelector { match_labels: Some(labels), ..Default::default() })
 }
 
 /// What a watch reports, after re-lists are resolved into deletions.
@@ -241,9 +285,9 @@ impl Scheduler {
     /// (upstream's SchedulingGates plug-in keeps gated pods out of the queue).
     fn responsible(&self, pod: &Pod) -> bool {
         let spec = pod.spec.as_ref();
-        let name = spec.and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler");
+        let name = scheduler_name(pod);
         let gated = spec.and_then(|s| s.scheduling_gates.as_ref()).is_some_and(|g| !g.is_empty());
-        name == self.name && pod.metadata.deletion_timestamp.is_none() && !gated
+        self.profiles.contains_key(name) && pod.metadata.deletion_timestamp.is_none() && !gated
     }
 
     fn cluster_event(&self) {
@@ -296,13 +340,49 @@ impl Scheduler {
         }
     }
 
+    /// Follow one kind of workload, keeping its selectors (`selector` reads one).
+    fn inform_workloads<K>(self: Arc<Self>, api: Api<K>, selector: fn(&K) -> Option<LabelSelector>)
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
+    {
+        let kind = K::kind(&()).to_string();
+        tokio::spawn(inform(api, move |change| {
+            let mut cache = lock(&self.cache);
+            match change {
+                Change::Applied(obj) => {
+                    let ns = obj.namespace().unwrap_or_default();
+                    cache.workloads.apply(&ns, format!("{kind}/{}", obj.name_any()), selector(&obj));
+                }
+                Change::Deleted(key) => {
+                    let (ns, name) = key.split_once('/').unwrap_or_default();
+                    cache.workloads.delete(ns, &format!("{kind}/{name}"));
+                }
+                Change::Synced => {}
+            }
+        }));
+    }
+
+    fn class_event(&self, change: Change<StorageClass>) {
+        self.cluster_scoped(change, Cache::apply_class, Cache::delete_class);
+    }
+
     fn volume_event(&self, change: Change<PersistentVolume>) {
+        self.cluster_scoped(change, Cache::apply_volume, Cache::delete_volume);
+    }
+
+    /// A cluster-scoped object the filters read: a new or changed one may let a pod fit.
+    fn cluster_scoped<K: Resource>(
+        &self,
+        change: Change<K>,
+        apply: fn(&mut Cache, String, Arc<K>),
+        delete: fn(&mut Cache, &str),
+    ) {
         match change {
-            Change::Applied(pv) => {
-                lock(&self.cache).apply_volume(pv.name_any(), Arc::new(pv));
+            Change::Applied(obj) => {
+                apply(&mut lock(&self.cache), obj.name_any(), Arc::new(obj));
                 self.cluster_event();
             }
-            Change::Deleted(key) => lock(&self.cache).delete_volume(key.trim_start_matches('/')),
+            Change::Deleted(key) => delete(&mut lock(&self.cache), key.trim_start_matches('/')),
             Change::Synced => {}
         }
     }
@@ -335,10 +415,18 @@ impl Scheduler {
             }
             return;
         }
-        let assumed = lock(&self.cache).is_assumed(&key);
+        let ours = self.responsible(&pod) && !terminal(&pod);
+        let pod = Arc::new(pod);
+        let assumed = {
+            let mut cache = lock(&self.cache);
+            if ours {
+                cache.apply_pending_pod(&pod);
+            }
+            cache.is_assumed(&key)
+        };
         let mut queue = lock(&self.queue);
-        if !assumed && self.responsible(&pod) && !terminal(&pod) {
-            queue.add_or_update(Arc::new(pod), Instant::now());
+        if !assumed && ours {
+            queue.add_or_update(pod, Instant::now());
             drop(queue);
             self.wake.notify_one();
         } else if !assumed {
@@ -385,6 +473,13 @@ impl Scheduler {
         let started = Instant::now();
         let info = Arc::new(PodInfo::new(popped.pod.clone()));
         let key = info.key.clone();
+        let profile_name = scheduler_name(&popped.pod).to_string();
+        let Some(profile) = self.profiles.get(&profile_name) else {
+            lock(&self.queue).done(&key);
+            return;
+        };
+        let mut lower_nominations = Vec::new();
+        let mut volumes = None;
         let decision = {
             let mut cache = lock(&self.cache);
             for expired in cache.expire(started) {
@@ -397,9 +492,30 @@ impl Scheduler {
                 return;
             }
             let snapshot = cache.snapshot();
-            let decision = framework::schedule(&self.profile, &snapshot, &info, start_index);
-            if let Ok(placement) = &decision {
-                cache.assume(info.clone(), &placement.node);
+            let decision = framework::schedule(profile, &snapshot, &info, start_index);
+            // the claims that bind with the pod on its node (VolumeBinding's Reserve)
+            let plan = match &decision {
+                Ok(p) if profile.filters.iter().any(|f| f.name() == "VolumeBinding") => {
+                    snapshot.node(&p.node).and_then(|n| VolumeBinding.plan(&snapshot, &info, n).ok())
+                }
+                _ => None,
+            };
+            let plan = plan.filter(|p| !p.is_empty()).map(|plan| {
+                let (pvs, claims) =
+                    plugins::assumed_volumes(cache.volumes(), &plan, decision.as_ref().map_or("", |p| &p.node));
+                (plan, pvs, claims)
+            });
+            drop(snapshot);
+            if let Some((plan, pvs, claims)) = plan {
+                volumes = Some((plan, cache.assume_volumes(pvs, claims)));
+            }
+            match &decision {
+                Ok(placement) => cache.assume(info.clone(), &placement.node),
+                // preemption chose a node: the pod's claim on it counts from now on
+                Err(ScheduleError::Fit(FitError { candidate: Some(c), .. })) => {
+                    lower_nominations = cache.nominate(info.clone(), &c.node);
+                }
+                Err(_) => {}
             }
             decision
         };
@@ -408,66 +524,147 @@ impl Scheduler {
                 lock(&self.queue).done(&key);
                 tracing::debug!(pod = %key, node = %placement.node, feasible = placement.feasible, "assumed; binding");
                 let sched = self.clone();
-                tokio::spawn(async move { sched.bind(popped, placement.node, started).await });
+                tokio::spawn(async move { sched.bind(popped, placement.node, started, volumes).await });
             }
             Err(err) => {
                 lock(&self.queue).unschedulable(&key, Instant::now());
-                self.metrics.observe(Outcome::Unschedulable, started.elapsed());
+                self.metrics.observe(&profile_name, Outcome::Unschedulable, started.elapsed());
                 let message = err.to_string();
                 tracing::info!(pod = %key, attempts = popped.attempts, reason = %message, "unschedulable");
+                let candidate = match err {
+                    ScheduleError::Fit(FitError { candidate, .. }) => {
+                        self.metrics.preemption_attempt();
+                        candidate
+                    }
+                    ScheduleError::NoNodes => None,
+                };
                 let sched = self.clone();
                 let pod = popped.pod;
-                tokio::spawn(async move { sched.report_failure(&pod, "Unschedulable", &message).await });
+                tokio::spawn(async move {
+                    let nominated = match candidate {
+                        Some(c) => Some(sched.preempt(&pod, *c, lower_nominations).await),
+                        None => None,
+                    };
+                    sched.report_failure(&pod, "Unschedulable", &message, nominated.as_deref()).await
+                });
             }
         }
     }
 
-    async fn bind(&self, popped: queue::Popped, node: String, started: Instant) {
+    /// Carry out a preemption decided for `pod`: evict the victims (all at once), and end
+    /// the nominations of lower-priority pods to the node. The pod waits in the queue until
+    /// the victims' deletions wake it; returns the nominated node.
+    async fn preempt(&self, pod: &Pod, candidate: Candidate, lower: Vec<Arc<PodInfo>>) -> String {
+        let key = pod_key(pod);
+        let node = candidate.node;
+        let victims: Vec<&str> = candidate.victims.iter().map(|v| v.key.as_str()).collect();
+        tracing::info!(pod = %key, node = %node, ?victims, "preempting");
+        let evictions = candidate.victims.iter().map(|v| async {
+            if let Err(e) = self.writer.preempt(&v.pod, pod, &node).await {
+                tracing::warn!(pod = %key, victim = %v.key, error = %e, "cannot preempt");
+            }
+        });
+        futures::future::join_all(evictions).await;
+        for other in lower {
+            if let Err(e) = self.writer.clear_nomination(&other.pod).await {
+                tracing::warn!(pod = %other.key, error = %e, "cannot clear the nominated node");
+            }
+        }
+        node
+    }
+
+    async fn bind(
+        &self,
+        popped: queue::Popped,
+        node: String,
+        started: Instant,
+        volumes: Option<(plugins::VolumePlan, AssumedVolumes)>,
+    ) {
         let pod = popped.pod;
         let key = pod_key(&pod);
-        match self.writer.bind(&pod, &node).await {
+        let (plan, assumed) = volumes.unzip();
+        let volumes_bound = match &plan {
+            Some(plan) => self.bind_volumes(plan, &node).await,
+            None => Ok(()),
+        };
+        let result = match volumes_bound {
+            Ok(()) => self.writer.bind(&pod, &node).await.map_err(|e| {
+                let deleted = matches!(&e, kube::Error::Api(s) if s.code == 404);
+                (deleted, format!("binding rejected: {e}"))
+            }),
+            Err(why) => Err((false, why)),
+        };
+        match result {
             Ok(()) => {
                 lock(&self.cache).finish_binding(&key, Instant::now());
-                self.metrics.observe(Outcome::Scheduled, started.elapsed());
+                self.metrics.observe(scheduler_name(&pod), Outcome::Scheduled, started.elapsed());
                 tracing::info!(pod = %key, node = %node, "bound");
                 let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
                 let note = format!("Successfully assigned {ns}/{} to {node}", pod.name_any());
-                if let Err(e) = self.writer.event(&pod, "Normal", "Scheduled", "Binding", &note).await {
+                if let Err(e) = self.writer.event(&pod, None, "Normal", "Scheduled", "Binding", &note).await {
                     tracing::warn!(pod = %key, error = %e, "cannot write the Scheduled event");
                 }
             }
-            Err(e) => {
+            Err((deleted, why)) => {
                 // a pod the watch already shows bound (by this binding or another) stays
                 let bound = {
                     let mut cache = lock(&self.cache);
                     cache.forget(&key);
+                    if let Some(assumed) = assumed {
+                        cache.revert_volumes(assumed);
+                    }
                     cache.is_counted(&key)
                 };
-                self.metrics.observe(Outcome::Error, started.elapsed());
-                tracing::warn!(pod = %key, node = %node, error = %e, "binding failed");
+                self.metrics.observe(scheduler_name(&pod), Outcome::Error, started.elapsed());
+                tracing::warn!(pod = %key, node = %node, error = %why, "binding failed");
                 // a deleted pod is done with; anything else (a conflict with a concurrent
                 // write included) is retried after backoff, until the watch shows it bound
-                let deleted = matches!(&e, kube::Error::Api(s) if s.code == 404);
                 if !deleted && !bound {
                     lock(&self.queue).error(pod.clone(), popped.attempts, Instant::now());
-                    self.report_failure(&pod, "SchedulerError", &format!("binding rejected: {e}")).await;
+                    self.report_failure(&pod, "SchedulerError", &why, None).await;
                 }
             }
         }
     }
 
-    /// The PodScheduled=False condition and a FailedScheduling event.
-    async fn report_failure(&self, pod: &Pod, reason: &str, message: &str) {
+    /// Upstream's VolumeBinding PreBind: write the volumes' claimRefs and the claims'
+    /// selected node, then wait (at most upstream's bindTimeoutSeconds) until the
+    /// PersistentVolume controller or the provisioner has bound every claim.
+    async fn bind_volumes(&self, plan: &plugins::VolumePlan, node: &str) -> Result<(), String> {
+        let claim = |key: &str| lock(&self.cache).volumes().claims.get(key).cloned();
+        for (key, volume) in &plan.bind {
+            let Some(c) = claim(key) else { return Err(format!("claim {key} is gone")) };
+            self.writer.bind_volume(volume, &c).await.map_err(|e| format!("binding volume {volume} to {key}: {e}"))?;
+        }
+        for key in &plan.provision {
+            let Some(c) = claim(key) else { return Err(format!("claim {key} is gone")) };
+            self.writer.select_node(&c, node).await.map_err(|e| format!("selecting node for {key}: {e}"))?;
+        }
+        let keys: Vec<String> =
+            plan.bind.iter().map(|(k, _)| k.clone()).chain(plan.provision.iter().cloned()).collect();
+        let deadline = Instant::now() + VOLUME_BIND_TIMEOUT;
+        while plugins::unbound_claims(lock(&self.cache).volumes(), &keys) > 0 {
+            if Instant::now() >= deadline {
+                return Err(format!("binding volumes: timed out waiting for the claims {keys:?} to be bound"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// The PodScheduled=False condition (with the nominated node, after a preemption) and
+    /// a FailedScheduling event.
+    async fn report_failure(&self, pod: &Pod, reason: &str, message: &str, nominated: Option<&str>) {
         let key = pod_key(pod);
         // placed by a later attempt meanwhile (or gone): the failure is old news
         let placed = lock(&self.cache).is_assumed(&key);
         if placed || !lock(&self.queue).contains(&key) {
             return;
         }
-        if let Err(e) = self.writer.event(pod, "Warning", "FailedScheduling", "Scheduling", message).await {
+        if let Err(e) = self.writer.event(pod, None, "Warning", "FailedScheduling", "Scheduling", message).await {
             tracing::warn!(pod = %key, error = %e, "cannot write the FailedScheduling event");
         }
-        if let Err(e) = self.writer.set_unschedulable(pod, reason, message).await {
+        if let Err(e) = self.writer.set_unschedulable(pod, reason, message, nominated).await {
             tracing::warn!(pod = %key, error = %e, "cannot set the PodScheduled condition");
         }
     }

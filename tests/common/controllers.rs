@@ -38,17 +38,25 @@ impl Component {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// GET a path of the component's HTTPS endpoint: status and body.
+    /// GET a path of the component's HTTPS endpoint: status and body (503 and the
+    /// error while it does not listen yet).
     pub async fn get(&self, path: &str) -> (StatusCode, String) {
         let client = reqwest::Client::builder().danger_accept_invalid_certs(true).build().expect("client");
-        let r = client.get(format!("https://127.0.0.1:{}{path}", self.port)).send().await.expect("component endpoint");
-        (r.status(), r.text().await.unwrap_or_default())
+        match client.get(format!("https://127.0.0.1:{}{path}", self.port)).send().await {
+            Ok(r) => (r.status(), r.text().await.unwrap_or_default()),
+            Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
     }
 }
 
 /// Start `ferrokube controller-manager` (no leader election unless `extra` asks for it)
 /// and wait for its /healthz.
 pub async fn start_controller_manager(c: &Cluster, extra: &[&str]) -> Component {
+    start_controller_manager_logged(c, "controller-manager.log", extra).await
+}
+
+/// `start_controller_manager` with its output in `log` (for several replicas).
+pub async fn start_controller_manager_logged(c: &Cluster, log: &str, extra: &[&str]) -> Component {
     let port = free_port();
     let kubeconfig = c.kubeconfig.display().to_string();
     let port_s = port.to_string();
@@ -57,11 +65,11 @@ pub async fn start_controller_manager(c: &Cluster, extra: &[&str]) -> Component 
         args.push("--leader-elect=false");
     }
     args.extend_from_slice(extra);
-    let child = c.spawn_ferrokube(&args, "controller-manager.log");
-    let mut cm = Component { child, log: c.dir.path().join("controller-manager.log"), port };
+    let child = c.spawn_ferrokube(&args, log);
+    let mut cm = Component { child, log: c.dir.path().join(log), port };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        assert!(cm.alive(), "the controller-manager exited:\n{}", c.log_tail("controller-manager.log"));
+        assert!(cm.alive(), "the controller-manager exited:\n{}", c.log_tail(log));
         let client = reqwest::Client::builder().danger_accept_invalid_certs(true).build().expect("client");
         if let Ok(r) = client.get(format!("https://127.0.0.1:{port}/healthz")).send().await
             && r.status() == StatusCode::OK
@@ -274,4 +282,23 @@ pub async fn wait_event(c: &Cluster, name: &str, reason: &str) -> String {
         events_of(c, name).await.into_iter().find(|(r, _)| r == reason).map(|(_, m)| m)
     })
     .await
+}
+
+/// Start `ferrokube scheduler` (no leader election) and wait for its /readyz.
+pub async fn start_scheduler(c: &Cluster) -> Component {
+    let port = free_port();
+    let kubeconfig = c.kubeconfig.display().to_string();
+    let port_s = port.to_string();
+    let args = ["scheduler", "--kubeconfig", &kubeconfig, "--secure-port", &port_s, "--leader-elect=false"];
+    let mut s =
+        Component { child: c.spawn_ferrokube(&args, "scheduler.log"), log: c.dir.path().join("scheduler.log"), port };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(s.alive(), "the scheduler exited:\n{}", c.log_tail("scheduler.log"));
+        if s.get("/readyz").await.0 == StatusCode::OK {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "the scheduler never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -25,13 +25,16 @@ fn controllers() -> Vec<(&'static str, Vec<Value>)> {
     let owner = |group: &'static [&'static str], kind: &'static str, pods: &'static [&'static str]| {
         vec![
             rule(&["get", "list", "update", "watch"], group, &[kind]),
-            rule(&["update"], group, &[&format!("{kind}/status")]),
+            // ferrokube's controllers patch status where upstream's update it
+            rule(&["patch", "update"], group, &[&format!("{kind}/status")]),
             rule(&["update"], group, &[&format!("{kind}/finalizers")]),
             rule(pods, &[""], &["pods"]),
         ]
     };
     let pod_owner = &["create", "delete", "list", "patch", "watch"];
     let mut deployment = owner(APPS, "deployments", &["get", "list", "update", "watch"]);
+    // the revision annotations are written with a metadata patch
+    deployment[0] = rule(&["get", "list", "patch", "update", "watch"], APPS, &["deployments"]);
     deployment.insert(3, rule(&crud, APPS, &["replicasets"]));
     let mut daemon_set = owner(APPS, "daemonsets", pod_owner);
     daemon_set[0] = rule(READ, APPS, &["daemonsets"]);
@@ -47,7 +50,7 @@ fn controllers() -> Vec<(&'static str, Vec<Value>)> {
     let statefulset = vec![
         rule(&["list", "watch"], &[""], &["pods"]),
         rule(READ, &["apps"], &["statefulsets"]),
-        rule(&["update"], &["apps"], &["statefulsets/status"]),
+        rule(&["patch", "update"], &["apps"], &["statefulsets/status"]),
         rule(&["update"], &["apps"], &["statefulsets/finalizers"]),
         rule(&["create", "delete", "get", "patch", "update"], &[""], &["pods"]),
         rule(&crud, &["apps"], &["controllerrevisions"]),
@@ -98,6 +101,8 @@ fn controllers() -> Vec<(&'static str, Vec<Value>)> {
             vec![
                 rule(&["delete", "get", "list", "watch"], &[""], &["namespaces"]),
                 rule(&["update"], &[""], &["namespaces/finalize", "namespaces/status"]),
+                // ferrokube's namespace controller patches its deletion conditions
+                rule(&["patch"], &[""], &["namespaces/status"]),
                 rule(&everything, &["*"], &["*"]),
             ],
         ),
@@ -119,10 +124,22 @@ fn controllers() -> Vec<(&'static str, Vec<Value>)> {
                 rule(&["create", "delete", "get", "list", "watch"], &[""], &["pods"]),
                 rule(READ, &["storage.k8s.io"], &["storageclasses"]),
                 rule(&["list", "watch"], &[""], &["nodes"]),
+                // ferrokube's binder patches where upstream's updates
+                rule(&["patch"], &[""], &["persistentvolumes", "persistentvolumes/status"]),
+                rule(&["patch"], &[""], &["persistentvolumeclaims", "persistentvolumeclaims/status"]),
             ]);
             rules.push(rule(&["watch"], &[""], &["events"]));
             rules
         }),
+        // ferrokube's own provisioner (as k3s' local-path-provisioner has a role of its own)
+        (
+            "local-path-provisioner",
+            with_events(vec![
+                rule(&["create", "delete", "get", "list", "watch"], &[""], &["persistentvolumes"]),
+                rule(READ, &[""], &["persistentvolumeclaims"]),
+                rule(READ, &["storage.k8s.io"], &["storageclasses"]),
+            ]),
+        ),
         (
             "pod-garbage-collector",
             vec![

@@ -197,6 +197,12 @@ impl Informers {
         informer
     }
 
+    /// Count another source of state (say, the garbage collector's own watches) in
+    /// `wait_synced`.
+    pub fn add_sync_check(&self, synced: impl Fn() -> bool + Send + Sync + 'static) {
+        self.sync_checks.lock().unwrap_or_else(|e| e.into_inner()).push(Box::new(synced));
+    }
+
     /// Wait until every informer made so far has its first complete list.
     pub async fn wait_synced(&self) {
         loop {

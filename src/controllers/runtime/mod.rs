@@ -1,5 +1,7 @@
 //! What every controller is built from: shared informers (`informer.rs`), rate-limited
-//! work queues (`queue.rs`), the event recorder (`events.rs`), and `Ctx`, which hands
+//! work queues (`queue.rs`), the event recorder (`events.rs`), claiming objects through
+//! ownerReferences (`claim.rs`), expectations of a controller's own writes
+//! (`expectations.rs`), and `Ctx`, which hands
 //! them out and runs each controller's workers once the informers have synced:
 //!
 //! ```ignore
@@ -9,7 +11,7 @@
 //!     let q = queue.clone();
 //!     sets.on_change(move |ev| q.add(key_of(ev.object().as_ref())));
 //!     let this = Arc::new(Controller { sets, ... });
-//!     ctx.run_workers(queue, 5, move |key| { let c = this.clone(); async move { c.sync(&key).await } });
+//!     ctx.run_syncs(queue, 5, this, |c, key| async move { c.sync(&key).await });
 //!     Ok(())
 //! }
 //! ```
@@ -17,7 +19,11 @@
 //! A sync that fails is retried with the queue's per-key backoff; one that succeeds
 //! resets it. Metrics per controller: queue depth, adds, retries, sync durations, errors.
 
+pub mod claim;
+pub mod client;
+pub mod discovery;
 pub mod events;
+pub mod expectations;
 pub mod informer;
 pub mod queue;
 
@@ -110,8 +116,19 @@ impl Metrics {
             let errors = r.stats.lock().unwrap_or_else(|e| e.into_inner()).errors;
             let _ = writeln!(out, "controller_sync_errors_total{{controller=\"{}\"}} {errors}", r.queue.name);
         }
+        client::render(&mut out);
         out
     }
+}
+
+/// Whether an API call failed because the object is not there (404).
+pub fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Whether an API call lost an optimistic-concurrency race or met an existing name (409).
+pub fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
 }
 
 /// Settings the controllers share (from the command line).
@@ -127,12 +144,16 @@ pub struct Settings {
     pub local_path_dir: std::path::PathBuf,
 }
 
+/// Handed to each controller's `start`. `client` is the controller's own (with
+/// `--use-service-account-credentials`, its service account's); the informers,
+/// metrics and workers are shared by all.
+#[derive(Clone)]
 pub struct Ctx {
     pub client: Client,
     pub informers: Arc<Informers>,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
-    workers: Mutex<Vec<Work>>,
+    workers: Arc<Mutex<Vec<Work>>>,
 }
 
 impl Ctx {
@@ -142,8 +163,13 @@ impl Ctx {
             client,
             metrics: Arc::default(),
             settings: Arc::new(settings),
-            workers: Mutex::default(),
+            workers: Arc::default(),
         }
+    }
+
+    /// The same context with another client for the controller's writes.
+    pub fn with_client(&self, client: Client) -> Ctx {
+        Ctx { client, ..self.clone() }
     }
 
     pub fn informer<K: Kind>(&self) -> Arc<Informer<K>> {
@@ -180,6 +206,43 @@ impl Ctx {
         }
     }
 
+    /// A periodic pass (node monitoring, pod GC): `pass` every `period` once the
+    /// informers have synced, its durations and errors reported under `name`.
+    pub fn run_loop<F, Fut>(&self, name: &'static str, period: Duration, pass: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let stats = Arc::new(Mutex::new(SyncStats::default()));
+        let registered = Registered { queue: Arc::new(WorkQueue::new(name)), stats: stats.clone() };
+        self.metrics.controllers.lock().unwrap_or_else(|e| e.into_inner()).push(registered);
+        let work = async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let started = Instant::now();
+                let result = pass().await;
+                record(&stats, started, result.is_err());
+                if let Err(e) = result {
+                    tracing::warn!(controller = name, error = %format!("{e:#}"), "periodic pass failed");
+                }
+            }
+        };
+        self.workers.lock().unwrap_or_else(|e| e.into_inner()).push(Box::pin(work));
+    }
+
+    /// `run_workers` for a controller object shared by its workers: each key is handed
+    /// to `sync(controller, key)`.
+    pub fn run_syncs<C, F, Fut>(&self, queue: Arc<WorkQueue>, default: usize, controller: Arc<C>, sync: F)
+    where
+        C: Send + Sync + 'static,
+        F: Fn(Arc<C>, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.run_workers(queue, default, move |key| sync(controller.clone(), key));
+    }
+
     /// Start the informers, wait for them to sync, then run every worker.
     pub async fn run(&self) {
         self.informers.start();
@@ -187,6 +250,21 @@ impl Ctx {
         tracing::info!("caches synced; controllers running");
         let workers: Vec<Work> = self.workers.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
         futures::future::join_all(workers.into_iter().map(tokio::spawn)).await;
+    }
+}
+
+fn record(stats: &Mutex<SyncStats>, started: Instant, failed: bool) {
+    let took = started.elapsed().as_secs_f64();
+    let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+    s.count += 1;
+    s.sum += took;
+    for (i, bound) in BUCKETS.iter().enumerate() {
+        if took <= *bound {
+            s.counts[i] += 1;
+        }
+    }
+    if failed {
+        s.errors += 1;
     }
 }
 
@@ -199,20 +277,7 @@ where
         let (key, _waited) = queue.get().await;
         let started = Instant::now();
         let result = sync(key.clone()).await;
-        let took = started.elapsed().as_secs_f64();
-        {
-            let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
-            s.count += 1;
-            s.sum += took;
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                if took <= *bound {
-                    s.counts[i] += 1;
-                }
-            }
-            if result.is_err() {
-                s.errors += 1;
-            }
-        }
+        record(&stats, started, result.is_err());
         match result {
             Ok(()) => queue.forget(&key),
             Err(e) => {

@@ -42,6 +42,35 @@ pub static PRIORITY_CLASS: Printer = Printer {
     },
 };
 
+pub static STORAGE_CLASS: Printer = Printer {
+    columns: &[
+        NAME,
+        col("Provisioner", "string", "The volume plug-in or CSI driver that provisions volumes of this class."),
+        col("ReclaimPolicy", "string", "What happens to a provisioned volume when its claim is released."),
+        col("VolumeBindingMode", "string", "When volumes are bound and provisioned."),
+        col("AllowVolumeExpansion", "string", "Whether claims of this class may grow."),
+        AGE,
+    ],
+    cells: |o| {
+        // upstream marks the default class in the name column
+        let default = meta::metadata(o)
+            .and_then(|m| m.get("annotations"))
+            .and_then(|a| a.get("storageclass.kubernetes.io/is-default-class"))
+            .and_then(Value::as_str)
+            == Some("true");
+        let name_cell = if default { json!(format!("{} (default)", meta::name(o))) } else { name(o) };
+        let expand = o.get("allowVolumeExpansion").and_then(Value::as_bool).unwrap_or(false);
+        vec![
+            name_cell,
+            json!(text(o, "provisioner")),
+            json!(text(o, "reclaimPolicy")),
+            json!(text(o, "volumeBindingMode")),
+            json!(expand.to_string()),
+            age(o),
+        ]
+    },
+};
+
 pub static SERVICE_ACCOUNT: Printer = Printer {
     columns: &[NAME, col("Secrets", "string", "Number of secrets listed on the service account."), AGE],
     cells: |o| vec![name(o), json!(list(o, "secrets").len()), age(o)],
@@ -163,7 +192,7 @@ fn or_unset(obj: &Value, path: &str) -> String {
     meta::str_at(obj, path).unwrap_or("<unset>").to_string()
 }
 
-const STORAGE_CLASS: &str = "Name of the StorageClass the volume belongs to.";
+const STORAGE_CLASS_DOC: &str = "Name of the StorageClass the volume belongs to.";
 const VOLUME_ATTRIBUTES_CLASS: &str = "Name of the VolumeAttributesClass, <unset> when there is none.";
 const VOLUME_MODE: &str = "Whether the volume is a filesystem or a raw block device.";
 
@@ -175,7 +204,7 @@ pub static PERSISTENT_VOLUME: Printer = Printer {
         col("Reclaim Policy", "string", "What happens to the volume when its claim is released."),
         col("Status", "string", "The volume's lifecycle phase."),
         col("Claim", "string", "namespace/name of the claim bound to the volume."),
-        col("StorageClass", "string", STORAGE_CLASS),
+        col("StorageClass", "string", STORAGE_CLASS_DOC),
         col("VolumeAttributesClass", "string", VOLUME_ATTRIBUTES_CLASS),
         col("Reason", "string", "Why the volume is in its phase, if it failed."),
         AGE,
@@ -209,7 +238,7 @@ pub static PERSISTENT_VOLUME_CLAIM: Printer = Printer {
         col("Volume", "string", "Name of the volume bound to the claim."),
         col("Capacity", "string", "Storage capacity of the bound volume."),
         col("Access Modes", "string", "Ways the bound volume can be mounted (RWO, ROX, RWX, RWOP)."),
-        col("StorageClass", "string", STORAGE_CLASS),
+        col("StorageClass", "string", STORAGE_CLASS_DOC),
         col("VolumeAttributesClass", "string", VOLUME_ATTRIBUTES_CLASS),
         AGE,
         wide("VolumeMode", "string", VOLUME_MODE),

@@ -16,9 +16,9 @@ use super::meta;
 
 pub use self::core::{
     CONFIG_MAP, EVENT, LEASE, LIMIT_RANGE, NAMESPACE, NODE, PERSISTENT_VOLUME, PERSISTENT_VOLUME_CLAIM, PRIORITY_CLASS,
-    RESOURCE_QUOTA, SECRET, SERVICE_ACCOUNT,
+    RESOURCE_QUOTA, SECRET, SERVICE_ACCOUNT, STORAGE_CLASS,
 };
-pub use self::network::{ENDPOINTS, INGRESS, SERVICE};
+pub use self::network::{ENDPOINT_SLICE, ENDPOINTS, INGRESS, SERVICE};
 pub use self::pod::POD;
 pub use self::rbac::{CLUSTER_ROLE, CLUSTER_ROLE_BINDING, REVIEW, ROLE, ROLE_BINDING};
 pub use self::workloads::{
@@ -340,6 +340,8 @@ mod tests {
             &NODE,
             &SERVICE,
             &ENDPOINTS,
+            &ENDPOINT_SLICE,
+            &STORAGE_CLASS,
             &CONFIG_MAP,
             &SECRET,
             &SERVICE_ACCOUNT,

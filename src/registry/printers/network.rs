@@ -107,6 +107,41 @@ fn endpoints_summary(ep: &Value) -> String {
     if more { format!("{joined} + {} more...", total - SHOWN) } else { joined }
 }
 
+pub static ENDPOINT_SLICE: Printer = Printer {
+    columns: &[
+        NAME,
+        col("AddressType", "string", "The type of the addresses (IPv4, IPv6, FQDN)."),
+        col("Ports", "string", "The ports of the endpoints."),
+        col("Endpoints", "string", "The first few addresses of the endpoints."),
+        AGE,
+    ],
+    cells: |o| vec![name(o), json!(text(o, "addressType")), json!(slice_ports(o)), json!(slice_endpoints(o)), age(o)],
+};
+
+fn slice_ports(slice: &Value) -> String {
+    let ports: Vec<String> = list(slice, "ports")
+        .iter()
+        .map(|p| match p.get("port").and_then(Value::as_i64) {
+            Some(n) => n.to_string(),
+            None => "<unset>".into(),
+        })
+        .collect();
+    if ports.is_empty() { "<unset>".into() } else { ports.join(",") }
+}
+
+fn slice_endpoints(slice: &Value) -> String {
+    let addresses: Vec<&str> =
+        list(slice, "endpoints").iter().flat_map(|e| list(e, "addresses")).filter_map(Value::as_str).collect();
+    if addresses.is_empty() {
+        return "<none>".into();
+    }
+    let shown = addresses[..addresses.len().min(SHOWN)].join(",");
+    match addresses.len() > SHOWN {
+        true => format!("{shown} + {} more...", addresses.len() - SHOWN),
+        false => shown,
+    }
+}
+
 pub static INGRESS: Printer = Printer {
     columns: &[
         NAME,

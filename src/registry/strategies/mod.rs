@@ -4,11 +4,13 @@ mod apps;
 mod core;
 mod rbac;
 mod scheduling;
+mod storage;
 
 pub use apps::*;
 pub use core::*;
 pub use rbac::*;
 pub use scheduling::*;
+pub use storage::*;
 
 use super::strategy::Strategy;
 

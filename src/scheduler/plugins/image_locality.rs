@@ -70,6 +70,8 @@ mod tests {
             image_nodes: &images,
             namespaces: &namespaces,
             volumes: &Default::default(),
+            nominated: &Default::default(),
+            workloads: &Default::default(),
             cycle: Default::default(),
         };
         let pod = pod_info(json!({"containers": [{"name": "c", "image": "big:1"}]}));

@@ -11,7 +11,8 @@
 //! matches (by the namespaces' labels); with neither, the namespace of the pod it is
 //! written in. A term without labelSelector selects nothing. The counts are worked out
 //! once per cycle (upstream's PreFilter/PreScore), from the nodes holding pods with
-//! affinity where that suffices. Not done: matchLabelKeys/mismatchLabelKeys.
+//! affinity where that suffices. matchLabelKeys/mismatchLabelKeys narrow a term by the
+//! labels of the pod it is written in.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -24,14 +25,23 @@ use crate::scheduler::framework::{
     Failure, FilterPlugin, MAX_NODE_SCORE, NodeInfo, PodInfo, PreScore, ScorePlugin, Snapshot,
 };
 
-pub struct InterPodAffinity;
+/// pluginConfig's InterPodAffinityArgs.
+pub struct InterPodAffinity {
+    /// The score weight of an existing pod's required affinity term matching the pod.
+    pub hard_pod_affinity_weight: i64,
+    /// Whether the existing pods' preferred terms are left out of the score.
+    pub ignore_preferred_terms_of_existing_pods: bool,
+}
+
+impl Default for InterPodAffinity {
+    fn default() -> InterPodAffinity {
+        InterPodAffinity { hard_pod_affinity_weight: 1, ignore_preferred_terms_of_existing_pods: false }
+    }
+}
 
 pub const AFFINITY_REASON: &str = "node(s) didn't match pod affinity rules";
 pub const ANTI_AFFINITY_REASON: &str = "node(s) didn't match pod anti-affinity rules";
 pub const EXISTING_ANTI_AFFINITY_REASON: &str = "node(s) didn't satisfy existing pods anti-affinity rules";
-
-/// Upstream's default InterPodAffinityArgs.hardPodAffinityWeight.
-const HARD_POD_AFFINITY_WEIGHT: i64 = 1;
 
 const FILTER_STATE: &str = "InterPodAffinity/filter";
 const SCORE_STATE: &str = "InterPodAffinity/score";
@@ -83,26 +93,30 @@ fn namespace(pod: &Pod) -> &str {
     pod.metadata.namespace.as_deref().unwrap_or("")
 }
 
-/// Whether `term`, written in a pod of namespace `owner_ns`, selects `pod`.
-fn term_selects(term: &PodAffinityTerm, owner_ns: &str, pod: &Pod, snapshot: &Snapshot) -> bool {
-    let ns = namespace(pod);
+/// Whether `term`, written in the pod `owner`, selects `pod`. Its matchLabelKeys and
+/// mismatchLabelKeys stand for `key In [owner's value]` and `key NotIn [owner's value]`
+/// for the keys the owner has, as upstream's API server merges them into the
+/// labelSelector when the owner is created (ferrokube's does not, so the scheduler does).
+fn term_selects(term: &PodAffinityTerm, owner: &Pod, pod: &Pod, snapshot: &Snapshot) -> bool {
+    let (ns, owner_ns) = (namespace(pod), namespace(owner));
     let listed = term.namespaces.as_deref().unwrap_or_default();
+    let empty = BTreeMap::new();
     let in_scope = match &term.namespace_selector {
         None if listed.is_empty() => ns == owner_ns,
         selector => {
             listed.iter().any(|n| n == ns)
-                || selector.as_ref().is_some_and(|s| {
-                    let empty = BTreeMap::new();
-                    selector_matches(s, snapshot.namespaces.get(ns).unwrap_or(&empty))
-                })
+                || selector.as_ref().is_some_and(|s| selector_matches(s, snapshot.namespaces.get(ns).unwrap_or(&empty)))
         }
     };
-    let empty = BTreeMap::new();
+    let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
+    let owner_labels = owner.metadata.labels.as_ref().unwrap_or(&empty);
+    let same = |keys: &Option<Vec<String>>, want: bool| {
+        keys.iter().flatten().all(|k| owner_labels.get(k).is_none_or(|v| (labels.get(k) == Some(v)) == want))
+    };
     in_scope
-        && term
-            .label_selector
-            .as_ref()
-            .is_some_and(|s| selector_matches(s, pod.metadata.labels.as_ref().unwrap_or(&empty)))
+        && term.label_selector.as_ref().is_some_and(|s| selector_matches(s, labels))
+        && same(&term.match_label_keys, true)
+        && same(&term.mismatch_label_keys, false)
 }
 
 /// Topology key → value → a count or score.
@@ -151,13 +165,12 @@ struct FilterState {
 
 fn filter_state(snapshot: &Snapshot, pod: &PodInfo) -> FilterState {
     let (affinity, anti) = (required_affinity(&pod.pod), required_anti_affinity(&pod.pod));
-    let own_ns = namespace(&pod.pod);
     let mut state = FilterState::default();
     for node in &snapshot.nodes {
         if node.pods_with_required_anti_affinity > 0 {
             for existing in node.pods.values() {
                 for term in required_anti_affinity(&existing.pod) {
-                    if term_selects(term, namespace(&existing.pod), &pod.pod, snapshot) {
+                    if term_selects(term, &existing.pod, &pod.pod, snapshot) {
                         state.existing_anti_affinity.add(&term.topology_key, node, 1);
                     }
                 }
@@ -167,12 +180,12 @@ fn filter_state(snapshot: &Snapshot, pod: &PodInfo) -> FilterState {
             continue;
         }
         for existing in node.pods.values() {
-            if !affinity.is_empty() && affinity.iter().all(|t| term_selects(t, own_ns, &existing.pod, snapshot)) {
+            if !affinity.is_empty() && affinity.iter().all(|t| term_selects(t, &pod.pod, &existing.pod, snapshot)) {
                 for term in affinity {
                     state.affinity.add(&term.topology_key, node, 1);
                 }
             }
-            for term in anti.iter().filter(|t| term_selects(t, own_ns, &existing.pod, snapshot)) {
+            for term in anti.iter().filter(|t| term_selects(t, &pod.pod, &existing.pod, snapshot)) {
                 state.anti_affinity.add(&term.topology_key, node, 1);
             }
         }
@@ -198,10 +211,8 @@ impl FilterPlugin for InterPodAffinity {
         let found = affinity.iter().all(|t| state.affinity.get(&t.topology_key, node) > 0);
         // the first pod of a group whose terms select itself may go anywhere, as long as no
         // pod matching them exists yet
-        let first_of_group = || {
-            state.affinity.is_empty()
-                && affinity.iter().all(|t| term_selects(t, namespace(&pod.pod), &pod.pod, snapshot))
-        };
+        let first_of_group =
+            || state.affinity.is_empty() && affinity.iter().all(|t| term_selects(t, &pod.pod, &pod.pod, snapshot));
         if !found && !first_of_group() {
             return Err(Failure::unresolvable(AFFINITY_REASON));
         }
@@ -220,10 +231,9 @@ impl FilterPlugin for InterPodAffinity {
 
 /// The PreScore sums: for each existing pod, the weights of the pod's preferred terms it
 /// matches (anti-affinity negative), and of its own terms that select the pod.
-fn score_state(snapshot: &Snapshot, pod: &PodInfo) -> Domains {
+fn score_state(args: &InterPodAffinity, snapshot: &Snapshot, pod: &PodInfo) -> Domains {
     let (preferred, preferred_anti) = (preferred_affinity(&pod.pod), preferred_anti_affinity(&pod.pod));
     let has_constraints = !preferred.is_empty() || !preferred_anti.is_empty();
-    let own_ns = namespace(&pod.pod);
     let mut scores = Domains::default();
     for node in &snapshot.nodes {
         if node.labels().is_none_or(|l| l.is_empty()) || (!has_constraints && node.pods_with_affinity == 0) {
@@ -232,16 +242,20 @@ fn score_state(snapshot: &Snapshot, pod: &PodInfo) -> Domains {
         for existing in node.pods.values() {
             let other = &existing.pod;
             for (terms, sign) in [(preferred, 1), (preferred_anti, -1)] {
-                for t in terms.iter().filter(|t| term_selects(&t.pod_affinity_term, own_ns, other, snapshot)) {
+                for t in terms.iter().filter(|t| term_selects(&t.pod_affinity_term, &pod.pod, other, snapshot)) {
                     scores.add(&t.pod_affinity_term.topology_key, node, sign * t.weight as i64);
                 }
             }
-            let other_ns = namespace(other);
-            for t in required_affinity(other).iter().filter(|t| term_selects(t, other_ns, &pod.pod, snapshot)) {
-                scores.add(&t.topology_key, node, HARD_POD_AFFINITY_WEIGHT);
+            if args.hard_pod_affinity_weight > 0 {
+                for t in required_affinity(other).iter().filter(|t| term_selects(t, other, &pod.pod, snapshot)) {
+                    scores.add(&t.topology_key, node, args.hard_pod_affinity_weight);
+                }
+            }
+            if args.ignore_preferred_terms_of_existing_pods {
+                continue;
             }
             for (terms, sign) in [(preferred_affinity(other), 1), (preferred_anti_affinity(other), -1)] {
-                for t in terms.iter().filter(|t| term_selects(&t.pod_affinity_term, other_ns, &pod.pod, snapshot)) {
+                for t in terms.iter().filter(|t| term_selects(&t.pod_affinity_term, other, &pod.pod, snapshot)) {
                     scores.add(&t.pod_affinity_term.topology_key, node, sign * t.weight as i64);
                 }
             }
@@ -256,12 +270,12 @@ impl ScorePlugin for InterPodAffinity {
     }
 
     fn pre_score(&self, snapshot: &Snapshot, pod: &PodInfo, _feasible: &[&NodeInfo]) -> PreScore {
-        snapshot.cycle.insert(SCORE_STATE, pod, score_state(snapshot, pod));
+        snapshot.cycle.insert(SCORE_STATE, pod, score_state(self, snapshot, pod));
         PreScore::Score
     }
 
     fn score(&self, snapshot: &Snapshot, pod: &PodInfo, node: &NodeInfo) -> i64 {
-        snapshot.cycle.get_or_insert_with(SCORE_STATE, pod, || score_state(snapshot, pod)).total(node)
+        snapshot.cycle.get_or_insert_with(SCORE_STATE, pod, || score_state(self, snapshot, pod)).total(node)
     }
 
     /// Upstream's: the lowest sum scores 0, the highest 100; all equal, all 0.
@@ -307,7 +321,7 @@ mod tests {
 
     /// The filter's verdict on each node (empty: fits).
     fn verdicts(nodes: &[&NodeInfo], pod: &PodInfo) -> Vec<Vec<String>> {
-        filter_each(&InterPodAffinity, nodes, pod)
+        filter_each(&InterPodAffinity::default(), nodes, pod)
     }
 
     #[test]
@@ -328,6 +342,37 @@ mod tests {
         t["namespaces"] = json!(["other"]);
         let pod = labelled_pod("web", json!({}), required("podAffinity", json!([t])));
         assert_eq!(verdicts(&[&a1, &other], &pod), vec![vec![AFFINITY_REASON.to_string()], vec![]]);
+    }
+
+    #[test]
+    fn match_and_mismatch_label_keys_narrow_a_term_by_its_pod() {
+        // tenant t1's web pod on a1, t2's on b1
+        let (mut a1, mut b1) = (zone_node("a1", "a"), zone_node("b1", "b"));
+        a1.add_pod(labelled_pod("web-t1", json!({"app": "web", "tenant": "t1"}), json!({})));
+        b1.add_pod(labelled_pod("web-t2", json!({"app": "web", "tenant": "t2"}), json!({})));
+        let with_keys = |field: &str| {
+            let mut t = term("zone", "web");
+            t[field] = json!(["tenant"]);
+            t
+        };
+        // affinity to web pods of the same tenant only: t1's zone
+        let same = labelled_pod(
+            "cache",
+            json!({"tenant": "t1"}),
+            required("podAffinity", json!([with_keys("matchLabelKeys")])),
+        );
+        assert_eq!(verdicts(&[&a1, &b1], &same), vec![vec![], vec![AFFINITY_REASON.to_string()]]);
+        // anti-affinity to web pods of other tenants: away from t2's zone
+        let apart = labelled_pod(
+            "cache",
+            json!({"tenant": "t1"}),
+            required("podAntiAffinity", json!([with_keys("mismatchLabelKeys")])),
+        );
+        assert_eq!(verdicts(&[&a1, &b1], &apart), vec![vec![], vec![ANTI_AFFINITY_REASON.to_string()]]);
+        // a key the pod lacks adds nothing: both web pods count
+        let unlabelled =
+            labelled_pod("cache", json!({}), required("podAffinity", json!([with_keys("matchLabelKeys")])));
+        assert!(verdicts(&[&a1, &b1], &unlabelled).iter().all(Vec::is_empty));
     }
 
     #[test]
@@ -379,9 +424,11 @@ mod tests {
                 image_nodes: &images,
                 namespaces,
                 volumes: &Default::default(),
+                nominated: &Default::default(),
+                workloads: &Default::default(),
                 cycle: Default::default(),
             };
-            InterPodAffinity.filter(&s, &pod, &n).is_ok()
+            InterPodAffinity::default().filter(&s, &pod, &n).is_ok()
         };
         assert!(!check(&namespaces), "the namespace has no labels yet");
         namespaces.insert("team-a".to_string(), [("team".to_string(), "a".to_string())].into());
@@ -411,14 +458,14 @@ mod tests {
         );
         let nodes = [&a, &b, &c];
         let mut scores = with_snapshot(&nodes, |s| {
-            InterPodAffinity.pre_score(s, &pod, &nodes);
-            nodes.iter().map(|n| InterPodAffinity.score(s, &pod, n)).collect::<Vec<_>>()
+            InterPodAffinity::default().pre_score(s, &pod, &nodes);
+            nodes.iter().map(|n| InterPodAffinity::default().score(s, &pod, n)).collect::<Vec<_>>()
         });
         assert_eq!(scores, vec![10, -4, 0]);
-        InterPodAffinity.normalize(&mut scores);
+        InterPodAffinity::default().normalize(&mut scores);
         assert_eq!(scores, vec![100, 0, 28]);
         let mut same = vec![3, 3];
-        InterPodAffinity.normalize(&mut same);
+        InterPodAffinity::default().normalize(&mut same);
         assert_eq!(same, vec![0, 0]);
     }
 }

@@ -13,19 +13,24 @@ mod pod_topology_spread;
 mod taint_toleration;
 mod volume_binding;
 mod volume_restrictions;
+mod volume_zone;
 
+pub use crate::label_selector::selector_matches;
 pub use balanced_allocation::BalancedAllocation;
 pub use image_locality::ImageLocality;
 pub use inter_pod_affinity::{InterPodAffinity, has_pod_affinity, has_required_anti_affinity};
 pub use node_affinity::{NodeAffinity, required_matches};
 pub use node_name::NodeName;
 pub use node_ports::NodePorts;
-pub use node_resources_fit::NodeResourcesFit;
+pub use node_resources_fit::{NodeResourcesFit, Strategy};
 pub use node_unschedulable::NodeUnschedulable;
-pub use pod_topology_spread::PodTopologySpread;
+pub use pod_topology_spread::{Defaults, PodTopologySpread};
 pub use taint_toleration::{TaintToleration, tolerates};
-pub use volume_binding::VolumeBinding;
+pub use volume_binding::{
+    Plan as VolumePlan, SELECTED_NODE, VolumeBinding, assumed as assumed_volumes, unbound_claims,
+};
 pub use volume_restrictions::VolumeRestrictions;
+pub use volume_zone::VolumeZone;
 
 #[cfg(test)]
 pub mod testing;

@@ -12,11 +12,12 @@
 //! domains is better, each constraint's count weighted by log(number of domains + 2)
 //! plus maxSkew − 1, normalized so the emptiest node scores 100.
 //!
-//! Counts are worked out once per cycle. Not done: upstream's system default constraints
-//! for pods without any (zone maxSkew 5 and hostname maxSkew 3, ScheduleAnyway, with the
-//! selectors of the Services, ReplicationControllers, ReplicaSets and StatefulSets
-//! matching the pod): the scheduler does not watch those kinds, so such pods are not
-//! spread by default.
+//! A pod without constraints of its own is scored by upstream's system defaults
+//! (hostname maxSkew 3 and zone maxSkew 5, ScheduleAnyway) with the selectors of the
+//! Services, ReplicationControllers, ReplicaSets and StatefulSets matching it put together
+//! (none: no defaults); as upstream, nodes lacking a key are then scored, not ignored.
+//!
+//! Counts are worked out once per cycle.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -30,12 +31,30 @@ use crate::scheduler::framework::{
     Failure, FilterPlugin, MAX_NODE_SCORE, NodeInfo, PodInfo, PreScore, ScorePlugin, Snapshot,
 };
 
-pub struct PodTopologySpread;
+/// pluginConfig's PodTopologySpreadArgs: the constraints of pods without their own.
+pub struct PodTopologySpread {
+    pub defaults: Defaults,
+}
+
+pub enum Defaults {
+    /// Upstream's system defaults (defaultingType System).
+    System,
+    /// defaultingType List: these (without selectors; the workloads' is used).
+    List(Vec<TopologySpreadConstraint>),
+}
+
+impl Default for PodTopologySpread {
+    fn default() -> PodTopologySpread {
+        PodTopologySpread { defaults: Defaults::System }
+    }
+}
 
 pub const REASON: &str = "node(s) didn't match pod topology spread constraints";
 pub const LABEL_REASON: &str = "node(s) didn't match pod topology spread constraints (missing required label)";
 
 const HOSTNAME: &str = "kubernetes.io/hostname";
+const ZONE: &str = "topology.kubernetes.io/zone";
+const SCHEDULE_ANYWAY: &str = "ScheduleAnyway";
 const FILTER_STATE: &str = "PodTopologySpread/filter";
 const SCORE_STATE: &str = "PodTopologySpread/score";
 
@@ -103,9 +122,34 @@ impl Constraint {
     }
 }
 
-fn constraints(pod: &PodInfo, action: &str) -> Vec<Constraint> {
-    let all = pod.spec().and_then(|s| s.topology_spread_constraints.as_deref()).unwrap_or_default();
-    all.iter().filter(|c| c.when_unsatisfiable == action).map(|c| Constraint::new(c, &pod.pod)).collect()
+/// The pod's constraints with this whenUnsatisfiable; for a pod with none, the default
+/// ones with the selector of its workloads. The flag: whether they are the system defaults.
+fn constraints(defaults: &Defaults, snapshot: &Snapshot, pod: &PodInfo, action: &str) -> (Vec<Constraint>, bool) {
+    let own = pod.spec().and_then(|s| s.topology_spread_constraints.as_deref()).unwrap_or_default();
+    if !own.is_empty() {
+        let matching = own.iter().filter(|c| c.when_unsatisfiable == action);
+        return (matching.map(|c| Constraint::new(c, &pod.pod)).collect(), false);
+    }
+    let system = [(HOSTNAME, 3), (ZONE, 5)].map(|(key, max_skew)| TopologySpreadConstraint {
+        max_skew,
+        topology_key: key.into(),
+        when_unsatisfiable: SCHEDULE_ANYWAY.into(),
+        ..Default::default()
+    });
+    let (list, is_system) = match defaults {
+        Defaults::System => (&system[..], true),
+        Defaults::List(list) => (&list[..], false),
+    };
+    let wanted: Vec<&TopologySpreadConstraint> = list.iter().filter(|c| c.when_unsatisfiable == action).collect();
+    if wanted.is_empty() {
+        return (Vec::new(), false);
+    }
+    let Some(selector) = snapshot.workloads.default_selector(&pod.pod) else { return (Vec::new(), false) };
+    let with_selector = wanted.into_iter().map(|c| {
+        let c = TopologySpreadConstraint { label_selector: Some(selector.clone()), ..c.clone() };
+        Constraint::new(&c, &pod.pod)
+    });
+    (with_selector.collect(), is_system)
 }
 
 fn has_all_keys(node: &NodeInfo, constraints: &[Constraint]) -> bool {
@@ -116,16 +160,18 @@ fn value<'a>(node: &'a NodeInfo, key: &str) -> Option<&'a String> {
     node.labels().and_then(|l| l.get(key))
 }
 
-/// Per constraint: value → matching pods, over the nodes that count.
+/// Per constraint: value → matching pods, over the nodes that count (`require_all`: only
+/// nodes with every constraint's key).
 fn domain_counts(
     snapshot: &Snapshot,
     pod: &PodInfo,
     constraints: &[Constraint],
+    require_all: bool,
     mut wanted: impl FnMut(usize, &str) -> bool,
 ) -> Vec<HashMap<String, i64>> {
     let namespace = pod.pod.metadata.namespace.as_deref();
     let mut counts = vec![HashMap::new(); constraints.len()];
-    for node in snapshot.nodes.iter().filter(|n| has_all_keys(n, constraints)) {
+    for node in snapshot.nodes.iter().filter(|n| !require_all || has_all_keys(n, constraints)) {
         for (i, c) in constraints.iter().enumerate() {
             let Some(v) = value(node, &c.key) else { continue };
             if !wanted(i, v) || !c.includes(snapshot, pod, node) {
@@ -144,9 +190,9 @@ struct FilterState {
     minimum: Vec<i64>,
 }
 
-fn filter_state(snapshot: &Snapshot, pod: &PodInfo) -> FilterState {
-    let constraints = constraints(pod, "DoNotSchedule");
-    let counts = domain_counts(snapshot, pod, &constraints, |_, _| true);
+fn filter_state(defaults: &Defaults, snapshot: &Snapshot, pod: &PodInfo) -> FilterState {
+    let (constraints, _) = constraints(defaults, snapshot, pod, "DoNotSchedule");
+    let counts = domain_counts(snapshot, pod, &constraints, true, |_, _| true);
     let minimum = constraints
         .iter()
         .zip(&counts)
@@ -165,10 +211,13 @@ impl FilterPlugin for PodTopologySpread {
     }
 
     fn filter(&self, snapshot: &Snapshot, pod: &PodInfo, node: &NodeInfo) -> Result<(), Failure> {
-        if pod.spec().and_then(|s| s.topology_spread_constraints.as_ref()).is_none_or(|c| c.is_empty()) {
+        let own = pod.spec().and_then(|s| s.topology_spread_constraints.as_ref()).is_some_and(|c| !c.is_empty());
+        if !own && matches!(self.defaults, Defaults::System) {
+            // the system defaults never filter
             return Ok(());
         }
-        let state = snapshot.cycle.get_or_insert_with(FILTER_STATE, pod, || filter_state(snapshot, pod));
+        let state =
+            snapshot.cycle.get_or_insert_with(FILTER_STATE, pod, || filter_state(&self.defaults, snapshot, pod));
         for (i, c) in state.constraints.iter().enumerate() {
             let Some(v) = value(node, &c.key) else { return Err(Failure::unresolvable(LABEL_REASON)) };
             let matching = state.counts[i].get(v).copied().unwrap_or(0);
@@ -191,17 +240,20 @@ struct ScoreState {
     ignored: HashSet<String>,
 }
 
-fn score_state(snapshot: &Snapshot, pod: &PodInfo, feasible: &[&NodeInfo]) -> ScoreState {
-    let constraints = constraints(pod, "ScheduleAnyway");
+fn score_state(defaults: &Defaults, snapshot: &Snapshot, pod: &PodInfo, feasible: &[&NodeInfo]) -> ScoreState {
+    let (constraints, system_defaults) = constraints(defaults, snapshot, pod, SCHEDULE_ANYWAY);
+    // the system defaults do not need every key on a node (a node without one is a
+    // domain of its own, "", for the weights)
+    let require_all = !system_defaults;
     let mut ignored = HashSet::new();
     let mut domains: Vec<HashSet<&str>> = vec![HashSet::new(); constraints.len()];
     for node in feasible {
-        if !has_all_keys(node, &constraints) {
+        if require_all && !has_all_keys(node, &constraints) {
             ignored.insert(node.name.clone());
             continue;
         }
         for (i, c) in constraints.iter().enumerate().filter(|(_, c)| c.key != HOSTNAME) {
-            domains[i].extend(value(node, &c.key).map(String::as_str));
+            domains[i].insert(value(node, &c.key).map_or("", String::as_str));
         }
     }
     let weights = constraints
@@ -212,7 +264,7 @@ fn score_state(snapshot: &Snapshot, pod: &PodInfo, feasible: &[&NodeInfo]) -> Sc
             ((size + 2) as f64).ln()
         })
         .collect();
-    let counts = domain_counts(snapshot, pod, &constraints, |i, v| domains[i].contains(v));
+    let counts = domain_counts(snapshot, pod, &constraints, require_all, |i, v| domains[i].contains(v));
     ScoreState { constraints, counts, weights, ignored }
 }
 
@@ -222,14 +274,16 @@ impl ScorePlugin for PodTopologySpread {
     }
 
     fn pre_score(&self, snapshot: &Snapshot, pod: &PodInfo, feasible: &[&NodeInfo]) -> PreScore {
-        let state = snapshot.cycle.insert(SCORE_STATE, pod, score_state(snapshot, pod, feasible));
+        let state = snapshot.cycle.insert(SCORE_STATE, pod, score_state(&self.defaults, snapshot, pod, feasible));
         if state.constraints.is_empty() { PreScore::Skip } else { PreScore::Score }
     }
 
     /// The weighted matching counts of the node's domains; −1 for a node lacking a key
     /// (normalized to 0).
     fn score(&self, snapshot: &Snapshot, pod: &PodInfo, node: &NodeInfo) -> i64 {
-        let state = snapshot.cycle.get_or_insert_with(SCORE_STATE, pod, || score_state(snapshot, pod, &snapshot.nodes));
+        let state = snapshot
+            .cycle
+            .get_or_insert_with(SCORE_STATE, pod, || score_state(&self.defaults, snapshot, pod, &snapshot.nodes));
         if state.ignored.contains(&node.name) {
             return -1;
         }
@@ -291,7 +345,7 @@ mod tests {
     }
 
     fn verdicts(nodes: &[&NodeInfo], pod: &PodInfo) -> Vec<Vec<String>> {
-        filter_each(&PodTopologySpread, nodes, pod)
+        filter_each(&PodTopologySpread::default(), nodes, pod)
     }
 
     #[test]
@@ -403,16 +457,77 @@ mod tests {
         );
         let nodes = [&a1, &a2, &b1, &c1, &bare];
         let mut scores = with_snapshot(&nodes, |s| {
-            assert_eq!(PodTopologySpread.pre_score(s, &pod, &nodes), PreScore::Score);
-            nodes.iter().map(|n| PodTopologySpread.score(s, &pod, n)).collect::<Vec<_>>()
+            assert_eq!(PodTopologySpread::default().pre_score(s, &pod, &nodes), PreScore::Score);
+            nodes.iter().map(|n| PodTopologySpread::default().score(s, &pod, n)).collect::<Vec<_>>()
         });
         // zones: 3 domains → weight ln 5 ≈ 1.609; hosts: 4 scored nodes → ln 6 ≈ 1.792
         // a1: 2×1.609 + 2×1.792 = 6.80 → 7; a2: 3.22 → 3; b1: 1.61 + 1.79 → 3; c1: 0
         assert_eq!(scores, vec![7, 3, 3, 0, -1]);
-        PodTopologySpread.normalize(&mut scores);
+        PodTopologySpread::default().normalize(&mut scores);
         // (7 + 0 − s) × 100 / 7
         assert_eq!(scores, vec![0, 57, 57, 100, 0]);
         let plain = web("w5");
-        with_snapshot(&nodes, |s| assert_eq!(PodTopologySpread.pre_score(s, &plain, &nodes), PreScore::Skip));
+        with_snapshot(&nodes, |s| {
+            assert_eq!(PodTopologySpread::default().pre_score(s, &plain, &nodes), PreScore::Skip)
+        });
+    }
+
+    #[test]
+    fn system_defaults_use_the_workloads_selectors() {
+        let zoned = |name: &str, zone: &str| node_with(name, json!({ZONE: zone, HOSTNAME: name}), json!({}), json!({}));
+        let (mut a1, b1) = (zoned("a1", "a"), zoned("b1", "b"));
+        let bare = node_with("bare", json!({HOSTNAME: "bare"}), json!({}), json!({}));
+        a1.add_pod(web("w1"));
+        a1.add_pod(web("w2"));
+        let mut workloads = crate::scheduler::framework::Workloads::default();
+        let selector = |v: Value| serde_json::from_value(v).ok();
+        workloads.apply("default", "Service/web".into(), selector(json!({"matchLabels": {"app": "web"}})));
+        workloads.apply("default", "ReplicaSet/web-1".into(), selector(json!({"matchLabels": {"rev": "1"}})));
+        // a Service without selector adds nothing; another namespace's does not count
+        workloads.apply("default", "Service/headless".into(), selector(json!({})));
+        workloads.apply("other", "Service/db".into(), selector(json!({"matchLabels": {"app": "web"}})));
+        let pod = web("w3");
+        assert_eq!(workloads.default_selector(&pod.pod), selector(json!({"matchLabels": {"app": "web"}})));
+        let rev = spread_pod("w4", json!({"app": "web", "rev": "1"}), json!({}));
+        let both = selector(json!({"matchLabels": {"app": "web", "rev": "1"}}));
+        assert_eq!(workloads.default_selector(&rev.pod), both);
+        assert_eq!(workloads.default_selector(&spread_pod("x", json!({"app": "x"}), json!({})).pod), None);
+
+        let nodes = [&a1, &b1, &bare];
+        let scores = snapshot_of(&nodes, &Default::default(), &Default::default(), &workloads, |s| {
+            assert_eq!(PodTopologySpread::default().pre_score(s, &pod, &nodes), PreScore::Score);
+            nodes.iter().map(|n| PodTopologySpread::default().score(s, &pod, n)).collect::<Vec<_>>()
+        });
+        // hostname (maxSkew 3): 3 nodes, weight ln 5; zone (maxSkew 5): domains a, b and
+        // "" (bare), weight ln 5; a1: 2×1.609 + 2 + 2×1.609 + 4 = 12.4; b1: 6; bare: no
+        // zone label, so only its hostname part: 2 — and it is scored, not ignored
+        assert_eq!(scores, vec![12, 6, 2]);
+        with_snapshot(&nodes, |s| assert_eq!(PodTopologySpread::default().pre_score(s, &pod, &nodes), PreScore::Skip));
+    }
+
+    #[test]
+    fn listed_default_constraints_filter_too() {
+        let (mut a1, b1) = (zone_node("a1", "a"), zone_node("b1", "b"));
+        a1.add_pod(web("w1"));
+        let mut workloads = crate::scheduler::framework::Workloads::default();
+        let selector = serde_json::from_value(json!({"matchLabels": {"app": "web"}})).ok();
+        workloads.apply("default", "ReplicaSet/web".into(), selector);
+        let list = vec![
+            serde_json::from_value(json!({"maxSkew": 1, "topologyKey": "zone",
+            "whenUnsatisfiable": "DoNotSchedule"}))
+            .unwrap(),
+        ];
+        let plugin = PodTopologySpread { defaults: Defaults::List(list) };
+        let pod = web("w2");
+        let verdicts = snapshot_of(&[&a1, &b1], &Default::default(), &Default::default(), &workloads, |s| {
+            [&a1, &b1].map(|n| plugin.filter(s, &pod, n).is_ok())
+        });
+        // zone a has one: a second there is a skew of 2
+        assert_eq!(verdicts, [false, true]);
+        // the system defaults never filter
+        let system = snapshot_of(&[&a1], &Default::default(), &Default::default(), &workloads, |s| {
+            PodTopologySpread::default().filter(s, &pod, &a1).is_ok()
+        });
+        assert!(system);
     }
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::{Value, json};
 
-use crate::scheduler::framework::{FilterPlugin, NodeInfo, PodInfo, PreScore, ScorePlugin, Snapshot, Volumes};
+use crate::scheduler::framework::{
+    FilterPlugin, NodeInfo, Nominated, PodInfo, PreScore, ScorePlugin, Snapshot, Volumes, Workloads,
+};
 
 pub fn pod_info(spec: Value) -> PodInfo {
     named_pod("default", "p", spec)
@@ -44,12 +46,30 @@ pub fn with_snapshot<R>(nodes: &[&NodeInfo], f: impl FnOnce(&Snapshot) -> R) -> 
 
 /// Run `f` on a snapshot of these nodes and claims and volumes.
 pub fn with_volumes<R>(nodes: &[&NodeInfo], volumes: &Volumes, f: impl FnOnce(&Snapshot) -> R) -> R {
+    snapshot_of(nodes, volumes, &Nominated::default(), &Workloads::default(), f)
+}
+
+/// Run `f` on a snapshot of these nodes with these nominated pods.
+pub fn with_nominated<R>(nodes: &[&NodeInfo], nominated: &Nominated, f: impl FnOnce(&Snapshot) -> R) -> R {
+    snapshot_of(nodes, &Volumes::default(), nominated, &Workloads::default(), f)
+}
+
+/// Run `f` on a snapshot of these nodes, claims and volumes, nominated pods and workloads.
+pub fn snapshot_of<R>(
+    nodes: &[&NodeInfo],
+    volumes: &Volumes,
+    nominated: &Nominated,
+    workloads: &Workloads,
+    f: impl FnOnce(&Snapshot) -> R,
+) -> R {
     let (images, namespaces) = (HashMap::new(), HashMap::new());
     let snapshot = Snapshot {
         nodes: nodes.to_vec(),
         image_nodes: &images,
         namespaces: &namespaces,
         volumes,
+        nominated,
+        workloads,
         cycle: Default::default(),
     };
     f(&snapshot)

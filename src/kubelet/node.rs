@@ -1,0 +1,199 @@
+//! A node as its kubelet keeps it: registered (created, or its status refreshed when it
+//! exists), its Lease renewed, its status (conditions' heartbeats) re-posted every
+//! five minutes as upstream's kubelet does once leases carry the liveness.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::Node as NodeObject;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+use super::KubeletArgs;
+
+/// How often the node status is re-posted when nothing changed (upstream's 5 minutes).
+const STATUS_REPORT_INTERVAL: Duration = Duration::from_secs(300);
+const LEASE_SECONDS: i32 = 40;
+
+/// What every node of this process looks like.
+pub struct Shape {
+    cpu: String,
+    memory: String,
+    pods: u32,
+    labels: BTreeMap<String, String>,
+}
+
+fn machine_memory() -> String {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(4 * 1024 * 1024);
+    format!("{kib}Ki")
+}
+
+impl Shape {
+    pub fn from_args(args: &KubeletArgs) -> anyhow::Result<Shape> {
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let mut labels = BTreeMap::new();
+        for pair in args.node_labels.iter().filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').with_context(|| format!("--node-labels: {pair:?} is not key=value"))?;
+            labels.insert(k.to_string(), v.to_string());
+        }
+        Ok(Shape {
+            cpu: args.fake_cpu.clone().unwrap_or_else(|| cpus.to_string()),
+            memory: args.fake_memory.clone().unwrap_or_else(machine_memory),
+            pods: args.max_pods,
+            labels,
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct Node {
+    pub name: String,
+    /// The node's address (127.0.0.1 for the first, 127.0.1.<i> for the others).
+    pub ip: String,
+    /// Where pod IPs come from: the node's podCIDR once IPAM gave one, else a private range.
+    pub index: usize,
+    client: Client,
+    uid: Arc<String>,
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+fn conditions(heartbeat: &Time, transition: &Time) -> Value {
+    let c = |type_: &str, status: &str, reason: &str, message: &str| {
+        json!({"type": type_, "status": status, "reason": reason, "message": message,
+               "lastHeartbeatTime": heartbeat, "lastTransitionTime": transition})
+    };
+    json!([
+        c("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+        c("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        c("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        c("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+    ])
+}
+
+impl Node {
+    pub async fn register(client: Client, name: &str, index: usize, shape: &Shape) -> anyhow::Result<Node> {
+        let api: Api<NodeObject> = Api::all(client.clone());
+        let mut labels = shape.labels.clone();
+        labels.insert("kubernetes.io/hostname".into(), name.to_string());
+        labels.insert("kubernetes.io/os".into(), "linux".into());
+        labels.insert(
+            "kubernetes.io/arch".into(),
+            std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+        );
+        labels.insert("beta.kubernetes.io/os".into(), "linux".into());
+        labels.insert("beta.kubernetes.io/arch".into(), labels["kubernetes.io/arch"].clone());
+        let node: NodeObject = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))?;
+        let created = match api.create(&PostParams::default(), &node).await {
+            Ok(n) => n,
+            Err(kube::Error::Api(e)) if e.code == 409 => api.get(name).await?,
+            Err(e) => return Err(e).with_context(|| format!("registering node {name}")),
+        };
+        let ip =
+            if index == 0 { "127.0.0.1".to_string() } else { format!("127.0.{}.{}", 1 + index / 250, 1 + index % 250) };
+        let n =
+            Node { name: name.to_string(), ip, index, client, uid: Arc::new(created.metadata.uid.unwrap_or_default()) };
+        n.post_status(shape).await?;
+        Ok(n)
+    }
+
+    async fn post_status(&self, shape: &Shape) -> anyhow::Result<()> {
+        let t = now();
+        let resources = json!({"cpu": shape.cpu, "memory": shape.memory, "pods": shape.pods.to_string(), "ephemeral-storage": "100Gi"});
+        let status = json!({"status": {
+            "capacity": resources, "allocatable": resources,
+            "conditions": conditions(&t, &t),
+            "addresses": [{"type": "InternalIP", "address": self.ip}, {"type": "Hostname", "address": self.name}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "nodeInfo": {
+                "machineID": "", "systemUUID": "", "bootID": "",
+                "kernelVersion": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+                "osImage": "ferrokube fake node", "containerRuntimeVersion": "fake://0.1.0",
+                "kubeletVersion": "v1.33.0", "kubeProxyVersion": "v1.33.0",
+                "operatingSystem": "linux", "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+            },
+        }});
+        let api: Api<NodeObject> = Api::all(self.client.clone());
+        api.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .with_context(|| format!("posting the status of node {}", self.name))?;
+        Ok(())
+    }
+
+    /// Renew the Lease every `interval`; re-post the Ready heartbeat every five minutes.
+    pub async fn keep_alive(self, interval: Duration) {
+        let mut last_status = tokio::time::Instant::now();
+        loop {
+            if let Err(e) = self.renew_lease().await {
+                tracing::warn!(node = %self.name, error = %format!("{e:#}"), "renewing the node lease");
+            }
+            if last_status.elapsed() >= STATUS_REPORT_INTERVAL {
+                let t = now();
+                let patch =
+                    json!({"status": {"conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": t}]}});
+                let api: Api<NodeObject> = Api::all(self.client.clone());
+                if let Err(e) = api.patch_status(&self.name, &PatchParams::default(), &Patch::Strategic(&patch)).await {
+                    tracing::warn!(node = %self.name, error = %e, "posting the node heartbeat");
+                }
+                last_status = tokio::time::Instant::now();
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    async fn renew_lease(&self) -> anyhow::Result<()> {
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
+        let renew = MicroTime(Timestamp::now());
+        match api.get_opt(&self.name).await? {
+            Some(mut lease) => {
+                let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+                spec.renew_time = Some(renew);
+                spec.holder_identity = Some(self.name.clone());
+                spec.lease_duration_seconds = Some(LEASE_SECONDS);
+                api.replace(&self.name, &PostParams::default(), &lease).await?;
+            }
+            None => {
+                // owned by the Node, so the garbage collector removes it with the node
+                let owner = OwnerReference {
+                    api_version: "v1".into(),
+                    kind: "Node".into(),
+                    name: self.name.clone(),
+                    uid: self.uid.to_string(),
+                    ..Default::default()
+                };
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(self.name.clone()),
+                        owner_references: Some(vec![owner]),
+                        ..Default::default()
+                    },
+                    spec: Some(LeaseSpec {
+                        holder_identity: Some(self.name.clone()),
+                        lease_duration_seconds: Some(LEASE_SECONDS),
+                        renew_time: Some(renew),
+                        ..Default::default()
+                    }),
+                };
+                api.create(&PostParams::default(), &lease).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
