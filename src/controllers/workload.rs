@@ -4,21 +4,20 @@
 //! pods it just created or deleted are not yet in the informer), as client-go's
 //! ControllerExpectations do.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{DeleteParams, Preconditions};
 use kube::{Api, Client, Resource};
-use serde_json::json;
 
 use crate::label_selector::selector_matches;
 
-use super::runtime::{Ctx, Event, Informer, Recorder, WorkQueue, informer::controller_of, key_of};
+use super::runtime::claim::{Owner, claim};
+use super::runtime::{Ctx, Event, Informer, Kind, Recorder, WorkQueue, informer::controller_of, key_of};
 
 /// Running with the Ready condition true.
 pub fn is_ready(pod: &Pod) -> bool {
@@ -65,17 +64,7 @@ pub fn is_active(pod: &Pod) -> bool {
     !is_terminal(pod) && !is_terminating(pod)
 }
 
-/// An ownerReference naming `owner` as the controller, blocking its foreground deletion.
-pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
-    OwnerReference {
-        api_version: K::api_version(&()).to_string(),
-        kind: K::kind(&()).to_string(),
-        name: owner.meta().name.clone().unwrap_or_default(),
-        uid: owner.meta().uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
+pub use super::runtime::claim::controller_ref;
 
 /// The pods of `owner`'s namespace whose controller it is.
 pub fn owned_pods<K: Resource<DynamicType = ()>>(pods: &Informer<Pod>, owner: &K) -> Vec<Arc<Pod>> {
@@ -154,44 +143,36 @@ pub async fn delete_owned_pods<K: Resource<DynamicType = ()>>(
     Ok(())
 }
 
-/// Upstream's ClaimPods: adopt the pods of `owner`'s namespace that have no controller,
-/// are not being deleted and `fits` (its selector matches, and `member`); release the pods
-/// it controls that no longer fit. Each change is a patch of the ownerReferences that
-/// fails if the pod changed meanwhile. Returns how many pods changed; the caller resyncs
-/// on the informer's news of them.
-pub async fn claim_pods<K: Resource<DynamicType = ()>>(
+/// Upstream's ClaimPods over `runtime::claim`: of the namespace's pods that are `member`s
+/// (or already `owner`'s), those `owner` controls once orphans its selector matches are
+/// adopted and its pods the selector no longer matches are released. The owner is read
+/// afresh before the first adoption.
+pub async fn claim_pods<K: Kind + serde::Serialize + Resource<Scope = k8s_openapi::NamespaceResourceScope>>(
     client: &Client,
     pods: &Informer<Pod>,
     owner: &K,
     selector: &LabelSelector,
     member: impl Fn(&Pod) -> bool,
-) -> anyhow::Result<usize> {
-    if owner.meta().deletion_timestamp.is_some() {
-        return Ok(0);
-    }
+) -> anyhow::Result<Vec<Arc<Pod>>> {
     let ns = owner.meta().namespace.as_deref().unwrap_or_default();
+    let name = owner.meta().name.clone().unwrap_or_default();
     let uid = owner.meta().uid.clone();
-    let fits = |p: &Pod| selector_matches(selector, &p.metadata.labels.clone().unwrap_or_default()) && member(p);
-    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let mut changed = 0;
-    for pod in pods.list_namespace(ns).into_iter().filter(|p| !is_terminating(p)) {
-        let refs = pod.metadata.owner_references.clone().unwrap_or_default();
-        let ours = refs.iter().any(|r| r.controller == Some(true) && Some(&r.uid) == uid.as_ref());
-        let controlled = refs.iter().any(|r| r.controller == Some(true));
-        let refs: Vec<OwnerReference> = match (ours, controlled, fits(&pod)) {
-            (true, _, false) => refs.into_iter().filter(|r| Some(&r.uid) != uid.as_ref()).collect(),
-            (false, false, true) => refs.into_iter().chain([controller_ref(owner)]).collect(),
-            _ => continue,
-        };
-        let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.metadata.resource_version}});
-        let name = pod.metadata.name.as_deref().unwrap_or_default();
-        match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => changed += 1,
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-            Err(e) => return Err(e.into()),
+    let selects = |labels: &BTreeMap<String, String>| selector_matches(selector, labels);
+    let claimant = Owner {
+        reference: controller_ref(owner),
+        deleting: owner.meta().deletion_timestamp.is_some(),
+        selects: &selects,
+    };
+    let ours = |p: &Pod| controller_of(p, &K::kind(&())).is_some_and(|r| Some(&r.uid) == uid.as_ref());
+    let candidates = pods.list_namespace(ns).into_iter().filter(|p| ours(p) || member(p)).collect();
+    let recheck = async {
+        let fresh: K = Api::namespaced(client.clone(), ns).get(&name).await?;
+        if fresh.meta().uid != uid || fresh.meta().deletion_timestamp.is_some() {
+            anyhow::bail!("{} {name} was replaced or is being deleted; not adopting", K::kind(&()));
         }
-    }
-    Ok(changed)
+        Ok(())
+    };
+    claim(&Api::namespaced(client.clone(), ns), &claimant, candidates, recheck).await
 }
 
 /// How long an expectation may wait for the informer before it is assumed lost.

@@ -120,9 +120,9 @@ impl workload::Reconcile for Controller {
         }
         let (ns, _) = split_key(key);
         let selector = ds.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
-        if workload::claim_pods(&self.client, &self.pods, ds.as_ref(), &selector, |_| true).await? > 0 {
-            return Ok(());
-        }
+        // expectations before the pods: see `job::Census::settled`
+        let settled = self.expectations.satisfied(key, &self.pods, ns);
+        let claimed = workload::claim_pods(&self.client, &self.pods, ds.as_ref(), &selector, |_| true).await?;
         let mut collisions = ds.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0);
         let rev_api: Api<ControllerRevision> = Api::namespaced(self.client.clone(), ns);
         let history = history::owned(&self.revisions, ds.as_ref());
@@ -130,8 +130,8 @@ impl workload::Reconcile for Controller {
         let update = history::current(&rev_api, ds.as_ref(), &template, &history, &mut collisions).await?;
         let hash = history::hash_of(&update);
         let template_pod = Arc::new(placement::template_pod(&ds, &hash));
-        let nodes = self.node_states(&ds, &template_pod);
-        if self.expectations.satisfied(key, &self.pods, ns) {
+        let nodes = self.node_states(&template_pod, claimed);
+        if settled {
             self.manage(key, &ds, &template_pod, &nodes, &hash).await?;
         }
         let in_use: Vec<String> = nodes.values().flat_map(|n| n.pods.iter().map(|p| hash_of(p).to_string())).collect();
@@ -154,8 +154,8 @@ impl workload::Reconcile for Controller {
 }
 
 impl Controller {
-    /// Every node, with the DaemonSet's fit and its live daemon pods on it.
-    fn node_states(&self, ds: &DaemonSet, template_pod: &Arc<Pod>) -> BTreeMap<String, NodeState> {
+    /// Every node, with the DaemonSet's fit and its live daemon pods (`pods`) on it.
+    fn node_states(&self, template_pod: &Arc<Pod>, pods: Vec<Arc<Pod>>) -> BTreeMap<String, NodeState> {
         let mut states: BTreeMap<String, NodeState> = self
             .nodes
             .list()
@@ -167,7 +167,7 @@ impl Controller {
                 )
             })
             .collect();
-        for pod in workload::owned_pods(&self.pods, ds) {
+        for pod in pods {
             let node = placement::node_of(&pod).and_then(|n| states.get_mut(&n));
             if let Some(state) = node.filter(|_| !workload::is_terminating(&pod)) {
                 state.pods.push(pod);

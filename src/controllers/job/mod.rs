@@ -106,6 +106,10 @@ fn set_condition(status: &mut JobStatus, type_: &str, value: &str, reason: &str,
 struct Census {
     active: Vec<Arc<Pod>>,
     terminating: usize,
+    /// The pods this controller made or deleted were all in the cache before the pods
+    /// were read (checked first: checked after, a pod arriving in between would be
+    /// neither expected nor seen, and made twice).
+    settled: bool,
 }
 
 impl workload::Reconcile for Controller {
@@ -115,6 +119,7 @@ impl workload::Reconcile for Controller {
             self.expectations.forget(key);
             return self.release_orphans(key).await;
         };
+        let settled = self.expectations.satisfied(key, &self.pods, ns);
         let pods = workload::owned_pods(&self.pods, job.as_ref());
         let api: Api<Job> = Api::namespaced(self.client.clone(), ns);
         let mut job = self.track(&api, (*job).clone(), &pods).await?;
@@ -125,6 +130,7 @@ impl workload::Reconcile for Controller {
         let census = Census {
             active: pods.iter().filter(|p| workload::is_active(p)).cloned().collect(),
             terminating: pods.iter().filter(|p| workload::is_terminating(p) && !workload::is_terminal(p)).count(),
+            settled,
         };
         let before = job.status.clone();
         let mut status = job.status.take().unwrap_or_default();

@@ -168,7 +168,7 @@ impl Controller {
         pods: &[Arc<Pod>],
     ) -> anyhow::Result<()> {
         let ns = job.metadata.namespace.as_deref().unwrap_or_default();
-        if !self.expectations.satisfied(key, &self.pods, ns) {
+        if !census.settled {
             return Ok(());
         }
         let parallelism = job.spec.as_ref().and_then(|s| s.parallelism).unwrap_or(1).max(0) as usize;

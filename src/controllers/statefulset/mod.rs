@@ -99,15 +99,11 @@ impl workload::Reconcile for Controller {
         let (ns, _) = split_key(key);
         let selector = set.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
         let member = |p: &Pod| ordinal_of(&set, p).is_some();
-        if workload::claim_pods(&self.client, &self.pods, set.as_ref(), &selector, member).await? > 0 {
-            return Ok(());
-        }
+        let claimed = workload::claim_pods(&self.client, &self.pods, set.as_ref(), &selector, member).await?;
         let mut collisions = set.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0);
         let revisions = self.revisions(&set, &mut collisions).await?;
-        let pods: BTreeMap<i32, Arc<Pod>> = workload::owned_pods(&self.pods, set.as_ref())
-            .into_iter()
-            .filter_map(|p| Some((ordinal_of(&set, &p)?, p)))
-            .collect();
+        let pods: BTreeMap<i32, Arc<Pod>> =
+            claimed.into_iter().filter_map(|p| Some((ordinal_of(&set, &p)?, p))).collect();
         self.reconcile(&set, &revisions, &pods).await?;
         let status = self.status(&set, &revisions, &pods, collisions);
         let in_use: Vec<String> = pods.values().map(|p| revision_of(p).to_string()).collect();
