@@ -171,6 +171,22 @@ async fn one_pod_per_eligible_node_and_rolling_updates() {
     wait_status(&c, "agent", "2 updated", |s| s["updatedNumberScheduled"] == 2 && s["numberAvailable"] == 2).await;
     let (_, revs) = c.get("/apis/apps/v1/namespaces/default/controllerrevisions?labelSelector=app%3Dagent").await;
     assert_eq!(revs["items"].as_array().unwrap().len(), 2);
+
+    // kubectl reads the rollout from the status and the revisions, and undoes it
+    let out = c.kubectl_ok("1.33", &["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let out = c.kubectl_ok("1.33", &["rollout", "history", "daemonset/agent"]);
+    assert!(out.contains('1') && out.contains('2'), "{out}");
+    c.kubectl_ok("1.33", &["rollout", "undo", "daemonset/agent"]);
+    eventually(WAIT, "agent:1 again", || async {
+        let pods = placed(&c, "agent").await;
+        let done = pods.len() == 2
+            && pods
+                .iter()
+                .all(|(_, p)| p["spec"]["containers"][0]["image"] == "agent:1" && p["status"]["phase"] == "Running");
+        done.then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -215,4 +231,48 @@ async fn max_surge_keeps_every_node_available_and_on_delete_waits() {
     .await;
     wait_status(&c, "manual", "1 updated", |s| s["updatedNumberScheduled"] == 1 && s["currentNumberScheduled"] == 2)
         .await;
+}
+
+/// A Ready node with room for pods, as the scheduler needs it.
+async fn ready_node(c: &Cluster, name: &str) {
+    add_node(c, name, json!({"kubernetes.io/hostname": name}), json!([])).await;
+    let status = json!({"status": {
+        "capacity": {"cpu": "8", "memory": "16Gi", "pods": "110"},
+        "allocatable": {"cpu": "8", "memory": "16Gi", "pods": "110"},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "test"}],
+    }});
+    let (s, body) = c.patch(&format!("/api/v1/nodes/{name}/status"), "application/merge-patch+json", &status).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn the_scheduler_binds_daemon_pods_to_their_nodes() {
+    let c = Cluster::start().await;
+    for n in ["node-a", "node-b", "node-c"] {
+        ready_node(&c, n).await;
+    }
+    let kubeconfig = c.kubeconfig.display().to_string();
+    let port = common::free_port().to_string();
+    let child = c.spawn_ferrokube(
+        &["scheduler", "--kubeconfig", &kubeconfig, "--secure-port", &port, "--leader-elect=false"],
+        "scheduler.log",
+    );
+    let _scheduler = common::controllers::Component { child, log: c.dir.path().join("scheduler.log"), port: 0 };
+    let _cm = start_controller_manager(&c, &["--controllers=daemonset"]).await;
+
+    c.create(SETS, &daemonset("spread", json!({}))).await;
+    let pods = eventually(WAIT, "three bound daemon pods", || async {
+        let pods = placed(&c, "spread").await;
+        (pods.len() == 3 && pods.iter().all(|(n, _)| !n.is_empty())).then_some(pods)
+    })
+    .await;
+    for (node, pod) in &pods {
+        let pinned = &pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchFields"][0]["values"][0];
+        assert_eq!(pinned, node, "{pod}");
+    }
+    let nodes: Vec<&str> = pods.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(nodes, ["node-a", "node-b", "node-c"]);
+    let s = wait_status(&c, "spread", "3 scheduled", |s| s["currentNumberScheduled"] == 3).await;
+    assert_eq!((s["desiredNumberScheduled"].clone(), s["numberReady"].clone()), (json!(3), json!(0)));
 }

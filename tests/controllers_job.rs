@@ -206,4 +206,63 @@ async fn indexed_jobs_and_pod_failure_policy() {
         message,
         format!("Container main for pod default/{p2} failed with exit code 1 matching FailJob rule at index 1")
     );
+
+    // a Job deleted in the background leaves its pods to the garbage collector, without
+    // the tracking finalizer no one would remove any more
+    c.create(JOBS, &job("gone", json!({}))).await;
+    let p = running_pods(&c, "gone", 1).await;
+    let (s, body) = c.delete_with(&format!("{JOBS}/gone"), &json!({"propagationPolicy": "Background"})).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    eventually(WAIT, "the orphan's finalizer removed", || async {
+        let (_, pod) = c.get(&format!("/api/v1/namespaces/default/pods/{}", p[0])).await;
+        pod["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty()).then_some(())
+    })
+    .await;
+
+    // restartPolicy OnFailure: container restarts count towards backoffLimit
+    let mut restarting = job("restarting", json!({"backoffLimit": 2}));
+    restarting["spec"]["template"]["spec"]["restartPolicy"] = json!("OnFailure");
+    c.create(JOBS, &restarting).await;
+    let p = running_pods(&c, "restarting", 1).await;
+    let restarted = json!({"status": {"containerStatuses": [{"name": "main", "image": "busybox", "imageID": "",
+        "ready": true, "started": true, "restartCount": 3, "state": {"running": {}}}]}});
+    let path = format!("/api/v1/namespaces/default/pods/{}/status", p[0]);
+    let (s, body) = c.patch(&path, "application/merge-patch+json", &restarted).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let failed = condition(&c, "restarting", "Failed").await;
+    assert_eq!(cond(&failed, "Failed")["reason"], "BackoffLimitExceeded");
+
+    // successPolicy: index 0 done is enough; the other pods are stopped
+    let policy = json!({"rules": [{"succeededIndexes": "0"}]});
+    let spec = json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed", "successPolicy": policy});
+    c.create(JOBS, &job("leader", spec)).await;
+    let names = running_pods(&c, "leader", 3).await;
+    let leader = names.iter().find(|n| n.starts_with("leader-0-")).unwrap().clone();
+    set_pod_phase(&c, "default", &leader, "Succeeded").await;
+    let done = condition(&c, "leader", "Complete").await;
+    assert_eq!(cond(&done, "SuccessCriteriaMet")["reason"], "SuccessPolicy");
+    assert_eq!(cond(&done, "Complete")["message"], "Matched rules at index 0");
+    assert_eq!(done["status"]["completedIndexes"], "0");
+    assert!(running(&pods_of(&c, "leader").await).is_empty());
+
+    // backoffLimitPerIndex 0: a failed index is not retried, the others run on, and the Job fails
+    let spec = json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed", "backoffLimitPerIndex": 0});
+    c.create(JOBS, &job("per-index", spec)).await;
+    let names = running_pods(&c, "per-index", 3).await;
+    let pod_of = |i: usize| names.iter().find(|n| n.starts_with(&format!("per-index-{i}-"))).unwrap().clone();
+    let first = c.must_get(&format!("/api/v1/namespaces/default/pods/{}", pod_of(1))).await;
+    assert_eq!(first["metadata"]["annotations"]["batch.kubernetes.io/job-index-failure-count"], "0");
+    set_pod_phase(&c, "default", &pod_of(1), "Failed").await;
+    eventually(WAIT, "failedIndexes 1", || async {
+        let j = c.must_get(&format!("{JOBS}/per-index")).await;
+        (j["status"]["failedIndexes"] == "1").then_some(())
+    })
+    .await;
+    set_pod_phase(&c, "default", &pod_of(0), "Succeeded").await;
+    set_pod_phase(&c, "default", &pod_of(2), "Succeeded").await;
+    let failed = condition(&c, "per-index", "Failed").await;
+    assert_eq!(cond(&failed, "Failed")["reason"], "FailedIndexes");
+    assert_eq!(failed["status"]["completedIndexes"], "0,2");
+    let pods = pods_of(&c, "per-index").await;
+    assert_eq!(pods.len(), 3, "index 1 was not retried");
 }

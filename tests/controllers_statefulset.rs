@@ -168,6 +168,25 @@ async fn ordered_ready_creation_scale_down_and_rolling_update_with_partition() {
     assert_ne!(set["status"]["updateRevision"], set["status"]["currentRevision"]);
     assert_eq!(pod(&c, "web-0").await["spec"]["containers"][0]["image"], "nginx:1.26");
 
+    // partition 0: web-0 follows, and the update revision becomes the current one
+    let patch = json!({"spec": {"updateStrategy": {"rollingUpdate": {"partition": 0}}}});
+    let (s, body) = c.patch(&format!("{SETS}/web"), "application/merge-patch+json", &patch).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    eventually(WAIT, "web-0 updated", || async {
+        let p = pod_or_null(&c, "web-0").await;
+        (p["spec"]["containers"][0]["image"] == "nginx:1.27" && p["metadata"]["deletionTimestamp"].is_null())
+            .then_some(())
+    })
+    .await;
+    set_pod_running(&c, "default", "web-0").await;
+    let set = wait_status(&c, "rollout done", |s| s["updatedReplicas"] == 3 && s["readyReplicas"] == 3).await;
+    assert_eq!(set["status"]["currentRevision"], set["status"]["updateRevision"]);
+    assert_eq!(set["status"]["currentReplicas"], 3);
+    let out = c.kubectl_ok("1.33", &["rollout", "status", "statefulset/web", "--timeout=60s"]);
+    assert!(out.contains("roll out complete"), "{out}");
+    let out = c.kubectl_ok("1.33", &["rollout", "history", "statefulset/web"]);
+    assert!(out.contains('1') && out.contains('2'), "{out}");
+
     // scale down to 1: from the highest ordinal, claims kept
     let scale = json!({"spec": {"replicas": 1}});
     let (s, body) = c.patch(&format!("{SETS}/web"), "application/merge-patch+json", &scale).await;
@@ -227,4 +246,29 @@ async fn parallel_on_delete_retention_and_the_tutorial_manifest() {
     let p = pod(&c, "database-statefulset-0").await;
     assert_eq!(p["spec"]["subdomain"], "database");
     c.must_get("/api/v1/namespaces/default/persistentvolumeclaims/database-data-database-statefulset-0").await;
+
+    // an orphan pod with a member's name and the selector's labels is adopted, not replaced
+    let mut orphan = common::pod("adopt-0", "nginx:1.26");
+    orphan["metadata"]["labels"] = json!({"app": "adopt"});
+    let orphan = c.create(PODS, &orphan).await;
+    let mut set = web(1, json!({"selector": {"matchLabels": {"app": "adopt"}}}), false);
+    set["metadata"]["name"] = json!("adopt");
+    set["spec"]["template"]["metadata"]["labels"] = json!({"app": "adopt"});
+    c.create(SETS, &set).await;
+    eventually(WAIT, "adopt-0 adopted", || async {
+        let p = pod(&c, "adopt-0").await;
+        let owner = &p["metadata"]["ownerReferences"][0];
+        (owner["kind"] == "StatefulSet" && owner["name"] == "adopt").then_some(())
+    })
+    .await;
+    assert_eq!(pod(&c, "adopt-0").await["metadata"]["uid"], orphan["metadata"]["uid"]);
+
+    // relabelled out of the selector, it is released
+    let relabel = json!({"metadata": {"labels": {"app": "elsewhere"}}});
+    c.patch(&format!("{PODS}/adopt-0"), "application/merge-patch+json", &relabel).await;
+    eventually(WAIT, "adopt-0 released", || async {
+        let p = pod(&c, "adopt-0").await;
+        p["metadata"]["ownerReferences"].as_array().is_none_or(|r| r.is_empty()).then_some(())
+    })
+    .await;
 }

@@ -4,16 +4,20 @@
 //! pods it just created or deleted are not yet in the informer), as client-go's
 //! ControllerExpectations do.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::jiff::Timestamp;
-use kube::Resource;
+use kube::api::{DeleteParams, Preconditions};
+use kube::{Api, Client, Resource};
 
-use super::runtime::{Ctx, Event, Informer, WorkQueue, informer::controller_of, key_of};
+use crate::label_selector::selector_matches;
+
+use super::runtime::claim::{Owner, claim};
+use super::runtime::{Ctx, Event, Informer, Kind, Recorder, WorkQueue, informer::controller_of, key_of};
 
 /// Running with the Ready condition true.
 pub fn is_ready(pod: &Pod) -> bool {
@@ -60,17 +64,7 @@ pub fn is_active(pod: &Pod) -> bool {
     !is_terminal(pod) && !is_terminating(pod)
 }
 
-/// An ownerReference naming `owner` as the controller, blocking its foreground deletion.
-pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
-    OwnerReference {
-        api_version: K::api_version(&()).to_string(),
-        kind: K::kind(&()).to_string(),
-        name: owner.meta().name.clone().unwrap_or_default(),
-        uid: owner.meta().uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
+pub use super::runtime::claim::controller_ref;
 
 /// The pods of `owner`'s namespace whose controller it is.
 pub fn owned_pods<K: Resource<DynamicType = ()>>(pods: &Informer<Pod>, owner: &K) -> Vec<Arc<Pod>> {
@@ -111,6 +105,74 @@ pub fn enqueue_owner(queue: Arc<WorkQueue>, kind: &'static str) -> impl Fn(&Even
             queue.add(format!("{ns}/{}", owner.name));
         }
     }
+}
+
+/// Delete `pod` if it is still the pod seen (a uid precondition); false if it was
+/// already gone or replaced.
+pub async fn delete_pod(client: &Client, pod: &Pod) -> anyhow::Result<bool> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
+        ..Default::default()
+    };
+    match api.delete(pod.metadata.name.as_deref().unwrap_or_default(), &dp).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Delete `owner`'s pods as the Job and DaemonSet controllers do: each expected gone
+/// under `key`, and told in a `SuccessfulDelete` event `Deleted pod: <name>`.
+pub async fn delete_owned_pods<K: Resource<DynamicType = ()>>(
+    client: &Client,
+    recorder: &Recorder,
+    expectations: &Expectations,
+    key: &str,
+    owner: &K,
+    pods: &[Arc<Pod>],
+) -> anyhow::Result<()> {
+    for pod in pods {
+        if delete_pod(client, pod).await? {
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            expectations.deleted(key, name);
+            recorder.normal(owner, "SuccessfulDelete", format!("Deleted pod: {name}"));
+        }
+    }
+    Ok(())
+}
+
+/// Upstream's ClaimPods over `runtime::claim`: of the namespace's pods that are `member`s
+/// (or already `owner`'s), those `owner` controls once orphans its selector matches are
+/// adopted and its pods the selector no longer matches are released. The owner is read
+/// afresh before the first adoption.
+pub async fn claim_pods<K: Kind + serde::Serialize + Resource<Scope = k8s_openapi::NamespaceResourceScope>>(
+    client: &Client,
+    pods: &Informer<Pod>,
+    owner: &K,
+    selector: &LabelSelector,
+    member: impl Fn(&Pod) -> bool,
+) -> anyhow::Result<Vec<Arc<Pod>>> {
+    let ns = owner.meta().namespace.as_deref().unwrap_or_default();
+    let name = owner.meta().name.clone().unwrap_or_default();
+    let uid = owner.meta().uid.clone();
+    let selects = |labels: &BTreeMap<String, String>| selector_matches(selector, labels);
+    let claimant = Owner {
+        reference: controller_ref(owner),
+        deleting: owner.meta().deletion_timestamp.is_some(),
+        selects: &selects,
+    };
+    let ours = |p: &Pod| controller_of(p, &K::kind(&())).is_some_and(|r| Some(&r.uid) == uid.as_ref());
+    let candidates = pods.list_namespace(ns).into_iter().filter(|p| ours(p) || member(p)).collect();
+    let recheck = async {
+        let fresh: K = Api::namespaced(client.clone(), ns).get(&name).await?;
+        if fresh.meta().uid != uid || fresh.meta().deletion_timestamp.is_some() {
+            anyhow::bail!("{} {name} was replaced or is being deleted; not adopting", K::kind(&()));
+        }
+        Ok(())
+    };
+    claim(&Api::namespaced(client.clone(), ns), &claimant, candidates, recheck).await
 }
 
 /// How long an expectation may wait for the informer before it is assumed lost.

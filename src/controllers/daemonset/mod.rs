@@ -16,7 +16,7 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus}
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
@@ -101,6 +101,14 @@ fn budgets(ds: &DaemonSet, desired: i32) -> (i32, i32) {
     }
 }
 
+/// Pods of one node beyond one per revision (the oldest stays), and old-revision pods
+/// beyond one when no current one (a surge) is there.
+fn duplicates(pods: &[&Arc<Pod>], hash: &str) -> Vec<Arc<Pod>> {
+    let (new, old): (Vec<&Arc<Pod>>, Vec<&Arc<Pod>>) = pods.iter().copied().partition(|p| hash_of(p) == hash);
+    let keep_old = if new.is_empty() { 1 } else { old.len() };
+    new.into_iter().skip(1).chain(old.into_iter().skip(keep_old)).cloned().collect()
+}
+
 impl workload::Reconcile for Controller {
     async fn sync(&self, key: &str) -> anyhow::Result<()> {
         let Some(ds) = self.sets.get(key) else {
@@ -111,6 +119,10 @@ impl workload::Reconcile for Controller {
             return Ok(());
         }
         let (ns, _) = split_key(key);
+        let selector = ds.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
+        // expectations before the pods: see `job::Census::settled`
+        let settled = self.expectations.satisfied(key, &self.pods, ns);
+        let claimed = workload::claim_pods(&self.client, &self.pods, ds.as_ref(), &selector, |_| true).await?;
         let mut collisions = ds.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0);
         let rev_api: Api<ControllerRevision> = Api::namespaced(self.client.clone(), ns);
         let history = history::owned(&self.revisions, ds.as_ref());
@@ -118,8 +130,8 @@ impl workload::Reconcile for Controller {
         let update = history::current(&rev_api, ds.as_ref(), &template, &history, &mut collisions).await?;
         let hash = history::hash_of(&update);
         let template_pod = Arc::new(placement::template_pod(&ds, &hash));
-        let nodes = self.node_states(&ds, &template_pod);
-        if self.expectations.satisfied(key, &self.pods, ns) {
+        let nodes = self.node_states(&template_pod, claimed);
+        if settled {
             self.manage(key, &ds, &template_pod, &nodes, &hash).await?;
         }
         let in_use: Vec<String> = nodes.values().flat_map(|n| n.pods.iter().map(|p| hash_of(p).to_string())).collect();
@@ -142,8 +154,8 @@ impl workload::Reconcile for Controller {
 }
 
 impl Controller {
-    /// Every node, with the DaemonSet's fit and its live daemon pods on it.
-    fn node_states(&self, ds: &DaemonSet, template_pod: &Arc<Pod>) -> BTreeMap<String, NodeState> {
+    /// Every node, with the DaemonSet's fit and its live daemon pods (`pods`) on it.
+    fn node_states(&self, template_pod: &Arc<Pod>, pods: Vec<Arc<Pod>>) -> BTreeMap<String, NodeState> {
         let mut states: BTreeMap<String, NodeState> = self
             .nodes
             .list()
@@ -155,7 +167,7 @@ impl Controller {
                 )
             })
             .collect();
-        for pod in workload::owned_pods(&self.pods, ds) {
+        for pod in pods {
             let node = placement::node_of(&pod).and_then(|n| states.get_mut(&n));
             if let Some(state) = node.filter(|_| !workload::is_terminating(&pod)) {
                 state.pods.push(pod);
@@ -190,9 +202,8 @@ impl Controller {
                 delete.extend(running.into_iter().cloned());
             } else if running.is_empty() && state.fit.should_run {
                 create.push(name.clone());
-            } else if running.len() > 1 && !running.iter().any(|p| hash_of(p) == hash) {
-                // duplicates of old revisions: keep the oldest
-                delete.extend(running.into_iter().skip(1).cloned());
+            } else {
+                delete.extend(duplicates(&running, hash));
             }
         }
         if create.is_empty() && delete.is_empty() {
@@ -263,24 +274,7 @@ impl Controller {
     }
 
     async fn delete_pods(&self, key: &str, ds: &DaemonSet, pods: &[Arc<Pod>]) -> anyhow::Result<()> {
-        let ns = ds.metadata.namespace.as_deref().unwrap_or_default();
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        for pod in pods {
-            let name = pod.metadata.name.as_deref().unwrap_or_default();
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
-                ..Default::default()
-            };
-            match api.delete(name, &dp).await {
-                Ok(_) => {
-                    self.expectations.deleted(key, name);
-                    self.recorder.normal(ds, "SuccessfulDelete", format!("Deleted pod: {name}"));
-                }
-                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
+        workload::delete_owned_pods(&self.client, &self.recorder, &self.expectations, key, ds, pods).await
     }
 
     fn status(

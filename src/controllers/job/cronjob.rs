@@ -63,6 +63,15 @@ fn job_name(cj: &CronJob, at: Timestamp) -> String {
     format!("{}-{}", cj.metadata.name.as_deref().unwrap_or_default(), at.as_second().div_euclid(60))
 }
 
+/// Go's RFC 3339 rendering of `at` in `tz`: `Z` for a zero offset, else `+hh:mm`.
+fn rfc3339(at: Timestamp, tz: &TimeZone) -> String {
+    let zoned = at.to_zoned(tz.clone());
+    match zoned.offset().seconds() {
+        0 => zoned.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        _ => zoned.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+    }
+}
+
 /// The most recent schedule time in (earliest, now], and how many were missed; the
 /// earliest is the last schedule time (or creation), no earlier than the starting deadline.
 fn most_recent(cj: &CronJob, schedule: &Schedule, tz: &TimeZone, now: Timestamp) -> (Option<Timestamp>, usize) {
@@ -76,14 +85,29 @@ fn most_recent(cj: &CronJob, schedule: &Schedule, tz: &TimeZone, now: Timestamp)
     let (mut last, mut missed) = (None, 0);
     let mut t = earliest;
     while let Some(next) = schedule.next(t, tz).filter(|n| *n <= now) {
-        last = Some(next);
-        missed += 1;
-        t = next;
-        if missed > 100_000 {
-            break;
+        (last, missed, t) = (Some(next), missed + 1, next);
+        if missed > TOO_MANY_MISSED {
+            return (latest_since(schedule, tz, earliest, now).or(last), missed);
         }
     }
     (last, missed)
+}
+
+/// The latest schedule time in (earliest, now], looked for in growing windows before
+/// `now`, so a CronJob stopped for years does not walk every minute since.
+fn latest_since(schedule: &Schedule, tz: &TimeZone, earliest: Timestamp, now: Timestamp) -> Option<Timestamp> {
+    const DAY: i64 = 86_400;
+    for back in [3_600, DAY, 32 * DAY, 367 * DAY, 5 * 367 * DAY] {
+        let from = Timestamp::from_second(now.as_second() - back).ok()?.max(earliest);
+        let (mut t, mut found) = (from, None);
+        while let Some(next) = schedule.next(t, tz).filter(|n| *n <= now) {
+            (found, t) = (Some(next), next);
+        }
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
 }
 
 impl workload::Reconcile for Controller {
@@ -197,6 +221,11 @@ impl Controller {
         };
         let now = Timestamp::now();
         let next = schedule.next(now, &tz);
+        if next.is_none() {
+            // parses, but no time matches (30 February): upstream's InvalidSchedule
+            let message = format!("invalid schedule: {} : no time in the next five years matches it", spec.schedule);
+            self.recorder.warning(cj, "InvalidSchedule", message);
+        }
         let (due, missed) = most_recent(cj, &schedule, &tz, now);
         let Some(due) = due else { return Ok(next) };
         if missed > TOO_MANY_MISSED {
@@ -215,7 +244,8 @@ impl Controller {
         if let Some(deadline) = spec.starting_deadline_seconds
             && due.as_second() + deadline < now.as_second()
         {
-            let at = due.to_zoned(tz.clone()).strftime("%Y-%m-%dT%H:%M:%S%:z").to_string();
+            // upstream's message: the time in UTC, Go's RFC1123Z
+            let at = due.to_zoned(TimeZone::UTC).strftime("%a, %d %b %Y %H:%M:%S +0000").to_string();
             self.recorder.warning(cj, "MissSchedule", format!("Missed scheduled time to start a job: {at}"));
             return Ok(next);
         }
@@ -246,7 +276,7 @@ impl Controller {
         let template = cj.spec.as_ref().map(|s| s.job_template.clone()).unwrap_or_default();
         let meta = template.metadata.unwrap_or_default();
         let mut annotations = meta.annotations.unwrap_or_default();
-        annotations.insert(SCHEDULED_AT.into(), at.to_zoned(tz.clone()).strftime("%Y-%m-%dT%H:%M:%S%:z").to_string());
+        annotations.insert(SCHEDULED_AT.into(), rfc3339(at, tz));
         let job = Job {
             metadata: ObjectMeta {
                 name: Some(job_name(cj, at)),
@@ -344,6 +374,20 @@ mod tests {
         assert_eq!(most_recent(&cj, &s, &TimeZone::UTC, now), (None, 0));
         let cj = cronjob("", "2024-01-01T10:00:00Z", None, Some(1200));
         assert_eq!(most_recent(&cj, &s, &TimeZone::UTC, now), (Some(ts("2024-01-01T11:00:00Z")), 2));
+        // stopped for a year: the latest time all the same, and a count past the warning
+        let every_minute = cron::parse("* * * * *").unwrap();
+        let cj = cronjob("", "2023-01-01T10:00:00Z", None, None);
+        let (last, missed) = most_recent(&cj, &every_minute, &TimeZone::UTC, now);
+        assert_eq!(last, Some(ts("2024-01-01T11:05:00Z")));
+        assert!(missed > TOO_MANY_MISSED);
+    }
+
+    #[test]
+    fn scheduled_timestamps_read_as_go_writes_them() {
+        let at = ts("2024-01-01T11:00:00Z");
+        assert_eq!(rfc3339(at, &TimeZone::UTC), "2024-01-01T11:00:00Z");
+        let berlin = cron::time_zone("Europe/Berlin").unwrap();
+        assert_eq!(rfc3339(at, &berlin), "2024-01-01T12:00:00+01:00");
     }
 
     #[test]

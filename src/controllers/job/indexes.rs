@@ -7,6 +7,14 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::Pod;
 
 pub const INDEX_KEY: &str = "batch.kubernetes.io/job-completion-index";
+/// With backoffLimitPerIndex: how many pods of the pod's index failed before it.
+pub const FAILURE_COUNT_KEY: &str = "batch.kubernetes.io/job-index-failure-count";
+
+/// The failures of the pod's index before it (its annotation; 0 without one).
+pub fn failures_before(pod: &Pod) -> i32 {
+    let annotations = pod.metadata.annotations.as_ref();
+    annotations.and_then(|a| a.get(FAILURE_COUNT_KEY)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
 
 /// The pod's completion index, if it carries a valid one.
 pub fn of(pod: &Pod) -> Option<i32> {

@@ -74,11 +74,15 @@ pub fn is_finished(job: &Job) -> bool {
     has_condition(job, "Complete") || has_condition(job, "Failed")
 }
 
-/// Set a condition, keeping its transition time when its status does not change.
+/// Set a condition, keeping its transition time when its status does not change; one
+/// already so (same status, reason and message) is left alone, probe time included.
 fn set_condition(status: &mut JobStatus, type_: &str, value: &str, reason: &str, message: &str) {
     let now = Time(Timestamp::now());
     let list = status.conditions.get_or_insert_with(Vec::new);
     if let Some(c) = list.iter_mut().find(|c| c.type_ == type_) {
+        if c.status == value && c.reason.as_deref() == Some(reason) && c.message.as_deref() == Some(message) {
+            return;
+        }
         if c.status != value {
             c.last_transition_time = Some(now.clone());
         }
@@ -102,6 +106,10 @@ fn set_condition(status: &mut JobStatus, type_: &str, value: &str, reason: &str,
 struct Census {
     active: Vec<Arc<Pod>>,
     terminating: usize,
+    /// The pods this controller made or deleted were all in the cache before the pods
+    /// were read (checked first: checked after, a pod arriving in between would be
+    /// neither expected nor seen, and made twice).
+    settled: bool,
 }
 
 impl workload::Reconcile for Controller {
@@ -109,17 +117,20 @@ impl workload::Reconcile for Controller {
         let (ns, _) = split_key(key);
         let Some(job) = self.jobs.get(key) else {
             self.expectations.forget(key);
-            return Ok(());
+            return self.release_orphans(key).await;
         };
+        let settled = self.expectations.satisfied(key, &self.pods, ns);
         let pods = workload::owned_pods(&self.pods, job.as_ref());
         let api: Api<Job> = Api::namespaced(self.client.clone(), ns);
         let mut job = self.track(&api, (*job).clone(), &pods).await?;
-        if is_finished(&job) {
+        // a Job being deleted only has its pods counted, never new ones made
+        if is_finished(&job) || job.metadata.deletion_timestamp.is_some() {
             return Ok(());
         }
         let census = Census {
             active: pods.iter().filter(|p| workload::is_active(p)).cloned().collect(),
             terminating: pods.iter().filter(|p| workload::is_terminating(p) && !workload::is_terminal(p)).count(),
+            settled,
         };
         let before = job.status.clone();
         let mut status = job.status.take().unwrap_or_default();
@@ -146,7 +157,7 @@ impl Controller {
         census: &Census,
         pods: &[Arc<Pod>],
     ) -> anyhow::Result<()> {
-        if let Some((reason, message)) = self.failure(job, status) {
+        if let Some((reason, message)) = self.failure(job, status, &census.active) {
             set_condition(status, "FailureTarget", "True", &reason, &message);
             self.delete_pods(key, job, &census.active).await?;
             if census.terminating == 0 && census.active.is_empty() {
@@ -155,12 +166,11 @@ impl Controller {
             }
             return Ok(());
         }
-        if pods::completed(job, status, census.active.len()) {
-            let message = "Reached expected number of succeeded pods";
-            set_condition(status, "SuccessCriteriaMet", "True", "CompletionsReached", message);
+        if let Some((reason, message)) = pods::success(job, status, census.active.len()) {
+            set_condition(status, "SuccessCriteriaMet", "True", &reason, &message);
             self.delete_pods(key, job, &census.active).await?;
             if census.terminating == 0 && census.active.is_empty() {
-                set_condition(status, "Complete", "True", "CompletionsReached", message);
+                set_condition(status, "Complete", "True", &reason, &message);
                 status.completion_time = Some(Time(Timestamp::now()));
                 self.recorder.normal(job, "Completed", "Job completed");
             }
@@ -189,14 +199,24 @@ impl Controller {
     }
 
     /// Why the Job fails now, if it does: an earlier FailureTarget, a FailJob rule (set by
-    /// `track`), the backoff limit, or the deadline.
-    fn failure(&self, job: &Job, status: &JobStatus) -> Option<(String, String)> {
+    /// `track`), the backoff limit (failed pods, plus the container restarts of running
+    /// pods when they restart OnFailure), or the deadline.
+    fn failure(&self, job: &Job, status: &JobStatus, active: &[Arc<Pod>]) -> Option<(String, String)> {
         let spec = job.spec.as_ref()?;
         let earlier = status.conditions.iter().flatten().find(|c| c.type_ == "FailureTarget" && c.status == "True");
         if let Some(c) = earlier {
             return Some((c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()));
         }
-        if status.failed.unwrap_or(0) > spec.backoff_limit.unwrap_or(6) {
+        let on_failure = spec.template.spec.as_ref().and_then(|p| p.restart_policy.as_deref()) == Some("OnFailure");
+        let restarts: i32 = match on_failure {
+            true => active.iter().map(|p| restart_count(p)).sum(),
+            false => 0,
+        };
+        if let Some(why) = failed_indexes(job, status) {
+            return Some(why);
+        }
+        let per_index = spec.backoff_limit_per_index.is_some();
+        if !per_index && status.failed.unwrap_or(0) + restarts > spec.backoff_limit.unwrap_or(6) {
             return Some(("BackoffLimitExceeded".into(), "Job has reached the specified backoff limit".into()));
         }
         let started = status.start_time.as_ref()?;
@@ -204,6 +224,28 @@ impl Controller {
         (spec.suspend != Some(true) && Timestamp::now().as_second() - started.0.as_second() >= deadline)
             .then(|| ("DeadlineExceeded".into(), "Job was active longer than specified deadline".into()))
     }
+}
+
+/// With backoffLimitPerIndex: failed when more indexes failed than maxFailedIndexes, or
+/// when every index is done and some failed.
+fn failed_indexes(job: &Job, status: &JobStatus) -> Option<(String, String)> {
+    let spec = job.spec.as_ref()?;
+    spec.backoff_limit_per_index?;
+    let failed = indexes::parse(status.failed_indexes.as_deref().unwrap_or_default()).len() as i32;
+    if spec.max_failed_indexes.is_some_and(|max| failed > max) {
+        let message = "Job has exceeded the specified maximal number of failed indexes";
+        return Some(("MaxFailedIndexesExceeded".into(), message.into()));
+    }
+    let completed = indexes::parse(status.completed_indexes.as_deref().unwrap_or_default()).len() as i32;
+    (failed > 0 && failed + completed >= spec.completions.unwrap_or(0))
+        .then(|| ("FailedIndexes".into(), "Job has failed indexes".into()))
+}
+
+/// The restarts of all the pod's containers (init containers included).
+fn restart_count(pod: &Pod) -> i32 {
+    let Some(status) = pod.status.as_ref() else { return 0 };
+    let all = status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten());
+    all.map(|c| c.restart_count).sum()
 }
 
 fn has_condition_in(status: &JobStatus, type_: &str) -> bool {

@@ -11,7 +11,7 @@ use k8s_openapi::api::batch::v1::{Job, JobStatus};
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
-use kube::api::{DeleteParams, PostParams, Preconditions};
+use kube::api::PostParams;
 
 use super::{Census, Controller, TRACKING_FINALIZER, indexes};
 use crate::controllers::workload;
@@ -27,19 +27,46 @@ fn completions(job: &Job) -> Option<i32> {
     job.spec.as_ref().and_then(|s| s.completions)
 }
 
-/// Whether enough pods succeeded; without `completions`, one success and no pod left
-/// running does it.
-pub(super) fn completed(job: &Job, status: &JobStatus, active: usize) -> bool {
+/// Whether the Job has succeeded, and why (the SuccessCriteriaMet reason and message):
+/// an earlier verdict, a `successPolicy` rule of an Indexed Job, or enough completions —
+/// without `completions`, one success and no pod left running.
+pub(super) fn success(job: &Job, status: &JobStatus, active: usize) -> Option<(String, String)> {
+    let earlier = status.conditions.iter().flatten().find(|c| c.type_ == "SuccessCriteriaMet" && c.status == "True");
+    if let Some(c) = earlier {
+        return Some((c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()));
+    }
+    if let Some(i) = matched_success_rule(job, status) {
+        return Some(("SuccessPolicy".into(), format!("Matched rules at index {i}")));
+    }
     let succeeded = status.succeeded.unwrap_or(0);
-    match completions(job) {
+    let done = match completions(job) {
         Some(c) => succeeded >= c,
         None => succeeded > 0 && active == 0,
-    }
+    };
+    done.then(|| ("CompletionsReached".into(), "Reached expected number of succeeded pods".into()))
+}
+
+/// The first `successPolicy` rule the completed indexes satisfy: all of its
+/// `succeededIndexes`, or `succeededCount` of them (of any index without a list).
+fn matched_success_rule(job: &Job, status: &JobStatus) -> Option<usize> {
+    let rules = job.spec.as_ref()?.success_policy.as_ref()?.rules.iter();
+    let done = indexes::parse(status.completed_indexes.as_deref().unwrap_or_default());
+    rules.enumerate().find_map(|(i, rule)| {
+        let wanted = rule.succeeded_indexes.as_deref().map(indexes::parse);
+        let hits = wanted.as_ref().map_or(done.len(), |w| w.intersection(&done).count());
+        let ok = match (&wanted, rule.succeeded_count) {
+            (Some(w), None) => !w.is_empty() && hits == w.len(),
+            (_, Some(n)) => hits >= n.max(0) as usize,
+            (None, None) => false,
+        };
+        ok.then_some(i)
+    })
 }
 
 /// The indexes of an Indexed Job that are neither complete nor running.
 fn pending_indexes(job: &Job, status: &JobStatus, active: &[Arc<Pod>]) -> Vec<i32> {
-    let done = indexes::parse(status.completed_indexes.as_deref().unwrap_or_default());
+    let mut done = indexes::parse(status.completed_indexes.as_deref().unwrap_or_default());
+    done.extend(indexes::parse(status.failed_indexes.as_deref().unwrap_or_default()));
     let running: BTreeSet<i32> = active.iter().filter_map(|p| indexes::of(p)).collect();
     (0..completions(job).unwrap_or(0)).filter(|i| !done.contains(i) && !running.contains(i)).collect()
 }
@@ -83,8 +110,16 @@ fn backoff_left(status: &JobStatus, pods: &[Arc<Pod>]) -> Option<Duration> {
     (left > 0).then(|| Duration::from_secs(left as u64))
 }
 
-/// A pod of the Job: its template, owned and tracked, with its completion index.
-fn new_pod(job: &Job, index: Option<i32>) -> Pod {
+/// With backoffLimitPerIndex, how many pods of `index` have failed (their counts carried on).
+fn index_failures(job: &Job, index: Option<i32>, pods: &[Arc<Pod>]) -> Option<i32> {
+    job.spec.as_ref()?.backoff_limit_per_index?;
+    let failed = pods.iter().filter(|p| workload::phase(p) == "Failed" && indexes::of(p) == index);
+    Some(failed.map(|p| indexes::failures_before(p) + 1).max().unwrap_or(0))
+}
+
+/// A pod of the Job: its template, owned and tracked, with its completion index (and,
+/// with backoffLimitPerIndex, the failures of that index so far).
+fn new_pod(job: &Job, index: Option<i32>, failures: Option<i32>) -> Pod {
     let name = job.metadata.name.as_deref().unwrap_or_default();
     let template = job.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
     let mut meta = template.metadata.unwrap_or_default();
@@ -97,6 +132,9 @@ fn new_pod(job: &Job, index: Option<i32>) -> Pod {
     meta.namespace = job.metadata.namespace.clone();
     meta.owner_references = Some(vec![workload::controller_ref(job)]);
     meta.finalizers = Some(vec![TRACKING_FINALIZER.to_string()]);
+    if let Some(n) = failures {
+        meta.annotations.get_or_insert_default().insert(indexes::FAILURE_COUNT_KEY.into(), n.to_string());
+    }
     if let Some(i) = index {
         meta.annotations.get_or_insert_default().insert(indexes::INDEX_KEY.into(), i.to_string());
         meta.labels.get_or_insert_default().insert(indexes::INDEX_KEY.into(), i.to_string());
@@ -130,7 +168,7 @@ impl Controller {
         pods: &[Arc<Pod>],
     ) -> anyhow::Result<()> {
         let ns = job.metadata.namespace.as_deref().unwrap_or_default();
-        if !self.expectations.satisfied(key, &self.pods, ns) {
+        if !census.settled {
             return Ok(());
         }
         let parallelism = job.spec.as_ref().and_then(|s| s.parallelism).unwrap_or(1).max(0) as usize;
@@ -159,7 +197,8 @@ impl Controller {
         }
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         for index in new {
-            let pod = api.create(&PostParams::default(), &new_pod(job, index)).await?;
+            let failures = index_failures(job, index, pods);
+            let pod = api.create(&PostParams::default(), &new_pod(job, index, failures)).await?;
             let name = pod.metadata.name.unwrap_or_default();
             self.expectations.created(key, &name);
             self.recorder.normal(job, "SuccessfulCreate", format!("Created pod: {name}"));
@@ -169,23 +208,6 @@ impl Controller {
 
     /// Delete pods of the Job (each only if it is still the pod seen).
     pub(super) async fn delete_pods(&self, key: &str, job: &Job, pods: &[Arc<Pod>]) -> anyhow::Result<()> {
-        let ns = job.metadata.namespace.as_deref().unwrap_or_default();
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        for pod in pods {
-            let name = pod.metadata.name.as_deref().unwrap_or_default();
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
-                ..Default::default()
-            };
-            match api.delete(name, &dp).await {
-                Ok(_) => {
-                    self.expectations.deleted(key, name);
-                    self.recorder.normal(job, "SuccessfulDelete", format!("Deleted pod: {name}"));
-                }
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
+        workload::delete_owned_pods(&self.client, &self.recorder, &self.expectations, key, job, pods).await
     }
 }

@@ -14,6 +14,8 @@ pub enum Verdict {
     Ignore,
     /// The whole Job fails at once, with this message.
     FailJob(String),
+    /// The pod's index fails at once (backoffLimitPerIndex).
+    FailIndex,
 }
 
 pub fn judge(policy: Option<&PodFailurePolicy>, pod: &Pod) -> Verdict {
@@ -22,6 +24,7 @@ pub fn judge(policy: Option<&PodFailurePolicy>, pod: &Pod) -> Verdict {
         if let Some(why) = matches(rule, pod) {
             return match rule.action.as_str() {
                 "Ignore" => Verdict::Ignore,
+                "FailIndex" => Verdict::FailIndex,
                 "FailJob" => Verdict::FailJob(format!("{why} matching FailJob rule at index {i}")),
                 _ => Verdict::Count,
             };

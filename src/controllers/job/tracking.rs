@@ -77,7 +77,7 @@ impl Controller {
                 let rules = job.spec.as_ref().and_then(|s| s.pod_failure_policy.as_ref());
                 match policy::judge(rules, pod) {
                     Verdict::Ignore => {}
-                    Verdict::Count => uncounted.failed.push(uid),
+                    Verdict::Count | Verdict::FailIndex => uncounted.failed.push(uid),
                     Verdict::FailJob(message) => {
                         uncounted.failed.push(uid);
                         fail_job.get_or_insert(message);
@@ -111,6 +111,21 @@ impl Controller {
         write_status(api, &job).await
     }
 
+    /// The Job `key` is gone (deleted in the background): its pods are counted by no
+    /// one, so their tracking finalizers go, as upstream's orphan pod cleanup.
+    pub(super) async fn release_orphans(&self, key: &str) -> anyhow::Result<()> {
+        let (ns, name) = crate::controllers::runtime::split_key(key);
+        let orphans = self.pods.list_namespace(ns).into_iter().filter(|p| {
+            has_finalizer(p)
+                && crate::controllers::runtime::informer::controller_of(p.as_ref(), "Job")
+                    .is_some_and(|o| o.name == name)
+        });
+        for pod in orphans {
+            self.release(&pod).await?;
+        }
+        Ok(())
+    }
+
     /// Remove the tracking finalizer (a gone pod needs nothing).
     async fn release(&self, pod: &Pod) -> anyhow::Result<()> {
         let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
@@ -141,6 +156,18 @@ fn fold(status: &mut JobStatus, uncounted: Uncounted, job: &Job, pods: &[Arc<Pod
         status.completed_indexes = Some(indexes::format(&done));
     } else {
         status.succeeded = Some(status.succeeded.unwrap_or(0) + uncounted.succeeded.len() as i32);
+    }
+    if let Some(limit) = job.spec.as_ref().and_then(|s| s.backoff_limit_per_index).filter(|_| indexed) {
+        let mut failed = indexes::parse(status.failed_indexes.as_deref().unwrap_or_default());
+        let rules = job.spec.as_ref().and_then(|s| s.pod_failure_policy.as_ref());
+        for uid in &uncounted.failed {
+            let Some(pod) = pods.iter().find(|p| p.metadata.uid.as_deref() == Some(uid.as_str())) else { continue };
+            let exhausted = indexes::failures_before(pod) + 1 > limit;
+            if exhausted || policy::judge(rules, pod) == Verdict::FailIndex {
+                failed.extend(indexes::of(pod));
+            }
+        }
+        status.failed_indexes = Some(indexes::format(&failed));
     }
     status.failed = Some(status.failed.unwrap_or(0) + uncounted.failed.len() as i32);
     status.uncounted_terminated_pods = Some(UncountedTerminatedPods::default());

@@ -76,11 +76,11 @@ pub fn new_pod(set: &StatefulSet, template: &PodTemplateSpec, revision: &str, or
     Pod { metadata: meta, spec: Some(spec), status: None }
 }
 
-/// Whether `claim` is the name of one of the set's claims (of any ordinal).
-pub fn claim_templates_named(set: &StatefulSet, claim: &str) -> bool {
-    claim_templates(set).iter().any(|t| {
+/// The ordinal of a claim named as one of the set's (`<template>-<set>-<ordinal>`).
+pub fn claim_ordinal(set: &StatefulSet, claim: &str) -> Option<i32> {
+    claim_templates(set).iter().find_map(|t| {
         let prefix = format!("{}-{}-", t.metadata.name.as_deref().unwrap_or_default(), set_name(set));
-        claim.strip_prefix(&prefix).is_some_and(|o| o.parse::<u32>().is_ok())
+        claim.strip_prefix(&prefix)?.parse::<i32>().ok().filter(|o| *o >= 0)
     })
 }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodTemplateSpec};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
@@ -36,6 +36,7 @@ pub fn start(ctx: &Ctx) -> anyhow::Result<()> {
         sets,
         pods,
         revisions: ctx.informer::<ControllerRevision>(),
+        claims: ctx.informer::<PersistentVolumeClaim>(),
         recorder: ctx.recorder("statefulset-controller"),
         queue: queue.clone(),
     };
@@ -48,6 +49,7 @@ struct Controller {
     sets: Arc<Informer<StatefulSet>>,
     pods: Arc<Informer<Pod>>,
     revisions: Arc<Informer<ControllerRevision>>,
+    claims: Arc<Informer<PersistentVolumeClaim>>,
     recorder: Recorder,
     queue: Arc<WorkQueue>,
 }
@@ -64,15 +66,14 @@ impl Revisions {
         rev.metadata.name.clone().unwrap_or_default()
     }
 
-    /// The revision and template for a new pod of `ordinal`: the current one below the
-    /// partition (or, without one, below the pods already current), else the update one.
+    /// The revision and template for a new pod of `ordinal`: the current one below a
+    /// RollingUpdate's partition (the API server defaults it to 0), else the update one.
     fn for_ordinal(&self, set: &StatefulSet, ordinal: i32) -> (String, PodTemplateSpec) {
         let spec = set.spec.as_ref();
         let strategy = spec.and_then(|s| s.update_strategy.as_ref());
         let rolling = strategy.and_then(|s| s.type_.as_deref()).unwrap_or("RollingUpdate") == "RollingUpdate";
-        let partition = strategy.and_then(|s| s.rolling_update.as_ref()).and_then(|r| r.partition);
-        let current_replicas = set.status.as_ref().and_then(|s| s.current_replicas).unwrap_or(0);
-        let keep_current = rolling && partition.map_or(ordinal < current_replicas, |p| ordinal < p);
+        let partition = strategy.and_then(|s| s.rolling_update.as_ref()).and_then(|r| r.partition).unwrap_or(0);
+        let keep_current = rolling && ordinal < partition;
         match keep_current.then(|| history::template_of(&self.current)).flatten() {
             Some(t) => (Self::name_of(&self.current), t),
             None => (Self::name_of(&self.update), spec.map(|s| s.template.clone()).unwrap_or_default()),
@@ -96,12 +97,13 @@ impl workload::Reconcile for Controller {
             return Ok(());
         }
         let (ns, _) = split_key(key);
+        let selector = set.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
+        let member = |p: &Pod| ordinal_of(&set, p).is_some();
+        let claimed = workload::claim_pods(&self.client, &self.pods, set.as_ref(), &selector, member).await?;
         let mut collisions = set.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0);
         let revisions = self.revisions(&set, &mut collisions).await?;
-        let pods: BTreeMap<i32, Arc<Pod>> = workload::owned_pods(&self.pods, set.as_ref())
-            .into_iter()
-            .filter_map(|p| Some((ordinal_of(&set, &p)?, p)))
-            .collect();
+        let pods: BTreeMap<i32, Arc<Pod>> =
+            claimed.into_iter().filter_map(|p| Some((ordinal_of(&set, &p)?, p))).collect();
         self.reconcile(&set, &revisions, &pods).await?;
         let status = self.status(&set, &revisions, &pods, collisions);
         let in_use: Vec<String> = pods.values().map(|p| revision_of(p).to_string()).collect();
@@ -231,14 +233,16 @@ impl Controller {
         }
         let ns = set.metadata.namespace.as_deref().unwrap_or_default();
         let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
-        let prefix = format!("-{}-", set_name(set));
-        for claim in api.list(&Default::default()).await?.items {
-            let name = claim.metadata.name.clone().unwrap_or_default();
-            let ordinal = name.rsplit_once(&prefix).and_then(|(_, o)| o.parse::<i32>().ok());
+        for claim in self.claims.list_namespace(ns) {
+            let name = claim.metadata.name.as_deref().unwrap_or_default();
+            let ordinal = identity::claim_ordinal(set, name);
             let condemned = ordinal.is_some_and(|o| !wanted.contains(&o) && !pods.contains_key(&o));
-            let templated = identity::claim_templates_named(set, &name);
-            if condemned && templated {
-                let _ = api.delete(&name, &DeleteParams::default()).await;
+            if condemned && claim.metadata.deletion_timestamp.is_none() {
+                match api.delete(name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         Ok(())
@@ -285,22 +289,12 @@ impl Controller {
     }
 
     async fn delete(&self, set: &StatefulSet, pod: &Pod) -> anyhow::Result<()> {
-        let ns = set.metadata.namespace.as_deref().unwrap_or_default();
-        let name = pod.metadata.name.as_deref().unwrap_or_default();
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
-            ..Default::default()
-        };
-        match api.delete(name, &dp).await {
-            Ok(_) => {
-                let m = format!("delete Pod {name} in StatefulSet {} successful", set_name(set));
-                self.recorder.normal(set, "SuccessfulDelete", m);
-                Ok(())
-            }
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-            Err(e) => Err(e.into()),
+        if workload::delete_pod(&self.client, pod).await? {
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            let m = format!("delete Pod {name} in StatefulSet {} successful", set_name(set));
+            self.recorder.normal(set, "SuccessfulDelete", m);
         }
+        Ok(())
     }
 
     fn status(
