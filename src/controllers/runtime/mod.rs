@@ -33,6 +33,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use kube::Client;
 
 pub use events::Recorder;
@@ -215,7 +216,11 @@ where
     loop {
         let (key, _waited) = queue.get().await;
         let started = Instant::now();
-        let result = sync(key.clone()).await;
+        // a panicking sync is a failed sync: the worker lives on and the key is retried
+        let result = std::panic::AssertUnwindSafe(sync(key.clone()))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the sync panicked")));
         let took = started.elapsed().as_secs_f64();
         {
             let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
