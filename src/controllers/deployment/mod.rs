@@ -24,6 +24,7 @@ use kube::{Api, Client};
 use serde_json::json;
 
 use super::replicaset::api_error;
+use super::runtime::claim::is_orphan;
 use super::runtime::informer::controller_of;
 use super::runtime::{Ctx, Event, Informer, Recorder, WorkQueue, key_of};
 use crate::label_selector::selector_matches;
@@ -100,12 +101,7 @@ impl Controller {
         }
         match self.owner_of(rs) {
             Some(d) => self.queue.add(key_of(d.as_ref())),
-            None if controller_of(rs.as_ref(), "Deployment").is_none() && !matches!(ev, Event::Deleted(_)) => {
-                let is_orphan = rs.metadata.owner_references.iter().flatten().all(|r| r.controller != Some(true));
-                if is_orphan {
-                    self.enqueue_selecting(rs);
-                }
-            }
+            None if is_orphan(&rs.metadata) && !matches!(ev, Event::Deleted(_)) => self.enqueue_selecting(rs),
             None => {}
         }
     }

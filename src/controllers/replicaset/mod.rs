@@ -24,6 +24,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{Client, Resource};
 use serde_json::Value;
 
+use super::runtime::claim::is_orphan;
 use super::runtime::expectations::Expectations;
 use super::runtime::informer::controller_of;
 use super::runtime::{Ctx, Event, Informer, Kind, Recorder, WorkQueue, key_of};
@@ -158,9 +159,7 @@ impl<K: Set> Controller<K> {
                     self.expectations.creation_observed(&key);
                     self.queue.add(key);
                 }
-                None if pod.metadata.owner_references.iter().flatten().all(|r| r.controller != Some(true)) => {
-                    self.enqueue_selecting(pod)
-                }
+                None if is_orphan(&pod.metadata) => self.enqueue_selecting(pod),
                 None => {}
             },
             Event::Updated { old, new } => self.pod_updated(old, new),
@@ -194,7 +193,9 @@ impl<K: Set> Controller<K> {
                 }
                 self.queue.add(key);
             }
-            None if labels_changed || old.metadata.owner_references != new.metadata.owner_references => {
+            None if is_orphan(&new.metadata)
+                && (labels_changed || old.metadata.owner_references != new.metadata.owner_references) =>
+            {
                 self.enqueue_selecting(new)
             }
             None => {}

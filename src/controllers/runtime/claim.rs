@@ -38,6 +38,11 @@ pub fn controller_ref<K: kube::Resource<DynamicType = ()>>(owner: &K) -> OwnerRe
     }
 }
 
+/// No controller claims the object (it may have other owners).
+pub fn is_orphan(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+    meta.owner_references.iter().flatten().all(|r| r.controller != Some(true))
+}
+
 /// The candidates `owner` controls once adoption and release are done. `recheck` is
 /// awaited once, before the first adoption, and must fail if the owner may not adopt.
 pub async fn claim<K, F>(
