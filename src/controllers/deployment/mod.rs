@@ -14,6 +14,7 @@ mod sets;
 mod status;
 mod util;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -71,7 +72,7 @@ fn selects_everything(d: &Deployment) -> bool {
     })
 }
 
-fn selects(d: &Deployment, labels: &std::collections::BTreeMap<String, String>) -> bool {
+fn selects(d: &Deployment, labels: &BTreeMap<String, String>) -> bool {
     !selects_everything(d) && d.spec.as_ref().is_some_and(|s| selector_matches(&s.selector, labels))
 }
 
@@ -84,9 +85,10 @@ impl Controller {
     }
 
     fn enqueue_selecting(&self, rs: &ReplicaSet) {
-        let labels = rs.metadata.labels.clone().unwrap_or_default();
+        let no_labels = BTreeMap::new();
+        let labels = rs.metadata.labels.as_ref().unwrap_or(&no_labels);
         for d in self.deployments.list_namespace(namespace(&rs.metadata)) {
-            if selects(&d, &labels) {
+            if selects(&d, labels) {
                 self.queue.add(key_of(d.as_ref()));
             }
         }
@@ -170,7 +172,7 @@ impl Controller {
     /// releasing its own that it no longer matches.
     async fn claim_sets(&self, d: &Deployment) -> anyhow::Result<Vec<ReplicaSet>> {
         use super::runtime::claim::{Owner, claim, controller_ref};
-        let matches = |labels: &std::collections::BTreeMap<String, String>| selects(d, labels);
+        let matches = |labels: &BTreeMap<String, String>| selects(d, labels);
         let owner = Owner {
             reference: controller_ref(d),
             deleting: d.metadata.deletion_timestamp.is_some(),

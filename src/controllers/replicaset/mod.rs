@@ -142,9 +142,10 @@ impl<K: Set> Controller<K> {
 
     /// Queue every set that would adopt the orphan `pod`.
     fn enqueue_selecting(&self, pod: &Pod) {
-        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let no_labels = BTreeMap::new();
+        let labels = pod.metadata.labels.as_ref().unwrap_or(&no_labels);
         for set in self.sets.list_namespace(pod.metadata.namespace.as_deref().unwrap_or_default()) {
-            if selects(&set.selector(), &labels) {
+            if selects(&set.selector(), labels) {
                 self.queue.add(key_of(set.as_ref()));
             }
         }
