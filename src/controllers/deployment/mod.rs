@@ -14,6 +14,7 @@ mod sets;
 mod status;
 mod util;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -24,6 +25,7 @@ use kube::{Api, Client};
 use serde_json::json;
 
 use super::replicaset::api_error;
+use super::runtime::claim::is_orphan;
 use super::runtime::informer::controller_of;
 use super::runtime::{Ctx, Event, Informer, Recorder, WorkQueue, key_of};
 use crate::label_selector::selector_matches;
@@ -70,7 +72,7 @@ fn selects_everything(d: &Deployment) -> bool {
     })
 }
 
-fn selects(d: &Deployment, labels: &std::collections::BTreeMap<String, String>) -> bool {
+fn selects(d: &Deployment, labels: &BTreeMap<String, String>) -> bool {
     !selects_everything(d) && d.spec.as_ref().is_some_and(|s| selector_matches(&s.selector, labels))
 }
 
@@ -83,9 +85,10 @@ impl Controller {
     }
 
     fn enqueue_selecting(&self, rs: &ReplicaSet) {
-        let labels = rs.metadata.labels.clone().unwrap_or_default();
+        let no_labels = BTreeMap::new();
+        let labels = rs.metadata.labels.as_ref().unwrap_or(&no_labels);
         for d in self.deployments.list_namespace(namespace(&rs.metadata)) {
-            if selects(&d, &labels) {
+            if selects(&d, labels) {
                 self.queue.add(key_of(d.as_ref()));
             }
         }
@@ -100,12 +103,7 @@ impl Controller {
         }
         match self.owner_of(rs) {
             Some(d) => self.queue.add(key_of(d.as_ref())),
-            None if controller_of(rs.as_ref(), "Deployment").is_none() && !matches!(ev, Event::Deleted(_)) => {
-                let is_orphan = rs.metadata.owner_references.iter().flatten().all(|r| r.controller != Some(true));
-                if is_orphan {
-                    self.enqueue_selecting(rs);
-                }
-            }
+            None if is_orphan(&rs.metadata) && !matches!(ev, Event::Deleted(_)) => self.enqueue_selecting(rs),
             None => {}
         }
     }
@@ -174,7 +172,7 @@ impl Controller {
     /// releasing its own that it no longer matches.
     async fn claim_sets(&self, d: &Deployment) -> anyhow::Result<Vec<ReplicaSet>> {
         use super::runtime::claim::{Owner, claim, controller_ref};
-        let matches = |labels: &std::collections::BTreeMap<String, String>| selects(d, labels);
+        let matches = |labels: &BTreeMap<String, String>| selects(d, labels);
         let owner = Owner {
             reference: controller_ref(d),
             deleting: d.metadata.deletion_timestamp.is_some(),

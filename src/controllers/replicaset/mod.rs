@@ -24,6 +24,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{Client, Resource};
 use serde_json::Value;
 
+use super::runtime::claim::is_orphan;
 use super::runtime::expectations::Expectations;
 use super::runtime::informer::controller_of;
 use super::runtime::{Ctx, Event, Informer, Kind, Recorder, WorkQueue, key_of};
@@ -141,9 +142,10 @@ impl<K: Set> Controller<K> {
 
     /// Queue every set that would adopt the orphan `pod`.
     fn enqueue_selecting(&self, pod: &Pod) {
-        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let no_labels = BTreeMap::new();
+        let labels = pod.metadata.labels.as_ref().unwrap_or(&no_labels);
         for set in self.sets.list_namespace(pod.metadata.namespace.as_deref().unwrap_or_default()) {
-            if selects(&set.selector(), &labels) {
+            if selects(&set.selector(), labels) {
                 self.queue.add(key_of(set.as_ref()));
             }
         }
@@ -158,9 +160,7 @@ impl<K: Set> Controller<K> {
                     self.expectations.creation_observed(&key);
                     self.queue.add(key);
                 }
-                None if pod.metadata.owner_references.iter().flatten().all(|r| r.controller != Some(true)) => {
-                    self.enqueue_selecting(pod)
-                }
+                None if is_orphan(&pod.metadata) => self.enqueue_selecting(pod),
                 None => {}
             },
             Event::Updated { old, new } => self.pod_updated(old, new),
@@ -194,7 +194,9 @@ impl<K: Set> Controller<K> {
                 }
                 self.queue.add(key);
             }
-            None if labels_changed || old.metadata.owner_references != new.metadata.owner_references => {
+            None if is_orphan(&new.metadata)
+                && (labels_changed || old.metadata.owner_references != new.metadata.owner_references) =>
+            {
                 self.enqueue_selecting(new)
             }
             None => {}

@@ -68,35 +68,32 @@ fn log_age(t: Timestamp, now: Timestamp) -> i64 {
     if ns <= 0 { -1 } else { 127 - i64::from(ns.leading_zeros()) }
 }
 
-/// Newer first; unknown times first; within one log2 bucket, by uid.
-fn newer_first(a: Option<Timestamp>, b: Option<Timestamp>, uids: (&str, &str), now: Timestamp) -> Ordering {
-    match (a, b) {
-        (None, None) => Ordering::Equal,
-        (None, Some(_)) => Ordering::Less,
-        (Some(_), None) => Ordering::Greater,
-        (Some(x), Some(y)) if x == y => Ordering::Equal,
-        (Some(x), Some(y)) => log_age(x, now).cmp(&log_age(y, now)).then_with(|| uids.0.cmp(uids.1)),
-    }
+/// Newer first, unknown times first; times within one log2 bucket of age tie (the next
+/// criterion, and finally the uid, decides).
+fn newer_first(a: Option<Timestamp>, b: Option<Timestamp>, now: Timestamp) -> Ordering {
+    let bucket = |t: Option<Timestamp>| t.map(|t| log_age(t, now));
+    bucket(a).cmp(&bucket(b))
 }
 
 /// Upstream's deletion order: a `Less` pod is deleted before a `Greater` one. `rank` is
-/// the number of related pods on the pod's node (more doubled-up pods go first).
+/// the number of related pods on the pod's node (more doubled-up pods go first). A
+/// total order (sorting requires one): each criterion is a key, the uid the last.
 fn deletion_order(a: &Pod, b: &Pod, rank: &dyn Fn(&Pod) -> usize, now: Timestamp) -> Ordering {
-    let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
     (!node(a).is_empty())
         .cmp(&!node(b).is_empty())
         .then_with(|| phase_rank(a).cmp(&phase_rank(b)))
         .then_with(|| is_ready(a).cmp(&is_ready(b)))
         .then_with(|| rank(b).cmp(&rank(a)))
         .then_with(|| match (ready_since(a), ready_since(b)) {
-            (Some(x), Some(y)) => newer_first(x, y, (&uid(a), &uid(b)), now),
+            (Some(x), Some(y)) => newer_first(x, y, now),
             _ => Ordering::Equal,
         })
         .then_with(|| max_restarts(b).cmp(&max_restarts(a)))
         .then_with(|| {
             let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            newer_first(created(a), created(b), (&uid(a), &uid(b)), now)
+            newer_first(created(a), created(b), now)
         })
+        .then_with(|| a.metadata.uid.cmp(&b.metadata.uid))
 }
 
 /// The `n` pods to delete first; `related` are the pods whose node-sharing counts
@@ -148,6 +145,21 @@ mod tests {
         let names: Vec<_> =
             to_delete(pods.clone(), &pods, 6).iter().map(|p| p.metadata.name.clone().unwrap()).collect();
         assert_eq!(names, ["unassigned", "pending", "unready", "ready-new", "restarted", "ready-old"]);
+    }
+
+    #[test]
+    fn thousands_of_pods_with_near_times_sort_without_panicking() {
+        let now = Timestamp::now().as_second();
+        let pods: Vec<Arc<Pod>> = (0..3000)
+            .map(|i| {
+                let t = Timestamp::from_second(now - (i * 7919 % 13)).unwrap().to_string();
+                let ready = (i % 3 != 0).then_some(t.as_str());
+                pod(&format!("p{:04}", i * 7907 % 3001), "n1", "Running", ready, (i % 2) as i32, &t)
+            })
+            .collect();
+        let first = to_delete(pods.clone(), &pods, 500);
+        assert_eq!(first, to_delete(pods.clone(), &pods, 500), "deterministic");
+        assert!(first.iter().all(|p| !is_ready(p)), "the unready go first");
     }
 
     #[test]

@@ -242,9 +242,8 @@ fn desired_status<K: Set>(set: &K, pods: &[Arc<Pod>], error: Option<&anyhow::Err
     let now = Timestamp::now();
     let min_ready = set.min_ready_seconds();
     let template_labels = set.template().and_then(|t| t.metadata.as_ref()?.labels.clone()).unwrap_or_default();
-    let labels_of = |p: &Pod| p.metadata.labels.clone().unwrap_or_default();
-    let fully_labeled =
-        pods.iter().filter(|p| template_labels.iter().all(|(k, v)| labels_of(p).get(k) == Some(v))).count();
+    let has_label = |p: &Pod, k: &String, v: &String| p.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v);
+    let fully_labeled = pods.iter().filter(|p| template_labels.iter().all(|(k, v)| has_label(p, k, v))).count();
     let waits: Vec<Duration> = pods.iter().filter_map(|p| pods::available_in(p, min_ready, now)).collect();
     let available = waits.iter().filter(|d| d.is_zero()).count();
     let recheck = waits.iter().filter(|d| !d.is_zero()).min().map(|d| *d + Duration::from_millis(50));

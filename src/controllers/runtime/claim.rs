@@ -38,6 +38,11 @@ pub fn controller_ref<K: kube::Resource<DynamicType = ()>>(owner: &K) -> OwnerRe
     }
 }
 
+/// No controller claims the object (it may have other owners).
+pub fn is_orphan(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+    meta.owner_references.iter().flatten().all(|r| r.controller != Some(true))
+}
+
 /// The candidates `owner` controls once adoption and release are done. `recheck` is
 /// awaited once, before the first adoption, and must fail if the owner may not adopt.
 pub async fn claim<K, F>(
@@ -53,20 +58,21 @@ where
     let mut recheck = Some(recheck);
     let mut claimed = Vec::new();
     let mut errors = Vec::new();
+    let no_labels = BTreeMap::new();
     for obj in candidates {
         let meta = obj.meta();
-        let labels = meta.labels.clone().unwrap_or_default();
+        let labels = meta.labels.as_ref().unwrap_or(&no_labels);
         let controller = meta.owner_references.iter().flatten().find(|r| r.controller == Some(true));
         match controller {
             Some(r) if r.uid != owner.reference.uid => {}
-            Some(_) if (owner.selects)(&labels) => claimed.push(obj),
+            Some(_) if (owner.selects)(labels) => claimed.push(obj),
             Some(_) if owner.deleting => {}
             Some(_) => {
                 if let Err(e) = release(api, owner, &obj).await {
                     errors.push(e);
                 }
             }
-            None if owner.deleting || meta.deletion_timestamp.is_some() || !(owner.selects)(&labels) => {}
+            None if owner.deleting || meta.deletion_timestamp.is_some() || !(owner.selects)(labels) => {}
             None => {
                 if let Some(check) = recheck.take() {
                     check.await?;

@@ -6,7 +6,7 @@
 //! must be quick (it only enqueues keys): it runs on the informer's task.
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -55,7 +55,8 @@ pub fn split_key(key: &str) -> (&str, &str) {
 }
 
 pub struct Informer<K> {
-    objects: RwLock<HashMap<String, Arc<K>>>,
+    /// By key (`namespace/name`), so one namespace's objects are one range.
+    objects: RwLock<BTreeMap<String, Arc<K>>>,
     handlers: Mutex<Vec<Arc<Handler<K>>>>,
     synced: AtomicBool,
     started: AtomicBool,
@@ -100,7 +101,8 @@ impl<K: Kind> Informer<K> {
     /// The objects of one namespace.
     pub fn list_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
         let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
-        objects.values().filter(|o| o.meta().namespace.as_deref() == Some(namespace)).cloned().collect()
+        let prefix = format!("{namespace}/");
+        objects.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(_, o)| o.clone()).collect()
     }
 
     pub fn has_synced(&self) -> bool {

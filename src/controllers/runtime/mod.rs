@@ -34,6 +34,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use kube::Client;
 
 pub use events::Recorder;
@@ -276,7 +277,11 @@ where
     loop {
         let (key, _waited) = queue.get().await;
         let started = Instant::now();
-        let result = sync(key.clone()).await;
+        // a panicking sync is a failed sync: the worker lives on and the key is retried
+        let result = std::panic::AssertUnwindSafe(sync(key.clone()))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the sync panicked")));
         record(&stats, started, result.is_err());
         match result {
             Ok(()) => queue.forget(&key),
