@@ -130,3 +130,52 @@ async fn kubectl_cascade_flags() {
         assert!(kept["metadata"]["ownerReferences"].as_array().is_none_or(|a| a.is_empty()), "{kept}");
     }
 }
+
+/// The three cascade modes on a real Deployment, its ReplicaSet and pods (bound and
+/// started by the test's pod driver), with the workload controllers running. kubectl
+/// blocks its thread: the driver needs another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_cascade_in_all_three_modes() {
+    let c = Cluster::start().await;
+    let _driver = common::controllers::PodDriver::start(&c).await;
+    let _cm = start_controller_manager(&c, &["--controllers=garbagecollector,deployment,replicaset"]).await;
+    let v = "1.33";
+    let pods_of = |app: &'static str| {
+        let c = &c;
+        async move {
+            let (_, list) = c.get(&format!("/api/v1/namespaces/default/pods?labelSelector=app%3D{app}")).await;
+            list["items"].as_array().map(Vec::len).unwrap_or(0)
+        }
+    };
+    let sets_of = |app: &'static str| {
+        let c = &c;
+        async move {
+            let (_, list) =
+                c.get(&format!("/apis/apps/v1/namespaces/default/replicasets?labelSelector=app%3D{app}")).await;
+            list["items"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    for app in ["bg", "orphan", "fg"] {
+        c.kubectl_ok(v, &["create", "deployment", app, "--image=nginx", "--replicas=2"]);
+        c.kubectl_ok(v, &["rollout", "status", &format!("deployment/{app}"), "--timeout=60s"]);
+    }
+    // background (kubectl's default): the ReplicaSet and pods follow
+    c.kubectl_ok(v, &["delete", "deployment", "bg"]);
+    eventually(WAIT, "bg's ReplicaSet and pods to go", || async {
+        (sets_of("bg").await.is_empty() && pods_of("bg").await == 0).then_some(())
+    })
+    .await;
+    // orphan: the ReplicaSet and its pods stay, without an owner
+    c.kubectl_ok(v, &["delete", "deployment", "orphan", "--cascade=orphan"]);
+    let sets = eventually(WAIT, "orphan's ReplicaSet to lose its owner", || async {
+        let sets = sets_of("orphan").await;
+        sets.iter().all(|s| s["metadata"]["ownerReferences"].as_array().is_none_or(|o| o.is_empty())).then_some(sets)
+    })
+    .await;
+    assert_eq!(sets.len(), 1);
+    assert_eq!(pods_of("orphan").await, 2);
+    // foreground: kubectl waits until the pods and the ReplicaSet are gone
+    c.kubectl_ok(v, &["delete", "deployment", "fg", "--cascade=foreground", "--timeout=60s"]);
+    assert!(sets_of("fg").await.is_empty());
+    eventually(WAIT, "fg's pods to go", || async { (pods_of("fg").await == 0).then_some(()) }).await;
+}
