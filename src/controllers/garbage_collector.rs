@@ -377,30 +377,22 @@ impl Collector {
     async fn set_owners(&self, uid: &str, node: &Node, owners: &[&OwnerReference]) -> anyhow::Result<()> {
         // the uid makes the patch fail on an object re-created under the same name
         let patch = json!({"metadata": {"ownerReferences": owners, "uid": uid}});
-        match self
-            .api(&node.resource, &node.namespace)
-            .patch_metadata(&node.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("updating the owners of {} {}", node.resource.ar.kind, node.name)),
-        }
+        self.patch_metadata(node, &patch, "updating the owners of").await
     }
 
     async fn remove_finalizer(&self, node: &Node, finalizer: &str) -> anyhow::Result<()> {
         let kept: Vec<&String> = node.finalizers.iter().filter(|f| *f != finalizer).collect();
         let patch = json!({"metadata": {"finalizers": kept, "resourceVersion": node.resource_version}});
-        match self
-            .api(&node.resource, &node.namespace)
-            .patch_metadata(&node.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
+        self.patch_metadata(node, &patch, &format!("removing the {finalizer} finalizer of")).await
+    }
+
+    /// A metadata merge patch; an object already gone needs none.
+    async fn patch_metadata(&self, node: &Node, patch: &serde_json::Value, doing: &str) -> anyhow::Result<()> {
+        let api = self.api(&node.resource, &node.namespace);
+        match api.patch_metadata(&node.name, &PatchParams::default(), &Patch::Merge(patch)).await {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(e).with_context(|| {
-                format!("removing the {finalizer} finalizer of {} {}", node.resource.ar.kind, node.name)
-            }),
+            Err(e) => Err(e).with_context(|| format!("{doing} {} {}", node.resource.ar.kind, node.name)),
         }
     }
 }
