@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install what a fresh Debian machine lacks to build and test ferrokube:
-# protoc (etcd-client compiles its .proto files) and etcd/etcdctl (the store).
+# protoc (etcd-client and k8s-cri compile their .proto files), etcd/etcdctl (the store),
+# and the kubelet's runtime: containerd, runc, the CNI plug-ins and busybox-static (the
+# local busybox image is built from it).
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -8,9 +10,13 @@ need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+command -v containerd >/dev/null 2>&1 || need+=(containerd)
+command -v runc >/dev/null 2>&1 || need+=(runc)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+[ -x /bin/busybox ] || need+=(busybox-static)
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "install-deps: protoc, etcd and etcdctl are present"
+  echo "install-deps: protoc, etcd, containerd, runc, CNI plug-ins and busybox are present"
   exit 0
 fi
 
