@@ -22,6 +22,7 @@ mod registry;
 mod scheduler;
 mod schema;
 mod serving;
+mod streaming;
 mod up;
 mod watch;
 

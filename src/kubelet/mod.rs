@@ -11,6 +11,7 @@
 pub mod cri;
 mod fake;
 mod node;
+pub mod server;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -50,6 +51,14 @@ pub struct KubeletArgs {
     /// How often the Lease is renewed (upstream's nodeLeaseDurationSeconds / 4 = 10 s).
     #[arg(long, default_value = "10s", value_parser = crate::apiserver::parse_go_duration)]
     pub node_lease_renew_interval: Duration,
+    /// The kubelet's state: pod directories, its serving certificate (pki/).
+    #[arg(long, default_value = "/var/lib/kubelet")]
+    pub root_dir: PathBuf,
+    /// Where container logs go: `<dir>/<namespace>_<pod>_<uid>/<container>/<restart>.log`.
+    #[arg(long, default_value = "/var/log/pods")]
+    pub pod_logs_dir: PathBuf,
+    #[command(flatten)]
+    pub server: server::ServerArgs,
 }
 
 pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
@@ -79,6 +88,14 @@ pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
     for n in &nodes {
         tokio::spawn(n.clone().keep_alive(args.node_lease_renew_interval));
     }
+    // one API for the process: with many fake nodes, the first node's
+    let kubelet = server::Kubelet {
+        client: client.clone(),
+        node_name: names[0].clone(),
+        pod_logs_dir: args.pod_logs_dir.clone(),
+        cri: None,
+    };
+    server::spawn(args.server.clone(), args.root_dir.clone(), kubelet);
     let pods = fake::Runtime::new(client, nodes, args.fake_start_delay);
     tokio::select! {
         result = pods.run() => result,
