@@ -8,8 +8,10 @@
 
 // the CRI runtime is being built; the allow goes when `--runtime=cri` uses it
 #[allow(dead_code)]
+pub mod containerd;
 pub mod cri;
 mod fake;
+mod images;
 mod node;
 
 use std::path::PathBuf;
