@@ -13,6 +13,9 @@ pub mod cri;
 mod fake;
 mod images;
 mod node;
+// pod spec → CRI config; the allow goes when the CRI pod workers call it
+#[allow(dead_code)]
+pub mod spec;
 
 use std::path::PathBuf;
 use std::time::Duration;
