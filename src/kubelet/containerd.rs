@@ -355,7 +355,9 @@ fn delete_link(name: &str) {
     if Path::new("/sys/class/net").join(name).exists() {
         match std::process::Command::new("ip").args(["link", "del", name]).output() {
             Ok(out) if out.status.success() => tracing::info!(bridge = name, "deleted the pod bridge"),
-            Ok(out) => tracing::warn!(bridge = name, error = %String::from_utf8_lossy(&out.stderr).trim(), "deleting the bridge"),
+            Ok(out) => {
+                tracing::warn!(bridge = name, error = %String::from_utf8_lossy(&out.stderr).trim(), "deleting the bridge")
+            }
             Err(e) => tracing::warn!(bridge = name, error = %e, "running ip link del"),
         }
     }

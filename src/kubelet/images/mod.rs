@@ -96,7 +96,8 @@ fn tar(dir: &Path, out: &Path, entries: &[&str]) -> anyhow::Result<()> {
 
 /// A blob in the layout: its descriptor's digest and size.
 fn put_blob(layout: &Path, bytes: &[u8]) -> anyhow::Result<(String, usize)> {
-    let hex: String = ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String =
+        ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect();
     std::fs::write(layout.join("blobs/sha256").join(&hex), bytes)?;
     Ok((format!("sha256:{hex}"), bytes.len()))
 }
@@ -131,6 +132,9 @@ fn oci_layout(rootfs: &Path, layout: &Path) -> anyhow::Result<()> {
         }));
     }
     std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    std::fs::write(layout.join("index.json"), serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": manifests}))?)?;
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": manifests}))?,
+    )?;
     Ok(())
 }
