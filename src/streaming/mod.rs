@@ -3,3 +3,4 @@
 //! upgrade kubectl's exec/attach/port-forward need (SPDY/3.1 or WebSocket).
 
 pub mod forward;
+pub mod tunnel;

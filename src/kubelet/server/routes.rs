@@ -19,6 +19,8 @@ use super::logs::{self, Alive, LogOptions};
 use super::runtime::{self, Stream, StreamOptions};
 use super::stats;
 use crate::streaming::forward::{self, status_response};
+use crate::streaming::tunnel;
+use axum::extract::FromRequest;
 
 type St = State<Arc<Kubelet>>;
 
@@ -251,9 +253,21 @@ async fn forward_pod(k: &Kubelet, at: (String, String, Option<String>), req: Req
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
     };
     let opts = StreamOptions::parse(req.uri().query());
-    match runtime::streaming_url(&cri, Stream::PortForward { sandbox_id: &sandbox_id }, &opts).await {
-        Ok(url) => to_runtime(req, &url).await,
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    let url = match runtime::streaming_url(&cri, Stream::PortForward { sandbox_id: &sandbox_id }, &opts).await {
+        Ok(url) => url,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    };
+    if !tunnel::offers(req.headers(), tunnel::PORT_FORWARD_TUNNEL) {
+        return to_runtime(req, &url).await;
+    }
+    tracing::debug!(pod = %format!("{ns}/{name}"), offered = ?tunnel::offered(req.headers()), "port-forward over WebSocket");
+    let ws = match axum::extract::ws::WebSocketUpgrade::from_request(req, &()).await {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    match tunnel::port_forward(ws, &url).await {
+        Ok(resp) => resp,
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 
