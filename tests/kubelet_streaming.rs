@@ -256,7 +256,8 @@ async fn exec_logs_and_port_forward_into_real_containers() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(stdout, "from stdin\ndone\n", "kubectl {v}: {}", String::from_utf8_lossy(&out.stderr));
         let out = kubectl_in(c, v, &["exec", "ticker", "--", "sh", "-c", "exit 3"], "");
-        assert_eq!(out.status.code(), Some(3), "kubectl {v}: the exit code comes back");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "kubectl {v}: the exit code comes back: {err}");
 
         let logs = c.kubectl_ok(v, &["logs", "ticker", "--tail=1"]);
         assert!(logs.starts_with("tick "), "kubectl {v}: {logs}");
@@ -301,6 +302,10 @@ async fn exec_logs_and_port_forward_into_real_containers() {
     let out = kubectl_in(c, "1.33", &["exec", "ticker", "--", "echo", "still up"], "");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "still up\n");
     assert!(r.node.shims() > 0, "the pods still run");
+    // kubectl 1.33 spoke WebSocket (v5 exec, tunnelled port-forward), not the SPDY fallback
+    let log = std::fs::read_to_string(r.node.kubelet_log()).unwrap();
+    assert!(log.contains("exec over WebSocket ended"), "no v5 exec in the kubelet log");
+    assert!(log.contains("port-forward over WebSocket"), "no port-forward tunnel in the kubelet log");
 }
 
 /// An HTTP/1.1 upgrade request (curl: reqwest will not send Connection headers), its
