@@ -34,7 +34,7 @@ pub struct Shape {
     pub ip: Option<String>,
 }
 
-fn machine_memory() -> String {
+pub(crate) fn machine_memory() -> String {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let kib = meminfo
         .lines()

@@ -6,6 +6,7 @@ pub mod dns;
 pub mod env;
 pub mod linux;
 pub mod probes;
+mod refs;
 pub mod volumes;
 
 /// What upstream reports as CreateContainerConfigError; the Display is the waiting message.
