@@ -221,3 +221,23 @@ impl Drop for Resume {
         unsafe { libc::kill(self.0, libc::SIGCONT) };
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_configmap_key_is_a_create_container_config_error() {
+    let cc = start_cri_cluster().await;
+    cc.cluster.create("/api/v1/namespaces/default/configmaps", &common::configmap("settings", json!({"a": "1"}))).await;
+    let container = json!({"name": "main", "image": "busybox", "command": ["sh", "-c", "echo $B; sleep 3600"],
+        "env": [{"name": "B", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "b"}}}]});
+    cc.cluster.create("/api/v1/namespaces/default/pods", &with_container("nokey", "Always", container)).await;
+    wait_status(&cc, "nokey", "CreateContainerConfigError").await;
+    let status = wait_waiting_reason(&cc, "nokey", "CreateContainerConfigError").await;
+    assert_eq!(status["state"]["waiting"]["message"], "couldn't find key b in ConfigMap default/settings", "{status}");
+    // the key appears: the container starts
+    let patch = json!({"data": {"b": "2"}});
+    let (code, _) = cc
+        .cluster
+        .patch("/api/v1/namespaces/default/configmaps/settings", "application/merge-patch+json", &patch)
+        .await;
+    assert!(code.is_success());
+    wait_status(&cc, "nokey", "Running").await;
+}
