@@ -331,6 +331,32 @@ impl LeaderElector {
         }
     }
 
+    /// A component's main loop: `work` runs (as leader, when an elector is given) until it
+    /// ends, leadership is lost, or SIGTERM/SIGINT arrives — then the Lease is given up so
+    /// a standby takes over at once. With election an error from `work` is logged (and
+    /// `lead` returns, so the process exits); without election it is returned.
+    pub async fn run_until_shutdown(
+        elector: Option<&LeaderElector>,
+        work: impl std::future::Future<Output = anyhow::Result<()>>,
+    ) -> anyhow::Result<()> {
+        let work = async {
+            match elector {
+                Some(e) => e.lead(async { work.await.unwrap_or_else(|err| tracing::error!("{err:#}")) }).await,
+                None => work.await,
+            }
+        };
+        tokio::select! {
+            result = work => result,
+            _ = crate::cli::shutdown_signal() => {
+                tracing::info!("shutting down");
+                if let Some(e) = elector {
+                    e.release().await;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Give the Lease up if this process holds it (upstream's ReleaseOnCancel).
     pub async fn release(&self) {
         if !self.leading.swap(false, Ordering::Relaxed) {

@@ -54,6 +54,10 @@ enum Command {
     Certs(certs::CertsArgs),
     /// The node agent (kubelet); so far only the fake runtime (`--runtime=fake`).
     Kubelet(kubelet::KubeletArgs),
+    /// One containerd with its config, pod network and local images under a data
+    /// directory, until SIGTERM (for tests and scripts; `up` starts its own).
+    #[command(hide = true)]
+    Containerd(kubelet::containerd::ContainerdArgs),
     /// Place pending pods on nodes through the API (kube-scheduler).
     Scheduler(scheduler::SchedulerArgs),
     /// Start etcd and every component as child processes and write a kubeconfig.
@@ -78,6 +82,7 @@ fn main() -> std::process::ExitCode {
             Command::Up(args) => up::run(args).await,
             Command::Scheduler(args) => scheduler::run(args).await,
             Command::Kubelet(args) => kubelet::run(args).await,
+            Command::Containerd(args) => kubelet::containerd::run(args).await,
         }
     });
     match result {

@@ -254,22 +254,7 @@ pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
             anyhow::Ok(())
         }
     };
-    let work = async {
-        match &elector {
-            Some(e) => e.lead(async { lead.await.unwrap_or_else(|err| tracing::error!("{err:#}")) }).await,
-            None => lead.await,
-        }
-    };
-    tokio::select! {
-        result = work => result,
-        _ = crate::cli::shutdown_signal() => {
-            tracing::info!("shutting down");
-            if let Some(e) = &elector {
-                e.release().await;
-            }
-            Ok(())
-        }
-    }
+    LeaderElector::run_until_shutdown(elector.as_deref(), lead).await
 }
 
 #[derive(Clone)]

@@ -27,6 +27,11 @@ pub struct Shape {
     memory: String,
     pods: u32,
     labels: BTreeMap<String, String>,
+    /// `containerd://1.6.20` for a real runtime.
+    pub runtime_version: String,
+    pub os_image: String,
+    /// The node's InternalIP (a real node's address; fake nodes get loopback ones).
+    pub ip: Option<String>,
 }
 
 pub(crate) fn machine_memory() -> String {
@@ -52,8 +57,34 @@ impl Shape {
             memory: args.fake_memory.clone().unwrap_or_else(machine_memory),
             pods: args.max_pods,
             labels,
+            runtime_version: "fake://0.1.0".into(),
+            os_image: "ferrokube fake node".into(),
+            ip: None,
         })
     }
+}
+
+/// The distribution's name as /etc/os-release gives it (`Debian GNU/Linux 12 (bookworm)`).
+pub fn os_image() -> String {
+    let release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    release
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| "Linux".into())
+}
+
+/// The address this machine reaches others from: the source address of a route to a
+/// public address (a UDP connect sends nothing), else loopback.
+pub fn machine_ip() -> String {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0");
+    socket
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| "127.0.0.1".into())
 }
 
 #[derive(Clone)]
@@ -65,10 +96,23 @@ pub struct Node {
     pub index: usize,
     client: Client,
     uid: Arc<String>,
+    /// Why the node is not Ready (the runtime is down), or None when it is.
+    problem: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 fn now() -> Time {
     Time(Timestamp::now())
+}
+
+fn ready_condition(problem: Option<&str>, heartbeat: &Time, transition: &Time) -> Value {
+    match problem {
+        None => {
+            json!({"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status",
+                       "lastHeartbeatTime": heartbeat, "lastTransitionTime": transition})
+        }
+        Some(message) => json!({"type": "Ready", "status": "False", "reason": "KubeletNotReady", "message": message,
+                       "lastHeartbeatTime": heartbeat, "lastTransitionTime": transition}),
+    }
 }
 
 fn conditions(heartbeat: &Time, transition: &Time) -> Value {
@@ -80,7 +124,7 @@ fn conditions(heartbeat: &Time, transition: &Time) -> Value {
         c("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
         c("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
         c("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-        c("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+        ready_condition(None, heartbeat, transition),
     ])
 }
 
@@ -102,10 +146,19 @@ impl Node {
             Err(kube::Error::Api(e)) if e.code == 409 => api.get(name).await?,
             Err(e) => return Err(e).with_context(|| format!("registering node {name}")),
         };
-        let ip =
-            if index == 0 { "127.0.0.1".to_string() } else { format!("127.0.{}.{}", 1 + index / 250, 1 + index % 250) };
-        let n =
-            Node { name: name.to_string(), ip, index, client, uid: Arc::new(created.metadata.uid.unwrap_or_default()) };
+        let ip = match (&shape.ip, index) {
+            (Some(ip), _) => ip.clone(),
+            (None, 0) => "127.0.0.1".to_string(),
+            (None, _) => format!("127.0.{}.{}", 1 + index / 250, 1 + index % 250),
+        };
+        let n = Node {
+            name: name.to_string(),
+            ip,
+            index,
+            client,
+            uid: Arc::new(created.metadata.uid.unwrap_or_default()),
+            problem: Arc::default(),
+        };
         n.post_status(shape).await?;
         Ok(n)
     }
@@ -121,7 +174,7 @@ impl Node {
             "nodeInfo": {
                 "machineID": "", "systemUUID": "", "bootID": "",
                 "kernelVersion": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
-                "osImage": "ferrokube fake node", "containerRuntimeVersion": "fake://0.1.0",
+                "osImage": shape.os_image, "containerRuntimeVersion": shape.runtime_version,
                 "kubeletVersion": "v1.33.0", "kubeProxyVersion": "v1.33.0",
                 "operatingSystem": "linux", "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
             },
@@ -142,12 +195,11 @@ impl Node {
             }
             if last_status.elapsed() >= STATUS_REPORT_INTERVAL {
                 let t = now();
-                let patch =
-                    json!({"status": {"conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": t}]}});
-                let api: Api<NodeObject> = Api::all(self.client.clone());
-                if let Err(e) = api.patch_status(&self.name, &PatchParams::default(), &Patch::Strategic(&patch)).await {
-                    tracing::warn!(node = %self.name, error = %e, "posting the node heartbeat");
-                }
+                let ready = match self.problem() {
+                    None => json!({"type": "Ready", "status": "True", "lastHeartbeatTime": t}),
+                    Some(_) => json!({"type": "Ready", "lastHeartbeatTime": t}),
+                };
+                self.patch_conditions(ready).await;
                 last_status = tokio::time::Instant::now();
             }
             tokio::time::sleep(interval).await;
@@ -191,6 +243,33 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    fn problem(&self) -> Option<String> {
+        self.problem.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    async fn patch_conditions(&self, condition: Value) {
+        let patch = json!({"status": {"conditions": [condition]}});
+        let api: Api<NodeObject> = Api::all(self.client.clone());
+        if let Err(e) = api.patch_status(&self.name, &PatchParams::default(), &Patch::Strategic(&patch)).await {
+            tracing::warn!(node = %self.name, error = %e, "posting the node's Ready condition");
+        }
+    }
+
+    /// Ready False with `problem` as its message (upstream's "container runtime is
+    /// down"), or Ready again with None; posted at once when it changes.
+    pub async fn set_not_ready(&self, problem: Option<String>) {
+        {
+            let mut current = self.problem.lock().unwrap_or_else(|e| e.into_inner());
+            if *current == problem {
+                return;
+            }
+            current.clone_from(&problem);
+        }
+        let t = now();
+        tracing::info!(node = %self.name, ready = problem.is_none(), problem = problem.as_deref().unwrap_or(""), "node readiness changed");
+        self.patch_conditions(ready_condition(problem.as_deref(), &t, &t)).await;
     }
 
     pub fn client(&self) -> &Client {

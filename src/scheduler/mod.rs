@@ -202,24 +202,10 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     // the watches run on standbys too (a warm cache for a fast take-over); only the
     // leader pops pods, so a standby never binds
     let work = async {
-        match &elector {
-            Some(e) => e.lead(sched.clone().schedule_loop()).await,
-            None => {
-                sched.clone().schedule_loop().await;
-                Ok(())
-            }
-        }
+        sched.clone().schedule_loop().await;
+        Ok(())
     };
-    tokio::select! {
-        result = work => result,
-        _ = crate::cli::shutdown_signal() => {
-            tracing::info!("shutting down");
-            if let Some(e) = &elector {
-                e.release().await;
-            }
-            Ok(())
-        }
-    }
+    LeaderElector::run_until_shutdown(elector.as_deref(), work).await
 }
 
 /// A Service's or ReplicationController's selector (a label map) as a LabelSelector.

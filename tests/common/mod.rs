@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod containerd;
 pub mod controllers;
 pub mod watch_lines;
 

@@ -1,3 +1,137 @@
-//! The real runtime: pods run as CRI sandboxes and containers (containerd).
+//! The real runtime: pods run as CRI sandboxes and containers (containerd). The pods
+//! bound to the node are watched and each gets a worker (`worker.rs`) that converges
+//! the runtime to it; housekeeping removes the sandboxes of pods that are no longer
+//! ours (also those left from before a kubelet restart) and turns the node NotReady
+//! while the runtime does not answer.
 
+mod backoff;
 pub mod client;
+mod config;
+// probes and hooks (the spec module) call it; unread while they are stubs
+#[allow(dead_code)]
+pub mod exec;
+pub mod labels;
+mod observe;
+mod pull;
+mod status;
+mod worker;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_cri::v1::{ListPodSandboxRequest, RemovePodSandboxRequest, StatusRequest, StopPodSandboxRequest};
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use tokio::sync::watch;
+
+use super::node::Node;
+pub use worker::Context;
+
+/// How often orphans are looked for and the runtime's health is checked.
+const HOUSEKEEPING: Duration = Duration::from_secs(2);
+
+type Workers = Arc<Mutex<HashMap<String, watch::Sender<Option<Pod>>>>>;
+
+pub struct Runtime {
+    ctx: Arc<Context>,
+    node: Node,
+    workers: Workers,
+    /// The first list of pods is in: every pod of ours has a worker.
+    synced: AtomicBool,
+}
+
+impl Runtime {
+    pub fn new(ctx: Context, node: Node) -> Arc<Runtime> {
+        Arc::new(Runtime { ctx: Arc::new(ctx), node, workers: Workers::default(), synced: AtomicBool::new(false) })
+    }
+
+    /// Follow the node's pods until the process ends.
+    pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
+        tokio::spawn(self.clone().housekeeping());
+        let api: Api<Pod> = Api::all(self.ctx.client.clone());
+        let config = watcher::Config::default().fields(&format!("spec.nodeName={}", self.ctx.node_name));
+        let stream = watcher(api, config).default_backoff();
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => self.route(Some(pod.clone()), &pod),
+                Ok(watcher::Event::Delete(pod)) => self.route(None, &pod),
+                Ok(watcher::Event::InitDone) => self.synced.store(true, Ordering::SeqCst),
+                Ok(watcher::Event::Init) => {}
+                Err(e) => tracing::warn!(error = %e, "pod watch failed; retrying with backoff"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Hand the pod (None: gone from the API) to its worker, starting one if needed.
+    fn route(&self, latest: Option<Pod>, pod: &Pod) {
+        let uid = pod.uid().unwrap_or_default();
+        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = workers.get(&uid) {
+            tx.send_replace(latest);
+            return;
+        }
+        let (tx, rx) = watch::channel(latest);
+        workers.insert(uid.clone(), tx);
+        tracing::debug!(pod = %pod.name_any(), uid, "pod worker started");
+        let worker = worker::Worker::new(self.ctx.clone(), uid.clone(), rx);
+        let registry = self.workers.clone();
+        tokio::spawn(async move {
+            worker.run().await;
+            registry.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid);
+        });
+    }
+
+    async fn housekeeping(self: Arc<Self>) {
+        let mut runtime_up = true;
+        loop {
+            tokio::time::sleep(HOUSEKEEPING).await;
+            let up = self.runtime_answers().await;
+            if up != runtime_up {
+                runtime_up = up;
+                tracing::warn!(up, "container runtime status changed");
+                let problem = (!up).then(|| "container runtime is down".to_string());
+                self.node.set_not_ready(problem).await;
+            }
+            if up
+                && self.synced.load(Ordering::SeqCst)
+                && let Err(e) = self.remove_orphans().await
+            {
+                tracing::warn!(error = %format!("{e:#}"), "removing orphaned sandboxes");
+            }
+        }
+    }
+
+    async fn runtime_answers(&self) -> bool {
+        let mut runtime = self.ctx.cri.runtime.clone();
+        let call = runtime.status(StatusRequest { verbose: false });
+        matches!(tokio::time::timeout(Duration::from_secs(5), call).await, Ok(Ok(_)))
+    }
+
+    /// Sandboxes whose pod has no worker: the pod was deleted while we were away.
+    async fn remove_orphans(&self) -> anyhow::Result<()> {
+        let mut runtime = self.ctx.cri.runtime.clone();
+        let sandboxes = runtime.list_pod_sandbox(ListPodSandboxRequest { filter: None }).await?.into_inner().items;
+        let known: HashSet<String> = self.workers.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        for sandbox in sandboxes {
+            let Some(uid) = sandbox.labels.get(labels::POD_UID) else { continue };
+            if known.contains(uid) {
+                continue;
+            }
+            let name = sandbox.labels.get(labels::POD_NAME).cloned().unwrap_or_default();
+            tracing::info!(pod = %name, uid = %uid, sandbox = %sandbox.id, "removing an orphaned sandbox");
+            runtime.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: sandbox.id.clone() }).await?;
+            runtime.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: sandbox.id.clone() }).await?;
+            let pod_dir = self.ctx.root_dir.join("pods").join(uid);
+            if let Err(e) = crate::kubelet::spec::volumes::teardown(&pod_dir).await {
+                tracing::warn!(uid = %uid, error = %e, "tearing down an orphan's volumes");
+            }
+        }
+        Ok(())
+    }
+}
