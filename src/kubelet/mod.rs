@@ -12,11 +12,11 @@ pub mod cri;
 mod fake;
 mod images;
 mod node;
+pub mod server;
 // pod spec → CRI config, called by the CRI pod workers; the allow goes when the
 // skeleton's stubs are all filled in (they leave fields and the exec hook unread)
 #[allow(dead_code)]
 pub mod spec;
-pub mod server;
 
 use std::path::PathBuf;
 use std::time::Duration;
