@@ -12,6 +12,7 @@ pub mod cri;
 mod fake;
 mod images;
 mod node;
+pub mod server;
 // pod spec → CRI config, called by the CRI pod workers; the allow goes when the
 // skeleton's stubs are all filled in (they leave fields and the exec hook unread)
 pub mod server;
