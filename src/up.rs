@@ -110,6 +110,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             format!("--service-account-key-file={}", path(&pki.sa_pub())),
             format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
             "--enable-bootstrap-token-auth".to_string(),
+            format!("--kubelet-client-certificate={}", path(&pki.apiserver_kubelet_client().cert)),
+            format!("--kubelet-client-key={}", path(&pki.apiserver_kubelet_client().key)),
+            "--kubelet-preferred-address-types=InternalIP,Hostname".to_string(),
         ],
         &data_dir,
     )?;
