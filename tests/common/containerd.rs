@@ -29,6 +29,8 @@ pub struct CriNode {
     kubelet: Option<Child>,
     kubelet_args: Vec<String>,
     kubelet_starts: u32,
+    /// The kubelet API's port (published in the node's daemonEndpoints).
+    pub kubelet_port: u16,
 }
 
 /// A bridge name and /24 no other test of this machine uses at the same time.
@@ -90,6 +92,7 @@ impl CriNode {
             kubelet: None,
             kubelet_args: kubelet_extra.iter().map(|s| s.to_string()).collect(),
             kubelet_starts: 0,
+            kubelet_port: super::free_port(),
         };
         node.wait_containerd(&log).await;
         node.start_kubelet(c);
@@ -119,6 +122,7 @@ impl CriNode {
         self.kubelet_starts += 1;
         let kubeconfig = c.kubeconfig.display().to_string();
         let (root, logs) = (self.root_dir.display().to_string(), self.pod_logs_dir.display().to_string());
+        let port = format!("--port={}", self.kubelet_port);
         let mut args = vec![
             "kubelet",
             "--kubeconfig",
@@ -133,6 +137,7 @@ impl CriNode {
             "--pod-logs-dir",
             &logs,
             "--node-lease-renew-interval=2s",
+            &port,
         ];
         args.extend(self.kubelet_args.iter().map(String::as_str));
         let log = self.kubelet_log();
