@@ -22,6 +22,7 @@ mod registry;
 mod scheduler;
 mod schema;
 mod serving;
+mod streaming;
 mod up;
 mod watch;
 
@@ -53,7 +54,7 @@ enum Command {
     /// Mint a cluster CA, serving and client certificates, keys and kubeconfigs.
     Certs(certs::CertsArgs),
     /// The node agent (kubelet); so far only the fake runtime (`--runtime=fake`).
-    Kubelet(kubelet::KubeletArgs),
+    Kubelet(Box<kubelet::KubeletArgs>),
     /// One containerd with its config, pod network and local images under a data
     /// directory, until SIGTERM (for tests and scripts; `up` starts its own).
     #[command(hide = true)]
@@ -81,7 +82,7 @@ fn main() -> std::process::ExitCode {
             Command::ControllerManager(args) => controllers::run(*args).await,
             Command::Up(args) => up::run(args).await,
             Command::Scheduler(args) => scheduler::run(args).await,
-            Command::Kubelet(args) => kubelet::run(args).await,
+            Command::Kubelet(args) => kubelet::run(*args).await,
             Command::Containerd(args) => kubelet::containerd::run(args).await,
         }
     });

@@ -1,9 +1,12 @@
 //! `ferrokube up`: an all-in-one cluster. Mints (or reuses) the cluster's certificates
 //! and kubeconfigs (`crate::certs`), starts etcd, the API server, the scheduler and the
 //! controller-manager as child processes (named as upstream's components) with
-//! authentication and Node,RBAC authorization as kubeadm configures them, waits for
-//! readiness, merges the admin's kubeconfig, creates the default StorageClass, and
-//! stops everything cleanly on Ctrl-C. Data persists in the data directory.
+//! authentication and Node,RBAC authorization as kubeadm configures them, plus
+//! containerd (config, pod network and local images under the data dir, see
+//! `kubelet::containerd`) and a kubelet with its own `system:node:<name>` identity;
+//! waits for readiness and the node to be Ready, merges the admin's kubeconfig, creates
+//! the default StorageClass, and stops everything cleanly on Ctrl-C (the pods' sandboxes
+//! removed, containerd and its shims stopped). Data persists in the data directory.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +16,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
+
+use crate::kubelet::containerd::{Containerd, ContainerdArgs};
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
@@ -41,6 +46,16 @@ pub struct UpArgs {
     /// The controller-manager's health and metrics port (upstream's 10257; 0: none).
     #[arg(long, default_value_t = 10257)]
     pub controller_manager_secure_port: u16,
+    /// The pods' bridge on this node (one per `up` running on a machine).
+    #[arg(long, default_value = "ferrokube0")]
+    pub pod_bridge: String,
+    /// The pods' addresses on this node (the first /24 of the cluster CIDR, which the
+    /// node IPAM gives the first node).
+    #[arg(long, default_value = "10.244.0.0/24")]
+    pub pod_subnet: String,
+    /// Image tarballs imported at start (default `<data-dir>/airgap-images`).
+    #[arg(long)]
+    pub airgap_images: Option<PathBuf>,
 }
 
 /// The pods' address range; each node gets a /24 of it (kubeadm's flannel default).
@@ -73,6 +88,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let etcd_url = format!("http://127.0.0.1:{}", args.etcd_port);
     let mut etcd = start_etcd(&args, &data_dir, &etcd_url)?;
     tracing::info!(url = %etcd_url, pid = etcd.id(), "started etcd");
+    // containerd needs nothing of the control plane: it starts (and imports images) meanwhile
+    let containerd_args = containerd_args(&args, &data_dir);
+    let containerd = tokio::spawn(async move { Containerd::start(&containerd_args).await });
 
     let exe = std::env::current_exe().context("locating the ferrokube binary")?;
     let mut apiserver = spawn_component(
@@ -92,14 +110,25 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             format!("--service-account-key-file={}", path(&pki.sa_pub())),
             format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
             "--enable-bootstrap-token-auth".to_string(),
+            format!("--kubelet-client-certificate={}", path(&pki.apiserver_kubelet_client().cert)),
+            format!("--kubelet-client-key={}", path(&pki.apiserver_kubelet_client().key)),
+            "--kubelet-preferred-address-types=InternalIP,Hostname".to_string(),
         ],
         &data_dir,
     )?;
     tracing::info!(pid = apiserver.id(), "started kube-apiserver");
 
     let mut children = vec![("kube-apiserver", &mut apiserver), ("etcd", &mut etcd)];
+    let mut containerd = match containerd.await.map_err(anyhow::Error::from).and_then(|r| r) {
+        Ok(c) => c,
+        Err(e) => {
+            stop_all(&mut children).await;
+            return Err(e.context("starting containerd"));
+        }
+    };
     if let Err(e) = wait_ready(args.secure_port, &pki.ca().cert, &mut children).await {
         stop_all(&mut children).await;
+        containerd.stop().await;
         return Err(e);
     }
     // the companions, each with its own identity; stopped first, before the API server
@@ -112,6 +141,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         Ok(child) => child,
         Err(e) => {
             stop_all(&mut children).await;
+            containerd.stop().await;
             return Err(e);
         }
     };
@@ -131,11 +161,32 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             Ok(child) => child,
             Err(e) => {
                 stop_all(&mut children).await;
+                containerd.stop().await;
                 return Err(e);
             }
         };
     tracing::info!(pid = controller_manager.id(), "started kube-controller-manager");
     children.insert(0, ("kube-controller-manager", &mut controller_manager));
+    let node_name = args.node_name.clone().unwrap_or_else(crate::certs::hostname);
+    let kubelet_args = [
+        "kubelet".to_string(),
+        format!("--kubeconfig={}", path(&pki.kubeconfig(&format!("kubelet-{node_name}")))),
+        format!("--node-name={node_name}"),
+        "--runtime=cri".to_string(),
+        format!("--container-runtime-endpoint=unix://{}", path(&containerd.socket)),
+        format!("--root-dir={}", path(&data_dir.join("kubelet"))),
+        format!("--pod-logs-dir={}", path(&data_dir.join("pod-logs"))),
+    ];
+    let mut kubelet = match spawn_component(&exe, "kubelet", &kubelet_args, &data_dir) {
+        Ok(child) => child,
+        Err(e) => {
+            stop_all(&mut children).await;
+            containerd.stop().await;
+            return Err(e);
+        }
+    };
+    tracing::info!(pid = kubelet.id(), node = %node_name, "started kubelet");
+    children.insert(0, ("kubelet", &mut kubelet));
     let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
     let (ca, admin) = (read(&pki.ca().cert)?, pki.admin());
     let (cert, key) = (read(&admin.cert)?, read(&admin.key)?);
@@ -144,7 +195,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if let Err(e) = default_storage_class(&kubeconfig).await {
         tracing::warn!(error = %format!("{e:#}"), "creating the default StorageClass");
     }
-    println!("ferrokube is up in {:.2}s: {server}", started.elapsed().as_secs_f64());
+    if let Err(e) = wait_node_ready(&kubeconfig, &node_name).await {
+        tracing::warn!(node = %node_name, error = %format!("{e:#}"), "the node is not Ready yet; see logs/kubelet.log");
+    }
+    println!("ferrokube is up in {:.2}s: {server} (node {node_name} Ready)", started.elapsed().as_secs_f64());
     println!("kubeconfig: {} (context ferrokube, user {})", kubeconfig.display(), crate::certs::ADMIN_USER);
     println!("certificates: {}; component kubeconfigs: {}", path(&pki.pki), path(&pki.kubeconfigs));
     println!("logs: {}", data_dir.join("logs").display());
@@ -160,18 +214,63 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => println!("stopping"),
         _ = terminate() => println!("stopping"),
         name = first_exit(&mut children) => tracing::error!(component = name, "a component exited; stopping the cluster"),
+        status = containerd.exited() => tracing::error!(%status, "containerd exited; stopping the cluster"),
     }
     stop_all(&mut children).await;
+    containerd.stop().await;
     Ok(())
+}
+
+fn containerd_args(args: &UpArgs, data_dir: &Path) -> ContainerdArgs {
+    ContainerdArgs {
+        data_dir: data_dir.join("containerd"),
+        bridge: args.pod_bridge.clone(),
+        subnet: args.pod_subnet.clone(),
+        ip_masq: nat_works(),
+        airgap_images: Some(args.airgap_images.clone().unwrap_or_else(|| data_dir.join("airgap-images"))),
+        remove_pods_on_exit: true,
+        containerd_binary: "containerd".into(),
+    }
+}
+
+/// Whether iptables' nat table is usable (pods' traffic out of the node is masqueraded).
+fn nat_works() -> bool {
+    std::process::Command::new("iptables")
+        .args(["-t", "nat", "-S", "POSTROUTING"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Wait (30 s at most) for the kubelet to register the node and report it Ready.
+async fn wait_node_ready(kubeconfig: &Path, name: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Node;
+    let client = admin_client(kubeconfig).await?;
+    let nodes: kube::Api<Node> = kube::Api::all(client);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let node = nodes.get_opt(name).await.ok().flatten();
+        let conditions = node.and_then(|n| n.status?.conditions).unwrap_or_default();
+        if conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True") {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("not Ready after 30s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn admin_client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let options = kube::config::KubeConfigOptions { context: Some("ferrokube".into()), ..Default::default() };
+    Ok(kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &options).await?)?)
 }
 
 /// The cluster's default StorageClass `standard` (minikube's name), served by the
 /// controller-manager's local-path provisioner; left alone when it exists.
 async fn default_storage_class(kubeconfig: &Path) -> anyhow::Result<()> {
     use k8s_openapi::api::storage::v1::StorageClass;
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let options = kube::config::KubeConfigOptions { context: Some("ferrokube".into()), ..Default::default() };
-    let client = kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &options).await?)?;
+    let client = admin_client(kubeconfig).await?;
     let class: StorageClass = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
         "provisioner": crate::controllers::LOCAL_PATH_PROVISIONER,

@@ -95,3 +95,149 @@ async fn a_failing_container_under_always_crash_loops() {
     let events = events_of(&cc.cluster, "crash").await;
     assert!(events.iter().any(|(r, _)| r == "BackOff"), "{events:?}");
 }
+
+fn with_container(name: &str, restart: &str, container: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"restartPolicy": restart, "terminationGracePeriodSeconds": 5, "containers": [container]}})
+}
+
+/// The waiting reason of the pod's first container, once it has one.
+async fn wait_waiting_reason(cc: &CriCluster, name: &str, reason: &str) -> Value {
+    eventually(WAIT, &format!("{name} waiting with {reason}"), || async {
+        let pod = get_pod(cc, name).await;
+        let status = pod["status"]["containerStatuses"][0].clone();
+        (status["state"]["waiting"]["reason"] == reason).then_some(status)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_images_are_reported_as_upstream_reports_them() {
+    let cc = start_cri_cluster().await;
+    let never = json!({"name": "main", "image": "example.invalid/nothing:1", "imagePullPolicy": "Never"});
+    cc.cluster.create("/api/v1/namespaces/default/pods", &with_container("never", "Always", never)).await;
+    let pull = json!({"name": "main", "image": "127.0.0.1:1/nothing:1", "imagePullPolicy": "IfNotPresent"});
+    cc.cluster.create("/api/v1/namespaces/default/pods", &with_container("pull", "Always", pull)).await;
+
+    wait_status(&cc, "never", "ErrImageNeverPull").await;
+    let status = wait_waiting_reason(&cc, "never", "ErrImageNeverPull").await;
+    assert_eq!(
+        status["state"]["waiting"]["message"],
+        "Container image \"example.invalid/nothing:1\" is not present with pull policy of Never",
+        "{status}"
+    );
+    // the first attempt fails (ErrImagePull); the next ones wait out the back-off
+    let first = wait_waiting_reason(&cc, "pull", "ErrImagePull").await;
+    assert!(
+        first["state"]["waiting"]["message"].as_str().unwrap_or_default().contains("127.0.0.1:1/nothing:1"),
+        "{first}"
+    );
+    wait_status(&cc, "pull", "ImagePullBackOff").await;
+    let status = wait_waiting_reason(&cc, "pull", "ImagePullBackOff").await;
+    assert_eq!(status["state"]["waiting"]["message"], "Back-off pulling image \"127.0.0.1:1/nothing:1\"", "{status}");
+    let events = events_of(&cc.cluster, "pull").await;
+    for reason in ["Pulling", "Failed", "BackOff"] {
+        assert!(events.iter().any(|(r, _)| r == reason), "no {reason} event: {events:?}");
+    }
+    assert_eq!(get_pod(&cc, "pull").await["status"]["phase"], "Pending");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_pod_is_stopped_gracefully_then_removed() {
+    let cc = start_cri_cluster().await;
+    let script = "trap 'echo got TERM; exit 0' TERM; echo started; while :; do sleep 1; done";
+    cc.cluster.create("/api/v1/namespaces/default/pods", &busybox("graceful", "Always", script)).await;
+    wait_status(&cc, "graceful", "Running").await;
+    let pod = get_pod(&cc, "graceful").await;
+    assert_eq!(pod["status"]["containerStatuses"][0]["ready"], true, "{pod}");
+    assert!(cc.node.shims() >= 1);
+    let started = Instant::now();
+    let out = cc.cluster.kubectl_ok("1.33", &["delete", "pod", "graceful", "--timeout=60s"]);
+    assert!(out.contains("deleted"), "{out}");
+    // the trap answers SIGTERM at once: no waiting out the 5 s grace period
+    assert!(started.elapsed() < Duration::from_secs(5), "deletion took {:?}", started.elapsed());
+    assert_eq!(cc.node.container_output(&pod, "main", 0), "", "the log directory is removed with the pod");
+    let events = events_of(&cc.cluster, "graceful").await;
+    assert!(events.iter().any(|(r, m)| r == "Killing" && m == "Stopping container main"), "{events:?}");
+    eventually(WAIT, "the pod's shim to exit", || async { (cc.node.shims() == 0).then_some(()) }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_kubelet_adopts_running_pods_and_removes_orphans() {
+    let mut cc = start_cri_cluster().await;
+    let script = "echo up; sleep 3600";
+    cc.cluster.create("/api/v1/namespaces/default/pods", &busybox("keeper", "Always", script)).await;
+    cc.cluster.create("/api/v1/namespaces/default/pods", &busybox("goner", "Always", script)).await;
+    wait_status(&cc, "keeper", "Running").await;
+    wait_status(&cc, "goner", "Running").await;
+    let before = get_pod(&cc, "keeper").await["status"]["containerStatuses"][0]["containerID"].clone();
+    cc.node.kill_kubelet();
+    // deleted while no kubelet runs: forced, so the API forgets it at once
+    let (code, _) =
+        cc.cluster.delete_with("/api/v1/namespaces/default/pods/goner", &json!({"gracePeriodSeconds": 0})).await;
+    assert!(code.is_success());
+    cc.node.start_kubelet(&cc.cluster);
+    cc.node.wait_ready(&cc.cluster).await;
+    eventually(WAIT, "the orphaned pod's shim to exit", || async { (cc.node.shims() == 1).then_some(()) }).await;
+    let pod = get_pod(&cc, "keeper").await;
+    let status = &pod["status"]["containerStatuses"][0];
+    assert_eq!(status["containerID"], before, "{status}");
+    assert_eq!(status["restartCount"], 0, "{status}");
+    assert_eq!(pod_columns(&cc, "1.27", "keeper").0, "Running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_is_not_ready_while_the_runtime_does_not_answer() {
+    let cc = start_cri_cluster().await;
+    cc.cluster.create("/api/v1/namespaces/default/pods", &busybox("survivor", "Always", "sleep 3600")).await;
+    wait_status(&cc, "survivor", "Running").await;
+    let pid = cc.node.containerd_pid().expect("containerd's pid");
+    // a runtime that hangs: stopped, not gone
+    // SAFETY: kill has no memory effects; the pid is containerd's
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let resume = Resume(pid);
+    let ready = |node: Value| {
+        let conditions = node["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        conditions.into_iter().find(|c| c["type"] == "Ready")
+    };
+    let condition = eventually(WAIT, "the node to be NotReady", || async {
+        ready(cc.cluster.must_get("/api/v1/nodes/node-1").await).filter(|c| c["status"] == "False")
+    })
+    .await;
+    assert_eq!(condition["message"], "container runtime is down", "{condition}");
+    assert_eq!(condition["reason"], "KubeletNotReady", "{condition}");
+    drop(resume);
+    cc.node.wait_ready(&cc.cluster).await;
+    wait_status(&cc, "survivor", "Running").await;
+    assert_eq!(get_pod(&cc, "survivor").await["status"]["containerStatuses"][0]["restartCount"], 0);
+}
+
+/// SIGCONT on drop, so a failing test does not leave containerd stopped.
+struct Resume(i32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        // SAFETY: as above
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_configmap_key_is_a_create_container_config_error() {
+    let cc = start_cri_cluster().await;
+    cc.cluster.create("/api/v1/namespaces/default/configmaps", &common::configmap("settings", json!({"a": "1"}))).await;
+    let container = json!({"name": "main", "image": "busybox", "command": ["sh", "-c", "echo $B; sleep 3600"],
+        "env": [{"name": "B", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "b"}}}]});
+    cc.cluster.create("/api/v1/namespaces/default/pods", &with_container("nokey", "Always", container)).await;
+    wait_status(&cc, "nokey", "CreateContainerConfigError").await;
+    let status = wait_waiting_reason(&cc, "nokey", "CreateContainerConfigError").await;
+    assert_eq!(status["state"]["waiting"]["message"], "couldn't find key b in ConfigMap default/settings", "{status}");
+    // the key appears: the container starts
+    let patch = json!({"data": {"b": "2"}});
+    let (code, _) = cc
+        .cluster
+        .patch("/api/v1/namespaces/default/configmaps/settings", "application/merge-patch+json", &patch)
+        .await;
+    assert!(code.is_success());
+    wait_status(&cc, "nokey", "Running").await;
+}

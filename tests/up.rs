@@ -1,8 +1,9 @@
 //! `ferrokube up` as a user runs it: a fresh data directory gets a CA, certificates and
 //! kubeconfigs; stock kubectl 1.27 and 1.33 verify the server with the written kubeconfig
 //! and act as the admin; the `curl` line it prints (the README's) lists pods; anonymous
-//! requests are refused; the component kubeconfigs carry their own identities; Ctrl-C
-//! stops every child; a second `up` reuses the CA and the data.
+//! requests are refused; the component kubeconfigs carry their own identities; the node
+//! (containerd and a kubelet) is Ready and runs a busybox pod; Ctrl-C stops every child
+//! and removes the pods; a second `up` reuses the CA and the data.
 
 mod common;
 
@@ -55,6 +56,9 @@ impl Up {
             .arg(format!("--node-name={NODE}"))
             .arg(format!("--scheduler-secure-port={}", free_port()))
             .arg(format!("--controller-manager-secure-port={}", free_port()))
+            // a bridge and subnet of its own: other tests (and `up`s) may run beside it
+            .arg(format!("--pod-bridge=fku{}", std::process::id() % 100_000))
+            .arg(format!("--pod-subnet=10.{}.{}.0/24", 200 + std::process::id() % 50, port % 256))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);
@@ -258,18 +262,22 @@ fn up_is_secure_by_default_and_restarts_on_the_same_ca() {
         assert!(up.component_kubeconfig(name).is_file(), "{name}.conf");
     }
 
-    scheduler_places_a_pod(&up, &home);
+    the_node_runs_a_busybox_pod(&up, &home);
     controllers_act_as_their_service_accounts(&up, &home);
 
-    // Ctrl-C stops etcd, the API server, the scheduler and the controller-manager too
+    // Ctrl-C stops etcd, the API server, the scheduler, the controller-manager, the
+    // kubelet and containerd (with the pods' shims) too
     let children = up.children();
-    assert_eq!(children.len(), 4, "etcd, kube-apiserver, kube-scheduler, kube-controller-manager: {children:?}");
+    assert_eq!(children.len(), 6, "etcd, apiserver, scheduler, controller-manager, containerd, kubelet: {children:?}");
+    let socket = up.data.join("containerd/containerd.sock").display().to_string();
+    assert!(!shims_of(&socket).is_empty(), "the busybox pod's shim runs");
     let ca_pem = std::fs::read(up.pki("ca.crt")).unwrap();
     let status = up.interrupt();
     assert!(status.success(), "{status}");
     for pid in children {
         assert!(!alive(pid), "child {pid} outlived up");
     }
+    assert_eq!(shims_of(&socket), Vec::<u32>::new(), "shims outlived up");
 
     // a second start keeps the CA, the certificates and the data
     let again = Up::start(dir.path());
@@ -280,27 +288,47 @@ fn up_is_secure_by_default_and_restarts_on_the_same_ca() {
     assert!(again.interrupt().success());
 }
 
-/// `up`'s kube-scheduler, running as system:kube-scheduler, binds a pod to a node (made
-/// as an object here: there is no kubelet yet).
-fn scheduler_places_a_pod(up: &Up, home: &Path) {
-    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}});
-    let manifest = home.join("node.json");
-    std::fs::write(&manifest, node.to_string()).unwrap();
-    kubectl_ok("1.33", &up.kubeconfig, home, &["create", "-f", manifest.to_str().unwrap()]);
-    // Ready, or the node lifecycle controller taints it not-ready
-    let status = r#"{"status":{"capacity":{"cpu":"2","memory":"4Gi","pods":"110"},"allocatable":{"cpu":"2","memory":"4Gi","pods":"110"},"conditions":[{"type":"Ready","status":"True","reason":"KubeletReady"}]}}"#;
-    let patch = ["patch", "node", NODE, "--subresource=status", "--type=merge", "-p", status];
-    kubectl_ok("1.33", &up.kubeconfig, home, &patch);
-    kubectl_ok("1.33", &up.kubeconfig, home, &["run", "placed", "--image=nginx"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
+/// `up`'s kubelet registers its node, Ready within seconds of `up` saying it is up, and
+/// `kubectl run --image=busybox` (the locally built image) gets Running as the scheduler
+/// (running as system:kube-scheduler) places it there.
+fn the_node_runs_a_busybox_pod(up: &Up, home: &Path) {
+    let line = up.lines.first().cloned().unwrap_or_default();
+    assert!(line.contains(&format!("(node {NODE} Ready)")), "{line}");
+    let node = kubectl_ok("1.33", &up.kubeconfig, home, &["get", "node", NODE, "--no-headers"]);
+    assert!(node.contains(" Ready "), "{node}");
+    let runtime = kubectl_ok(
+        "1.33",
+        &up.kubeconfig,
+        home,
+        &["get", "node", NODE, "-o", "jsonpath={.status.nodeInfo.containerRuntimeVersion}"],
+    );
+    assert!(runtime.starts_with("containerd://"), "{runtime}");
+    let started = Instant::now();
+    kubectl_ok("1.33", &up.kubeconfig, home, &["run", "b", "--image=busybox", "--", "sh", "-c", "echo hi; sleep 3600"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let on = kubectl_ok("1.33", &up.kubeconfig, home, &["get", "pod", "placed", "-o", "jsonpath={.spec.nodeName}"]);
-        if on.trim() == NODE {
+        let out = kubectl_ok("1.27", &up.kubeconfig, home, &["get", "pod", "b", "--no-headers", "-o", "wide"]);
+        if out.contains("Running") && out.contains(NODE) {
+            eprintln!("busybox Running {:?} after kubectl run", started.elapsed());
             return;
         }
-        assert!(Instant::now() < deadline, "kube-scheduler never placed the pod (on {on:?})");
+        assert!(Instant::now() < deadline, "the pod never ran: {out}\nkubelet log:\n{}", up.log("kubelet"));
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The containerd shims serving the containerd at `socket`.
+fn shims_of(socket: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains("containerd-shim") && cmdline.contains(socket) && alive(pid) {
+            out.push(pid);
+        }
+    }
+    out
 }
 
 /// `up`'s kube-controller-manager runs each controller as its kube-system service
@@ -309,7 +337,7 @@ fn scheduler_places_a_pod(up: &Up, home: &Path) {
 /// class, namespaces emptied and deleted.
 fn controllers_act_as_their_service_accounts(up: &Up, home: &Path) {
     let k = |args: &[&str]| kubectl_ok("1.33", &up.kubeconfig, home, args);
-    k(&["create", "service", "clusterip", "placed", "--tcp=80:80"]);
+    k(&["create", "service", "clusterip", "b", "--tcp=80:80"]);
     let claim = json!({
         "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
@@ -321,7 +349,7 @@ fn controllers_act_as_their_service_accounts(up: &Up, home: &Path) {
     k(&["create", "configmap", "inside", "-n", "short-lived"]);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let endpoints = kubectl("1.33", &up.kubeconfig, home, &["get", "endpoints", "placed", "-o", "name"]);
+        let endpoints = kubectl("1.33", &up.kubeconfig, home, &["get", "endpoints", "b", "-o", "name"]);
         let phase = k(&["get", "pvc", "data", "-o", "jsonpath={.status.phase}"]);
         if endpoints.status.success() && phase == "Bound" {
             break;
@@ -335,7 +363,7 @@ fn controllers_act_as_their_service_accounts(up: &Up, home: &Path) {
     }
     k(&["delete", "namespace", "short-lived", "--timeout=60s"]);
     // workloads: the deployment, replicaset and job controllers create what they own
-    k(&["create", "deployment", "web", "--image=nginx", "--replicas=2"]);
+    k(&["create", "deployment", "web", "--image=busybox", "--replicas=2", "--", "sleep", "3600"]);
     k(&["create", "job", "once", "--image=busybox", "--", "true"]);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

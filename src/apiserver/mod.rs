@@ -102,6 +102,17 @@ pub struct ApiserverArgs {
     /// Write a kubeconfig for this server to PATH once it serves.
     #[arg(long)]
     pub write_kubeconfig: Option<PathBuf>,
+    /// Client certificate the API server presents to kubelets (pods/log, exec, nodes/proxy).
+    #[arg(long, requires = "kubelet_client_key")]
+    pub kubelet_client_certificate: Option<PathBuf>,
+    #[arg(long, requires = "kubelet_client_certificate")]
+    pub kubelet_client_key: Option<PathBuf>,
+    /// CA that kubelets' serving certificates are verified against (default: not verified).
+    #[arg(long)]
+    pub kubelet_certificate_authority: Option<PathBuf>,
+    /// Which node address reaches its kubelet, by preference, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = crate::handlers::kubelet_proxy::DEFAULT_ADDRESS_TYPES)]
+    pub kubelet_preferred_address_types: Vec<String>,
     /// Events each resource's watch cache keeps for watches resuming at a resourceVersion.
     #[arg(long, default_value_t = crate::watch::caches::DEFAULT_HISTORY)]
     pub watch_cache_history: usize,
@@ -190,7 +201,8 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     let bootstrap_tokens = args.enable_bootstrap_token_auth.then(|| BootstrapTokens { caches: caches.clone() });
     let authn = Arc::new(authenticator(&args, tls.client_ca.clone(), sa.authn, bootstrap_tokens, authz.clone())?);
     let (signer, sa_discovery) = (sa.signer, sa.discovery);
-    let state = AppState { registry, caches, advertise: advertise.clone(), authz, rbac, signer, sa_discovery };
+    let kubelet = Arc::new(kubelet_client(&args)?);
+    let state = AppState { registry, caches, advertise: advertise.clone(), authz, rbac, signer, sa_discovery, kubelet };
     let mut app = handlers::router(state);
     if let Some(auditor) = &auditor {
         app = app.layer(axum::middleware::from_fn_with_state(auditor.clone(), audit::layer));
@@ -443,6 +455,13 @@ async fn serve(listener: TcpListener, tls: Arc<tls::Tls>, app: axum::Router, aud
             }
         });
     }
+}
+
+fn kubelet_client(args: &ApiserverArgs) -> anyhow::Result<handlers::kubelet_proxy::KubeletClient> {
+    let cert_key = args.kubelet_client_certificate.clone().zip(args.kubelet_client_key.clone());
+    let ca = args.kubelet_certificate_authority.clone();
+    handlers::kubelet_proxy::KubeletClient::new(cert_key, ca, &args.kubelet_preferred_address_types)
+        .context("the kubelet client (--kubelet-client-certificate, --kubelet-certificate-authority)")
 }
 
 #[cfg(test)]

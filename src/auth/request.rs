@@ -61,7 +61,13 @@ impl Attributes {
             return non_resource();
         };
         let watch_param = query.is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+        // a WebSocket exec/attach/port-forward is a GET that creates a stream; upstream
+        // (AuthorizePodWebsocketUpgradeCreatePermission) demands `create` for it as for POST
+        let streams = p.group.is_empty()
+            && p.resource == "pods"
+            && matches!(p.subresource.as_deref(), Some("exec" | "attach" | "portforward"));
         let verb = match (method.clone(), p.name.is_some()) {
+            (Method::GET, true) if streams => "create",
             (Method::GET | Method::HEAD, _) if p.watch || watch_param => "watch",
             (Method::GET | Method::HEAD, true) => "get",
             (Method::GET | Method::HEAD, false) => "list",

@@ -60,6 +60,9 @@ impl Layout {
     pub fn apiserver(&self) -> Pair {
         Pair::new(&self.pki, "apiserver")
     }
+    pub fn apiserver_kubelet_client(&self) -> Pair {
+        Pair::new(&self.pki, "apiserver-kubelet-client")
+    }
     pub fn admin(&self) -> Pair {
         Pair::new(&self.pki, "admin")
     }
@@ -81,6 +84,9 @@ fn clients(nodes: &[String]) -> Vec<(String, Subject)> {
         ("scheduler".to_string(), Subject::client("system:kube-scheduler", &[])),
         ("controller-manager".to_string(), Subject::client("system:kube-controller-manager", &[])),
         ("proxy".to_string(), Subject::client("system:kube-proxy", &[])),
+        // what the API server shows kubelets for pods/log, exec, nodes/proxy (kubeadm's
+        // name; in system:masters, so every kubelet's SubjectAccessReview allows it)
+        ("apiserver-kubelet-client".to_string(), Subject::client("kube-apiserver-kubelet-client", &[ADMIN_GROUP])),
     ];
     for node in nodes {
         out.push((format!("kubelet-{node}"), Subject::client(&format!("system:node:{node}"), &["system:nodes"])));
@@ -265,7 +271,7 @@ mod tests {
         std::fs::remove_file(l.ca().key).unwrap();
         let fresh = ensure(&a).unwrap();
         assert!(fresh.new_ca);
-        assert_eq!(fresh.issued.len(), 6, "{:?}", fresh.issued);
+        assert_eq!(fresh.issued.len(), 7, "{:?}", fresh.issued);
         assert_eq!(std::fs::read(l.sa_key()).unwrap(), sa, "the service account key outlives the CA");
     }
 

@@ -6,6 +6,7 @@ pub mod codec;
 pub mod discovery;
 mod disruption;
 mod duplicate_keys;
+pub mod kubelet_proxy;
 pub mod list;
 pub mod openapi;
 pub mod path;
@@ -49,6 +50,8 @@ pub struct AppState {
     /// The ServiceAccount issuer's discovery documents; None unless the issuer is an
     /// https URL and tokens are verified.
     pub sa_discovery: Option<Arc<crate::auth::sa_discovery::Documents>>,
+    /// How pods/log, pods/exec … and nodes/proxy reach kubelets.
+    pub kubelet: Arc<kubelet_proxy::KubeletClient>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -67,9 +70,20 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi/v3/{*path}", get(openapi::v3_document))
         .route("/.well-known/openid-configuration", get(discovery::openid_configuration))
         .route("/openid/v1/jwks", get(discovery::openid_jwks))
-        .fallback(resource::dispatch)
+        .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.authz.clone(), authorize))
         .with_state(state)
+}
+
+/// Everything else under /api and /apis: the proxy subresources need the whole request
+/// (its upgrade), the generic handler the rest.
+async fn fallback(State(state): State<AppState>, req: Request) -> Response {
+    if let Some(path::Target::Resource(p)) = path::parse(req.uri().path())
+        && let Some(sub) = kubelet_proxy::Sub::of(&p)
+    {
+        return kubelet_proxy::handle(&state, p, sub, req).await;
+    }
+    axum::handler::Handler::call(resource::dispatch, req, state).await
 }
 
 /// Authorization, after authentication: ask the chain about the request's attributes;

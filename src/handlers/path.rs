@@ -66,6 +66,11 @@ pub fn parse(path: &str) -> Option<Target> {
             p.name = Some(name.to_string());
             p.subresource = Some(sub.to_string());
         }
+        // a proxy subresource carries the path on the other side after it
+        [name, "proxy", ..] => {
+            p.name = Some(name.to_string());
+            p.subresource = Some("proxy".into());
+        }
         _ => return None,
     }
     valid(p)
@@ -111,5 +116,7 @@ mod tests {
         assert_eq!(parse("/apis/apps/v1"), Some(Target::GroupVersion("apps".into(), "v1".into())));
         assert_eq!(parse("/api/v2/pods"), None);
         assert_eq!(parse("/api/v1/namespaces/a/pods/b/c/d"), None);
+        let r = res("/api/v1/nodes/n1/proxy/stats/summary");
+        assert_eq!((r.name.as_deref(), r.subresource.as_deref()), (Some("n1"), Some("proxy")));
     }
 }

@@ -12,6 +12,7 @@ pub mod cri;
 mod fake;
 mod images;
 mod node;
+pub mod server;
 // pod spec → CRI config, called by the CRI pod workers; the allow goes when the
 // skeleton's stubs are all filled in (they leave fields and the exec hook unread)
 #[allow(dead_code)]
@@ -73,6 +74,8 @@ pub struct KubeletArgs {
     /// How often the Lease is renewed (upstream's nodeLeaseDurationSeconds / 4 = 10 s).
     #[arg(long, default_value = "10s", value_parser = crate::apiserver::parse_go_duration)]
     pub node_lease_renew_interval: Duration,
+    #[command(flatten)]
+    pub server: server::ServerArgs,
 }
 
 pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
@@ -99,6 +102,13 @@ async fn run_cri(args: KubeletArgs) -> anyhow::Result<()> {
     let node = node::Node::register(client.clone(), &name, 0, &shape).await?;
     tracing::info!(node = %name, runtime = %version, ip = %host_ip, "node registered; Ready");
     tokio::spawn(node.clone().keep_alive(args.node_lease_renew_interval));
+    let kubelet = server::Kubelet {
+        client: client.clone(),
+        node_name: name.clone(),
+        pod_logs_dir: args.pod_logs_dir.clone(),
+        cri: Some(cri.clone()),
+    };
+    server::spawn(args.server.clone(), args.root_dir.clone(), kubelet);
     let ctx = cri::Context {
         exec: std::sync::Arc::new(cri::exec::CriExec(cri.clone())),
         cri,
@@ -143,6 +153,14 @@ async fn run_fake(args: KubeletArgs) -> anyhow::Result<()> {
     for n in &nodes {
         tokio::spawn(n.clone().keep_alive(args.node_lease_renew_interval));
     }
+    // one API for the process: with many fake nodes, the first node's
+    let kubelet = server::Kubelet {
+        client: client.clone(),
+        node_name: names[0].clone(),
+        pod_logs_dir: args.pod_logs_dir.clone(),
+        cri: None,
+    };
+    server::spawn(args.server.clone(), args.root_dir.clone(), kubelet);
     let pods = fake::Runtime::new(client, nodes, args.fake_start_delay);
     tokio::select! {
         result = pods.run() => result,

@@ -27,6 +27,8 @@ pub struct Shape {
     memory: String,
     pods: u32,
     labels: BTreeMap<String, String>,
+    /// The kubelet API's port, published as status.daemonEndpoints for the API server.
+    kubelet_port: u16,
     /// `containerd://1.6.20` for a real runtime.
     pub runtime_version: String,
     pub os_image: String,
@@ -57,6 +59,7 @@ impl Shape {
             memory: args.fake_memory.clone().unwrap_or_else(machine_memory),
             pods: args.max_pods,
             labels,
+            kubelet_port: args.server.port,
             runtime_version: "fake://0.1.0".into(),
             os_image: "ferrokube fake node".into(),
             ip: None,
@@ -170,7 +173,7 @@ impl Node {
             "capacity": resources, "allocatable": resources,
             "conditions": conditions(&t, &t),
             "addresses": [{"type": "InternalIP", "address": self.ip}, {"type": "Hostname", "address": self.name}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": shape.kubelet_port}},
             "nodeInfo": {
                 "machineID": "", "systemUUID": "", "bootID": "",
                 "kernelVersion": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),

@@ -190,6 +190,17 @@ impl CriNode {
             .count()
     }
 
+    /// The pid of this node's containerd (to stop it for a while, say).
+    pub fn containerd_pid(&self) -> Option<i32> {
+        let config = self.dir.join("containerd/config.toml").display().to_string();
+        let entries = std::fs::read_dir("/proc").ok()?;
+        entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()).find(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.starts_with("containerd\0") && cmdline.contains(&config)
+        })
+    }
+
     /// What the kubelet logged so far (for assertion messages).
     pub fn kubelet_log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.kubelet_log()).unwrap_or_default();
