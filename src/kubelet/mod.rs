@@ -15,7 +15,6 @@ mod node;
 pub mod server;
 // pod spec → CRI config, called by the CRI pod workers; the allow goes when the
 // skeleton's stubs are all filled in (they leave fields and the exec hook unread)
-pub mod server;
 #[allow(dead_code)]
 pub mod spec;
 
