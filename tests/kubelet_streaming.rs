@@ -218,15 +218,16 @@ async fn real_node() -> Real {
     let pki = kubelet_pki("stream-1");
     let c = cluster_for_kubelets(&pki).await;
     let scheduler = start_scheduler(&c).await;
-    let port = format!("--port={}", free_port());
+    // CriNode gives the kubelet a free --port of its own
     let ca = format!("--client-ca-file={}", pki.join("ca.crt").display());
-    let node = CriNode::start(&c, "stream-1", &[&port, &ca]).await;
+    let node = CriNode::start(&c, "stream-1", &[&ca]).await;
     Real { node, _scheduler: scheduler, c, pki }
 }
 
 async fn run_pod(c: &Cluster, name: &str, script: &str) {
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-        "spec": {"terminationGracePeriodSeconds": 1,
+        // no token volume: the test's API server signs no ServiceAccount tokens
+        "spec": {"terminationGracePeriodSeconds": 1, "automountServiceAccountToken": false,
             "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]}});
     c.create("/api/v1/namespaces/default/pods", &pod).await;
     eventually(WAIT, &format!("{name} to run"), || async {
