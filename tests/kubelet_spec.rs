@@ -70,6 +70,30 @@ fn spec_pod() -> Value {
                 "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1, "failureThreshold": 1}}]}})
 }
 
+/// Unmounts whatever is still mounted under the kubelet's root dir when the test ends
+/// (declared before the cluster, so it runs after the kubelet and containerd stopped): a
+/// failed test leaves its memory-backed emptyDir behind otherwise.
+struct UnmountUnder(Option<std::path::PathBuf>);
+
+impl Drop for UnmountUnder {
+    fn drop(&mut self) {
+        let Some(root) = &self.0 else { return };
+        let mut mounts: Vec<String> = mounts_under(root);
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let Ok(target) = std::ffi::CString::new(m) else { continue };
+            // SAFETY: target is a valid NUL-terminated path
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+fn mounts_under(root: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let prefix = format!("{}/", root.display());
+    text.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&prefix)).map(str::to_string).collect()
+}
+
 async fn ready_condition(cc: &CriCluster) -> String {
     let pod = cc.cluster.must_get("/api/v1/namespaces/default/pods/spec-pod").await;
     let conditions = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
@@ -105,7 +129,9 @@ async fn start_cluster_with_tokens(keys: &std::path::Path) -> CriCluster {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pods_env_volumes_resources_and_probe_reach_its_container() {
     let keys = tempfile::tempdir().unwrap();
+    let mut unmount = UnmountUnder(None);
     let cc = start_cluster_with_tokens(keys.path()).await;
+    unmount.0 = Some(cc.node.root_dir.clone());
     let c = &cc.cluster;
     c.create("/api/v1/namespaces/default/configmaps", &common::configmap("app-config", json!({"color": "blue"}))).await;
     let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app-secret"},
@@ -156,4 +182,18 @@ async fn a_pods_env_volumes_resources_and_probe_reach_its_container() {
     assert_eq!(pod["status"]["qosClass"], "Burstable", "{pod}");
     assert_eq!(pod["status"]["containerStatuses"][0]["ready"], false, "{pod}");
     assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 0, "readiness does not restart: {pod}");
+
+    // deleted: the kubelet tears the volumes down, tmpfs included
+    assert!(!mounts_under(&cc.node.root_dir).is_empty(), "the memory emptyDir is mounted");
+    let (code, _) = c.delete("/api/v1/namespaces/default/pods/spec-pod").await;
+    assert!(code.is_success(), "{code}");
+    eventually(WAIT, "the pod to be gone", || async {
+        let (code, _) = c.get("/api/v1/namespaces/default/pods/spec-pod").await;
+        (code == common::StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    eventually(WAIT, "the pod's mounts to be gone", || async {
+        mounts_under(&cc.node.root_dir).is_empty().then_some(())
+    })
+    .await;
 }
