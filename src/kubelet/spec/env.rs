@@ -44,6 +44,31 @@ pub fn expand_command(container: &Container, env: &[KeyValue]) -> (Vec<String>, 
     (expand_all(&container.command), expand_all(&container.args))
 }
 
+/// The variables a container defines without reading the API (plain values, fieldRef,
+/// resourceFieldRef), for subPathExpr: upstream expands it with the container's env,
+/// and these are what such expressions use.
+pub fn local_env(pod: &Pod, container: &Container, facts: &PodFacts) -> HashMap<String, String> {
+    let mut env: HashMap<String, String> = HashMap::new();
+    let allocatable = node_allocatable();
+    for var in container.env.iter().flatten() {
+        let from = var.value_from.as_ref();
+        let value = match (
+            &var.value,
+            from.and_then(|f| f.field_ref.as_ref()),
+            from.and_then(|f| f.resource_field_ref.as_ref()),
+        ) {
+            (Some(v), _, _) if !v.is_empty() => Some(expand(v, &|name: &str| env.get(name).cloned())),
+            (_, Some(field), _) => field_value(pod, facts, field).ok(),
+            (_, _, Some(resource)) => resource_value(pod, Some(container), resource, &allocatable).ok(),
+            _ => None,
+        };
+        if let Some(value) = value {
+            env.insert(var.name.clone(), value);
+        }
+    }
+    env
+}
+
 /// The ConfigMaps and Secrets a container's env and envFrom name.
 fn referenced(container: &Container) -> (Vec<&str>, Vec<&str>) {
     let (mut cms, mut secrets) = (Vec::new(), Vec::new());
@@ -204,7 +229,7 @@ fn value_from(
         return field_value(pod, facts, field).map(Some);
     }
     if let Some(resource) = &from.resource_field_ref {
-        return resource_value(pod, container, resource, allocatable).map(Some);
+        return resource_value(pod, Some(container), resource, allocatable).map(Some);
     }
     if let Some(r) = &from.config_map_key_ref {
         let optional = r.optional.unwrap_or(false);
@@ -292,13 +317,14 @@ fn go_quote(s: &str) -> String {
 /// unset limits are the node's allocatable.
 pub fn resource_value(
     pod: &Pod,
-    default_container: &Container,
+    default_container: Option<&Container>,
     field: &ResourceFieldSelector,
     allocatable: &BTreeMap<String, Quantity>,
 ) -> Result<String, ConfigError> {
-    let container = match field.container_name.as_deref().filter(|n| !n.is_empty()) {
-        None => default_container,
-        Some(name) => find_container(pod, name)
+    let container = match (field.container_name.as_deref().filter(|n| !n.is_empty()), default_container) {
+        (None, Some(c)) => c,
+        (None, None) => return Err(ConfigError("resourceFieldRef needs a containerName".into())),
+        (Some(name), _) => find_container(pod, name)
             .ok_or_else(|| ConfigError(format!("container {name} not found in pod for resourceFieldRef")))?,
     };
     let resources = container.resources.as_ref();
