@@ -127,9 +127,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     };
     if let Err(e) = wait_ready(args.secure_port, &pki.ca().cert, &mut children).await {
-        stop_all(&mut children).await;
-        containerd.stop().await;
-        return Err(e);
+        return Err(abort(&mut children, &mut containerd, e).await);
     }
     // the companions, each with its own identity; stopped first, before the API server
     let scheduler_args = [
@@ -139,11 +137,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     ];
     let mut scheduler = match spawn_component(&exe, "kube-scheduler", &scheduler_args, &data_dir) {
         Ok(child) => child,
-        Err(e) => {
-            stop_all(&mut children).await;
-            containerd.stop().await;
-            return Err(e);
-        }
+        Err(e) => return Err(abort(&mut children, &mut containerd, e).await),
     };
     tracing::info!(pid = scheduler.id(), "started kube-scheduler");
     children.insert(0, ("kube-scheduler", &mut scheduler));
@@ -159,11 +153,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut controller_manager =
         match spawn_component(&exe, "kube-controller-manager", &controller_manager_args, &data_dir) {
             Ok(child) => child,
-            Err(e) => {
-                stop_all(&mut children).await;
-                containerd.stop().await;
-                return Err(e);
-            }
+            Err(e) => return Err(abort(&mut children, &mut containerd, e).await),
         };
     tracing::info!(pid = controller_manager.id(), "started kube-controller-manager");
     children.insert(0, ("kube-controller-manager", &mut controller_manager));
@@ -179,11 +169,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     ];
     let mut kubelet = match spawn_component(&exe, "kubelet", &kubelet_args, &data_dir) {
         Ok(child) => child,
-        Err(e) => {
-            stop_all(&mut children).await;
-            containerd.stop().await;
-            return Err(e);
-        }
+        Err(e) => return Err(abort(&mut children, &mut containerd, e).await),
     };
     tracing::info!(pid = kubelet.id(), node = %node_name, "started kubelet");
     children.insert(0, ("kubelet", &mut kubelet));
@@ -219,6 +205,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     stop_all(&mut children).await;
     containerd.stop().await;
     Ok(())
+}
+
+/// Stop what started so far; the error that ended start-up.
+async fn abort(children: &mut [(&str, &mut Child)], containerd: &mut Containerd, e: anyhow::Error) -> anyhow::Error {
+    stop_all(children).await;
+    containerd.stop().await;
+    e
 }
 
 fn containerd_args(args: &UpArgs, data_dir: &Path) -> ContainerdArgs {

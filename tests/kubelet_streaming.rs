@@ -7,7 +7,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::controllers::{Component, eventually};
+use common::containerd::CriNode;
+use common::controllers::{Component, eventually, start_scheduler};
 use common::{Cluster, KUBECTL_VERSIONS, StatusCode, free_port, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -23,7 +24,9 @@ struct Setup {
     node: &'static str,
 }
 
-async fn setup(node: &'static str) -> Setup {
+/// The cluster CA and the API server's kubelet client certificate (`ferrokube certs`),
+/// in a directory the caller removes.
+fn kubelet_pki(node: &str) -> PathBuf {
     let certs = tempfile::Builder::new().prefix("ferrokube-certs-").tempdir().unwrap().keep();
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_ferrokube"))
         .args(["certs", "--dir", certs.to_str().unwrap(), "--node-name", node])
@@ -31,14 +34,25 @@ async fn setup(node: &'static str) -> Setup {
         .status()
         .unwrap();
     assert!(status.success());
-    let pki = certs.join("pki");
+    let _ = std::fs::remove_dir_all(certs.join("kubeconfigs"));
+    certs.join("pki")
+}
+
+/// An API server that reaches kubelets with the client certificate of `pki`.
+async fn cluster_for_kubelets(pki: &Path) -> Cluster {
     let p = |f: &str| pki.join(f).display().to_string();
-    let c = Cluster::start_with(&[
+    Cluster::start_with(&[
         &format!("--kubelet-client-certificate={}", p("apiserver-kubelet-client.crt")),
         &format!("--kubelet-client-key={}", p("apiserver-kubelet-client.key")),
         "--kubelet-preferred-address-types=InternalIP",
     ])
-    .await;
+    .await
+}
+
+async fn setup(node: &'static str) -> Setup {
+    let pki = kubelet_pki(node);
+    let c = cluster_for_kubelets(&pki).await;
+    let p = |f: &str| pki.join(f).display().to_string();
     let logs = c.dir.path().join("pod-logs");
     let root = c.dir.path().join("kubelet-root");
     let port = free_port();
@@ -58,7 +72,6 @@ async fn setup(node: &'static str) -> Setup {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let kubelet =
         Component { child: c.spawn_ferrokube(&args, "kubelet.log"), log: c.dir.path().join("kubelet.log"), port: 0 };
-    let _ = std::fs::remove_dir_all(certs.join("kubeconfigs"));
     Setup { c, _kubelet: kubelet, pki, logs, port, node }
 }
 
@@ -67,9 +80,13 @@ impl Drop for Setup {
         if std::thread::panicking() {
             eprintln!("---- kubelet.log ----\n{}", self.c.log_tail("kubelet.log"));
         }
-        if let Some(dir) = self.pki.parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        remove_pki(&self.pki);
+    }
+}
+
+fn remove_pki(pki: &Path) {
+    if let Some(dir) = pki.parent() {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 
@@ -166,4 +183,151 @@ async fn node_proxy_and_the_kubelets_own_authentication() {
     assert!(!out.status.success());
     let (status, _) = s.c.get("/api/v1/namespaces/default/pods/listed/exec?command=true&stdout=true").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+/// A real node (its own containerd) whose kubelet trusts the cluster CA of `pki`.
+struct Real {
+    node: CriNode,
+    _scheduler: Component,
+    c: Cluster,
+    pki: PathBuf,
+}
+
+impl Drop for Real {
+    fn drop(&mut self) {
+        remove_pki(&self.pki);
+    }
+}
+
+async fn real_node() -> Real {
+    let pki = kubelet_pki("stream-1");
+    let c = cluster_for_kubelets(&pki).await;
+    let scheduler = start_scheduler(&c).await;
+    let port = format!("--port={}", free_port());
+    let ca = format!("--client-ca-file={}", pki.join("ca.crt").display());
+    let node = CriNode::start(&c, "stream-1", &[&port, &ca]).await;
+    Real { node, _scheduler: scheduler, c, pki }
+}
+
+async fn run_pod(c: &Cluster, name: &str, script: &str) {
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]}});
+    c.create("/api/v1/namespaces/default/pods", &pod).await;
+    eventually(WAIT, &format!("{name} to run"), || async {
+        let pod = c.must_get(&format!("/api/v1/namespaces/default/pods/{name}")).await;
+        (pod["status"]["containerStatuses"][0]["state"]["running"].is_object()).then_some(())
+    })
+    .await;
+}
+
+/// kubectl 1.33 with WebSockets (the harness turns them off for the other tests).
+const WEBSOCKETS: [(&str, &str); 2] =
+    [("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "true"), ("KUBECTL_PORT_FORWARD_WEBSOCKETS", "true")];
+
+fn kubectl_in(c: &Cluster, v: &str, args: &[&str], input: &str) -> std::process::Output {
+    if v == "1.27" {
+        return c.kubectl_stdin(v, args, input);
+    }
+    let path = c.dir.path().join("stdin.txt");
+    std::fs::write(&path, input).unwrap();
+    let mut cmd = std::process::Command::new(common::kubectl_binary(v));
+    cmd.args(["--kubeconfig", c.kubeconfig.to_str().unwrap()]).args(args).envs(WEBSOCKETS);
+    cmd.env("HOME", c.dir.path().join("home-ws"));
+    cmd.stdin(std::fs::File::open(&path).unwrap()).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_logs_and_port_forward_into_real_containers() {
+    let r = real_node().await;
+    let c = &r.c;
+    run_pod(c, "ticker", "echo started; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.3; done").await;
+    let www = "mkdir -p /www && echo hello-from-httpd > /www/index.html && exec busybox httpd -f -p 80 -h /www";
+    run_pod(c, "web", www).await;
+    for v in KUBECTL_VERSIONS {
+        let out = kubectl_in(c, v, &["exec", "ticker", "--", "echo", "hi"], "");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "hi\n",
+            "kubectl {v}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = kubectl_in(c, v, &["exec", "-i", "ticker", "--", "sh", "-c", "cat; echo done"], "from stdin\n");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(stdout, "from stdin\ndone\n", "kubectl {v}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = kubectl_in(c, v, &["exec", "ticker", "--", "sh", "-c", "exit 3"], "");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "kubectl {v}: the exit code comes back: {err}");
+
+        let logs = c.kubectl_ok(v, &["logs", "ticker", "--tail=1"]);
+        assert!(logs.starts_with("tick "), "kubectl {v}: {logs}");
+        let first = c.kubectl_ok(v, &["logs", "ticker", "-c", "main", "--timestamps"]);
+        assert!(first.lines().next().is_some_and(|l| l.ends_with(" started")), "kubectl {v}: {first}");
+        let follow = c.kubectl_stream(v, &["logs", "-f", "ticker", "--tail=1"]);
+        let seen = follow.wait_for_line("tick", WAIT).unwrap_or_else(|s| panic!("kubectl {v}: {s:?}"));
+        let n: u32 = seen.trim_start_matches("tick ").parse().unwrap();
+        follow.wait_for_line(&format!("tick {}", n + 3), WAIT).unwrap_or_else(|s| panic!("kubectl {v}: {s:?}"));
+
+        let local = free_port();
+        let ports = format!("{local}:80");
+        let args = ["--kubeconfig", c.kubeconfig.to_str().unwrap(), "port-forward", "pod/web", &ports];
+        let child = std::process::Command::new(common::kubectl_binary(v))
+            .args(args)
+            .envs(WEBSOCKETS)
+            .env("HOME", c.dir.path().join("home-ws"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let _forward = KillOnDrop(child);
+        let body = eventually(WAIT, "a page through port-forward", || async {
+            let url = format!("http://127.0.0.1:{local}/");
+            let resp = reqwest::get(&url).await.ok()?;
+            resp.text().await.ok()
+        })
+        .await;
+        assert_eq!(body, "hello-from-httpd\n", "kubectl {v}");
+    }
+
+    // malformed upgrades and options are refused with a Status, the kubelet stays up
+    let exec = "/api/v1/namespaces/default/pods/ticker/exec?command=true&stdout=true";
+    let (code, body) = upgrade_request(c, exec, "bogus/1");
+    assert_eq!((code, body["reason"].as_str()), (400, Some("BadRequest")), "{body}");
+    let (code, body) = upgrade_request(c, "/api/v1/namespaces/default/pods/ticker/exec?command=true", "SPDY/3.1");
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(body["message"], "you must specify at least 1 of stdin, stdout, stderr", "{body}");
+    // an upgrade the runtime cannot complete (no stream protocol) ends without a hang
+    let (code, _) = upgrade_request(c, "/api/v1/namespaces/default/pods/web/portforward?ports=80", "websocket");
+    assert!(code >= 400, "{code}");
+    let out = kubectl_in(c, "1.33", &["exec", "ticker", "--", "echo", "still up"], "");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "still up\n");
+    assert!(r.node.shims() > 0, "the pods still run");
+    // kubectl 1.33 spoke WebSocket (v5 exec, tunnelled port-forward), not the SPDY fallback
+    let log = std::fs::read_to_string(r.node.kubelet_log()).unwrap();
+    assert!(log.contains("exec over WebSocket ended"), "no v5 exec in the kubelet log");
+    assert!(log.contains("port-forward over WebSocket"), "no port-forward tunnel in the kubelet log");
+}
+
+/// An HTTP/1.1 upgrade request (curl: reqwest will not send Connection headers), its
+/// status code and JSON body.
+fn upgrade_request(c: &Cluster, path: &str, protocol: &str) -> (u16, serde_json::Value) {
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "--http1.1", "-m", "20", "-X", "POST", "-w", "\n%{http_code}"])
+        .args(["-H", &format!("Authorization: Bearer {}", common::DEV_TOKEN)])
+        .args(["-H", "Connection: Upgrade", "-H", &format!("Upgrade: {protocol}")])
+        .arg(c.url(path))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or_default())
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -221,6 +221,9 @@ async fn route(state: &AppState, p: &ResourcePath, sub: Sub, req: Request) -> Ap
     if node.is_empty() {
         return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
     }
+    if sub != Sub::Log {
+        check_stream_request(sub, &query, req.headers())?;
+    }
     let query =
         serde_urlencoded::to_string(query.iter().filter(|(k, _)| kept.contains(&k.as_str())).collect::<Vec<_>>())
             .unwrap_or_default();
@@ -287,6 +290,31 @@ fn container_of(pod: &Value, name: &str, query: &[(String, String)]) -> ApiResul
         return Ok(wanted);
     }
     Err(ApiError::bad_request(format!("container {wanted} is not valid for pod {name}")))
+}
+
+/// What upstream validates of exec/attach options, and an upgrade to anything but
+/// SPDY/3.1 or WebSocket, refused here rather than by the runtime (which answers in text).
+fn check_stream_request(sub: Sub, query: &[(String, String)], headers: &http::HeaderMap) -> ApiResult<()> {
+    if let Some(proto) = headers.get(header::UPGRADE).filter(|_| forward::is_upgrade(headers)) {
+        let proto = proto.to_str().unwrap_or_default();
+        let known = proto.eq_ignore_ascii_case("websocket") || proto.to_ascii_uppercase().starts_with("SPDY/3.1");
+        if !known {
+            return Err(ApiError::bad_request(format!(
+                "unsupported upgrade protocol {proto:?}: SPDY/3.1 or websocket"
+            )));
+        }
+    }
+    if sub == Sub::PortForward {
+        return Ok(());
+    }
+    let on = |k: &str| query.iter().any(|(key, v)| key == k && (v == "true" || v == "1"));
+    if !(on("stdin") || on("stdout") || on("stderr")) {
+        return Err(ApiError::bad_request("you must specify at least 1 of stdin, stdout, stderr"));
+    }
+    if sub == Sub::Exec && !query.iter().any(|(k, _)| k == "command") {
+        return Err(ApiError::bad_request("you must specify at least one command for the container"));
+    }
+    Ok(())
 }
 
 /// Upstream refuses exec and attach into a pod whose containers are all done.

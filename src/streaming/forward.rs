@@ -79,6 +79,16 @@ where
         Ok(r) => r,
         Err(e) => return bad_gateway(format!("backend request: {e}")),
     };
+    if client_upgrade.is_some() {
+        let protocol =
+            resp.headers().get("sec-websocket-protocol").or_else(|| resp.headers().get("x-stream-protocol-version"));
+        tracing::debug!(
+            status = resp.status().as_u16(),
+            ?protocol,
+            path = path_and_query,
+            "backend answered the upgrade"
+        );
+    }
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         return resp.map(Body::new);
     }

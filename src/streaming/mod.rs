@@ -2,4 +2,7 @@
 //! forwarding one HTTP request to a backend connection, including the transparent
 //! upgrade kubectl's exec/attach/port-forward need (SPDY/3.1 or WebSocket).
 
+pub mod channel;
 pub mod forward;
+pub mod spdy;
+pub mod tunnel;

@@ -29,6 +29,8 @@ pub struct CriNode {
     kubelet: Option<Child>,
     kubelet_args: Vec<String>,
     kubelet_starts: u32,
+    /// The kubelet API's port (published in the node's daemonEndpoints).
+    pub kubelet_port: u16,
 }
 
 /// A bridge name and /24 no other test of this machine uses at the same time.
@@ -55,6 +57,18 @@ fn term_with_parent(cmd: &mut Command) -> &mut Command {
     }
 }
 
+/// `ferrokube <args>` with its output appended to `log`, SIGTERMed if the test thread dies.
+fn spawn_ferrokube(args: &[&str], log: &Path, filter: &str) -> Child {
+    term_with_parent(Command::new(env!("CARGO_BIN_EXE_ferrokube")).args(args))
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", filter)
+        .stdin(Stdio::null())
+        .stdout(log_file(log))
+        .stderr(log_file(log))
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting ferrokube {args:?}: {e}"))
+}
+
 impl CriNode {
     /// Start containerd and a kubelet named `name` and wait for the node to be Ready.
     pub async fn start(c: &Cluster, name: &str, kubelet_extra: &[&str]) -> CriNode {
@@ -62,22 +76,10 @@ impl CriNode {
         std::fs::create_dir_all(&dir).expect("node dir");
         let (bridge, subnet) = network();
         let log = c.dir.path().join(format!("containerd-{name}.log"));
-        let launcher = term_with_parent(Command::new(env!("CARGO_BIN_EXE_ferrokube")).args([
-            "containerd",
-            "--data-dir",
-            dir.join("containerd").to_str().expect("utf-8 path"),
-            "--bridge",
-            &bridge,
-            "--subnet",
-            &subnet,
-            "--remove-pods-on-exit",
-        ]))
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(log_file(&log))
-        .stderr(log_file(&log))
-        .spawn()
-        .expect("starting ferrokube containerd");
+        let data = dir.join("containerd").display().to_string();
+        let args =
+            ["containerd", "--data-dir", &data, "--bridge", &bridge, "--subnet", &subnet, "--remove-pods-on-exit"];
+        let launcher = spawn_ferrokube(&args, &log, "info");
         let socket = dir.join("containerd/containerd.sock");
         let mut node = CriNode {
             name: name.to_string(),
@@ -90,6 +92,7 @@ impl CriNode {
             kubelet: None,
             kubelet_args: kubelet_extra.iter().map(|s| s.to_string()).collect(),
             kubelet_starts: 0,
+            kubelet_port: super::free_port(),
         };
         node.wait_containerd(&log).await;
         node.start_kubelet(c);
@@ -119,6 +122,7 @@ impl CriNode {
         self.kubelet_starts += 1;
         let kubeconfig = c.kubeconfig.display().to_string();
         let (root, logs) = (self.root_dir.display().to_string(), self.pod_logs_dir.display().to_string());
+        let port = format!("--port={}", self.kubelet_port);
         let mut args = vec![
             "kubelet",
             "--kubeconfig",
@@ -133,18 +137,11 @@ impl CriNode {
             "--pod-logs-dir",
             &logs,
             "--node-lease-renew-interval=2s",
+            &port,
         ];
         args.extend(self.kubelet_args.iter().map(String::as_str));
-        let log = self.kubelet_log();
-        let child = term_with_parent(Command::new(env!("CARGO_BIN_EXE_ferrokube")).args(&args))
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "debug,kube=info,hyper=info,tower=info,h2=info,rustls=info,tonic=info,hyper_util=info")
-            .stdin(Stdio::null())
-            .stdout(log_file(&log))
-            .stderr(log_file(&log))
-            .spawn()
-            .expect("starting the kubelet");
-        self.kubelet = Some(child);
+        let filter = "debug,kube=info,hyper=info,tower=info,h2=info,rustls=info,tonic=info,hyper_util=info";
+        self.kubelet = Some(spawn_ferrokube(&args, &self.kubelet_log(), filter));
     }
 
     /// Kill the kubelet (SIGKILL: no chance to tidy up), leaving its containers running.

@@ -29,6 +29,7 @@ use kube::{Api, ResourceExt};
 use tokio::sync::watch;
 
 use super::node::Node;
+use observe::Snapshot;
 pub use worker::Context;
 
 /// How often orphans are looked for and the runtime's health is checked.
@@ -40,18 +41,27 @@ pub struct Runtime {
     ctx: Arc<Context>,
     node: Node,
     workers: Workers,
+    relist: watch::Sender<Arc<Snapshot>>,
     /// The first list of pods is in: every pod of ours has a worker.
     synced: AtomicBool,
 }
 
 impl Runtime {
     pub fn new(ctx: Context, node: Node) -> Arc<Runtime> {
-        Arc::new(Runtime { ctx: Arc::new(ctx), node, workers: Workers::default(), synced: AtomicBool::new(false) })
+        let empty = Snapshot { taken: std::time::Instant::now(), pods: HashMap::new() };
+        Arc::new(Runtime {
+            ctx: Arc::new(ctx),
+            node,
+            workers: Workers::default(),
+            relist: watch::Sender::new(Arc::new(empty)),
+            synced: AtomicBool::new(false),
+        })
     }
 
     /// Follow the node's pods until the process ends.
     pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
         tokio::spawn(self.clone().housekeeping());
+        tokio::spawn(self.clone().relist());
         let api: Api<Pod> = Api::all(self.ctx.client.clone());
         let config = watcher::Config::default().fields(&format!("spec.nodeName={}", self.ctx.node_name));
         let stream = watcher(api, config).default_backoff();
@@ -79,12 +89,27 @@ impl Runtime {
         let (tx, rx) = watch::channel(latest);
         workers.insert(uid.clone(), tx);
         tracing::debug!(pod = %pod.name_any(), uid, "pod worker started");
-        let worker = worker::Worker::new(self.ctx.clone(), uid.clone(), rx);
+        let worker = worker::Worker::new(self.ctx.clone(), uid.clone(), rx, self.relist.subscribe());
         let registry = self.workers.clone();
         tokio::spawn(async move {
             worker.run().await;
             registry.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid);
         });
+    }
+
+    /// Every second, everything the runtime holds, for the workers to compare with.
+    async fn relist(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(worker::RELIST);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match Snapshot::take(&self.ctx.cri).await {
+                Ok(snapshot) => {
+                    self.relist.send_replace(Arc::new(snapshot));
+                }
+                Err(e) => tracing::debug!(error = %format!("{e:#}"), "relisting the runtime"),
+            }
+        }
     }
 
     async fn housekeeping(self: Arc<Self>) {

@@ -1,13 +1,14 @@
 //! What the runtime holds for one pod, found by its uid label (the relist that stands
-//! in for PLEG: containerd 1.6 has no event stream). Statuses of exited containers never
-//! change, so they are asked for once and kept.
+//! in for PLEG: containerd 1.6 has no event stream). A container's status only changes
+//! with its state, so it is asked for again only when the listed state changed.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use anyhow::Context;
 use k8s_cri::v1::{
-    ContainerFilter, ContainerState, ContainerStatusRequest, ListContainersRequest, ListPodSandboxRequest,
-    PodSandboxFilter, PodSandboxState, PodSandboxStatusRequest,
+    Container, ContainerFilter, ContainerState, ContainerStatusRequest, ListContainersRequest, ListPodSandboxRequest,
+    PodSandbox, PodSandboxFilter, PodSandboxState, PodSandboxStatusRequest,
 };
 
 use super::client::Cri;
@@ -71,20 +72,71 @@ impl Observed {
 /// The relist of one pod, with what is worth remembering between relists.
 #[derive(Default)]
 pub struct Observer {
-    exited: HashMap<String, Instance>,
+    /// Container statuses as last asked; asked again when the listed state differs.
+    known: HashMap<String, Instance>,
     sandbox_ips: HashMap<String, String>,
 }
 
+/// A pod's runtime objects as listed: its sandboxes and containers.
+#[derive(Debug, Default, Clone)]
+pub struct Listed {
+    pub sandboxes: Vec<PodSandbox>,
+    pub containers: Vec<Container>,
+}
+
+/// Every pod's runtime objects, by uid, from one ListPodSandbox and one ListContainers
+/// (the kubelet's periodic relist: two calls a second however many pods run).
+pub struct Snapshot {
+    pub taken: Instant,
+    pub pods: HashMap<String, Listed>,
+}
+
+impl Snapshot {
+    pub async fn take(cri: &Cri) -> anyhow::Result<Snapshot> {
+        let taken = Instant::now();
+        let mut runtime = cri.runtime.clone();
+        let sandboxes = runtime.list_pod_sandbox(ListPodSandboxRequest { filter: None }).await?.into_inner().items;
+        let containers = runtime.list_containers(ListContainersRequest { filter: None }).await?.into_inner().containers;
+        let mut pods: HashMap<String, Listed> = HashMap::new();
+        for s in sandboxes {
+            if let Some(uid) = s.labels.get(labels::POD_UID) {
+                pods.entry(uid.clone()).or_default().sandboxes.push(s);
+            }
+        }
+        for c in containers {
+            if let Some(uid) = c.labels.get(labels::POD_UID) {
+                pods.entry(uid.clone()).or_default().containers.push(c);
+            }
+        }
+        Ok(Snapshot { taken, pods })
+    }
+}
+
 impl Observer {
+    /// List one pod's objects now (after acting on them, when a snapshot would be stale).
     pub async fn observe(&mut self, cri: &Cri, uid: &str) -> anyhow::Result<Observed> {
         let mut runtime = cri.runtime.clone();
         let filter = PodSandboxFilter { label_selector: labels::by_uid(uid), ..Default::default() };
-        let mut sandboxes = runtime
+        let sandboxes = runtime
             .list_pod_sandbox(ListPodSandboxRequest { filter: Some(filter) })
             .await
             .context("ListPodSandbox")?
             .into_inner()
             .items;
+        let filter = ContainerFilter { label_selector: labels::by_uid(uid), ..Default::default() };
+        let containers = runtime
+            .list_containers(ListContainersRequest { filter: Some(filter) })
+            .await
+            .context("ListContainers")?
+            .into_inner()
+            .containers;
+        self.build(cri, Listed { sandboxes, containers }).await
+    }
+
+    /// What the listed objects amount to, asking the runtime only about containers whose
+    /// state changed since last asked and sandboxes not seen before.
+    pub async fn build(&mut self, cri: &Cri, listed: Listed) -> anyhow::Result<Observed> {
+        let Listed { mut sandboxes, containers } = listed;
         sandboxes.sort_by_key(|s| s.created_at);
         let mut observed =
             Observed { sandbox_ids: sandboxes.iter().map(|s| s.id.clone()).collect(), ..Default::default() };
@@ -94,18 +146,11 @@ impl Observer {
             let attempt = newest.metadata.as_ref().map(|m| m.attempt).unwrap_or(0);
             observed.sandbox = Some(Sandbox { id: newest.id.clone(), ready, attempt, ip });
         }
-        let filter = ContainerFilter { label_selector: labels::by_uid(uid), ..Default::default() };
-        let listed = runtime
-            .list_containers(ListContainersRequest { filter: Some(filter) })
-            .await
-            .context("ListContainers")?
-            .into_inner()
-            .containers;
-        for c in listed {
+        for c in containers {
             let Some(name) = c.labels.get(labels::CONTAINER_NAME).cloned() else { continue };
-            let instance = match self.exited.get(&c.id) {
-                Some(known) => known.clone(),
-                None => self.status(cri, &c.id).await?,
+            let instance = match self.known.get(&c.id) {
+                Some(known) if known.state as i32 == c.state => known.clone(),
+                _ => self.status(cri, &c.id).await?,
             };
             observed.containers.entry(name).or_default().push(instance);
         }
@@ -113,7 +158,7 @@ impl Observer {
             runs.sort_by_key(|i| (i.attempt, i.started_at));
         }
         // forget what the runtime no longer has
-        self.exited.retain(|id, _| observed.containers.values().flatten().any(|i| &i.id == id));
+        self.known.retain(|id, _| observed.containers.values().flatten().any(|i| &i.id == id));
         Ok(observed)
     }
 
@@ -160,9 +205,7 @@ impl Observer {
             image: s.image.map(|i| i.image).unwrap_or_default(),
             image_ref: s.image_ref,
         };
-        if instance.exited() {
-            self.exited.insert(id.to_string(), instance.clone());
-        }
+        self.known.insert(id.to_string(), instance.clone());
         Ok(instance)
     }
 }

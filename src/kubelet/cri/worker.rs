@@ -24,7 +24,7 @@ use super::backoff::Backoff;
 use super::client::Cri;
 use super::config::{self, ContainerParams, SandboxParams};
 use super::exec::CriExec;
-use super::observe::{Instance, Observed, Observer, Sandbox};
+use super::observe::{Instance, Observed, Observer, Sandbox, Snapshot};
 use super::pull::{Note, Puller};
 use super::status::{self, Inputs, Waiting};
 use crate::controllers::runtime::events::{Recorder, reference};
@@ -32,8 +32,8 @@ use crate::kubelet::spec::probes::{self, Prober};
 use crate::kubelet::spec::volumes::{self, PodVolumes};
 use crate::kubelet::spec::{ConfigError, PodFacts};
 
-/// How often a worker relists its pod when nothing else wakes it.
-const RELIST: Duration = Duration::from_secs(1);
+/// How often the node-wide relist runs (upstream's PLEG period).
+pub const RELIST: Duration = Duration::from_secs(1);
 /// How often configMap/secret/downwardAPI volume contents are refreshed.
 const VOLUME_REFRESH: Duration = Duration::from_secs(60);
 /// The longest a postStart hook may run.
@@ -56,6 +56,10 @@ pub struct Context {
 pub struct Worker {
     ctx: Arc<Context>,
     pod: watch::Receiver<Option<Pod>>,
+    /// The node-wide relist, every second.
+    relist: watch::Receiver<Arc<Snapshot>>,
+    /// When this worker last changed the pod's runtime objects (older snapshots are stale).
+    acted_at: Instant,
     uid: String,
     observer: Observer,
     puller: Puller,
@@ -83,10 +87,17 @@ fn host_network(pod: &Pod) -> bool {
 }
 
 impl Worker {
-    pub fn new(ctx: Arc<Context>, uid: String, pod: watch::Receiver<Option<Pod>>) -> Worker {
+    pub fn new(
+        ctx: Arc<Context>,
+        uid: String,
+        pod: watch::Receiver<Option<Pod>>,
+        relist: watch::Receiver<Arc<Snapshot>>,
+    ) -> Worker {
         Worker {
             ctx,
             pod,
+            relist,
+            acted_at: Instant::now(),
             uid,
             observer: Observer::default(),
             puller: Puller::default(),
@@ -122,7 +133,9 @@ impl Worker {
             }
             tokio::select! {
                 changed = self.pod.changed() => if changed.is_err() { return },
-                _ = tokio::time::sleep(RELIST) => {}
+                changed = self.relist.changed() => if changed.is_err() { return },
+                // the relist may stall (a hung runtime): look for ourselves now and then
+                _ = tokio::time::sleep(RELIST * 5) => self.acted_at = Instant::now(),
             }
         }
     }
@@ -142,7 +155,7 @@ impl Worker {
             self.probers.clear();
             return self.stop_sandboxes().await;
         }
-        let observed = self.observer.observe(&self.ctx.cri, &self.uid).await?;
+        let observed = self.current().await?;
         let sandbox = match &observed.sandbox {
             Some(s) if s.ready => s.clone(),
             old => {
@@ -157,7 +170,13 @@ impl Worker {
                 false
             }
         };
-        let observed = if acted { self.observer.observe(&self.ctx.cri, &self.uid).await? } else { observed };
+        let observed = match acted {
+            true => {
+                self.acted_at = Instant::now();
+                self.observer.observe(&self.ctx.cri, &self.uid).await?
+            }
+            false => observed,
+        };
         self.probers.retain(|id, _| observed.containers.values().flatten().any(|i| &i.id == id && i.running()));
         let phase = self.report(pod, &observed).await?;
         if phase == "Succeeded" || phase == "Failed" {
@@ -167,6 +186,17 @@ impl Worker {
             self.stop_sandboxes().await?;
         }
         Ok(())
+    }
+
+    /// The pod's runtime objects: from the node-wide relist unless it predates our last
+    /// action, else listed now.
+    async fn current(&mut self) -> anyhow::Result<Observed> {
+        let snapshot = self.relist.borrow_and_update().clone();
+        if snapshot.taken <= self.acted_at {
+            return self.observer.observe(&self.ctx.cri, &self.uid).await;
+        }
+        let listed = snapshot.pods.get(&self.uid).cloned().unwrap_or_default();
+        self.observer.build(&self.ctx.cri, listed).await
     }
 
     fn sandbox_params(&self) -> SandboxParams<'_> {

@@ -19,6 +19,8 @@ use super::logs::{self, Alive, LogOptions};
 use super::runtime::{self, Stream, StreamOptions};
 use super::stats;
 use crate::streaming::forward::{self, status_response};
+use crate::streaming::{channel, tunnel};
+use axum::extract::FromRequest;
 
 type St = State<Arc<Kubelet>>;
 
@@ -223,9 +225,29 @@ async fn stream_container(
         Kind::Attach => Stream::Attach { container_id: &container_id },
         Kind::Run => return run_sync(&cri, &container_id, opts.command).await,
     };
-    match runtime::streaming_url(&cri, what, &opts).await {
-        Ok(url) => to_runtime(req, &url).await,
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    let url = match runtime::streaming_url(&cri, what, &opts).await {
+        Ok(url) => url,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    };
+    let websocket = [channel::V5, channel::V4].iter().any(|p| tunnel::offers(req.headers(), p));
+    if !websocket {
+        return to_runtime(req, &url).await;
+    }
+    let wanted = channel::Wanted { stdin: opts.stdin, stdout: opts.stdout, stderr: opts.stderr, tty: opts.tty };
+    websocket_exec(req, &url, wanted).await
+}
+
+/// Exec/attach over WebSocket: SPDY to the runtime first (a failure is still an HTTP
+/// answer), then the handshake, then the channel bridge.
+async fn websocket_exec(req: Request, url: &str, wanted: channel::Wanted) -> Response {
+    tracing::debug!(offered = ?tunnel::offered(req.headers()), "exec over WebSocket");
+    let ws = match axum::extract::ws::WebSocketUpgrade::from_request(req, &()).await {
+        Ok(ws) => ws.protocols([channel::V5, channel::V4]),
+        Err(rejection) => return rejection.into_response(),
+    };
+    match tunnel::dial_spdy(url, channel::SPDY_PROTOCOL).await {
+        Ok(backend) => ws.on_upgrade(move |socket| channel::bridge(socket, backend, wanted)),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 
@@ -251,9 +273,21 @@ async fn forward_pod(k: &Kubelet, at: (String, String, Option<String>), req: Req
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
     };
     let opts = StreamOptions::parse(req.uri().query());
-    match runtime::streaming_url(&cri, Stream::PortForward { sandbox_id: &sandbox_id }, &opts).await {
-        Ok(url) => to_runtime(req, &url).await,
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    let url = match runtime::streaming_url(&cri, Stream::PortForward { sandbox_id: &sandbox_id }, &opts).await {
+        Ok(url) => url,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    };
+    if !tunnel::offers(req.headers(), tunnel::PORT_FORWARD_TUNNEL) {
+        return to_runtime(req, &url).await;
+    }
+    tracing::debug!(pod = %format!("{ns}/{name}"), offered = ?tunnel::offered(req.headers()), "port-forward over WebSocket");
+    let ws = match axum::extract::ws::WebSocketUpgrade::from_request(req, &()).await {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    match tunnel::port_forward(ws, &url).await {
+        Ok(resp) => resp,
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 
