@@ -299,8 +299,9 @@ impl Ctx<'_> {
             }
             if let Some(t) = &source.service_account_token {
                 let current = tokio::fs::read(path.join(&t.path)).await.ok();
-                let token = token::token(self.client, self.pod, t, current.as_deref()).await?;
-                out.insert(t.path.clone(), writer::File { data: token, mode: mode as u32 });
+                if let Some(token) = token::token(self.client, self.pod, t, current.as_deref()).await? {
+                    out.insert(t.path.clone(), writer::File { data: token, mode: mode as u32 });
+                }
             }
         }
         Ok(out)

@@ -9,16 +9,18 @@ use kube::{Api, Client};
 /// What a projected token asks for when expirationSeconds is left out.
 const DEFAULT_EXPIRATION_SECONDS: i64 = 3600;
 
-/// The token to write: `current` (the file's bytes) while it is fresh, else a new one.
+/// The token to write: `current` (the file's bytes) while it is fresh, else a new one;
+/// None when the API server issues no tokens at all (started without a signing key, which
+/// a kube-apiserver refuses but ours allows): the pod then runs without one.
 pub async fn token(
     client: &Client,
     pod: &Pod,
     projection: &ServiceAccountTokenProjection,
     current: Option<&[u8]>,
-) -> Result<Vec<u8>, String> {
+) -> Result<Option<Vec<u8>>, String> {
     let now = chrono::Utc::now().timestamp();
     if let Some(current) = current.filter(|t| fresh(t, now)) {
-        return Ok(current.to_vec());
+        return Ok(Some(current.to_vec()));
     }
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let sa = pod.spec.as_ref().and_then(|s| s.service_account_name.as_deref()).unwrap_or("default");
@@ -36,13 +38,22 @@ pub async fn token(
         ..Default::default()
     };
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    let issued: TokenRequest = api
-        .create_subresource("token", sa, &PostParams::default(), &request)
-        .await
-        .map_err(|e| format!("failed to fetch token: {e}"))?;
+    let issued: TokenRequest = match api.create_subresource("token", sa, &PostParams::default(), &request).await {
+        Ok(issued) => issued,
+        // a 404 not about the account (`serviceaccounts "x" not found`): the path is not served
+        Err(kube::Error::Api(s)) if s.code == 404 && !s.message.contains("serviceaccounts") => {
+            tracing::warn!(
+                namespace = ns,
+                service_account = sa,
+                "the API server issues no service-account tokens; none projected"
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(format!("failed to fetch token: {e}")),
+    };
     let token = issued.status.map(|s| s.token).unwrap_or_default();
     tracing::debug!(namespace = ns, service_account = sa, pod = ?pod.metadata.name, "service-account token requested");
-    Ok(token.into_bytes())
+    Ok(Some(token.into_bytes()))
 }
 
 /// Whether less than 80% of the token's life (its `iat` to `exp`) has passed.
