@@ -261,7 +261,9 @@ async fn exec_logs_and_port_forward_into_real_containers() {
     let www = "mkdir -p /www && echo hello-from-httpd > /www/index.html && exec busybox httpd -f -p 80 -h /www";
     run_pod(c, "web", www).await;
     for v in KUBECTL_VERSIONS {
+        let started = std::time::Instant::now();
         let out = kubectl_in(c, v, &["exec", "ticker", "--", "echo", "hi"], "");
+        eprintln!("kubectl {v} exec -- echo hi: {:?}", started.elapsed());
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
             "hi\n",
@@ -283,6 +285,8 @@ async fn exec_logs_and_port_forward_into_real_containers() {
         let seen = follow.wait_for_line("tick", WAIT).unwrap_or_else(|s| panic!("kubectl {v}: {s:?}"));
         let n: u32 = seen.trim_start_matches("tick ").parse().unwrap();
         follow.wait_for_line(&format!("tick {}", n + 3), WAIT).unwrap_or_else(|s| panic!("kubectl {v}: {s:?}"));
+
+        attach_sees_output(c, v);
 
         let local = free_port();
         let ports = format!("{local}:80");
@@ -322,6 +326,38 @@ async fn exec_logs_and_port_forward_into_real_containers() {
     let log = std::fs::read_to_string(r.node.kubelet_log()).unwrap();
     assert!(log.contains("exec over WebSocket ended"), "no v5 exec in the kubelet log");
     assert!(log.contains("port-forward over WebSocket"), "no port-forward tunnel in the kubelet log");
+}
+
+/// `kubectl attach` shows the running container's output.
+fn attach_sees_output(c: &Cluster, v: &str) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(common::kubectl_binary(v))
+        .args(["--kubeconfig", c.kubeconfig.to_str().unwrap(), "attach", "ticker"])
+        .envs(WEBSOCKETS)
+        .env("HOME", c.dir.path().join("home-ws"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _attach = KillOnDrop(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + WAIT;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if line.starts_with("tick ") => return,
+            Ok(_) => continue,
+            Err(_) => break,
+        }
+    }
+    panic!("kubectl {v} attach showed no output");
 }
 
 /// An HTTP/1.1 upgrade request (curl: reqwest will not send Connection headers), its
