@@ -241,15 +241,21 @@ async fn run_pod(c: &Cluster, name: &str, script: &str) {
 const WEBSOCKETS: [(&str, &str); 2] =
     [("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "true"), ("KUBECTL_PORT_FORWARD_WEBSOCKETS", "true")];
 
+/// kubectl `v` on the cluster, WebSockets allowed (1.27 speaks SPDY whatever they say).
+fn kubectl_command(c: &Cluster, v: &str, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(common::kubectl_binary(v));
+    cmd.args(["--kubeconfig", c.kubeconfig.to_str().unwrap()]).args(args).envs(WEBSOCKETS);
+    cmd.env("HOME", c.dir.path().join("home-ws"));
+    cmd
+}
+
 fn kubectl_in(c: &Cluster, v: &str, args: &[&str], input: &str) -> std::process::Output {
     if v == "1.27" {
         return c.kubectl_stdin(v, args, input);
     }
     let path = c.dir.path().join("stdin.txt");
     std::fs::write(&path, input).unwrap();
-    let mut cmd = std::process::Command::new(common::kubectl_binary(v));
-    cmd.args(["--kubeconfig", c.kubeconfig.to_str().unwrap()]).args(args).envs(WEBSOCKETS);
-    cmd.env("HOME", c.dir.path().join("home-ws"));
+    let mut cmd = kubectl_command(c, v, args);
     cmd.stdin(std::fs::File::open(&path).unwrap()).output().unwrap()
 }
 
@@ -290,11 +296,7 @@ async fn exec_logs_and_port_forward_into_real_containers() {
 
         let local = free_port();
         let ports = format!("{local}:80");
-        let args = ["--kubeconfig", c.kubeconfig.to_str().unwrap(), "port-forward", "pod/web", &ports];
-        let child = std::process::Command::new(common::kubectl_binary(v))
-            .args(args)
-            .envs(WEBSOCKETS)
-            .env("HOME", c.dir.path().join("home-ws"))
+        let child = kubectl_command(c, v, &["port-forward", "pod/web", &ports])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -331,10 +333,7 @@ async fn exec_logs_and_port_forward_into_real_containers() {
 /// `kubectl attach` shows the running container's output.
 fn attach_sees_output(c: &Cluster, v: &str) {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(common::kubectl_binary(v))
-        .args(["--kubeconfig", c.kubeconfig.to_str().unwrap(), "attach", "ticker"])
-        .envs(WEBSOCKETS)
-        .env("HOME", c.dir.path().join("home-ws"))
+    let mut child = kubectl_command(c, v, &["attach", "ticker"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
