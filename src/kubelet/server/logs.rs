@@ -41,7 +41,10 @@ impl LogOptions {
                 "tailLines" => o.tail_lines = Some(number("tailLines")?.max(0) as usize),
                 "limitBytes" => o.limit_bytes = Some(number("limitBytes")?.max(1) as usize),
                 "sinceSeconds" => {
-                    o.since = Some(Utc::now() - chrono::Duration::seconds(number("sinceSeconds")?.max(0)))
+                    // a huge value means "from the beginning", never an overflow
+                    let back = chrono::Duration::try_seconds(number("sinceSeconds")?.max(0));
+                    o.since =
+                        Some(back.and_then(|d| Utc::now().checked_sub_signed(d)).unwrap_or(DateTime::<Utc>::MIN_UTC));
                 }
                 "sinceTime" => {
                     let t = DateTime::parse_from_rfc3339(v).map_err(|e| format!("sinceTime: {v:?}: {e}"))?;
@@ -280,6 +283,8 @@ garbage\n\
         assert_eq!(o.tail_lines, Some(3));
         assert!(o.since.is_some());
         assert!(LogOptions::parse(Some("tailLines=x")).is_err());
+        let huge = LogOptions::parse(Some("sinceSeconds=9223372036854775807")).unwrap();
+        assert_eq!(huge.since, Some(DateTime::<Utc>::MIN_UTC), "no overflow panic");
         assert!(LogOptions::parse(Some("sinceTime=yesterday")).is_err());
     }
 
