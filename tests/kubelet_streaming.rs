@@ -133,6 +133,10 @@ async fn kubectl_logs_through_the_kubelet() {
         assert_eq!(s.c.kubectl_ok(v, &["logs", "web", "-c", "app", "--limit-bytes=3"]), "hel", "kubectl {v}");
         let stamped = s.c.kubectl_ok(v, &["logs", "pod/web", "--timestamps", "--tail=1"]);
         assert_eq!(stamped, "2026-01-01T00:00:02.5Z world\n", "kubectl {v}");
+        // the lines are from January: none in the last hour, one after 00:00:02
+        assert_eq!(s.c.kubectl_ok(v, &["logs", "web", "--since=1h"]), "", "kubectl {v}");
+        let since = s.c.kubectl_ok(v, &["logs", "web", "--since-time=2026-01-01T00:00:02Z"]);
+        assert_eq!(since, "world\n", "kubectl {v}");
         let out = s.c.kubectl(v, &["logs", "web", "-c", "nope"]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("container nope is not valid for pod web"), "kubectl {v}: {err}");
