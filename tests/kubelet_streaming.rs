@@ -18,24 +18,35 @@ const WAIT: Duration = Duration::from_secs(60);
 struct Setup {
     c: Cluster,
     _kubelet: Component,
-    pki: PathBuf,
+    _pki: Pki,
     logs: PathBuf,
     port: u16,
     node: &'static str,
 }
 
-/// The cluster CA and the API server's kubelet client certificate (`ferrokube certs`),
-/// in a directory the caller removes.
-fn kubelet_pki(node: &str) -> PathBuf {
+/// A `ferrokube certs` directory's `pki/`, removed on drop (also when setup panics).
+struct Pki(PathBuf);
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// The cluster CA and the API server's kubelet client certificate (`ferrokube certs`).
+fn kubelet_pki(node: &str) -> Pki {
     let certs = tempfile::Builder::new().prefix("ferrokube-certs-").tempdir().unwrap().keep();
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_ferrokube"))
         .args(["certs", "--dir", certs.to_str().unwrap(), "--node-name", node])
         .stdout(std::process::Stdio::null())
         .status()
         .unwrap();
+    let pki = Pki(certs.join("pki"));
     assert!(status.success());
     let _ = std::fs::remove_dir_all(certs.join("kubeconfigs"));
-    certs.join("pki")
+    pki
 }
 
 /// An API server that reaches kubelets with the client certificate of `pki`.
@@ -55,8 +66,8 @@ async fn cluster_for_kubelets(pki: &Path) -> Cluster {
 
 async fn setup(node: &'static str) -> Setup {
     let pki = kubelet_pki(node);
-    let c = cluster_for_kubelets(&pki).await;
-    let p = |f: &str| pki.join(f).display().to_string();
+    let c = cluster_for_kubelets(&pki.0).await;
+    let p = |f: &str| pki.0.join(f).display().to_string();
     let logs = c.dir.path().join("pod-logs");
     let root = c.dir.path().join("kubelet-root");
     let port = free_port();
@@ -76,7 +87,7 @@ async fn setup(node: &'static str) -> Setup {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let kubelet =
         Component { child: c.spawn_ferrokube(&args, "kubelet.log"), log: c.dir.path().join("kubelet.log"), port: 0 };
-    Setup { c, _kubelet: kubelet, pki, logs, port, node }
+    Setup { c, _kubelet: kubelet, _pki: pki, logs, port, node }
 }
 
 impl Drop for Setup {
@@ -84,13 +95,6 @@ impl Drop for Setup {
         if std::thread::panicking() {
             eprintln!("---- kubelet.log ----\n{}", self.c.log_tail("kubelet.log"));
         }
-        remove_pki(&self.pki);
-    }
-}
-
-fn remove_pki(pki: &Path) {
-    if let Some(dir) = pki.parent() {
-        let _ = std::fs::remove_dir_all(dir);
     }
 }
 
@@ -209,23 +213,17 @@ struct Real {
     node: CriNode,
     _scheduler: Component,
     c: Cluster,
-    pki: PathBuf,
-}
-
-impl Drop for Real {
-    fn drop(&mut self) {
-        remove_pki(&self.pki);
-    }
+    _pki: Pki,
 }
 
 async fn real_node() -> Real {
     let pki = kubelet_pki("stream-1");
-    let c = cluster_for_kubelets(&pki).await;
+    let c = cluster_for_kubelets(&pki.0).await;
     let scheduler = start_scheduler(&c).await;
     // CriNode gives the kubelet a free --port of its own
-    let ca = format!("--client-ca-file={}", pki.join("ca.crt").display());
+    let ca = format!("--client-ca-file={}", pki.0.join("ca.crt").display());
     let node = CriNode::start(&c, "stream-1", &[&ca]).await;
-    Real { node, _scheduler: scheduler, c, pki }
+    Real { node, _scheduler: scheduler, c, _pki: pki }
 }
 
 async fn run_pod(c: &Cluster, name: &str, script: &str) {
