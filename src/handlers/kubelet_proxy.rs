@@ -92,9 +92,10 @@ impl KubeletClient {
 }
 
 /// Accepts any kubelet serving certificate (still checking the handshake's signatures),
-/// what upstream does without `--kubelet-certificate-authority`.
+/// what upstream does without `--kubelet-certificate-authority` (and what its prober does
+/// for HTTPS probes: the kubelet's httpGet probes use it too).
 #[derive(Debug)]
-struct AnyServerCert(Arc<rustls::crypto::CryptoProvider>);
+pub(crate) struct AnyServerCert(pub(crate) Arc<rustls::crypto::CryptoProvider>);
 
 impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
     fn verify_server_cert(
