@@ -92,7 +92,11 @@ impl CriNode {
             kubelet: None,
             kubelet_args: kubelet_extra.iter().map(|s| s.to_string()).collect(),
             kubelet_starts: 0,
-            kubelet_port: super::free_port(),
+            // the caller's `--port=N` when it gives one
+            kubelet_port: kubelet_extra
+                .iter()
+                .find_map(|a| a.strip_prefix("--port=")?.parse().ok())
+                .unwrap_or_else(super::free_port),
         };
         node.wait_containerd(&log).await;
         node.start_kubelet(c);
@@ -123,6 +127,7 @@ impl CriNode {
         let kubeconfig = c.kubeconfig.display().to_string();
         let (root, logs) = (self.root_dir.display().to_string(), self.pod_logs_dir.display().to_string());
         let port = format!("--port={}", self.kubelet_port);
+        let ours_port = !self.kubelet_args.iter().any(|a| a.starts_with("--port"));
         let mut args = vec![
             "kubelet",
             "--kubeconfig",
@@ -137,8 +142,10 @@ impl CriNode {
             "--pod-logs-dir",
             &logs,
             "--node-lease-renew-interval=2s",
-            &port,
         ];
+        if ours_port {
+            args.push(&port);
+        }
         args.extend(self.kubelet_args.iter().map(String::as_str));
         let filter = "debug,kube=info,hyper=info,tower=info,h2=info,rustls=info,tonic=info,hyper_util=info";
         self.kubelet = Some(spawn_ferrokube(&args, &self.kubelet_log(), filter));
