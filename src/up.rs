@@ -166,6 +166,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         format!("--container-runtime-endpoint=unix://{}", path(&containerd.socket)),
         format!("--root-dir={}", path(&data_dir.join("kubelet"))),
         format!("--pod-logs-dir={}", path(&data_dir.join("pod-logs"))),
+        // the API server's kubelet client certificate (pods/log, exec) is of this CA
+        format!("--client-ca-file={}", path(&pki.ca().cert)),
     ];
     let mut kubelet = match spawn_component(&exe, "kubelet", &kubelet_args, &data_dir) {
         Ok(child) => child,

@@ -101,6 +101,7 @@ fn check_discovery_commands(c: &Cluster) {
             "selfsubjectrulesreviews.authorization.k8s.io",
             "storageclasses.storage.k8s.io",
             "subjectaccessreviews.authorization.k8s.io",
+            "tokenreviews.authentication.k8s.io",
         ];
         assert_eq!(sorted(lines(&out)), cluster_scoped, "kubectl {version}");
         let out = c.kubectl_ok(version, &["api-resources", "--verbs=deletecollection", "-o", "name"]);

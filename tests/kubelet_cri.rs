@@ -1,7 +1,9 @@
 //! `ferrokube kubelet --runtime=cri` with a real containerd of the test's own (see
 //! `common/containerd.rs`): busybox pods run, exit, crash-loop, read their ConfigMaps and
 //! Secrets, fail as upstream reports it, are deleted gracefully and survive a kubelet
-//! restart, as kubectl 1.27 and 1.33 show them.
+//! restart, as kubectl 1.27 and 1.33 show them. The test API server signs no
+//! ServiceAccount tokens, so pods opt out of the token volume
+//! (`automountServiceAccountToken: false`).
 
 mod common;
 
@@ -36,7 +38,7 @@ async fn get_pod(cc: &CriCluster, name: &str) -> Value {
 
 fn busybox(name: &str, restart: &str, script: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-        "spec": {"restartPolicy": restart, "terminationGracePeriodSeconds": 5,
+        "spec": {"restartPolicy": restart, "terminationGracePeriodSeconds": 5, "automountServiceAccountToken": false,
             "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]}})
 }
 
@@ -98,7 +100,8 @@ async fn a_failing_container_under_always_crash_loops() {
 
 fn with_container(name: &str, restart: &str, container: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-        "spec": {"restartPolicy": restart, "terminationGracePeriodSeconds": 5, "containers": [container]}})
+        "spec": {"restartPolicy": restart, "terminationGracePeriodSeconds": 5, "automountServiceAccountToken": false,
+            "containers": [container]}})
 }
 
 /// The waiting reason of the pod's first container, once it has one.
@@ -239,4 +242,67 @@ async fn a_missing_configmap_key_is_a_create_container_config_error() {
         .await;
     assert!(code.is_success());
     wait_status(&cc, "nokey", "Running").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_and_volumes_come_from_configmaps_and_secrets() {
+    let cc = start_cri_cluster().await;
+    let config = common::configmap("app-config", json!({"greeting": "hello", "config.txt": "from a volume"}));
+    cc.cluster.create("/api/v1/namespaces/default/configmaps", &config).await;
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app-secret"},
+        "stringData": {"password": "s3cret"}});
+    cc.cluster.create("/api/v1/namespaces/default/secrets", &secret).await;
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "reader"},
+        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": false,
+            "volumes": [{"name": "cfg", "configMap": {"name": "app-config"}}],
+            "containers": [{"name": "main", "image": "busybox",
+                "command": ["sh", "-c", "echo greeting=$GREETING; echo password=$PASSWORD; cat /etc/app/config.txt; echo"],
+                "env": [
+                    {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "app-config", "key": "greeting"}}},
+                    {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "app-secret", "key": "password"}}}],
+                "volumeMounts": [{"name": "cfg", "mountPath": "/etc/app"}]}]}});
+    cc.cluster.create("/api/v1/namespaces/default/pods", &pod).await;
+    wait_status(&cc, "reader", "Completed").await;
+    let pod = get_pod(&cc, "reader").await;
+    assert_eq!(cc.node.container_output(&pod, "main", 0), "greeting=hello\npassword=s3cret\nfrom a volume\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readiness_probe_flips_ready() {
+    let cc = start_cri_cluster().await;
+    let container = json!({"name": "main", "image": "busybox", "command": ["sh", "-c", "sleep 3600"],
+        "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1, "failureThreshold": 1}});
+    cc.cluster.create("/api/v1/namespaces/default/pods", &with_container("probed", "Always", container)).await;
+    wait_status(&cc, "probed", "Running").await;
+    let ready = |cc: &CriCluster| {
+        let out = cc.cluster.kubectl("1.33", &["get", "pod", "probed", "--no-headers"]);
+        String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).unwrap_or_default().to_string()
+    };
+    assert_eq!(ready(&cc), "0/1");
+    let pod = get_pod(&cc, "probed").await;
+    let id = pod["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("containerd://")
+        .to_string();
+    let exec = |cmd: &str| {
+        let out = std::process::Command::new("ctr")
+            .args(["-a", cc.node.endpoint.trim_start_matches("unix://"), "-n", "k8s.io", "tasks", "exec", "--exec-id"])
+            .arg(format!("t{}", fastrand_id()))
+            .args([&id, "sh", "-c", cmd])
+            .output()
+            .expect("ctr");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    exec("touch /tmp/ready");
+    eventually(WAIT, "the pod to be ready", || async { (ready(&cc) == "1/1").then_some(()) }).await;
+    let pod = get_pod(&cc, "probed").await;
+    let conditions = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    assert!(conditions.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"), "{conditions:?}");
+    exec("rm /tmp/ready");
+    eventually(WAIT, "the pod to be unready", || async { (ready(&cc) == "0/1").then_some(()) }).await;
+}
+
+fn fastrand_id() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }

@@ -41,7 +41,11 @@ fn kubelet_pki(node: &str) -> PathBuf {
 /// An API server that reaches kubelets with the client certificate of `pki`.
 async fn cluster_for_kubelets(pki: &Path) -> Cluster {
     let p = |f: &str| pki.join(f).display().to_string();
+    // the harness's admin token, and one for a reader the kubelet checks by TokenReview
+    let tokens = pki.join("tokens.csv");
+    std::fs::write(&tokens, format!("{},admin,0,system:masters\nreader-token,reader,2,\n", common::DEV_TOKEN)).unwrap();
     Cluster::start_with(&[
+        &format!("--token-auth-file={}", tokens.display()),
         &format!("--kubelet-client-certificate={}", p("apiserver-kubelet-client.crt")),
         &format!("--kubelet-client-key={}", p("apiserver-kubelet-client.key")),
         "--kubelet-preferred-address-types=InternalIP",
@@ -177,6 +181,17 @@ async fn node_proxy_and_the_kubelets_own_authentication() {
     assert_eq!(body["reason"], "Unauthorized", "{body}");
     let r = direct.get(&url).bearer_auth("forged").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // a token the API server knows is reviewed (TokenReview) and the reader authorized
+    let r = direct.get(&url).bearer_auth("reader-token").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let review =
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": "reader-token"}});
+    let (status, body) = s.c.post("/apis/authentication.k8s.io/v1/tokenreviews", &review).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        (body["status"]["authenticated"].as_bool(), body["status"]["user"]["username"].as_str()),
+        (Some(true), Some("reader"))
+    );
 
     // no runtime behind a fake node: exec is refused with a Status, not a hang or a panic
     let out = s.c.kubectl("1.27", &["exec", "listed", "--", "true"]);

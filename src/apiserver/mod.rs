@@ -202,7 +202,17 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     let authn = Arc::new(authenticator(&args, tls.client_ca.clone(), sa.authn, bootstrap_tokens, authz.clone())?);
     let (signer, sa_discovery) = (sa.signer, sa.discovery);
     let kubelet = Arc::new(kubelet_client(&args)?);
-    let state = AppState { registry, caches, advertise: advertise.clone(), authz, rbac, signer, sa_discovery, kubelet };
+    let state = AppState {
+        registry,
+        caches,
+        advertise: advertise.clone(),
+        authz,
+        rbac,
+        signer,
+        sa_discovery,
+        authn: authn.clone(),
+        kubelet,
+    };
     let mut app = handlers::router(state);
     if let Some(auditor) = &auditor {
         app = app.layer(axum::middleware::from_fn_with_state(auditor.clone(), audit::layer));

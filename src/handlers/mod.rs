@@ -50,6 +50,8 @@ pub struct AppState {
     /// The ServiceAccount issuer's discovery documents; None unless the issuer is an
     /// https URL and tokens are verified.
     pub sa_discovery: Option<Arc<crate::auth::sa_discovery::Documents>>,
+    /// The request authenticators, for TokenReview.
+    pub authn: Arc<crate::auth::authn::Authenticator>,
     /// How pods/log, pods/exec … and nodes/proxy reach kubelets.
     pub kubelet: Arc<kubelet_proxy::KubeletClient>,
 }

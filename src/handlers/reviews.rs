@@ -35,6 +35,7 @@ pub async fn create(state: &AppState, req: Request<'_>, body: Bytes) -> ApiResul
     let (mut review, warnings) = codec::decode_body(req.res, req.headers, &body, validation)?;
     let status = match req.res.kind {
         "SelfSubjectReview" => self_subject(&req.user),
+        "TokenReview" => token_review(state, &review),
         "SelfSubjectRulesReview" => rules_review(state, &req.user, &review),
         "SelfSubjectAccessReview" => access_review(state, &req.user, &review, req.res)?,
         "LocalSubjectAccessReview" => {
@@ -61,6 +62,25 @@ fn self_subject(user: &UserInfo) -> Value {
         info["extra"] = json!(user.extra);
     }
     json!({"userInfo": info})
+}
+
+/// TokenReview: whether the token of the spec authenticates, and as whom. Without
+/// authentication flags no token authenticates (the development admin is no token's user).
+fn token_review(state: &AppState, review: &Value) -> Value {
+    let token = review["spec"]["token"].as_str().unwrap_or_default();
+    match state.authn.authenticate_token(token) {
+        Some(user) => {
+            let mut status = self_subject(&user);
+            status["user"] = status["userInfo"].take();
+            status.as_object_mut().map(|o| o.remove("userInfo"));
+            status["authenticated"] = json!(true);
+            if let Some(audiences) = review["spec"]["audiences"].as_array() {
+                status["audiences"] = json!(audiences);
+            }
+            status
+        }
+        None => json!({"authenticated": false, "user": {}, "error": "invalid bearer token"}),
+    }
 }
 
 fn invalid(res: &ResourceDef, review: &Value, cause: FieldError) -> ApiError {

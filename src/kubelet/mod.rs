@@ -13,9 +13,6 @@ mod fake;
 mod images;
 mod node;
 pub mod server;
-// pod spec → CRI config, called by the CRI pod workers; the allow goes when the
-// skeleton's stubs are all filled in (they leave fields and the exec hook unread)
-#[allow(dead_code)]
 pub mod spec;
 
 use std::path::PathBuf;
@@ -121,6 +118,7 @@ async fn run_cri(args: KubeletArgs) -> anyhow::Result<()> {
         cluster_dns: args.cluster_dns.iter().filter(|s| !s.is_empty()).cloned().collect(),
         cluster_domain: args.cluster_domain.clone(),
     };
+    spec::volumes::set_cluster_domain(&args.cluster_domain);
     let runtime = cri::Runtime::new(ctx, node);
     tokio::select! {
         result = runtime.run() => result,

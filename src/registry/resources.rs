@@ -216,6 +216,11 @@ static RESOURCES: LazyLock<Vec<ResourceDef>> = LazyLock::new(|| {
             namespaced: false, short: &[], categories: none, status: false, etcd: "", strategy: &strategies::REVIEW,
             printer: &printers::REVIEW, decode: typed::decoder::<authn::SelfSubjectReview>, verbs: CREATE_ONLY,
             review: true),
+        // what a kubelet (Webhook authentication) asks about a bearer token it was shown
+        resource!("authentication.k8s.io", "v1", "tokenreviews", "tokenreview", "TokenReview",
+            namespaced: false, short: &[], categories: none, status: false, etcd: "", strategy: &strategies::REVIEW,
+            printer: &printers::REVIEW, decode: typed::decoder::<authn::TokenReview>, verbs: CREATE_ONLY,
+            review: true),
         resource!("authentication.k8s.io", "v1beta1", "selfsubjectreviews", "selfsubjectreview", "SelfSubjectReview",
             namespaced: false, short: &[], categories: none, status: false, etcd: "", strategy: &strategies::REVIEW,
             printer: &printers::REVIEW, decode: typed::untyped, verbs: CREATE_ONLY, review: true),

@@ -113,6 +113,7 @@ pub struct ContainerParams<'a> {
 
 pub async fn container(pod: &Pod, c: &Container, p: &ContainerParams<'_>) -> Result<ContainerConfig, ConfigError> {
     let envs = spec::env::container_env(p.client, pod, c, p.facts).await?;
+    let (command, args) = spec::env::expand_command(c, &envs);
     let mounts = p.volumes.mounts(pod, c)?;
     let mut linux = spec::linux::container_linux(pod, c);
     let security = linux.security_context.get_or_insert_with(Default::default);
@@ -123,8 +124,8 @@ pub async fn container(pod: &Pod, c: &Container, p: &ContainerParams<'_>) -> Res
     Ok(ContainerConfig {
         metadata: Some(ContainerMetadata { name: c.name.clone(), attempt: p.attempt }),
         image: Some(ImageSpec { image: p.image_ref.to_string(), ..Default::default() }),
-        command: c.command.clone().unwrap_or_default(),
-        args: c.args.clone().unwrap_or_default(),
+        command,
+        args,
         working_dir: c.working_dir.clone().unwrap_or_default(),
         envs,
         mounts,

@@ -7,8 +7,6 @@
 mod backoff;
 pub mod client;
 mod config;
-// probes and hooks (the spec module) call it; unread while they are stubs
-#[allow(dead_code)]
 pub mod exec;
 pub mod labels;
 mod observe;

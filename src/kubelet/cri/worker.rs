@@ -378,9 +378,24 @@ impl Worker {
         let Some((volumes, _)) = &self.volumes else {
             return Err(ConfigError("the pod's volumes are not ready".into()));
         };
+        let (uid, username) = self.image_user(image_ref).await;
+        crate::kubelet::spec::linux::verify_run_as_non_root(pod, c, uid, &username)?;
         let facts = self.facts(pod, sandbox);
         let params = ContainerParams { client: &self.ctx.client, facts: &facts, volumes, image_ref, attempt };
         config::container(pod, c, &params).await
+    }
+
+    /// The user the image runs as (uid, or name), for the runAsNonRoot check.
+    async fn image_user(&self, image_ref: &str) -> (Option<i64>, String) {
+        let spec = k8s_cri::v1::ImageSpec { image: image_ref.to_string(), ..Default::default() };
+        let request = k8s_cri::v1::ImageStatusRequest { image: Some(spec), verbose: false };
+        match self.ctx.cri.image.clone().image_status(request).await {
+            Ok(reply) => reply.into_inner().image.map(|i| (i.uid.map(|u| u.value), i.username)).unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(image = image_ref, error = %e.message(), "reading the image's user");
+                (None, String::new())
+            }
+        }
     }
 
     /// postStart: a failed hook kills the container (restartPolicy decides what follows).
