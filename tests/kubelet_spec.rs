@@ -8,8 +8,9 @@ mod common;
 
 use std::time::Duration;
 
+use common::containerd::start_cri_cluster;
 use common::containerd::{CriCluster, CriNode};
-use common::controllers::{eventually, start_scheduler};
+use common::controllers::{events_of, eventually, start_scheduler};
 use common::{Cluster, Value, json};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -194,6 +195,49 @@ async fn a_pods_env_volumes_resources_and_probe_reach_its_container() {
     .await;
     eventually(WAIT, "the pod's mounts to be gone", || async {
         mounts_under(&cc.node.root_dir).is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_that_cannot_be_set_up_are_failed_mounts_until_they_can() {
+    let cc = start_cri_cluster().await;
+    let c = &cc.cluster;
+    let missing_dir = cc.node.dir.join("not-there");
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "mounts"},
+        "spec": {"terminationGracePeriodSeconds": 1,
+            "volumes": [{"name": "sec", "secret": {"secretName": "later"}},
+                        {"name": "host", "hostPath": {"path": missing_dir.display().to_string(), "type": "Directory"}}],
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "cat /s/k; echo; sleep 3600"],
+                "volumeMounts": [{"name": "sec", "mountPath": "/s"}, {"name": "host", "mountPath": "/h"}]}]}});
+    c.create("/api/v1/namespaces/default/pods", &pod).await;
+    let failed_mount = |want: String| async move {
+        eventually(WAIT, &format!("FailedMount {want}"), || async {
+            let events = events_of(c, "mounts").await;
+            events.iter().any(|(r, m)| r == "FailedMount" && *m == want).then_some(())
+        })
+        .await
+    };
+    failed_mount("MountVolume.SetUp failed for volume \"sec\" : secret \"later\" not found".into()).await;
+    let status = c.must_get("/api/v1/namespaces/default/pods/mounts").await;
+    assert_eq!(status["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "ContainerCreating", "{status}");
+
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "later"}, "stringData": {"k": "v"}});
+    c.create("/api/v1/namespaces/default/secrets", &secret).await;
+    let dir = missing_dir.display();
+    failed_mount(format!(
+        "MountVolume.SetUp failed for volume \"host\" : hostPath type check failed: {dir} is not a directory"
+    ))
+    .await;
+    std::fs::create_dir_all(&missing_dir).unwrap();
+    eventually(WAIT, "the pod to run", || async {
+        let pod = c.must_get("/api/v1/namespaces/default/pods/mounts").await;
+        (pod["status"]["phase"] == "Running").then_some(())
+    })
+    .await;
+    let pod: Value = c.must_get("/api/v1/namespaces/default/pods/mounts").await;
+    eventually(WAIT, "the secret's content", || async {
+        (cc.node.container_output(&pod, "main", 0) == "v\n").then_some(())
     })
     .await;
 }

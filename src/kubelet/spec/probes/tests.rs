@@ -233,3 +233,39 @@ fn grpc_messages() {
     assert_eq!(grpc::status_of(&[]), 0);
     assert_eq!(grpc::status_name(3), "SERVICE_UNKNOWN");
 }
+
+#[tokio::test]
+async fn https_probes_accept_any_certificate() {
+    let cert = rcgen::generate_simple_self_signed(vec!["somewhere.invalid".to_string()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = acceptor.accept(tcp).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tls.read(&mut buf).await.unwrap();
+        let ok = String::from_utf8_lossy(&buf[..n]).starts_with("GET /healthz HTTP/1.1");
+        let reply = if ok { "HTTP/1.1 204 No Content\r\n\r\n" } else { "HTTP/1.1 400 Bad\r\n\r\n" };
+        tls.write_all(reply.as_bytes()).await.unwrap();
+        tls.shutdown().await.unwrap();
+    });
+    let probe: Probe =
+        serde_json::from_value(json!({"httpGet": {"scheme": "HTTPS", "path": "healthz", "port": port}})).unwrap();
+    let t = Target {
+        pod_ip: "127.0.0.1".into(),
+        container: container(json!({"name": "c"})),
+        container_id: "id".into(),
+        exec: Arc::new(Commands::default()),
+    };
+    assert_eq!(check(&probe, &t, Duration::from_secs(5)).await, Ok(Outcome::Success));
+    server.await.unwrap();
+}
