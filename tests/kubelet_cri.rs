@@ -306,3 +306,29 @@ async fn a_readiness_probe_flips_ready() {
 fn fastrand_id() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_containers_run_first_in_order() {
+    let cc = start_cri_cluster().await;
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "staged"},
+        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": false,
+            "initContainers": [
+                {"name": "first", "image": "busybox", "command": ["sh", "-c", "sleep 2; echo first"]},
+                {"name": "second", "image": "busybox", "command": ["sh", "-c", "echo second"]}],
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "echo main"]}]}});
+    cc.cluster.create("/api/v1/namespaces/default/pods", &pod).await;
+    wait_status(&cc, "staged", "Init:0/2").await;
+    wait_status(&cc, "staged", "Completed").await;
+    let pod = get_pod(&cc, "staged").await;
+    let inits = pod["status"]["initContainerStatuses"].as_array().cloned().unwrap_or_default();
+    assert_eq!(inits.len(), 2, "{pod}");
+    for init in &inits {
+        assert_eq!(init["state"]["terminated"]["reason"], "Completed", "{init}");
+    }
+    let finished = |s: &Value| s["state"]["terminated"]["finishedAt"].as_str().unwrap_or_default().to_string();
+    let started = |s: &Value| s["state"]["terminated"]["startedAt"].as_str().unwrap_or_default().to_string();
+    assert!(finished(&inits[0]) <= started(&inits[1]), "{inits:?}");
+    assert_eq!(cc.node.container_output(&pod, "first", 0), "first\n");
+    assert_eq!(cc.node.container_output(&pod, "main", 0), "main\n");
+    assert_eq!(pod["status"]["phase"], "Succeeded");
+}
