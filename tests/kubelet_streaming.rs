@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::containerd::CriNode;
-use common::controllers::{Component, eventually, start_scheduler};
+use common::controllers::{Component, eventually, start_controller_manager, start_scheduler};
 use common::{Cluster, KUBECTL_VERSIONS, StatusCode, free_port, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -313,6 +313,8 @@ async fn exec_logs_and_port_forward_into_real_containers() {
         assert_eq!(body, "hello-from-httpd\n", "kubectl {v}");
     }
 
+    service_proxy_reaches_httpd(c).await;
+
     // malformed upgrades and options are refused with a Status, the kubelet stays up
     let exec = "/api/v1/namespaces/default/pods/ticker/exec?command=true&stdout=true";
     let (code, body) = upgrade_request(c, exec, "bogus/1");
@@ -330,6 +332,36 @@ async fn exec_logs_and_port_forward_into_real_containers() {
     let log = std::fs::read_to_string(r.node.kubelet_log()).unwrap();
     assert!(log.contains("exec over WebSocket ended"), "no v5 exec in the kubelet log");
     assert!(log.contains("port-forward over WebSocket"), "no port-forward tunnel in the kubelet log");
+}
+
+/// services/proxy: the httpd pod behind a Service (its Endpoints from the real
+/// endpoints controller), reached by port number, by port name and by the bare name
+/// (the Service's only port is named, so the bare name has no endpoint port: 503).
+async fn service_proxy_reaches_httpd(c: &Cluster) {
+    let _cm = start_controller_manager(c, &["--controllers=endpoint,endpointslice"]).await;
+    let labels = json!({"metadata": {"labels": {"app": "web"}}});
+    let (code, _) = c.patch("/api/v1/namespaces/default/pods/web", "application/merge-patch+json", &labels).await;
+    assert_eq!(code, StatusCode::OK);
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 8080, "targetPort": 80}]}});
+    c.create("/api/v1/namespaces/default/services", &svc).await;
+    eventually(WAIT, "the Service's endpoints", || async {
+        let eps = c.must_get("/api/v1/namespaces/default/endpoints/web").await;
+        eps["subsets"][0]["addresses"][0]["ip"].is_string().then_some(())
+    })
+    .await;
+    for v in KUBECTL_VERSIONS {
+        for id in ["web:8080", "web:http", "http:web:http"] {
+            let page = c.kubectl_ok(v, &["get", "--raw", &format!("/api/v1/namespaces/default/services/{id}/proxy/")]);
+            assert_eq!(page, "hello-from-httpd\n", "kubectl {v}, {id}");
+        }
+    }
+    let (code, body) = c.get("/api/v1/namespaces/default/services/web/proxy/").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["message"], "no endpoints available for service \"web\"", "{body}");
+    let (code, body) = c.get("/api/v1/namespaces/default/services/web:81/proxy/").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["message"], "no service port 81 found for service \"web\"", "{body}");
 }
 
 /// `kubectl attach` shows the running container's output.

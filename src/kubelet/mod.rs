@@ -142,11 +142,7 @@ async fn run_fake(args: KubeletArgs) -> anyhow::Result<()> {
         n => (0..n).map(|i| format!("{base}-{i}")).collect(),
     };
     let shape = node::Shape::from_args(&args)?;
-    let mut nodes = Vec::new();
-    for (index, name) in names.iter().enumerate() {
-        let n = node::Node::register(client.clone(), name, index, &shape).await?;
-        nodes.push(n);
-    }
+    let nodes = register_fake_nodes(&client, &names, &shape).await?;
     tracing::info!(nodes = names.len(), first = %names[0], "nodes registered; Ready");
     for n in &nodes {
         tokio::spawn(n.clone().keep_alive(args.node_lease_renew_interval));
@@ -167,4 +163,19 @@ async fn run_fake(args: KubeletArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Register the fake nodes 16 at a time: one by one, each costing two round trips,
+/// 1,000 nodes took seconds longer than the control plane needs to take them.
+async fn register_fake_nodes(
+    client: &kube::Client,
+    names: &[String],
+    shape: &node::Shape,
+) -> anyhow::Result<Vec<node::Node>> {
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(names.iter().enumerate())
+        .map(|(index, name)| node::Node::register(client.clone(), name, index, shape))
+        .buffered(16)
+        .try_collect()
+        .await
 }
