@@ -17,6 +17,7 @@ mod label_selector;
 mod leader_election;
 mod patch;
 mod protobuf;
+mod proxy;
 mod quantity;
 mod registry;
 mod scheduler;
@@ -59,6 +60,8 @@ enum Command {
     /// directory, until SIGTERM (for tests and scripts; `up` starts its own).
     #[command(hide = true)]
     Containerd(kubelet::containerd::ContainerdArgs),
+    /// Program the node's iptables so Services reach their endpoints (kube-proxy).
+    Proxy(proxy::ProxyArgs),
     /// Place pending pods on nodes through the API (kube-scheduler).
     Scheduler(scheduler::SchedulerArgs),
     /// Start etcd and every component as child processes and write a kubeconfig.
@@ -82,6 +85,7 @@ fn main() -> std::process::ExitCode {
             Command::ControllerManager(args) => controllers::run(*args).await,
             Command::Up(args) => up::run(args).await,
             Command::Scheduler(args) => scheduler::run(args).await,
+            Command::Proxy(args) => proxy::run(args).await,
             Command::Kubelet(args) => kubelet::run(*args).await,
             Command::Containerd(args) => kubelet::containerd::run(args).await,
         }
