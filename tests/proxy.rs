@@ -111,6 +111,16 @@ fn ask(ns: &NetNs, addr: &str) -> Result<String, std::io::ErrorKind> {
     Ok(line.trim().to_string())
 }
 
+/// A plain HTTP/1.0 GET from inside `ns`: the whole answer (status line, headers, body).
+fn http_get(ns: &NetNs, addr: &str, path: &str) -> String {
+    let addr: SocketAddr = addr.parse().expect("address");
+    let mut conn = ns.run_in(|| TcpStream::connect_timeout(&addr, Duration::from_secs(2))).expect("connecting");
+    write!(conn, "GET {path} HTTP/1.0\r\n\r\n").expect("request");
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut answer).expect("answer");
+    answer
+}
+
 /// The backends answering `n` connections to `addr`, with how often each did.
 fn spread(ns: &NetNs, addr: &str, n: usize) -> BTreeMap<String, usize> {
     let mut seen = BTreeMap::new();
@@ -291,6 +301,10 @@ async fn stale_chains_go_and_cleanup_removes_all() {
     }
     let after = env.iptables_save();
     assert!(!after.contains("KUBE-SEP-") && !after.contains("10.96.0.52"), "{after}");
+    let health = http_get(&env.ns, "127.0.0.1:10256", "/healthz");
+    assert!(health.starts_with("HTTP/1.0 200") && health.contains("\"lastUpdated\":\"20"), "{health}");
+    let metrics = http_get(&env.ns, "127.0.0.1:10249", "/metrics");
+    assert!(metrics.contains("kubeproxy_sync_proxy_rules_iptables_total "), "{metrics}");
     env.ns.kill(env.proxy);
     let out = env
         .ns
@@ -389,4 +403,32 @@ async fn load_balancer_gets_a_working_node_port_and_stays_pending() {
     assert!(ingress.is_null() || ingress.as_array().is_some_and(Vec::is_empty), "{got}");
     let out = env.c.kubectl_ok(KUBECTL_VERSIONS[1], &["get", "service", "lb", "--no-headers"]);
     assert!(out.contains("<pending>"), "{out}");
+}
+
+/// Bad input: an endpoint with a malformed address is skipped (the others still serve,
+/// no rule is half-written), and a slice without the Service's port (a targetPort no
+/// pod declares) leaves the Service without endpoints: rejected, as upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_endpoints_are_skipped_without_breaking_the_rest() {
+    let env = ProxyEnv::start().await;
+    let _b = Backend::start(&env.ns, "10.1.6.1");
+    env.service("odd", json!({"clusterIP": "10.96.0.58", "ports": http_port()})).await;
+    env.endpoints("odd", &[("not-an-ip", NODE, true), ("10.1.6.1", NODE, true), ("300.1.2.3", NODE, true)]).await;
+    env.service(
+        "portless",
+        json!({"clusterIP": "10.96.0.59", "ports": [{"name": "http", "port": 80, "targetPort": "missing"}]}),
+    )
+    .await;
+    let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "portless-1", "labels": {"kubernetes.io/service-name": "portless"}},
+        "addressType": "IPv4", "ports": [], "endpoints": [{"addresses": ["10.1.6.1"], "conditions": {"ready": true}}]});
+    env.c.create("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices", &slice).await;
+    wait_answer(&env, "10.96.0.58:80", |r| r.as_deref() == Ok("10.1.6.1"), "the good endpoint").await;
+    let seen = spread(&env.ns, "10.96.0.58:80", 10);
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["10.1.6.1"], "{seen:?}");
+    assert_eq!(ask(&env.ns, "10.96.0.59:80"), Err(std::io::ErrorKind::ConnectionRefused));
+    let save = env.iptables_save();
+    assert!(!save.contains("not-an-ip") && !save.contains("300.1.2.3"), "{save}");
+    assert!(save.contains("default/portless:http has no endpoints"), "{save}");
+    assert!(env.ns.alive(env.proxy), "the proxy survives bad input");
 }
