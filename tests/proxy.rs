@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::containerd::CriNode;
+use common::controllers::{eventually, start_controller_manager};
 use common::netns::NetNs;
 use common::{Cluster, KUBECTL_VERSIONS, StatusCode, Value, json};
 
@@ -431,4 +433,57 @@ async fn bad_endpoints_are_skipped_without_breaking_the_rest() {
     assert!(!save.contains("not-an-ip") && !save.contains("300.1.2.3"), "{save}");
     assert!(save.contains("default/portless:http has no endpoints"), "{save}");
     assert!(env.ns.alive(env.proxy), "the proxy survives bad input");
+}
+
+/// A pod with label app=web serving its own name over HTTP on port 8080 (`http`); ready
+/// only when `ready` (its readiness probe fails otherwise).
+fn web_pod(name: &str, ready: bool) -> Value {
+    let www = format!("mkdir -p /www && echo {name} > /www/index.html && exec httpd -f -p 8080 -h /www");
+    let mut probe = if ready { json!({"tcpSocket": {"port": 8080}}) } else { json!({"exec": {"command": ["false"]}}) };
+    probe["periodSeconds"] = json!(1);
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "web"}},
+        "spec": {"nodeName": NODE, "automountServiceAccountToken": false, "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", www],
+                "ports": [{"name": "http", "containerPort": 8080}], "readinessProbe": probe}]}})
+}
+
+/// Real containers behind the proxy: a node (containerd and kubelet) inside the proxy's
+/// namespace, the EndpointSlice controller publishing the pods; another pod reaches the
+/// ClusterIP, the node reaches the NodePort, and only the ready pod ever answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_reach_ready_pods_through_cluster_ip_and_node_port() {
+    let env = ProxyEnv::start().await;
+    let _cm = start_controller_manager(&env.c, &[]).await;
+    let node = CriNode::start_in(&env.c, NODE, &[], Some(&env.ns.path())).await;
+    let svc = env
+        .service(
+            "web",
+            json!({"type": "NodePort", "selector": {"app": "web"},
+        "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}),
+        )
+        .await;
+    let cluster_ip = svc["spec"]["clusterIP"].as_str().expect("a clusterIP").to_string();
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().expect("a nodePort");
+    for (name, ready) in [("web-ready", true), ("web-unready", false)] {
+        env.c.create("/api/v1/namespaces/default/pods", &web_pod(name, ready)).await;
+    }
+    let script = format!(
+        "while true; do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {cluster_ip} 80 | tail -1; sleep 0.2; done"
+    );
+    let client = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client"},
+        "spec": {"nodeName": NODE, "automountServiceAccountToken": false, "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]}});
+    env.c.create("/api/v1/namespaces/default/pods", &client).await;
+    let answers = eventually(Duration::from_secs(90), "the client pod to reach the Service", || async {
+        let pod = env.c.must_get("/api/v1/namespaces/default/pods/client").await;
+        let out = node.container_output(&pod, "main", 0);
+        (out.lines().filter(|l| l.trim() == "web-ready").count() >= 5).then_some(out)
+    })
+    .await;
+    assert!(!answers.contains("web-unready"), "{answers}");
+    for _ in 0..10 {
+        let page = http_get(&env.ns, &format!("{NODE_IP}:{node_port}"), "/");
+        assert!(page.ends_with("web-ready\n"), "{page}");
+    }
+    drop(node);
 }
