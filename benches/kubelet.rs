@@ -6,7 +6,9 @@
 //! state under a temp dir, its own bridge) and `ferrokube kubelet --runtime=cri`. Pods
 //! are created already bound (`spec.nodeName`), so scheduling is not measured, and the
 //! image is local, so pulling is not either (upstream's SLO excludes it too). Pods are
-//! created by 8 concurrent clients; their phases are polled every 50 ms.
+//! created in two rounds: a burst (all at once by 8 concurrent clients), then paced at
+//! `BENCH_KUBELET_QPS` pods a second (default 5; 0 skips it), as upstream's density test
+//! measures its startup SLO at a fixed creation rate. Phases are polled every 50 ms.
 
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
@@ -142,40 +144,79 @@ async fn main() {
     );
 
     let pods_url = format!("{base}/api/v1/namespaces/default/pods");
+    run_round(&c, &pods_url, "burst", count, None).await;
+    let qps = env_usize("BENCH_KUBELET_QPS", 5);
+    if qps > 0 {
+        run_round(&c, &pods_url, &format!("paced at {qps} pods/s"), count, Some(qps)).await;
+    }
+}
+
+/// Create `count` pods, all at once over 8 clients, or one every 1/`qps` s (as
+/// upstream's density test paces creations); when each create was sent.
+async fn create_pods(c: reqwest::Client, url: String, count: usize, qps: Option<usize>) -> HashMap<String, Instant> {
     let created: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Arc::default();
-    let t0 = Instant::now();
-    let creators: Vec<_> = (0..8)
-        .map(|w| {
-            let (c, url, created) = (c.clone(), pods_url.clone(), created.clone());
-            tokio::spawn(async move {
-                for i in (w..count).step_by(8) {
-                    let at = Instant::now();
-                    let r = c.post(&url).json(&pod(i)).send().await.expect("create");
-                    assert!(r.status().is_success(), "create p{i}: {}", r.status());
-                    created.lock().unwrap().insert(format!("p{i}"), at);
-                }
+    let shared = (c, url, created.clone());
+    let create = move |i: usize| {
+        let (c, url, created) = shared.clone();
+        async move {
+            let at = Instant::now();
+            let r = c.post(&url).json(&pod(i)).send().await.expect("create");
+            assert!(r.status().is_success(), "create p{i}: {}", r.status());
+            created.lock().unwrap().insert(format!("p{i}"), at);
+        }
+    };
+    let tasks: Vec<_> = match qps {
+        None => (0..8)
+            .map(|w| {
+                let create = create.clone();
+                tokio::spawn(async move {
+                    for i in (w..count).step_by(8) {
+                        create(i).await;
+                    }
+                })
             })
-        })
-        .collect();
+            .collect(),
+        Some(qps) => {
+            let t0 = tokio::time::Instant::now();
+            (0..count)
+                .map(|i| {
+                    let (create, at) = (create.clone(), t0 + Duration::from_secs_f64(i as f64 / qps as f64));
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(at).await;
+                        create(i).await;
+                    })
+                })
+                .collect()
+        }
+    };
+    for t in tasks {
+        t.await.expect("creator");
+    }
+    created.lock().unwrap().clone()
+}
+
+/// One round: create the pods, poll their phases every 50 ms until all run, print
+/// creation → Running percentiles, then delete them all and wait until they are gone.
+async fn run_round(c: &reqwest::Client, pods_url: &str, mode: &str, count: usize, qps: Option<usize>) {
+    let t0 = Instant::now();
+    let creating = tokio::spawn(create_pods(c.clone(), pods_url.to_string(), count, qps));
     let mut running: HashMap<String, Instant> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(600);
     while running.len() < count {
         assert!(Instant::now() < deadline, "only {} of {count} pods ran in 10 minutes", running.len());
-        for (name, phase) in phases(&c, &pods_url).await {
+        for (name, phase) in phases(c, pods_url).await {
             if phase == "Running" {
                 running.entry(name).or_insert_with(Instant::now);
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for t in creators {
-        t.await.expect("creator");
-    }
+    let created = creating.await.expect("creators");
     let all_running = t0.elapsed();
-    let created = created.lock().unwrap().clone();
     let mut latencies: Vec<f64> =
         running.iter().map(|(name, at)| at.duration_since(created[name]).as_secs_f64() * 1000.0).collect();
     latencies.sort_by(f64::total_cmp);
+    println!("\n  {mode}:");
     println!(
         "  creation → Running, ms    p50 {:>7.0}   p90 {:>7.0}   p99 {:>7.0}   max {:>7.0}",
         percentile(&latencies, 0.5),
@@ -190,10 +231,10 @@ async fn main() {
     );
 
     let t1 = Instant::now();
-    let r = c.delete(&pods_url).send().await.expect("delete collection");
+    let r = c.delete(pods_url).send().await.expect("delete collection");
     assert!(r.status().is_success(), "delete collection: {}", r.status());
     loop {
-        if phases(&c, &pods_url).await.is_empty() {
+        if phases(c, pods_url).await.is_empty() {
             break;
         }
         assert!(t1.elapsed() < Duration::from_secs(600), "pods not gone in 10 minutes");

@@ -11,8 +11,12 @@
 //! Then a backlog: `BENCH_SCHED_PODS` more pods created while no scheduler runs, and a
 //! fresh scheduler started: its throughput with a full queue (as upstream's
 //! scheduler_perf measures), which the first phase cannot show when the scheduler
-//! keeps up with the creates. `BENCH_SCHED_LOG=FILE` / `BENCH_SERVER_LOG=FILE` keep the
-//! schedulers' / the API server's warnings.
+//! keeps up with the creates. Last, on a fresh cluster, the fake kubelet
+//! (`ferrokube kubelet --runtime=fake --fake-nodes=BENCH_FAKE_NODES`, default 1,000; 0
+//! skips it) registers its nodes and runs the same number of pods: creation → bound and
+//! → Running, to see whether the kubelet keeps up with the scheduler.
+//! `BENCH_SCHED_LOG=FILE` / `BENCH_SERVER_LOG=FILE` / `BENCH_KUBELET_LOG=FILE` keep the
+//! schedulers' / the API server's / the fake kubelet's warnings.
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -74,20 +78,28 @@ async fn start_scheduler(exe: &str, kubeconfig: &std::path::Path, port: u16) -> 
     scheduler
 }
 
+/// When each pod was first seen bound, and first seen Running.
+#[derive(Default)]
+struct Seen {
+    bound: HashMap<String, Instant>,
+    running: HashMap<String, Instant>,
+}
+
 /// A watch on the namespace's pods from now: a task ending when `pods` pods were seen
-/// bound, with when each was.
-async fn watch_bindings(
+/// bound (or, with `until_running`, Running), with when each was.
+async fn watch_pods(
     c: &reqwest::Client,
     pods_url: &str,
     pods: usize,
-) -> tokio::task::JoinHandle<HashMap<String, Instant>> {
+    until_running: bool,
+) -> tokio::task::JoinHandle<Seen> {
     let list: serde_json::Value = c.get(pods_url).send().await.expect("list").json().await.expect("json");
     let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
     let mut watch = c.get(format!("{pods_url}?watch=1&resourceVersion={rv}")).send().await.expect("watch");
     tokio::spawn(async move {
-        let mut bound_at = HashMap::new();
+        let mut seen = Seen::default();
         let mut buf = Vec::new();
-        while bound_at.len() < pods {
+        while if until_running { seen.running.len() } else { seen.bound.len() } < pods {
             let Ok(Some(chunk)) = watch.chunk().await else { panic!("the watch ended") };
             let now = Instant::now();
             buf.extend_from_slice(&chunk);
@@ -95,14 +107,36 @@ async fn watch_bindings(
                 let line: Vec<u8> = buf.drain(..=end).collect();
                 let Ok(ev) = serde_json::from_slice::<serde_json::Value>(&line) else { continue };
                 let obj = &ev["object"];
+                let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                if obj["status"]["phase"] == "Running" {
+                    seen.running.entry(name.clone()).or_insert(now);
+                }
                 if obj["spec"]["nodeName"].is_string() {
-                    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
-                    bound_at.entry(name).or_insert(now);
+                    seen.bound.entry(name).or_insert(now);
                 }
             }
         }
-        bound_at
+        seen
     })
+}
+
+async fn watch_bindings(
+    c: &reqwest::Client,
+    pods_url: &str,
+    pods: usize,
+) -> tokio::task::JoinHandle<HashMap<String, Instant>> {
+    let seen = watch_pods(c, pods_url, pods, false).await;
+    tokio::spawn(async move { seen.await.expect("watch").bound })
+}
+
+/// Milliseconds from `from` to `to` for each pod in both, sorted.
+fn latencies(from: &HashMap<String, Instant>, to: &HashMap<String, Instant>) -> Vec<f64> {
+    let mut ms: Vec<f64> = to
+        .iter()
+        .filter_map(|(name, at)| Some(at.saturating_duration_since(*from.get(name)?).as_secs_f64() * 1000.0))
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    ms
 }
 
 fn bench_pod(name: &str) -> serde_json::Value {
@@ -111,14 +145,17 @@ fn bench_pod(name: &str) -> serde_json::Value {
             "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}})
 }
 
-/// Create `n` pods in `ns` with 16 clients; when each create returned.
-async fn create_pods(base: &str, ns: &str, n: usize) -> HashMap<String, Instant> {
-    let c = client();
-    let _ = c
+async fn create_namespace(base: &str, ns: &str) {
+    let _ = client()
         .post(format!("{base}/api/v1/namespaces"))
         .json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
         .send()
         .await;
+}
+
+/// Create `n` pods in `ns` with 16 clients; when each create returned.
+async fn create_pods(base: &str, ns: &str, n: usize) -> HashMap<String, Instant> {
+    create_namespace(base, ns).await;
     let created_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let (url, created) = (Arc::new(format!("{base}/api/v1/namespaces/{ns}/pods")), created_at.clone());
     fan_out(n, move |c, i| {
@@ -174,11 +211,7 @@ async fn main() {
     // phase 1: the scheduler places pods while they are being created
     let c = client();
     let pods_url = format!("{base}/api/v1/namespaces/bench-sched/pods");
-    let _ = c
-        .post(format!("{base}/api/v1/namespaces"))
-        .json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench-sched"}}))
-        .send()
-        .await;
+    create_namespace(&base, "bench-sched").await;
     let watcher = watch_bindings(&c, &pods_url, pods).await;
     let sched_pid = scheduler.0.id();
     let cpu_before = cpu(sched_pid);
@@ -189,11 +222,7 @@ async fn main() {
         tokio::time::timeout(Duration::from_secs(1800), watcher).await.expect("bound in 30 min").expect("watch");
     let last_bound = bound_at.values().max().copied().unwrap_or(first_create);
     let total = (last_bound - first_create).as_secs_f64();
-    let mut latencies: Vec<f64> = bound_at
-        .iter()
-        .filter_map(|(name, at)| Some(at.saturating_duration_since(*created_at.get(name)?).as_secs_f64() * 1000.0))
-        .collect();
-    latencies.sort_by(f64::total_cmp);
+    let latencies = latencies(&created_at, &bound_at);
     let sched_cpu = cpu(sched_pid) - cpu_before;
 
     // phase 2: a backlog of pods created while no scheduler runs, placed by a fresh one
@@ -254,4 +283,115 @@ async fn main() {
     for (who, ms) in cpu_split {
         println!("{who:<52} {ms:>10}");
     }
+    drop((server, _etcd));
+    fake_kubelet_phase(exe, pods, &latencies).await;
+}
+
+/// The fake kubelet playing `nodes` nodes of 32 CPUs and 128 GiB, its pods Running at
+/// once (`--fake-start-delay=0s`).
+fn start_fake_kubelet(exe: &str, dir: &std::path::Path, kubeconfig: &std::path::Path, nodes: usize) -> Proc {
+    Proc(
+        Command::new(exe)
+            .args(["kubelet", "--runtime=fake", "--node-name=node", "--port=0", "--fake-start-delay=0s"])
+            .args(["--fake-cpu=32", "--fake-memory=128Gi"])
+            .arg(format!("--fake-nodes={nodes}"))
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg(format!("--root-dir={}", dir.join("kubelet").display()))
+            .arg(format!("--pod-logs-dir={}", dir.join("pod-logs").display()))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            // `BENCH_KUBELET_LOG=FILE` keeps its warnings
+            .stderr(common::env_log("BENCH_KUBELET_LOG"))
+            .spawn()
+            .expect("start the fake kubelet"),
+    )
+}
+
+/// Wait until `nodes` nodes report Ready.
+async fn wait_nodes_ready(base: &str, nodes: usize) {
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let list: serde_json::Value =
+            c.get(format!("{base}/api/v1/nodes")).send().await.expect("list nodes").json().await.expect("json");
+        let ready = list["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter(|n| {
+                        n["status"]["conditions"]
+                            .as_array()
+                            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if ready >= nodes {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {ready} of {nodes} fake nodes Ready after 10 minutes");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Phase 3, on a cluster of its own: `BENCH_FAKE_NODES` nodes (default 1,000) played by
+/// one `ferrokube kubelet --runtime=fake`, then `pods` pods created as in phase 1 with
+/// the scheduler running; creation → bound and creation → Running from the same watch,
+/// against phase 1's scheduler-only `sched_only` latencies. `BENCH_FAKE_NODES=0` skips it.
+async fn fake_kubelet_phase(exe: &str, pods: usize, sched_only: &[f64]) {
+    let nodes = env_or("BENCH_FAKE_NODES", 1000);
+    if nodes == 0 {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (etcd, etcd_url) = common::start_etcd(dir.path());
+    let (server, base, kubeconfig) = common::start_apiserver(exe, dir.path(), &etcd_url).await;
+    let started = Instant::now();
+    let kubelet = start_fake_kubelet(exe, dir.path(), &kubeconfig, nodes);
+    wait_nodes_ready(&base, nodes).await;
+    let registered = started.elapsed().as_secs_f64();
+    let scheduler = start_scheduler(exe, &kubeconfig, port()).await;
+
+    let c = client();
+    let pods_url = format!("{base}/api/v1/namespaces/bench-fake/pods");
+    create_namespace(&base, "bench-fake").await;
+    let watcher = watch_pods(&c, &pods_url, pods, true).await;
+    let (kubelet_cpu, server_cpu, etcd_cpu) = (cpu(kubelet.0.id()), cpu(server.0.id()), cpu(etcd.0.id()));
+    let first_create = Instant::now();
+    let created_at = create_pods(&base, "bench-fake", pods).await;
+    let seen =
+        tokio::time::timeout(Duration::from_secs(1800), watcher).await.expect("Running in 30 min").expect("watch");
+    let rate = |at: &HashMap<String, Instant>| {
+        let last = at.values().max().copied().unwrap_or(first_create);
+        format!("{:.0}", pods as f64 / (last - first_create).as_secs_f64())
+    };
+    let per_pod = |secs: f64| format!("{:.2}", secs * 1000.0 / pods as f64);
+    let to_bound = latencies(&created_at, &seen.bound);
+    let to_running = latencies(&created_at, &seen.running);
+    let bound_to_running = latencies(&seen.bound, &seen.running);
+    let rows = [
+        ("nodes registered and Ready (s)", format!("{registered:.1}")),
+        ("pods scheduled per second (first create → last bind)", rate(&seen.bound)),
+        ("pods Running per second (first create → last Running)", rate(&seen.running)),
+        ("create → bound p50 / p99 (ms), phase 1 without kubelet", p50_p99(sched_only)),
+        ("create → bound p50 / p99 (ms)", p50_p99(&to_bound)),
+        ("create → Running p50 / p99 (ms)", p50_p99(&to_running)),
+        ("bound → Running p50 / p99 (ms)", p50_p99(&bound_to_running)),
+        ("fake kubelet CPU per pod (ms)", per_pod(cpu(kubelet.0.id()) - kubelet_cpu)),
+        ("API server CPU per pod (ms)", per_pod(cpu(server.0.id()) - server_cpu)),
+        ("etcd CPU per pod (ms)", per_pod(cpu(etcd.0.id()) - etcd_cpu)),
+    ];
+    drop((scheduler, kubelet));
+    println!("\nfake kubelet: {nodes} nodes in one process, {pods} pods, start delay 0, its own cluster\n");
+    for (what, value) in rows {
+        println!("{what:<56} {value:>12}");
+    }
+}
+
+fn p50_p99(sorted: &[f64]) -> String {
+    if sorted.is_empty() {
+        return "-".into();
+    }
+    format!("{:.0} / {:.0}", percentile(sorted, 0.5), percentile(sorted, 0.99))
 }

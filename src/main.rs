@@ -18,6 +18,7 @@ mod label_selector;
 mod leader_election;
 mod patch;
 mod protobuf;
+mod proxy;
 mod quantity;
 mod registry;
 mod scheduler;
@@ -60,6 +61,8 @@ enum Command {
     /// directory, until SIGTERM (for tests and scripts; `up` starts its own).
     #[command(hide = true)]
     Containerd(kubelet::containerd::ContainerdArgs),
+    /// Program the node's iptables so Services reach their endpoints (kube-proxy).
+    Proxy(proxy::ProxyArgs),
     /// Place pending pods on nodes through the API (kube-scheduler).
     Scheduler(scheduler::SchedulerArgs),
     /// Serve the cluster DNS from Services and EndpointSlices (CoreDNS's role).
@@ -86,6 +89,7 @@ fn main() -> std::process::ExitCode {
             Command::Up(args) => up::run(args).await,
             Command::Dns(args) => dns::run(args).await,
             Command::Scheduler(args) => scheduler::run(args).await,
+            Command::Proxy(args) => proxy::run(args).await,
             Command::Kubelet(args) => kubelet::run(*args).await,
             Command::Containerd(args) => kubelet::containerd::run(args).await,
         }

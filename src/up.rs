@@ -56,6 +56,10 @@ pub struct UpArgs {
     /// The cluster DNS's port on the node's address (the kube-dns Service's endpoint).
     #[arg(long, default_value_t = 53)]
     pub cluster_dns_port: u16,
+    /// Run no kube-proxy (k3s's flag): Services get no data plane on this host, and
+    /// its iptables are left alone (tests that run several clusters on one host).
+    #[arg(long)]
+    pub disable_kube_proxy: bool,
     /// Image tarballs imported at start (default `<data-dir>/airgap-images`).
     #[arg(long)]
     pub airgap_images: Option<PathBuf>,
@@ -180,6 +184,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     tracing::info!(pid = kubelet.id(), node = %node_name, "started kubelet");
     children.insert(0, ("kubelet", &mut kubelet));
+    let mut kube_proxy = match start_kube_proxy(&exe, pki, &node_name, &data_dir, &args) {
+        Ok(child) => child,
+        Err(e) => return Err(abort(&mut children, &mut containerd, e).await),
+    };
+    if let Some(child) = kube_proxy.as_mut() {
+        children.insert(0, ("kube-proxy", child));
+    }
     let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
     let (ca, admin) = (read(&pki.ca().cert)?, pki.admin());
     let (cert, key) = (read(&admin.cert)?, read(&admin.key)?);
@@ -216,8 +227,45 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         status = containerd.exited() => tracing::error!(%status, "containerd exited; stopping the cluster"),
     }
     stop_all(&mut children).await;
+    if !args.disable_kube_proxy {
+        remove_kube_proxy_rules(&exe);
+    }
     containerd.stop().await;
     Ok(())
+}
+
+/// kube-proxy (`ferrokube proxy`) with its own identity (system:kube-proxy, bound to
+/// system:node-proxier), programming this host's iptables for Services.
+fn start_kube_proxy(
+    exe: &Path,
+    pki: &crate::certs::Layout,
+    node_name: &str,
+    data_dir: &Path,
+    args: &UpArgs,
+) -> anyhow::Result<Option<Child>> {
+    if args.disable_kube_proxy {
+        return Ok(None);
+    }
+    let proxy_args = [
+        "proxy".to_string(),
+        format!("--kubeconfig={}", pki.kubeconfig("proxy").display()),
+        format!("--hostname-override={node_name}"),
+        format!("--cluster-cidr={CLUSTER_CIDR}"),
+    ];
+    let child = spawn_component(exe, "kube-proxy", &proxy_args, data_dir)?;
+    tracing::info!(pid = child.id(), "started kube-proxy");
+    Ok(Some(child))
+}
+
+/// The cluster is gone: its Services' rules go too (`ferrokube proxy --cleanup`).
+fn remove_kube_proxy_rules(exe: &Path) {
+    match std::process::Command::new(exe).args(["proxy", "--cleanup"]).output() {
+        Ok(out) if out.status.success() => tracing::info!("removed kube-proxy's iptables rules"),
+        Ok(out) => {
+            tracing::warn!(stderr = %String::from_utf8_lossy(&out.stderr), "removing kube-proxy's iptables rules")
+        }
+        Err(e) => tracing::warn!(error = %e, "running ferrokube proxy --cleanup"),
+    }
 }
 
 /// Stop what started so far; the error that ended start-up.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::containerd::CriNode;
-use common::controllers::{Component, eventually, start_scheduler};
+use common::controllers::{Component, eventually, start_controller_manager, start_scheduler};
 use common::{Cluster, KUBECTL_VERSIONS, StatusCode, free_port, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -295,6 +295,7 @@ async fn exec_logs_and_port_forward_into_real_containers() {
         follow.wait_for_line(&format!("tick {}", n + 3), WAIT).unwrap_or_else(|s| panic!("kubectl {v}: {s:?}"));
 
         attach_sees_output(c, v);
+        exec_tty_follows_resize(c, v);
 
         let local = free_port();
         let ports = format!("{local}:80");
@@ -313,6 +314,8 @@ async fn exec_logs_and_port_forward_into_real_containers() {
         assert_eq!(body, "hello-from-httpd\n", "kubectl {v}");
     }
 
+    service_proxy_reaches_httpd(c).await;
+
     // malformed upgrades and options are refused with a Status, the kubelet stays up
     let exec = "/api/v1/namespaces/default/pods/ticker/exec?command=true&stdout=true";
     let (code, body) = upgrade_request(c, exec, "bogus/1");
@@ -330,6 +333,112 @@ async fn exec_logs_and_port_forward_into_real_containers() {
     let log = std::fs::read_to_string(r.node.kubelet_log()).unwrap();
     assert!(log.contains("exec over WebSocket ended"), "no v5 exec in the kubelet log");
     assert!(log.contains("port-forward over WebSocket"), "no port-forward tunnel in the kubelet log");
+}
+
+/// services/proxy: the httpd pod behind a Service (its Endpoints from the real
+/// endpoints controller), reached by port number, by port name and by the bare name
+/// (the Service's only port is named, so the bare name has no endpoint port: 503).
+async fn service_proxy_reaches_httpd(c: &Cluster) {
+    let _cm = start_controller_manager(c, &["--controllers=endpoint,endpointslice"]).await;
+    let labels = json!({"metadata": {"labels": {"app": "web"}}});
+    let (code, _) = c.patch("/api/v1/namespaces/default/pods/web", "application/merge-patch+json", &labels).await;
+    assert_eq!(code, StatusCode::OK);
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 8080, "targetPort": 80}]}});
+    c.create("/api/v1/namespaces/default/services", &svc).await;
+    eventually(WAIT, "the Service's endpoints", || async {
+        let (_, eps) = c.get("/api/v1/namespaces/default/endpoints/web").await;
+        eps["subsets"][0]["addresses"][0]["ip"].is_string().then_some(())
+    })
+    .await;
+    for v in KUBECTL_VERSIONS {
+        for id in ["web:8080", "web:http", "http:web:http"] {
+            let page = c.kubectl_ok(v, &["get", "--raw", &format!("/api/v1/namespaces/default/services/{id}/proxy/")]);
+            assert_eq!(page, "hello-from-httpd\n", "kubectl {v}, {id}");
+        }
+    }
+    let (code, body) = c.get("/api/v1/namespaces/default/services/web/proxy/").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["message"], "no endpoints available for service \"web\"", "{body}");
+    let (code, body) = c.get("/api/v1/namespaces/default/services/web:81/proxy/").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["message"], "no service port 81 found for service \"web\"", "{body}");
+}
+
+/// A pseudo-terminal of `rows` × `cols`: (master, slave).
+fn open_pty(rows: u16, cols: u16) -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (-1, -1);
+    let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: openpty writes two fds, which become owned by the Files below
+    let rc = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &size) };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: fresh fds of ours, each owned once
+    unsafe { (std::fs::File::from_raw_fd(master), std::fs::File::from_raw_fd(slave)) }
+}
+
+fn set_pty_size(master: &std::fs::File, rows: u16, cols: u16) {
+    use std::os::fd::AsRawFd;
+    let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads a winsize; the kernel signals SIGWINCH to the terminal's
+    // foreground process group (kubectl)
+    let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+    assert_eq!(rc, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
+}
+
+/// `kubectl exec -it` on a pseudo-terminal (kubectl's controlling terminal): the
+/// container gets a TTY of the terminal's size, and resizing the terminal reaches the
+/// container (kubectl's resize stream / WebSocket channel 4).
+fn exec_tty_follows_resize(c: &Cluster, v: &str) {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    let (mut master, slave) = open_pty(24, 80);
+    // the size comes on its own stream and may land after the process starts: ask again
+    // for each line until it shows
+    let script = "tty; while read x; do stty size; done; echo bye";
+    let mut cmd = kubectl_command(c, v, &["exec", "-it", "ticker", "--", "sh", "-c", script]);
+    cmd.stdin(slave.try_clone().unwrap()).stdout(slave.try_clone().unwrap()).stderr(slave);
+    // SAFETY: setsid and ioctl are async-signal-safe; the slave (fd 0) becomes the
+    // child's controlling terminal, so a resize signals it
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+            Ok(())
+        });
+    }
+    let _kubectl = KillOnDrop(cmd.spawn().unwrap());
+    drop(cmd); // the parent's copies of the slave: the master sees EOF when kubectl ends
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut reader = master.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || tx.send(String::from_utf8_lossy(&buf[..n]).into_owned()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let wait_for = |needle: &str, seen: &mut String, master: &mut std::fs::File, nudge: bool| {
+        let deadline = std::time::Instant::now() + WAIT;
+        while !seen.contains(needle) {
+            assert!(std::time::Instant::now() < deadline, "kubectl {v}: no {needle:?} in {seen:?}");
+            if nudge {
+                // a line for `read`: the resize and the input travel on separate streams
+                master.write_all(b"\n").unwrap();
+            }
+            if let Ok(out) = rx.recv_timeout(Duration::from_millis(300)) {
+                seen.push_str(&out);
+            }
+        }
+    };
+    wait_for("24 80", &mut seen, &mut master, true);
+    assert!(seen.contains("/dev/pts/"), "kubectl {v}: no TTY in the container: {seen:?}");
+    set_pty_size(&master, 31, 101);
+    wait_for("31 101", &mut seen, &mut master, true);
+    master.write_all(&[4]).unwrap(); // ^D: `read` sees the end of input
+    wait_for("bye", &mut seen, &mut master, false);
 }
 
 /// `kubectl attach` shows the running container's output.

@@ -1,6 +1,7 @@
 //! The subresources that reach a node or a pod: `pods/log`, `pods/exec`, `pods/attach`,
 //! `pods/portforward` (to the pod's kubelet, over HTTPS with the API server's kubelet
-//! client certificate), `pods/proxy` (to the pod's IP) and `nodes/proxy` (to the kubelet).
+//! client certificate), `pods/proxy` (to the pod's IP), `nodes/proxy` (to the kubelet)
+//! and `services/proxy` (to an endpoint, `service_proxy.rs`).
 //! The request is checked as upstream checks it (the pod, its node, the container) and
 //! then forwarded by `streaming::forward`, upgrades (SPDY, WebSocket) included.
 
@@ -138,6 +139,7 @@ pub enum Sub {
     PortForward,
     PodProxy,
     NodeProxy,
+    ServiceProxy,
 }
 
 impl Sub {
@@ -152,6 +154,7 @@ impl Sub {
             ("pods", true, "portforward") => Some(Sub::PortForward),
             ("pods", true, "proxy") => Some(Sub::PodProxy),
             ("nodes", false, "proxy") => Some(Sub::NodeProxy),
+            ("services", true, "proxy") => Some(Sub::ServiceProxy),
             _ => None,
         }
     }
@@ -178,7 +181,7 @@ async fn route(state: &AppState, p: &ResourcePath, sub: Sub, req: Request) -> Ap
     let allowed = match sub {
         Sub::Log => req.method() == http::Method::GET,
         Sub::Exec | Sub::Attach | Sub::PortForward => matches!(*req.method(), http::Method::GET | http::Method::POST),
-        Sub::PodProxy | Sub::NodeProxy => true,
+        Sub::PodProxy | Sub::NodeProxy | Sub::ServiceProxy => true,
     };
     if !allowed {
         return Err(ApiError::method_not_allowed());
@@ -193,9 +196,14 @@ async fn route(state: &AppState, p: &ResourcePath, sub: Sub, req: Request) -> Ap
     let ns = p.namespace.as_deref().unwrap_or_default();
     if sub == Sub::PodProxy {
         let rest = proxy_rest(req.uri().path(), name);
+        let https = name.starts_with("https:");
         let (name, port) = split_port(name);
         let pod = state.registry.get(builtin("", "v1", "pods"), ns, name).await?;
-        return to_pod(&pod, (name, port.unwrap_or(80)), &rest, req).await;
+        return to_pod(&pod, (name, port.unwrap_or(80)), https, &rest, req).await;
+    }
+    if sub == Sub::ServiceProxy {
+        let rest = proxy_rest(req.uri().path(), name);
+        return super::service_proxy::to_service(state, ns, name, &rest, req).await;
     }
     let pod = state.registry.get(builtin("", "v1", "pods"), ns, name).await?;
     let query: Vec<(String, String)> = serde_urlencoded::from_str(req.uri().query().unwrap_or(""))
@@ -357,21 +365,14 @@ async fn to_kubelet(
     }
 }
 
-/// `pods/proxy`: plain HTTP to the pod's IP on the port the name carries (default 80).
-async fn to_pod(pod: &Value, (name, port): (&str, u16), rest: &str, req: Request) -> ApiResult<Response> {
+/// `pods/proxy`: HTTP (or HTTPS with an `https:` prefix) to the pod's IP on the port the
+/// name carries (default 80).
+async fn to_pod(pod: &Value, (name, port): (&str, u16), https: bool, rest: &str, req: Request) -> ApiResult<Response> {
     let ip = pod["status"]["podIP"].as_str().filter(|ip| !ip.is_empty());
     let Some(ip) = ip else {
         return Err(ApiError::unavailable(format!("address not allowed: pod {name} has no IP")));
     };
-    let target = match req.uri().query() {
-        Some(q) => format!("{rest}?{q}"),
-        None => rest.to_string(),
-    };
-    let authority = format!("{ip}:{port}");
-    match TcpStream::connect(&authority).await {
-        Ok(tcp) => Ok(forward::forward(req, tcp, &target, &authority).await),
-        Err(e) => Ok(forward::bad_gateway(format!("dial tcp {authority}: {e}"))),
-    }
+    Ok(super::service_proxy::to_endpoint(https, ip, port, rest, req).await)
 }
 
 /// A kubelet's refusal of a log request as the Status upstream's API server makes of

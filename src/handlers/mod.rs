@@ -15,6 +15,7 @@ pub mod query;
 pub mod resource;
 pub mod reviews;
 pub mod scale;
+mod service_proxy;
 pub mod status;
 pub mod table;
 pub mod token_request;

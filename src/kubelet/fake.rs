@@ -28,6 +28,9 @@ pub struct Runtime {
     busy: Mutex<HashSet<String>>,
     /// Per node: the next host number handed out as a pod IP.
     next_ip: Mutex<HashMap<String, u32>>,
+    /// Per node: its podCIDR once IPAM gave one (it never changes after), so a pod
+    /// costs no read of its Node.
+    pod_cidrs: Mutex<HashMap<String, IpNet>>,
 }
 
 impl Runtime {
@@ -38,6 +41,7 @@ impl Runtime {
             delay,
             busy: Mutex::default(),
             next_ip: Mutex::default(),
+            pod_cidrs: Mutex::default(),
         })
     }
 
@@ -116,12 +120,21 @@ impl Runtime {
         }
     }
 
+    async fn pod_cidr(&self, node: &Node) -> Option<IpNet> {
+        if let Some(cidr) = self.pod_cidrs.lock().unwrap_or_else(|e| e.into_inner()).get(&node.name) {
+            return Some(*cidr);
+        }
+        let nodes: Api<NodeObject> = Api::all(node.client().clone());
+        let cidr: IpNet = nodes.get_opt(&node.name).await.ok().flatten()?.spec?.pod_cidr?.parse().ok()?;
+        self.pod_cidrs.lock().unwrap_or_else(|e| e.into_inner()).insert(node.name.clone(), cidr);
+        Some(cidr)
+    }
+
     /// The next address of the node's podCIDR (as IPAM gave it), else of 10.88.<i>.0/24.
     async fn pod_ip(&self, node: &Node) -> String {
-        let nodes: Api<NodeObject> = Api::all(node.client().clone());
-        let cidr: Option<IpNet> =
-            nodes.get_opt(&node.name).await.ok().flatten().and_then(|n| n.spec?.pod_cidr).and_then(|c| c.parse().ok());
-        let cidr = cidr
+        let cidr = self
+            .pod_cidr(node)
+            .await
             .unwrap_or_else(|| format!("10.88.{}.0/24", node.index % 256).parse().unwrap_or_else(|_| IpNet::default()));
         let n = {
             let mut next = self.next_ip.lock().unwrap_or_else(|e| e.into_inner());
@@ -131,10 +144,10 @@ impl Runtime {
             n
         };
         // wrap within the range, skipping the network address and .1 (the bridge)
-        let hosts: Vec<_> = cidr.hosts().skip(1).take(65_000).collect();
-        match hosts.len() {
+        let hosts = || cidr.hosts().skip(1).take(65_000);
+        match hosts().count() {
             0 => cidr.addr().to_string(),
-            len => hosts[(n as usize - 2) % len].to_string(),
+            len => hosts().nth((n as usize - 2) % len).map_or_else(|| cidr.addr().to_string(), |ip| ip.to_string()),
         }
     }
 }

@@ -103,6 +103,12 @@ pub struct Node {
     problem: Arc<std::sync::Mutex<Option<String>>>,
 }
 
+/// Where in the renewal interval node `index` renews, as a fraction: the golden-ratio
+/// sequence, which spreads any number of nodes evenly (node 0, a real kubelet, at once).
+fn spread(index: usize) -> f64 {
+    (index as f64 * 0.618_033_988_75).fract()
+}
+
 fn now() -> Time {
     Time(Timestamp::now())
 }
@@ -190,11 +196,18 @@ impl Node {
     }
 
     /// Renew the Lease every `interval`; re-post the Ready heartbeat every five minutes.
+    /// The first renewal of node `index` is offset within the interval, so a process
+    /// playing 1,000 fake nodes spreads its renewals instead of sending them (and opening
+    /// a connection each) in one burst every interval; upstream kubelets are spread by
+    /// their own start times and jitter.
     pub async fn keep_alive(self, interval: Duration) {
+        tokio::time::sleep(interval.mul_f64(spread(self.index))).await;
         let mut last_status = tokio::time::Instant::now();
+        let mut lease = None;
         loop {
-            if let Err(e) = self.renew_lease().await {
-                tracing::warn!(node = %self.name, error = %format!("{e:#}"), "renewing the node lease");
+            match self.renew_lease(lease.take()).await {
+                Ok(renewed) => lease = Some(renewed),
+                Err(e) => tracing::warn!(node = %self.name, error = %format!("{e:#}"), "renewing the node lease"),
             }
             if last_status.elapsed() >= STATUS_REPORT_INTERVAL {
                 let t = now();
@@ -209,43 +222,56 @@ impl Node {
         }
     }
 
-    async fn renew_lease(&self) -> anyhow::Result<()> {
+    /// Renew the Lease from the copy the last renewal returned (one PUT, as upstream's
+    /// lease controller does); without one, or when that copy is stale (409) or gone,
+    /// from a fresh GET, creating the Lease if there is none.
+    async fn renew_lease(&self, cached: Option<Lease>) -> anyhow::Result<Lease> {
         let api: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
-        let renew = MicroTime(Timestamp::now());
-        match api.get_opt(&self.name).await? {
-            Some(mut lease) => {
-                let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-                spec.renew_time = Some(renew);
-                spec.holder_identity = Some(self.name.clone());
-                spec.lease_duration_seconds = Some(LEASE_SECONDS);
-                api.replace(&self.name, &PostParams::default(), &lease).await?;
-            }
-            None => {
-                // owned by the Node, so the garbage collector removes it with the node
-                let owner = OwnerReference {
-                    api_version: "v1".into(),
-                    kind: "Node".into(),
-                    name: self.name.clone(),
-                    uid: self.uid.to_string(),
-                    ..Default::default()
-                };
-                let lease = Lease {
-                    metadata: ObjectMeta {
-                        name: Some(self.name.clone()),
-                        owner_references: Some(vec![owner]),
-                        ..Default::default()
-                    },
-                    spec: Some(LeaseSpec {
-                        holder_identity: Some(self.name.clone()),
-                        lease_duration_seconds: Some(LEASE_SECONDS),
-                        renew_time: Some(renew),
-                        ..Default::default()
-                    }),
-                };
-                api.create(&PostParams::default(), &lease).await?;
+        if let Some(lease) = cached {
+            match api.replace(&self.name, &PostParams::default(), &self.renewed(lease)).await {
+                Ok(renewed) => return Ok(renewed),
+                Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
+                    tracing::debug!(node = %self.name, code = e.code, "cached lease stale; reading it again");
+                }
+                Err(e) => return Err(e.into()),
             }
         }
-        Ok(())
+        match api.get_opt(&self.name).await? {
+            Some(lease) => Ok(api.replace(&self.name, &PostParams::default(), &self.renewed(lease)).await?),
+            None => Ok(api.create(&PostParams::default(), &self.new_lease()).await?),
+        }
+    }
+
+    fn renewed(&self, mut lease: Lease) -> Lease {
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        spec.renew_time = Some(MicroTime(Timestamp::now()));
+        spec.holder_identity = Some(self.name.clone());
+        spec.lease_duration_seconds = Some(LEASE_SECONDS);
+        lease
+    }
+
+    fn new_lease(&self) -> Lease {
+        // owned by the Node, so the garbage collector removes it with the node
+        let owner = OwnerReference {
+            api_version: "v1".into(),
+            kind: "Node".into(),
+            name: self.name.clone(),
+            uid: self.uid.to_string(),
+            ..Default::default()
+        };
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                owner_references: Some(vec![owner]),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(self.name.clone()),
+                lease_duration_seconds: Some(LEASE_SECONDS),
+                renew_time: Some(MicroTime(Timestamp::now())),
+                ..Default::default()
+            }),
+        }
     }
 
     fn problem(&self) -> Option<String> {

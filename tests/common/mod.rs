@@ -9,6 +9,7 @@
 
 pub mod containerd;
 pub mod controllers;
+pub mod netns;
 pub mod watch_lines;
 
 use std::io::{BufRead, BufReader, Write};

@@ -7,6 +7,7 @@
 mod backoff;
 pub mod client;
 mod config;
+mod credentials;
 pub mod exec;
 pub mod labels;
 mod observe;

@@ -1,14 +1,18 @@
 //! Images as imagePullPolicy asks, with upstream's reasons: ErrImageNeverPull,
 //! ErrImagePull, then ImagePullBackOff while a failed image waits (10 s doubling to 5 min).
+//! A pull uses the pod's imagePullSecrets (`credentials.rs`): each matching credential
+//! in turn, or none when none matches.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use k8s_cri::v1::{ImageSpec, ImageStatusRequest, PullImageRequest};
-use k8s_openapi::api::core::v1::Container;
+use k8s_cri::v1::{AuthConfig, ImageSpec, ImageStatusRequest, PullImageRequest};
+use k8s_openapi::api::core::v1::{Container, Pod, Secret};
+use kube::{Api, Client, ResourceExt};
 
 use super::backoff::Backoff;
 use super::client::Cri;
+use super::credentials::Keyring;
 
 /// Why a container cannot start for want of its image: (reason, message).
 pub type PullError = (String, String);
@@ -34,7 +38,13 @@ fn policy(c: &Container, image: &str) -> String {
 
 impl Puller {
     /// The image's reference (its id) ready to run, or why not; `notes` collects events.
-    pub async fn ensure(&mut self, cri: &Cri, c: &Container, notes: &mut Vec<Note>) -> Result<String, PullError> {
+    pub async fn ensure(
+        &mut self,
+        who: (&Cri, &Client, &Pod),
+        c: &Container,
+        notes: &mut Vec<Note>,
+    ) -> Result<String, PullError> {
+        let (cri, client, pod) = who;
         let image = c.image.clone().unwrap_or_default();
         let spec = ImageSpec { image: image.clone(), ..Default::default() };
         let present = match cri
@@ -59,7 +69,10 @@ impl Puller {
                 notes.push((true, "ErrImageNeverPull", message.clone()));
                 Err(("ErrImageNeverPull".into(), message))
             }
-            (None, _) => self.pull(cri, &image, spec, notes).await,
+            (None, _) => {
+                let keyring = pull_secrets(client, pod, notes).await;
+                self.pull(cri, &image, spec, &keyring, notes).await
+            }
         }
     }
 
@@ -68,6 +81,7 @@ impl Puller {
         cri: &Cri,
         image: &str,
         spec: ImageSpec,
+        keyring: &Keyring,
         notes: &mut Vec<Note>,
     ) -> Result<String, PullError> {
         if let Some(b) = self.backoff.get(image)
@@ -79,13 +93,12 @@ impl Puller {
         }
         notes.push((false, "Pulling", format!("Pulling image {image:?}")));
         let started = Instant::now();
-        let request = PullImageRequest { image: Some(spec), auth: None, sandbox_config: None };
-        match cri.image.clone().pull_image(request).await {
-            Ok(reply) => {
+        match pull_with(cri, spec, keyring.lookup(image)).await {
+            Ok(image_ref) => {
                 self.backoff.remove(image);
                 let took = started.elapsed();
                 notes.push((false, "Pulled", format!("Successfully pulled image {image:?} in {took:?}")));
-                Ok(reply.into_inner().image_ref)
+                Ok(image_ref)
             }
             Err(e) => {
                 self.backoff.entry(image.to_string()).or_default().failed(Instant::now(), Duration::ZERO);
@@ -96,4 +109,55 @@ impl Puller {
             }
         }
     }
+}
+
+/// PullImage with each credential in turn until one works (anonymously when there are
+/// none); the last refusal when none does.
+async fn pull_with(cri: &Cri, spec: ImageSpec, credentials: Vec<AuthConfig>) -> Result<String, tonic::Status> {
+    let attempts: Vec<Option<AuthConfig>> = match credentials.is_empty() {
+        true => vec![None],
+        false => credentials.into_iter().map(Some).collect(),
+    };
+    let mut last = tonic::Status::unknown("no pull attempted");
+    for auth in attempts {
+        let server = auth.as_ref().map(|a| a.server_address.clone()).unwrap_or_default();
+        let request = PullImageRequest { image: Some(spec.clone()), auth, sandbox_config: None };
+        match cri.image.clone().pull_image(request).await {
+            Ok(reply) => return Ok(reply.into_inner().image_ref),
+            Err(e) => {
+                tracing::debug!(image = %spec.image, credentials_for = %server, error = %e.message(), "pull refused");
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// The pod's imagePullSecrets as a keyring; those that cannot be read are left out with
+/// upstream's warning.
+async fn pull_secrets(client: &Client, pod: &Pod, notes: &mut Vec<Note>) -> Keyring {
+    let names: Vec<String> =
+        pod.spec.iter().flat_map(|s| s.image_pull_secrets.iter().flatten()).map(|r| r.name.clone()).collect();
+    if names.is_empty() {
+        return Keyring::default();
+    }
+    let api: Api<Secret> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+    let (mut found, mut missing) = (Vec::new(), Vec::new());
+    for name in names {
+        match api.get(&name).await {
+            Ok(secret) => found.push(secret),
+            Err(e) => {
+                tracing::debug!(pod = %pod.name_any(), secret = %name, error = %e, "reading an image pull secret");
+                missing.push(name);
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let message = format!(
+            "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
+            missing.join(", ")
+        );
+        notes.push((true, "FailedToRetrieveImagePullSecret", message));
+    }
+    Keyring::from_secrets(&found)
 }

@@ -310,7 +310,7 @@ impl Worker {
     async fn start(&mut self, pod: &Pod, c: &Container, sandbox: &Sandbox, attempt: u32, init: bool) -> bool {
         let started = Instant::now();
         let mut notes = Vec::new();
-        let pulled = self.puller.ensure(&self.ctx.cri, c, &mut notes).await;
+        let pulled = self.puller.ensure((&self.ctx.cri, &self.ctx.client, pod), c, &mut notes).await;
         self.emit(pod, c, init, notes);
         let image_ref = match pulled {
             Ok(r) => r,

@@ -1,0 +1,187 @@
+//! `cargo bench --bench proxy`: how fast `ferrokube proxy` programs iptables for
+//! `BENCH_PROXY_SERVICES` (default 1,000) Services × `BENCH_PROXY_ENDPOINTS` (default 10)
+//! endpoints from scratch, and then applies one endpoint change among them.
+//!
+//! A private etcd and API server hold the objects; the proxy runs in a network namespace
+//! of the bench's own (`tests/common/netns.rs`, the API relayed in), so the host's rules
+//! are never touched. Its own log gives each sync's rule-building and iptables-restore
+//! times; the bench adds the wall time from the change's write to the sync that applied
+//! it. The first sync starts after the informers have listed everything, so the listing
+//! is reported apart.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+mod common;
+#[allow(dead_code)]
+#[path = "../tests/common/netns.rs"]
+mod netns;
+
+use common::{client, env_usize};
+
+/// One "synced iptables rules" line of the proxy's log, as key=value fields.
+struct Sync {
+    at: Instant,
+    fields: Vec<(String, String)>,
+}
+
+impl Sync {
+    fn get(&self, key: &str) -> &str {
+        self.fields.iter().find(|(k, _)| k == key).map_or("?", |(_, v)| v.as_str())
+    }
+}
+
+fn parse(line: &str) -> Option<Sync> {
+    let at = Instant::now();
+    let rest = line.split_once("synced iptables rules")?.1;
+    let fields = rest.split_whitespace().filter_map(|f| f.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect();
+    Some(Sync { at, fields })
+}
+
+async fn create_all(base: &str, services: usize, endpoints: usize) {
+    let c = client();
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let (c, base) = (c.clone(), base.to_string());
+        tasks.push(tokio::spawn(async move {
+            for i in (worker..services).step_by(8) {
+                let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("svc-{i}")},
+                    "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}});
+                let r = c.post(format!("{base}/api/v1/namespaces/default/services")).json(&svc).send().await;
+                assert!(r.is_ok_and(|r| r.status().is_success()), "creating svc-{i}");
+                let r = c
+                    .post(format!("{base}/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"))
+                    .json(&slice(i, endpoints, 0))
+                    .send()
+                    .await;
+                assert!(r.is_ok_and(|r| r.status().is_success()), "creating the slice of svc-{i}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("a creating task");
+    }
+}
+
+/// The EndpointSlice of service `i`: `n` ready endpoints; `generation` shifts the first
+/// address so a new one replaces it.
+fn slice(i: usize, n: usize, generation: usize) -> Value {
+    let endpoints: Vec<Value> = (0..n)
+        .map(|e| {
+            let host = if e == 0 { 200 + generation % 50 } else { e };
+            json!({"addresses": [format!("10.{}.{}.{host}", 100 + i / 250, i % 250)], "nodeName": "bench-node",
+                   "conditions": {"ready": true}})
+        })
+        .collect();
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("svc-{i}-1"), "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
+        "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}], "endpoints": endpoints})
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let services = env_usize("BENCH_PROXY_SERVICES", 1000);
+    let endpoints = env_usize("BENCH_PROXY_ENDPOINTS", 10);
+    let changes = env_usize("BENCH_PROXY_CHANGES", 10);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = env!("CARGO_BIN_EXE_ferrokube");
+    let (_etcd, etcd_url) = common::start_etcd(dir.path());
+    let (_server, base, kubeconfig) = common::start_apiserver(exe, dir.path(), &etcd_url).await;
+    let t = Instant::now();
+    create_all(&base, services, endpoints).await;
+    println!(
+        "\nproxy benchmark: {services} Services × {endpoints} endpoints (created in {:.1}s)",
+        t.elapsed().as_secs_f64()
+    );
+
+    let ns = netns::NetNs::new();
+    let port: u16 = base.rsplit(':').next().and_then(|p| p.parse().ok()).expect("the API port");
+    ns.relay_host_port(port);
+    let mut proxy = ns
+        .command(exe)
+        .args([
+            "proxy",
+            "--hostname-override=bench-node",
+            "--cluster-cidr=10.244.0.0/16",
+            "--iptables-min-sync-period=0s",
+        ])
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the proxy");
+    let started = Instant::now();
+    let (tx, rx) = mpsc::channel();
+    let (listed_tx, listed_rx) = mpsc::channel();
+    let stderr = proxy.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("informers synced") {
+                let _ = listed_tx.send(Instant::now());
+            }
+            if let Some(s) = parse(&line) {
+                let _ = tx.send(s);
+            }
+        }
+    });
+    let wait = Duration::from_secs(120);
+    let first = rx.recv_timeout(wait).expect("the first sync");
+    let listed = listed_rx.recv_timeout(wait).expect("the informers' sync");
+    println!(
+        "full sync from scratch: {:.0} ms after the informers listed (list {:.0} ms); \
+         rules built in {} ms, iptables-restore {} ms; {} rules, {} chains, {} bytes",
+        (first.at - listed).as_secs_f64() * 1000.0,
+        (listed - started).as_secs_f64() * 1000.0,
+        first.get("build_ms"),
+        first.get("restore_ms"),
+        first.get("rules"),
+        first.get("chains_written"),
+        first.get("bytes"),
+    );
+    while rx.recv_timeout(Duration::from_millis(500)).is_ok() {}
+
+    let c = client();
+    let (mut walls, mut restores, mut builds) = (Vec::new(), Vec::new(), Vec::new());
+    for n in 1..=changes {
+        let i = (n * 7919) % services;
+        let path = format!("{base}/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/svc-{i}-1");
+        let current: Value = c.get(&path).send().await.expect("get").json().await.expect("json");
+        let mut body = slice(i, endpoints, n);
+        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+        let sent = Instant::now();
+        let r = c.put(&path).json(&body).send().await.expect("put");
+        assert!(r.status().is_success(), "updating svc-{i}'s slice: {}", r.status());
+        let s = rx.recv_timeout(wait).expect("the sync of the change");
+        walls.push((s.at - sent).as_secs_f64() * 1000.0);
+        restores.push(s.get("restore_ms").parse().unwrap_or(f64::NAN));
+        builds.push(s.get("build_ms").parse().unwrap_or(f64::NAN));
+        if n == 1 {
+            println!(
+                "one endpoint change: {} chains written, {} deleted, {} bytes",
+                s.get("chains_written"),
+                s.get("chains_deleted"),
+                s.get("bytes")
+            );
+        }
+    }
+    println!(
+        "one endpoint change (median of {changes}): {:.0} ms from the API write to applied; \
+         rules built in {:.0} ms, iptables-restore {:.0} ms",
+        median(walls),
+        median(builds),
+        median(restores)
+    );
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+}

@@ -1,0 +1,489 @@
+//! `ferrokube proxy` (kube-proxy, iptables mode), run inside a network namespace of the
+//! test's own (`common/netns.rs`) with the test API server relayed in, so the rules it
+//! writes touch neither the host nor parallel tests. Backends are TCP listeners on extra
+//! addresses of the namespace's `lo`; Services and EndpointSlices are made through the API.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::containerd::CriNode;
+use common::controllers::{eventually, start_controller_manager};
+use common::netns::NetNs;
+use common::{Cluster, KUBECTL_VERSIONS, StatusCode, Value, json};
+
+/// The harness itself: kubectl inside a namespace reaches the API server through the
+/// relay with the cluster's own kubeconfig, and the namespace is gone after drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn netns_relays_the_api_server_and_cleans_up() {
+    let c = Cluster::start().await;
+    let ns = NetNs::new();
+    ns.relay_host_port(c.port);
+    let name = ns.name.clone();
+    let kubectl = common::kubectl_binary(KUBECTL_VERSIONS[1]);
+    let out = ns
+        .command(&kubectl)
+        .args(["--kubeconfig", &c.kubeconfig.to_string_lossy(), "get", "namespaces", "-o", "name"])
+        .env("HOME", c.dir.path())
+        .output()
+        .expect("kubectl in the netns");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("namespace/default"));
+    let links = ns.ip(&["-o", "link"]);
+    assert!(links.contains("lo:") && !links.contains("eth0"), "{links}");
+    drop(ns);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let left = common::netns::run("ip", &["netns", "list"]);
+    assert!(!left.contains(&name), "{name} left behind: {left}");
+}
+
+/// The node's name as the proxy is told it; endpoints on it are local.
+const NODE: &str = "node-a";
+/// An address of the test namespace standing for the node's own (NodePorts answer on it).
+const NODE_IP: &str = "192.168.77.1";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A TCP server inside the namespace on `ip:8080` that answers every connection with its
+/// own name, then echoes lines until the client closes (so a connection can outlive a
+/// proxy restart). Stops when dropped.
+struct Backend {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Backend {
+    fn start(ns: &NetNs, ip: &str) -> Backend {
+        ns.add_local_address(&format!("{ip}/32"));
+        let addr: SocketAddr = format!("{ip}:8080").parse().expect("backend address");
+        let listener = ns.run_in(|| TcpListener::bind(addr).expect("binding a backend"));
+        listener.set_nonblocking(true).expect("non-blocking backend");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let name = ip.to_string();
+        let handle = std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let name = name.clone();
+                        std::thread::spawn(move || echo(conn, &name));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Backend { stop, handle: Some(handle) }
+    }
+}
+
+fn echo(conn: TcpStream, name: &str) {
+    let _ = conn.set_nonblocking(false);
+    let Ok(mut writer) = conn.try_clone() else { return };
+    if writeln!(writer, "{name}").is_err() {
+        return;
+    }
+    for line in BufReader::new(conn).lines() {
+        let Ok(line) = line else { return };
+        if writeln!(writer, "{name} {line}").is_err() {
+            return;
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A connection made from inside `ns`: the answering backend's name, or the error.
+fn ask(ns: &NetNs, addr: &str) -> Result<String, std::io::ErrorKind> {
+    let addr: SocketAddr = addr.parse().expect("address");
+    let conn = ns.run_in(|| TcpStream::connect_timeout(&addr, Duration::from_millis(1500))).map_err(|e| e.kind())?;
+    conn.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.kind())?;
+    let mut line = String::new();
+    BufReader::new(conn).read_line(&mut line).map_err(|e| e.kind())?;
+    Ok(line.trim().to_string())
+}
+
+/// A plain HTTP/1.0 GET from inside `ns`: the whole answer (status line, headers, body).
+fn http_get(ns: &NetNs, addr: &str, path: &str) -> String {
+    let addr: SocketAddr = addr.parse().expect("address");
+    let mut conn = ns.run_in(|| TcpStream::connect_timeout(&addr, Duration::from_secs(2))).expect("connecting");
+    write!(conn, "GET {path} HTTP/1.0\r\n\r\n").expect("request");
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut answer).expect("answer");
+    answer
+}
+
+/// The backends answering `n` connections to `addr`, with how often each did.
+fn spread(ns: &NetNs, addr: &str, n: usize) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        let who = ask(ns, addr).unwrap_or_else(|e| format!("error: {e:?}"));
+        *seen.entry(who).or_default() += 1;
+    }
+    seen
+}
+
+/// Wait until a connection to `addr` gives `want` (a backend name or an error kind).
+async fn wait_answer(
+    env: &ProxyEnv,
+    addr: &str,
+    want: impl Fn(&Result<String, std::io::ErrorKind>) -> bool,
+    what: &str,
+) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let got = ask(&env.ns, addr);
+        if want(&got) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {addr} still gives {got:?}\nproxy log:\n{}\n{}",
+            env.proxy_log(),
+            env.ns.exec_ok("iptables-save", &[])
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A cluster, a namespace standing for the node with the API relayed in, another one
+/// outside it on a veth (its clients are "external"; the node routes the service range
+/// to it as to a default gateway), and `ferrokube proxy` running inside the node.
+struct ProxyEnv {
+    c: Cluster,
+    ns: NetNs,
+    outside: NetNs,
+    proxy: usize,
+}
+
+impl ProxyEnv {
+    async fn start() -> ProxyEnv {
+        let c = Cluster::start().await;
+        let ns = NetNs::new();
+        ns.relay_host_port(c.port);
+        ns.add_local_address(&format!("{NODE_IP}/32"));
+        let outside = NetNs::new();
+        ns.veth_to(&outside, "192.168.78.1/24", "192.168.78.2/24");
+        // local clients reach ClusterIPs through the nat OUTPUT chain, which runs after
+        // the routing decision: the range needs a route, as a default route gives it on
+        // a real node (over lo, the REJECT's ICMP error never reaches the socket)
+        ns.ip(&["route", "add", "10.96.0.0/12", "via", "192.168.78.2"]);
+        let mut env = ProxyEnv { c, ns, outside, proxy: usize::MAX };
+        env.start_proxy();
+        env
+    }
+
+    fn start_proxy(&mut self) {
+        let log = self.c.dir.path().join("proxy.log");
+        let mut cmd = self.ns.command(env!("CARGO_BIN_EXE_ferrokube"));
+        cmd.args([
+            "proxy",
+            "--hostname-override",
+            NODE,
+            "--cluster-cidr=10.244.0.0/16",
+            "--iptables-min-sync-period=0s",
+        ])
+        .arg(format!("--kubeconfig={}", self.c.kubeconfig.display()))
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "debug,kube=info,hyper=info,tower=info,h2=info,rustls=info");
+        self.proxy = self.ns.spawn(&mut cmd, &log);
+    }
+
+    fn proxy_log(&self) -> String {
+        let text = std::fs::read_to_string(self.c.dir.path().join("proxy.log")).unwrap_or_default();
+        text.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    fn iptables_save(&self) -> String {
+        self.ns.exec_ok("iptables-save", &[])
+    }
+
+    async fn service(&self, name: &str, spec: Value) -> Value {
+        let body = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec});
+        self.c.create("/api/v1/namespaces/default/services", &body).await
+    }
+
+    /// Create or replace the Service's one EndpointSlice: (ip, node, ready) each.
+    async fn endpoints(&self, service: &str, eps: &[(&str, &str, bool)]) {
+        let endpoints: Vec<Value> = eps
+            .iter()
+            .map(|(ip, node, ready)| json!({"addresses": [ip], "nodeName": node, "conditions": {"ready": ready}}))
+            .collect();
+        let path = format!("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/{service}-1");
+        let mut body = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": format!("{service}-1"), "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": endpoints});
+        let (status, current) = self.c.get(&path).await;
+        if status == StatusCode::OK {
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+            let (status, answer) = self.c.put(&path, &body).await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+        } else {
+            self.c.create("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices", &body).await;
+        }
+    }
+}
+
+fn http_port() -> Value {
+    json!([{"name": "http", "port": 80, "targetPort": 8080}])
+}
+
+/// Random balancing over the ready endpoints only, on the ClusterIP and the NodePort
+/// (node address and 127.0.0.1); no ready endpoint means the connection is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_ip_and_node_port_reach_ready_endpoints_only() {
+    let env = ProxyEnv::start().await;
+    let _b: Vec<Backend> = ["10.1.0.1", "10.1.0.2", "10.1.0.3"].iter().map(|ip| Backend::start(&env.ns, ip)).collect();
+    let svc = env.service("web", json!({"type": "NodePort", "clusterIP": "10.96.0.50", "ports": http_port()})).await;
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().expect("a nodePort allocated");
+    env.endpoints("web", &[("10.1.0.1", NODE, true), ("10.1.0.2", NODE, false), ("10.1.0.3", "node-b", true)]).await;
+    wait_answer(&env, "10.96.0.50:80", |r| r.is_ok(), "the ClusterIP to answer").await;
+    for addr in ["10.96.0.50:80".to_string(), format!("{NODE_IP}:{node_port}"), format!("127.0.0.1:{node_port}")] {
+        let seen = spread(&env.ns, &addr, 40);
+        let names: Vec<&str> = seen.keys().map(String::as_str).collect();
+        assert_eq!(names, ["10.1.0.1", "10.1.0.3"], "{addr}: {seen:?}");
+    }
+    env.endpoints("web", &[("10.1.0.1", NODE, false), ("10.1.0.2", NODE, false)]).await;
+    let refused = |r: &Result<String, std::io::ErrorKind>| *r == Err(std::io::ErrorKind::ConnectionRefused);
+    wait_answer(&env, "10.96.0.50:80", refused, "no ready endpoint to REJECT").await;
+    assert!(refused(&ask(&env.ns, &format!("{NODE_IP}:{node_port}"))));
+    let save = env.iptables_save();
+    assert!(save.contains("default/web:http has no endpoints"), "{save}");
+    env.endpoints("web", &[("10.1.0.2", NODE, true)]).await;
+    wait_answer(&env, "10.96.0.50:80", |r| r.as_deref() == Ok("10.1.0.2"), "the endpoint turned ready").await;
+}
+
+/// ClientIP affinity: every connection from one client lands on the same endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ip_affinity_sticks() {
+    let env = ProxyEnv::start().await;
+    let _b: Vec<Backend> = ["10.1.1.1", "10.1.1.2", "10.1.1.3"].iter().map(|ip| Backend::start(&env.ns, ip)).collect();
+    env.service(
+        "sticky",
+        json!({"clusterIP": "10.96.0.51", "sessionAffinity": "ClientIP",
+        "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}, "ports": http_port()}),
+    )
+    .await;
+    env.endpoints("sticky", &[("10.1.1.1", NODE, true), ("10.1.1.2", NODE, true), ("10.1.1.3", NODE, true)]).await;
+    wait_answer(&env, "10.96.0.51:80", |r| r.is_ok(), "the ClusterIP to answer").await;
+    let seen = spread(&env.ns, "10.96.0.51:80", 30);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(env.iptables_save().contains("--seconds 60 --reap"));
+}
+
+/// Deleting a Service removes its chains; `--cleanup` removes everything the proxy made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_chains_go_and_cleanup_removes_all() {
+    let env = ProxyEnv::start().await;
+    let _b = Backend::start(&env.ns, "10.1.2.1");
+    env.service("gone", json!({"clusterIP": "10.96.0.52", "ports": http_port()})).await;
+    env.service("kept", json!({"clusterIP": "10.96.0.53", "ports": http_port()})).await;
+    env.endpoints("gone", &[("10.1.2.1", NODE, true)]).await;
+    wait_answer(&env, "10.96.0.52:80", |r| r.is_ok(), "the ClusterIP to answer").await;
+    let before = env.iptables_save();
+    assert!(before.contains(":KUBE-SVC-") && before.contains(":KUBE-SEP-"), "{before}");
+    assert!(before.contains("default/kept:http has no endpoints"), "{before}");
+    let (status, _) = env.c.delete("/api/v1/namespaces/default/services/gone").await;
+    assert_eq!(status, StatusCode::OK);
+    let deadline = std::time::Instant::now() + WAIT;
+    while env.iptables_save().contains(":KUBE-SVC-") {
+        assert!(std::time::Instant::now() < deadline, "stale chains stay:\n{}", env.iptables_save());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = env.iptables_save();
+    assert!(!after.contains("KUBE-SEP-") && !after.contains("10.96.0.52"), "{after}");
+    let health = http_get(&env.ns, "127.0.0.1:10256", "/healthz");
+    assert!(health.starts_with("HTTP/1.0 200") && health.contains("\"lastUpdated\":\"20"), "{health}");
+    let metrics = http_get(&env.ns, "127.0.0.1:10249", "/metrics");
+    assert!(metrics.contains("kubeproxy_sync_proxy_rules_iptables_total "), "{metrics}");
+    env.ns.kill(env.proxy);
+    let out = env
+        .ns
+        .command(env!("CARGO_BIN_EXE_ferrokube"))
+        .args(["proxy", "--cleanup"])
+        .output()
+        .expect("running the cleanup");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let clean = env.iptables_save();
+    assert!(!clean.contains("KUBE-"), "{clean}");
+}
+
+/// A restarted proxy rewrites its rules without flushing them: a connection made
+/// before keeps working across the restart, and new connections work all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_established_connections() {
+    let mut env = ProxyEnv::start().await;
+    let _b: Vec<Backend> = ["10.1.3.1", "10.1.3.2"].iter().map(|ip| Backend::start(&env.ns, ip)).collect();
+    env.service("steady", json!({"clusterIP": "10.96.0.54", "ports": http_port()})).await;
+    env.endpoints("steady", &[("10.1.3.1", NODE, true), ("10.1.3.2", NODE, true)]).await;
+    wait_answer(&env, "10.96.0.54:80", |r| r.is_ok(), "the ClusterIP to answer").await;
+    let addr: SocketAddr = "10.96.0.54:80".parse().expect("address");
+    let conn = env.ns.run_in(|| TcpStream::connect(addr)).expect("connecting");
+    conn.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+    let mut who = String::new();
+    reader.read_line(&mut who).expect("greeting");
+    env.ns.kill(env.proxy);
+    assert!(ask(&env.ns, "10.96.0.54:80").is_ok(), "rules stay while the proxy is down");
+    env.start_proxy();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !env.proxy_log().contains("synced iptables rules") {
+        assert!(std::time::Instant::now() < deadline, "the restarted proxy did not sync:\n{}", env.proxy_log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    writeln!(&conn, "still there").expect("writing after the restart");
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("the echo after the restart");
+    assert_eq!(line.trim(), format!("{} still there", who.trim()));
+}
+
+/// internalTrafficPolicy: Local sends the ClusterIP only to this node's endpoints;
+/// externalTrafficPolicy: Local sends outside clients (from another namespace, over a
+/// veth) to local endpoints only, and drops them on a node with none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_traffic_policies() {
+    let env = ProxyEnv::start().await;
+    let client = &env.outside;
+    let _b: Vec<Backend> = ["10.1.4.1", "10.1.4.2"].iter().map(|ip| Backend::start(&env.ns, ip)).collect();
+    env.service("internal", json!({"clusterIP": "10.96.0.55", "internalTrafficPolicy": "Local", "ports": http_port()}))
+        .await;
+    env.endpoints("internal", &[("10.1.4.1", NODE, true), ("10.1.4.2", "node-b", true)]).await;
+    let ext = env
+        .service("external", json!({"type": "NodePort", "clusterIP": "10.96.0.56", "externalTrafficPolicy": "Local", "ports": http_port()}))
+        .await;
+    let node_port = ext["spec"]["ports"][0]["nodePort"].as_u64().expect("a nodePort");
+    env.endpoints("external", &[("10.1.4.1", NODE, true), ("10.1.4.2", "node-b", true)]).await;
+    wait_answer(&env, "10.96.0.55:80", |r| r.is_ok(), "the ClusterIP to answer").await;
+    let seen = spread(&env.ns, "10.96.0.55:80", 20);
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["10.1.4.1"], "{seen:?}");
+    let from_outside = format!("192.168.78.1:{node_port}");
+    let deadline = std::time::Instant::now() + WAIT;
+    while ask(client, &from_outside).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the NodePort from outside:\n{}", env.iptables_save());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = spread(client, &from_outside, 20);
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["10.1.4.1"], "{seen:?}");
+    // the node itself still reaches every endpoint through the NodePort, as upstream
+    let seen = spread(&env.ns, &format!("{NODE_IP}:{node_port}"), 30);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    env.endpoints("external", &[("10.1.4.2", "node-b", true)]).await;
+    let dropped =
+        |r: &Result<String, std::io::ErrorKind>| r.is_err() && *r != Err(std::io::ErrorKind::ConnectionRefused);
+    let deadline = std::time::Instant::now() + WAIT;
+    while !dropped(&ask(client, &from_outside)) {
+        assert!(std::time::Instant::now() < deadline, "no local endpoint must drop:\n{}", env.iptables_save());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(env.iptables_save().contains("default/external:http has no local endpoints"));
+}
+
+/// A LoadBalancer Service gets a NodePort that works and, with no cloud provider, an
+/// empty status.loadBalancer (pending), as upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_balancer_gets_a_working_node_port_and_stays_pending() {
+    let env = ProxyEnv::start().await;
+    let _b = Backend::start(&env.ns, "10.1.5.1");
+    let svc = env.service("lb", json!({"type": "LoadBalancer", "clusterIP": "10.96.0.57", "ports": http_port()})).await;
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().expect("a nodePort for a LoadBalancer");
+    env.endpoints("lb", &[("10.1.5.1", NODE, true)]).await;
+    wait_answer(&env, &format!("{NODE_IP}:{node_port}"), |r| r.as_deref() == Ok("10.1.5.1"), "the NodePort").await;
+    let got = env.c.must_get("/api/v1/namespaces/default/services/lb").await;
+    let ingress = &got["status"]["loadBalancer"]["ingress"];
+    assert!(ingress.is_null() || ingress.as_array().is_some_and(Vec::is_empty), "{got}");
+    let out = env.c.kubectl_ok(KUBECTL_VERSIONS[1], &["get", "service", "lb", "--no-headers"]);
+    assert!(out.contains("<pending>"), "{out}");
+}
+
+/// Bad input: an endpoint with a malformed address is skipped (the others still serve,
+/// no rule is half-written), and a slice without the Service's port (a targetPort no
+/// pod declares) leaves the Service without endpoints: rejected, as upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_endpoints_are_skipped_without_breaking_the_rest() {
+    let env = ProxyEnv::start().await;
+    let _b = Backend::start(&env.ns, "10.1.6.1");
+    env.service("odd", json!({"clusterIP": "10.96.0.58", "ports": http_port()})).await;
+    env.endpoints("odd", &[("not-an-ip", NODE, true), ("10.1.6.1", NODE, true), ("300.1.2.3", NODE, true)]).await;
+    env.service(
+        "portless",
+        json!({"clusterIP": "10.96.0.59", "ports": [{"name": "http", "port": 80, "targetPort": "missing"}]}),
+    )
+    .await;
+    let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "portless-1", "labels": {"kubernetes.io/service-name": "portless"}},
+        "addressType": "IPv4", "ports": [], "endpoints": [{"addresses": ["10.1.6.1"], "conditions": {"ready": true}}]});
+    env.c.create("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices", &slice).await;
+    wait_answer(&env, "10.96.0.58:80", |r| r.as_deref() == Ok("10.1.6.1"), "the good endpoint").await;
+    let seen = spread(&env.ns, "10.96.0.58:80", 10);
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["10.1.6.1"], "{seen:?}");
+    assert_eq!(ask(&env.ns, "10.96.0.59:80"), Err(std::io::ErrorKind::ConnectionRefused));
+    let save = env.iptables_save();
+    assert!(!save.contains("not-an-ip") && !save.contains("300.1.2.3"), "{save}");
+    assert!(save.contains("default/portless:http has no endpoints"), "{save}");
+    assert!(env.ns.alive(env.proxy), "the proxy survives bad input");
+}
+
+/// A pod with label app=web serving its own name over HTTP on port 8080 (`http`); ready
+/// only when `ready` (its readiness probe fails otherwise).
+fn web_pod(name: &str, ready: bool) -> Value {
+    let www = format!("mkdir -p /www && echo {name} > /www/index.html && exec httpd -f -p 8080 -h /www");
+    let mut probe = if ready { json!({"tcpSocket": {"port": 8080}}) } else { json!({"exec": {"command": ["false"]}}) };
+    probe["periodSeconds"] = json!(1);
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "web"}},
+        "spec": {"nodeName": NODE, "automountServiceAccountToken": false, "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", www],
+                "ports": [{"name": "http", "containerPort": 8080}], "readinessProbe": probe}]}})
+}
+
+/// Real containers behind the proxy: a node (containerd and kubelet) inside the proxy's
+/// namespace, the EndpointSlice controller publishing the pods; another pod reaches the
+/// ClusterIP, the node reaches the NodePort, and only the ready pod ever answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_reach_ready_pods_through_cluster_ip_and_node_port() {
+    let env = ProxyEnv::start().await;
+    let _cm = start_controller_manager(&env.c, &[]).await;
+    let node = CriNode::start_in(&env.c, NODE, &[], Some(&env.ns.path())).await;
+    let svc = env
+        .service(
+            "web",
+            json!({"type": "NodePort", "selector": {"app": "web"},
+        "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}),
+        )
+        .await;
+    let cluster_ip = svc["spec"]["clusterIP"].as_str().expect("a clusterIP").to_string();
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().expect("a nodePort");
+    for (name, ready) in [("web-ready", true), ("web-unready", false)] {
+        env.c.create("/api/v1/namespaces/default/pods", &web_pod(name, ready)).await;
+    }
+    let script = format!(
+        "while true; do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {cluster_ip} 80 | tail -1; sleep 0.2; done"
+    );
+    let client = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client"},
+        "spec": {"nodeName": NODE, "automountServiceAccountToken": false, "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]}});
+    env.c.create("/api/v1/namespaces/default/pods", &client).await;
+    let answers = eventually(Duration::from_secs(90), "the client pod to reach the Service", || async {
+        let pod = env.c.must_get("/api/v1/namespaces/default/pods/client").await;
+        let out = node.container_output(&pod, "main", 0);
+        (out.lines().filter(|l| l.trim() == "web-ready").count() >= 5).then_some(out)
+    })
+    .await;
+    assert!(!answers.contains("web-unready"), "{answers}");
+    for _ in 0..10 {
+        let page = http_get(&env.ns, &format!("{NODE_IP}:{node_port}"), "/");
+        assert!(page.ends_with("web-ready\n"), "{page}");
+    }
+    drop(node);
+}
