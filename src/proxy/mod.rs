@@ -138,12 +138,13 @@ fn sync_once(
     let ports = model::snapshot(&services.list(), &slices.list());
     let tables = rules::build(&ports, cfg);
     let built = start.elapsed();
-    let applied = tokio::task::block_in_place(|| applier.sync(&tables, full)).context("writing iptables rules")?;
-    health.synced(tables.rule_count(), built, applied.took);
+    let rules = tables.rule_count();
+    let applied = tokio::task::block_in_place(|| applier.sync(tables, full)).context("writing iptables rules")?;
+    health.synced(rules, built, applied.took);
     tracing::info!(
         full,
         service_ports = ports.len(),
-        rules = tables.rule_count(),
+        rules,
         chains_written = applied.chains_written,
         chains_deleted = applied.chains_deleted,
         bytes = applied.bytes,
