@@ -278,11 +278,12 @@ fn up_is_secure_by_default_and_restarts_on_the_same_ca() {
     kubectl_ok("1.33", &kubelet, &home, &["get", "pods", "-A", "--field-selector", &own]);
     let all = kubectl("1.33", &kubelet, &home, &["get", "pods", "-A"]);
     assert!(!all.status.success() && String::from_utf8_lossy(&all.stderr).contains("Forbidden"), "{all:?}");
-    for name in ["controller-manager", "proxy"] {
+    for name in ["controller-manager", "proxy", "dns"] {
         assert!(up.component_kubeconfig(name).is_file(), "{name}.conf");
     }
 
     the_node_runs_a_busybox_pod(&up, &home);
+    the_cluster_dns_answers(&up, &home);
     controllers_act_as_their_service_accounts(&up, &home);
 
     // Ctrl-C stops etcd, the API server, the scheduler, the controller-manager, the
@@ -307,6 +308,42 @@ fn up_is_secure_by_default_and_restarts_on_the_same_ca() {
     let kept = kubectl_ok("1.27", &again.kubeconfig, &home, &["get", "configmap", "kept", "-o", "name"]);
     assert_eq!(kept.trim(), "configmap/kept");
     assert!(again.interrupt().success());
+}
+
+/// `up` made the kube-dns Service, and its DNS (identity system:kube-dns) publishes its
+/// address in the Service's slice and answers for the Service's own name there.
+fn the_cluster_dns_answers(up: &Up, home: &Path) {
+    let svc = kubectl_ok("1.33", &up.kubeconfig, home, &["-n", "kube-system", "get", "svc", "kube-dns", "-o", "json"]);
+    let svc: Value = serde_json::from_str(&svc).unwrap();
+    assert_eq!(svc["spec"]["clusterIP"], "10.96.0.10", "{svc}");
+    assert_eq!(svc["metadata"]["labels"]["k8s-app"], "kube-dns", "{svc}");
+    let slice_name = format!("endpointslice/kube-dns-{NODE}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let slice = loop {
+        let out = kubectl("1.33", &up.kubeconfig, home, &["-n", "kube-system", "get", &slice_name, "-o", "json"]);
+        if out.status.success() {
+            break serde_json::from_slice::<Value>(&out.stdout).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no {slice_name}: {}", up.log("kube-dns"));
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let address = slice["endpoints"][0]["addresses"][0].as_str().unwrap().to_string();
+    let port = slice["ports"][0]["port"].as_u64().unwrap() as u16;
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let mut query = Message::query();
+    query.add_query(Query::query(Name::from_ascii("kube-dns.kube-system.svc.cluster.local.").unwrap(), RecordType::A));
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    socket.send_to(&query.to_vec().unwrap(), (address.as_str(), port)).unwrap();
+    let mut buf = [0u8; 1500];
+    let n = socket.recv(&mut buf).expect("an answer from kube-dns");
+    let answer = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(
+        answer.answers[0].data,
+        RData::A("10.96.0.10".parse::<std::net::Ipv4Addr>().unwrap().into()),
+        "{answer}"
+    );
 }
 
 /// `up`'s kubelet registers its node, Ready within seconds of `up` saying it is up, and
