@@ -31,6 +31,15 @@ pub struct CriNode {
     kubelet_starts: u32,
     /// The kubelet API's port (published in the node's daemonEndpoints).
     pub kubelet_port: u16,
+    /// The network namespace containerd and the kubelet run in (None: the host's).
+    netns: Option<PathBuf>,
+}
+
+/// Where a node lives when not on the host: a test network namespace (the API server
+/// relayed into it) and the pod subnet its CNI bridge hands out.
+pub struct InNetns<'a> {
+    pub ns: &'a super::netns::NetNs,
+    pub subnet: String,
 }
 
 /// A bridge name and /24 no other test of this machine uses at the same time.
@@ -57,9 +66,15 @@ fn term_with_parent(cmd: &mut Command) -> &mut Command {
     }
 }
 
-/// `ferrokube <args>` with its output appended to `log`, SIGTERMed if the test thread dies.
-fn spawn_ferrokube(args: &[&str], log: &Path, filter: &str) -> Child {
-    term_with_parent(Command::new(env!("CARGO_BIN_EXE_ferrokube")).args(args))
+/// `ferrokube <args>` with its output appended to `log`, SIGTERMed if the test thread
+/// dies, inside the network namespace at `netns` when there is one.
+fn spawn_ferrokube(args: &[&str], log: &Path, filter: &str, netns: Option<&Path>) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrokube"));
+    if let Some(path) = netns.map(Path::to_path_buf) {
+        // SAFETY: between fork and exec only this child's thread runs; setns moves it
+        unsafe { cmd.pre_exec(move || super::netns::enter(&path)) };
+    }
+    term_with_parent(cmd.args(args))
         .env("NO_COLOR", "1")
         .env("RUST_LOG", filter)
         .stdin(Stdio::null())
@@ -72,14 +87,24 @@ fn spawn_ferrokube(args: &[&str], log: &Path, filter: &str) -> Child {
 impl CriNode {
     /// Start containerd and a kubelet named `name` and wait for the node to be Ready.
     pub async fn start(c: &Cluster, name: &str, kubelet_extra: &[&str]) -> CriNode {
+        CriNode::start_in(c, name, kubelet_extra, None).await
+    }
+
+    /// `start`, in a network namespace with a pod subnet of the caller's when `place`
+    /// says so.
+    pub async fn start_in(c: &Cluster, name: &str, kubelet_extra: &[&str], place: Option<InNetns<'_>>) -> CriNode {
         let dir = c.dir.path().join(format!("node-{name}"));
         std::fs::create_dir_all(&dir).expect("node dir");
-        let (bridge, subnet) = network();
+        let (bridge, mut subnet) = network();
+        if let Some(p) = &place {
+            subnet.clone_from(&p.subnet);
+        }
+        let netns = place.map(|p| p.ns.path());
         let log = c.dir.path().join(format!("containerd-{name}.log"));
         let data = dir.join("containerd").display().to_string();
         let args =
             ["containerd", "--data-dir", &data, "--bridge", &bridge, "--subnet", &subnet, "--remove-pods-on-exit"];
-        let launcher = spawn_ferrokube(&args, &log, "info");
+        let launcher = spawn_ferrokube(&args, &log, "info", netns.as_deref());
         let socket = dir.join("containerd/containerd.sock");
         let mut node = CriNode {
             name: name.to_string(),
@@ -97,6 +122,7 @@ impl CriNode {
                 .iter()
                 .find_map(|a| a.strip_prefix("--port=")?.parse().ok())
                 .unwrap_or_else(super::free_port),
+            netns,
         };
         node.wait_containerd(&log).await;
         node.start_kubelet(c);
@@ -148,7 +174,7 @@ impl CriNode {
         }
         args.extend(self.kubelet_args.iter().map(String::as_str));
         let filter = "debug,kube=info,hyper=info,tower=info,h2=info,rustls=info,tonic=info,hyper_util=info";
-        self.kubelet = Some(spawn_ferrokube(&args, &self.kubelet_log(), filter));
+        self.kubelet = Some(spawn_ferrokube(&args, &self.kubelet_log(), filter, self.netns.as_deref()));
     }
 
     /// Kill the kubelet (SIGKILL: no chance to tidy up), leaving its containers running.

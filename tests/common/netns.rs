@@ -51,7 +51,8 @@ pub fn run(program: &str, args: &[&str]) -> String {
 }
 
 /// Enter the network namespace at `path` on the calling thread.
-fn enter(path: &Path) -> std::io::Result<()> {
+/// Move the calling thread (or a child between fork and exec) into the namespace at `path`.
+pub fn enter(path: &Path) -> std::io::Result<()> {
     let file = File::open(path)?;
     // SAFETY: setns on an open namespace file descriptor; it changes only this thread.
     if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
