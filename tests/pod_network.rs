@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::containerd::{CriNode, InNetns};
+use common::containerd::CriNode;
 use common::controllers::{eventually, start_controller_manager};
 use common::netns::NetNs;
 use common::{Cluster, json};
@@ -51,11 +51,10 @@ async fn pods_on_two_nodes_reach_each_other_without_nat() {
     ns_b.relay_host_port(c.port);
     // declared after the namespaces, so dropped first: the launchers clean up inside them
     let flags = |ip: &'static str| [ip, "--pod-routes=host-gw"];
+    let (path_a, path_b) = (ns_a.path(), ns_b.path());
     let _a =
-        CriNode::start_in(&c, "net-a", &flags("--node-ip=10.250.1.1"), Some(InNetns { ns: &ns_a, subnet: cidr_a }))
-            .await;
-    let b = CriNode::start_in(&c, "net-b", &flags("--node-ip=10.250.1.2"), Some(InNetns { ns: &ns_b, subnet: cidr_b }))
-        .await;
+        CriNode::start_with_subnet(&c, "net-a", &flags("--node-ip=10.250.1.1"), Some(&path_a), Some(&cidr_a)).await;
+    let b = CriNode::start_with_subnet(&c, "net-b", &flags("--node-ip=10.250.1.2"), Some(&path_b), Some(&cidr_b)).await;
 
     // B listens and reports its TCP connections; A connects and holds the connection
     // (nc's input held open: with /dev/null it would close the connection at once)

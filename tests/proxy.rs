@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::containerd::CriNode;
+use common::controllers::{eventually, start_controller_manager};
 use common::netns::NetNs;
 use common::{Cluster, KUBECTL_VERSIONS, StatusCode, Value, json};
 
@@ -109,6 +111,16 @@ fn ask(ns: &NetNs, addr: &str) -> Result<String, std::io::ErrorKind> {
     let mut line = String::new();
     BufReader::new(conn).read_line(&mut line).map_err(|e| e.kind())?;
     Ok(line.trim().to_string())
+}
+
+/// A plain HTTP/1.0 GET from inside `ns`: the whole answer (status line, headers, body).
+fn http_get(ns: &NetNs, addr: &str, path: &str) -> String {
+    let addr: SocketAddr = addr.parse().expect("address");
+    let mut conn = ns.run_in(|| TcpStream::connect_timeout(&addr, Duration::from_secs(2))).expect("connecting");
+    write!(conn, "GET {path} HTTP/1.0\r\n\r\n").expect("request");
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut answer).expect("answer");
+    answer
 }
 
 /// The backends answering `n` connections to `addr`, with how often each did.
@@ -291,6 +303,10 @@ async fn stale_chains_go_and_cleanup_removes_all() {
     }
     let after = env.iptables_save();
     assert!(!after.contains("KUBE-SEP-") && !after.contains("10.96.0.52"), "{after}");
+    let health = http_get(&env.ns, "127.0.0.1:10256", "/healthz");
+    assert!(health.starts_with("HTTP/1.0 200") && health.contains("\"lastUpdated\":\"20"), "{health}");
+    let metrics = http_get(&env.ns, "127.0.0.1:10249", "/metrics");
+    assert!(metrics.contains("kubeproxy_sync_proxy_rules_iptables_total "), "{metrics}");
     env.ns.kill(env.proxy);
     let out = env
         .ns
@@ -389,4 +405,85 @@ async fn load_balancer_gets_a_working_node_port_and_stays_pending() {
     assert!(ingress.is_null() || ingress.as_array().is_some_and(Vec::is_empty), "{got}");
     let out = env.c.kubectl_ok(KUBECTL_VERSIONS[1], &["get", "service", "lb", "--no-headers"]);
     assert!(out.contains("<pending>"), "{out}");
+}
+
+/// Bad input: an endpoint with a malformed address is skipped (the others still serve,
+/// no rule is half-written), and a slice without the Service's port (a targetPort no
+/// pod declares) leaves the Service without endpoints: rejected, as upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_endpoints_are_skipped_without_breaking_the_rest() {
+    let env = ProxyEnv::start().await;
+    let _b = Backend::start(&env.ns, "10.1.6.1");
+    env.service("odd", json!({"clusterIP": "10.96.0.58", "ports": http_port()})).await;
+    env.endpoints("odd", &[("not-an-ip", NODE, true), ("10.1.6.1", NODE, true), ("300.1.2.3", NODE, true)]).await;
+    env.service(
+        "portless",
+        json!({"clusterIP": "10.96.0.59", "ports": [{"name": "http", "port": 80, "targetPort": "missing"}]}),
+    )
+    .await;
+    let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "portless-1", "labels": {"kubernetes.io/service-name": "portless"}},
+        "addressType": "IPv4", "ports": [], "endpoints": [{"addresses": ["10.1.6.1"], "conditions": {"ready": true}}]});
+    env.c.create("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices", &slice).await;
+    wait_answer(&env, "10.96.0.58:80", |r| r.as_deref() == Ok("10.1.6.1"), "the good endpoint").await;
+    let seen = spread(&env.ns, "10.96.0.58:80", 10);
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["10.1.6.1"], "{seen:?}");
+    assert_eq!(ask(&env.ns, "10.96.0.59:80"), Err(std::io::ErrorKind::ConnectionRefused));
+    let save = env.iptables_save();
+    assert!(!save.contains("not-an-ip") && !save.contains("300.1.2.3"), "{save}");
+    assert!(save.contains("default/portless:http has no endpoints"), "{save}");
+    assert!(env.ns.alive(env.proxy), "the proxy survives bad input");
+}
+
+/// A pod with label app=web serving its own name over HTTP on port 8080 (`http`); ready
+/// only when `ready` (its readiness probe fails otherwise).
+fn web_pod(name: &str, ready: bool) -> Value {
+    let www = format!("mkdir -p /www && echo {name} > /www/index.html && exec httpd -f -p 8080 -h /www");
+    let mut probe = if ready { json!({"tcpSocket": {"port": 8080}}) } else { json!({"exec": {"command": ["false"]}}) };
+    probe["periodSeconds"] = json!(1);
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "web"}},
+        "spec": {"nodeName": NODE, "automountServiceAccountToken": false, "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", www],
+                "ports": [{"name": "http", "containerPort": 8080}], "readinessProbe": probe}]}})
+}
+
+/// Real containers behind the proxy: a node (containerd and kubelet) inside the proxy's
+/// namespace, the EndpointSlice controller publishing the pods; another pod reaches the
+/// ClusterIP, the node reaches the NodePort, and only the ready pod ever answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_reach_ready_pods_through_cluster_ip_and_node_port() {
+    let env = ProxyEnv::start().await;
+    let _cm = start_controller_manager(&env.c, &[]).await;
+    let node = CriNode::start_in(&env.c, NODE, &[], Some(&env.ns.path())).await;
+    let svc = env
+        .service(
+            "web",
+            json!({"type": "NodePort", "selector": {"app": "web"},
+        "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}),
+        )
+        .await;
+    let cluster_ip = svc["spec"]["clusterIP"].as_str().expect("a clusterIP").to_string();
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().expect("a nodePort");
+    for (name, ready) in [("web-ready", true), ("web-unready", false)] {
+        env.c.create("/api/v1/namespaces/default/pods", &web_pod(name, ready)).await;
+    }
+    let script = format!(
+        "while true; do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {cluster_ip} 80 | tail -1; sleep 0.2; done"
+    );
+    let client = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client"},
+        "spec": {"nodeName": NODE, "automountServiceAccountToken": false, "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]}});
+    env.c.create("/api/v1/namespaces/default/pods", &client).await;
+    let answers = eventually(Duration::from_secs(90), "the client pod to reach the Service", || async {
+        let pod = env.c.must_get("/api/v1/namespaces/default/pods/client").await;
+        let out = node.container_output(&pod, "main", 0);
+        (out.lines().filter(|l| l.trim() == "web-ready").count() >= 5).then_some(out)
+    })
+    .await;
+    assert!(!answers.contains("web-unready"), "{answers}");
+    for _ in 0..10 {
+        let page = http_get(&env.ns, &format!("{NODE_IP}:{node_port}"), "/");
+        assert!(page.ends_with("web-ready\n"), "{page}");
+    }
+    drop(node);
 }

@@ -11,7 +11,7 @@ pub mod containerd;
 pub mod cri;
 mod fake;
 mod images;
-mod node;
+pub mod node;
 mod routes;
 pub mod server;
 pub mod spec;

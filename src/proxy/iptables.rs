@@ -196,7 +196,7 @@ pub struct Applier {
 
 impl Applier {
     /// Write `desired`: everything when `full` (or after a failure), else only changes.
-    pub fn sync(&mut self, desired: &Tables, full: bool) -> anyhow::Result<Applied> {
+    pub fn sync(&mut self, desired: Tables, full: bool) -> anyhow::Result<Applied> {
         let start = Instant::now();
         let previous = self.applied.take().filter(|_| !full);
         let existing = match &previous {
@@ -206,13 +206,13 @@ impl Applier {
             ),
             None => (chains_in(&save("nat")?, is_service_chain), chains_in(&save("filter")?, is_service_chain)),
         };
-        let (text, mut applied) = restore_text(desired, previous.as_ref(), &existing);
+        let (text, mut applied) = restore_text(&desired, previous.as_ref(), &existing);
         restore(&text)?;
         if previous.is_none() {
             ensure_jumps()?;
         }
-        self.applied = Some(desired.clone());
         applied.took = start.elapsed();
+        self.applied = Some(desired);
         Ok(applied)
     }
 }
@@ -238,7 +238,9 @@ mod tests {
 
     fn tables(nat: &[(&str, &[&str])]) -> Tables {
         let nat = nat.iter().map(|(c, r)| (c.to_string(), r.iter().map(|s| s.to_string()).collect())).collect();
-        Tables { nat, filter: Chains::new() }
+        let mut t = Tables::default();
+        t.nat = nat;
+        t
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! (`model` → `rules`, pure) and writes what changed (`iptables`), plus a full rewrite
 //! every `--iptables-sync-period` that also repairs rules someone else removed.
 
+mod health;
 pub mod iptables;
 pub mod model;
 pub mod rules;
@@ -49,6 +50,12 @@ pub struct ProxyArgs {
     /// The longest time between two full rewrites of the rules.
     #[arg(long, default_value = "30s", value_parser = crate::apiserver::parse_go_duration)]
     pub iptables_sync_period: Duration,
+    /// Where plain-HTTP /healthz and /livez answer (port 0: nowhere).
+    #[arg(long, default_value = "0.0.0.0:10256")]
+    pub healthz_bind_address: std::net::SocketAddr,
+    /// Where plain-HTTP /metrics answers (port 0: nowhere).
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    pub metrics_bind_address: std::net::SocketAddr,
     /// Remove every rule and chain the proxy made, then exit.
     #[arg(long)]
     pub cleanup: bool,
@@ -100,10 +107,12 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     services.on_change(move |_| w.notify_one());
     let w = wake.clone();
     slices.on_change(move |_| w.notify_one());
+    let health = Arc::new(health::Health::new(args.iptables_sync_period));
+    health::start(health.clone(), args.healthz_bind_address, args.metrics_bind_address);
     informers.start();
     informers.wait_synced().await;
     tracing::info!(node = cfg.node, "informers synced; programming iptables");
-    let sync = sync_loop(&args, &cfg, &services, &slices, &wake);
+    let sync = sync_loop(&args, &cfg, (&services, &slices), &wake, &health);
     tokio::select! {
         r = sync => r,
         _ = crate::cli::shutdown_signal() => {
@@ -115,22 +124,27 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
 }
 
 /// One rebuild and write of the rules.
+/// The informers the rules are built from.
+type Sources<'a> = (&'a Informer<Service>, &'a Informer<EndpointSlice>);
+
 fn sync_once(
     applier: &mut iptables::Applier,
     cfg: &rules::Config,
-    services: &Informer<Service>,
-    slices: &Informer<EndpointSlice>,
+    (services, slices): Sources,
     full: bool,
+    health: &health::Health,
 ) -> anyhow::Result<()> {
     let start = Instant::now();
     let ports = model::snapshot(&services.list(), &slices.list());
     let tables = rules::build(&ports, cfg);
     let built = start.elapsed();
-    let applied = tokio::task::block_in_place(|| applier.sync(&tables, full)).context("writing iptables rules")?;
+    let rules = tables.rule_count();
+    let applied = tokio::task::block_in_place(|| applier.sync(tables, full)).context("writing iptables rules")?;
+    health.synced(rules, built, applied.took);
     tracing::info!(
         full,
         service_ports = ports.len(),
-        rules = tables.rule_count(),
+        rules,
         chains_written = applied.chains_written,
         chains_deleted = applied.chains_deleted,
         bytes = applied.bytes,
@@ -144,20 +158,21 @@ fn sync_once(
 async fn sync_loop(
     args: &ProxyArgs,
     cfg: &rules::Config,
-    services: &Informer<Service>,
-    slices: &Informer<EndpointSlice>,
+    sources: Sources<'_>,
     wake: &Notify,
+    health: &health::Health,
 ) -> anyhow::Result<()> {
     let mut applier = iptables::Applier::default();
     let mut last_full: Option<Instant> = None;
     loop {
         let full = last_full.is_none_or(|t| t.elapsed() >= args.iptables_sync_period);
         let started = Instant::now();
-        match sync_once(&mut applier, cfg, services, slices, full) {
+        match sync_once(&mut applier, cfg, sources, full, health) {
             Ok(()) if full => last_full = Some(started),
             Ok(()) => {}
             // the applier forgot what it wrote, so the retry is a full rewrite
             Err(e) => {
+                health.failed();
                 tracing::error!(error = format!("{e:#}"), "sync failed; retrying");
                 tokio::time::sleep(SYNC_RETRY).await;
             }

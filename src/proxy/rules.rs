@@ -25,6 +25,11 @@ use super::model::{Endpoint, ServicePort, categorize};
 
 pub const MASQ_MARK: &str = "0x4000/0x4000";
 
+/// Past this many endpoints the per-endpoint rules go without comments, as upstream's
+/// large-cluster mode: they are most of the rules, and iptables-restore's time grows
+/// with every match it has to parse.
+const LARGE_CLUSTER_ENDPOINTS: usize = 1000;
+
 /// Chain name prefixes of per-service chains: the ones the applier deletes when stale.
 pub const SERVICE_CHAIN_PREFIXES: [&str; 4] = ["KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-SEP-"];
 
@@ -49,9 +54,15 @@ pub type Chains = BTreeMap<String, Vec<String>>;
 pub struct Tables {
     pub nat: Chains,
     pub filter: Chains,
+    /// Large-cluster mode: no comments on per-endpoint rules.
+    large: bool,
 }
 
 impl Tables {
+    /// The comment of a per-endpoint rule (none in large-cluster mode), with a trailing space.
+    fn endpoint_comment(&self, text: &str) -> String {
+        if self.large { String::new() } else { format!("{} ", comment(text)) }
+    }
     fn nat(&mut self, chain: &str, rule: String) {
         self.nat.entry(chain.to_string()).or_default().push(format!("-A {chain} {rule}"));
     }
@@ -97,7 +108,10 @@ fn comment(text: &str) -> String {
 }
 
 pub fn build(ports: &[ServicePort], cfg: &Config) -> Tables {
-    let mut t = Tables::default();
+    let mut t = Tables {
+        large: ports.iter().map(|p| p.endpoints.len()).sum::<usize>() > LARGE_CLUSTER_ENDPOINTS,
+        ..Tables::default()
+    };
     base_chains(&mut t, cfg);
     for sp in ports {
         service_port(&mut t, sp, cfg);
@@ -280,19 +294,19 @@ fn balance(t: &mut Tables, chain: &str, sp: &ServicePort, eps: &[&Endpoint]) {
     if let Some(seconds) = sp.affinity_seconds {
         for ep in eps {
             let sep = sep_chain(sp, ep);
-            let text = comment(&format!("{key} -> {}:{}", ep.ip, ep.port));
-            t.nat(chain, format!("{text} -m recent --name {sep} --mask 255.255.255.255 --rsource --rcheck --seconds {seconds} --reap -j {sep}"));
+            let text = t.endpoint_comment(&format!("{key} -> {}:{}", ep.ip, ep.port));
+            t.nat(chain, format!("{text}-m recent --name {sep} --mask 255.255.255.255 --rsource --rcheck --seconds {seconds} --reap -j {sep}"));
         }
     }
     let count = eps.len();
     for (i, ep) in eps.iter().enumerate() {
         let sep = sep_chain(sp, ep);
-        let text = comment(&format!("{key} -> {}:{}", ep.ip, ep.port));
+        let text = t.endpoint_comment(&format!("{key} -> {}:{}", ep.ip, ep.port));
         if i + 1 == count {
-            t.nat(chain, format!("{text} -j {sep}"));
+            t.nat(chain, format!("{text}-j {sep}"));
         } else {
             let p = 1.0 / (count - i) as f64;
-            t.nat(chain, format!("{text} -m statistic --mode random --probability {p:.10} -j {sep}"));
+            t.nat(chain, format!("{text}-m statistic --mode random --probability {p:.10} -j {sep}"));
         }
     }
 }
@@ -302,9 +316,9 @@ fn sep(t: &mut Tables, sp: &ServicePort, ep: &Endpoint) {
     if t.nat.contains_key(&chain) {
         return;
     }
-    let text = comment(&sp.key());
+    let text = t.endpoint_comment(&sp.key());
     // hairpin: an endpoint reaching itself through the service must see the node's address
-    t.nat(&chain, format!("{text} -s {}/32 -j KUBE-MARK-MASQ", ep.ip));
+    t.nat(&chain, format!("{text}-s {}/32 -j KUBE-MARK-MASQ", ep.ip));
     let recent = match sp.affinity_seconds {
         Some(_) => format!(" -m recent --name {chain} --mask 255.255.255.255 --rsource --set"),
         None => String::new(),
@@ -451,6 +465,18 @@ mod tests {
         assert!(rules.iter().any(|r| r.contains("10.1.0.1:8080")) && !rules.iter().any(|r| r.contains("10.1.0.2")));
         let t = build(&[p], &Config { node: "c".into(), ..cfg() });
         assert!(t.filter["KUBE-SERVICES"][0].ends_with("-j DROP"));
+    }
+
+    #[test]
+    fn large_clusters_drop_per_endpoint_comments() {
+        let eps = |n: usize| (0..n).map(|i| ep(&format!("10.1.{}.{}", i / 200, i % 200), "a", true)).collect();
+        let small = build(&[sp(eps(2))], &cfg());
+        let (_, sep) = chain(&small.nat, "KUBE-SEP-");
+        assert!(sep[0].contains("--comment"));
+        let large = build(&[sp(eps(1001))], &cfg());
+        let (_, sep) = chain(&large.nat, "KUBE-SEP-");
+        assert!(!sep[0].contains("--comment") && sep[0].contains("-s 10.1."), "{sep:?}");
+        assert!(large.nat["KUBE-SERVICES"][0].contains("--comment"), "service rules keep theirs");
     }
 
     #[test]

@@ -31,15 +31,8 @@ pub struct CriNode {
     kubelet_starts: u32,
     /// The kubelet API's port (published in the node's daemonEndpoints).
     pub kubelet_port: u16,
-    /// The network namespace containerd and the kubelet run in (None: the host's).
+    /// The network namespace containerd and the kubelet run in (`start_in`), if not the host's.
     netns: Option<PathBuf>,
-}
-
-/// Where a node lives when not on the host: a test network namespace (the API server
-/// relayed into it) and the pod subnet its CNI bridge hands out.
-pub struct InNetns<'a> {
-    pub ns: &'a super::netns::NetNs,
-    pub subnet: String,
 }
 
 /// A bridge name and /24 no other test of this machine uses at the same time.
@@ -67,11 +60,11 @@ fn term_with_parent(cmd: &mut Command) -> &mut Command {
 }
 
 /// `ferrokube <args>` with its output appended to `log`, SIGTERMed if the test thread
-/// dies, inside the network namespace at `netns` when there is one.
+/// dies, inside the network namespace `netns` if given.
 fn spawn_ferrokube(args: &[&str], log: &Path, filter: &str, netns: Option<&Path>) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrokube"));
     if let Some(path) = netns.map(Path::to_path_buf) {
-        // SAFETY: between fork and exec only this child's thread runs; setns moves it
+        // SAFETY: runs in the forked child before exec: opens a file and calls setns
         unsafe { cmd.pre_exec(move || super::netns::enter(&path)) };
     }
     term_with_parent(cmd.args(args))
@@ -90,21 +83,30 @@ impl CriNode {
         CriNode::start_in(c, name, kubelet_extra, None).await
     }
 
-    /// `start`, in a network namespace with a pod subnet of the caller's when `place`
-    /// says so.
-    pub async fn start_in(c: &Cluster, name: &str, kubelet_extra: &[&str], place: Option<InNetns<'_>>) -> CriNode {
+    /// `start`, with containerd (so the pods' bridge) and the kubelet inside the network
+    /// namespace `netns` (a `NetNs` relaying the API server; drop the node first).
+    pub async fn start_in(c: &Cluster, name: &str, kubelet_extra: &[&str], netns: Option<&Path>) -> CriNode {
+        CriNode::start_with_subnet(c, name, kubelet_extra, netns, None).await
+    }
+
+    /// `start_in` with the pods' subnet given (a podCIDR from node IPAM, say) rather than
+    /// a free one.
+    pub async fn start_with_subnet(
+        c: &Cluster,
+        name: &str,
+        kubelet_extra: &[&str],
+        netns: Option<&Path>,
+        pod_subnet: Option<&str>,
+    ) -> CriNode {
         let dir = c.dir.path().join(format!("node-{name}"));
         std::fs::create_dir_all(&dir).expect("node dir");
-        let (bridge, mut subnet) = network();
-        if let Some(p) = &place {
-            subnet.clone_from(&p.subnet);
-        }
-        let netns = place.map(|p| p.ns.path());
+        let (bridge, free_subnet) = network();
+        let subnet = pod_subnet.map_or(free_subnet, str::to_string);
         let log = c.dir.path().join(format!("containerd-{name}.log"));
         let data = dir.join("containerd").display().to_string();
         let args =
             ["containerd", "--data-dir", &data, "--bridge", &bridge, "--subnet", &subnet, "--remove-pods-on-exit"];
-        let launcher = spawn_ferrokube(&args, &log, "info", netns.as_deref());
+        let launcher = spawn_ferrokube(&args, &log, "info", netns);
         let socket = dir.join("containerd/containerd.sock");
         let mut node = CriNode {
             name: name.to_string(),
@@ -122,7 +124,7 @@ impl CriNode {
                 .iter()
                 .find_map(|a| a.strip_prefix("--port=")?.parse().ok())
                 .unwrap_or_else(super::free_port),
-            netns,
+            netns: netns.map(Path::to_path_buf),
         };
         node.wait_containerd(&log).await;
         node.start_kubelet(c);

@@ -50,8 +50,8 @@ pub fn run(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Enter the network namespace at `path` on the calling thread.
-/// Move the calling thread (or a child between fork and exec) into the namespace at `path`.
+/// Enter the network namespace at `path` on the calling thread (or, in a `pre_exec`,
+/// the child about to exec).
 pub fn enter(path: &Path) -> std::io::Result<()> {
     let file = File::open(path)?;
     // SAFETY: setns on an open namespace file descriptor; it changes only this thread.
