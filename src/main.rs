@@ -9,6 +9,7 @@ mod certs;
 mod cli;
 mod controllers;
 mod cron;
+mod dns;
 mod fieldmanager;
 mod handlers;
 mod kubeconfig;
@@ -64,6 +65,8 @@ enum Command {
     Proxy(proxy::ProxyArgs),
     /// Place pending pods on nodes through the API (kube-scheduler).
     Scheduler(scheduler::SchedulerArgs),
+    /// Serve the cluster DNS from Services and EndpointSlices (CoreDNS's role).
+    Dns(dns::DnsArgs),
     /// Start etcd and every component as child processes and write a kubeconfig.
     Up(up::UpArgs),
 }
@@ -84,6 +87,7 @@ fn main() -> std::process::ExitCode {
             Command::Certs(args) => certs::run(args),
             Command::ControllerManager(args) => controllers::run(*args).await,
             Command::Up(args) => up::run(args).await,
+            Command::Dns(args) => dns::run(args).await,
             Command::Scheduler(args) => scheduler::run(args).await,
             Command::Proxy(args) => proxy::run(args).await,
             Command::Kubelet(args) => kubelet::run(*args).await,

@@ -53,6 +53,9 @@ pub struct UpArgs {
     /// node IPAM gives the first node).
     #[arg(long, default_value = "10.244.0.0/24")]
     pub pod_subnet: String,
+    /// The cluster DNS's port on the node's address (the kube-dns Service's endpoint).
+    #[arg(long, default_value_t = 53)]
+    pub cluster_dns_port: u16,
     /// Run no kube-proxy (k3s's flag): Services get no data plane on this host, and
     /// its iptables are left alone (tests that run several clusters on one host).
     #[arg(long)]
@@ -172,6 +175,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         format!("--pod-logs-dir={}", path(&data_dir.join("pod-logs"))),
         // the API server's kubelet client certificate (pods/log, exec) is of this CA
         format!("--client-ca-file={}", path(&pki.ca().cert)),
+        format!("--cluster-dns={}", crate::dns::setup::CLUSTER_DNS_IP),
+        "--cluster-domain=cluster.local".to_string(),
     ];
     let mut kubelet = match spawn_component(&exe, "kubelet", &kubelet_args, &data_dir) {
         Ok(child) => child,
@@ -191,6 +196,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let (cert, key) = (read(&admin.cert)?, read(&admin.key)?);
     let creds = crate::kubeconfig::Credentials::ClientCert { ca: &ca, cert: &cert, key: &key };
     crate::kubeconfig::write(&kubeconfig, &server, "ferrokube", &creds)?;
+    let mut dns =
+        match start_cluster_dns(&args, &exe, [&kubeconfig, &pki.kubeconfig("dns")], &node_name, &data_dir).await {
+            Ok(child) => child,
+            Err(e) => return Err(abort(&mut children, &mut containerd, e).await),
+        };
+    children.insert(0, ("kube-dns", &mut dns));
     if let Err(e) = default_storage_class(&kubeconfig).await {
         tracing::warn!(error = %format!("{e:#}"), "creating the default StorageClass");
     }
@@ -325,6 +336,35 @@ async fn default_storage_class(kubeconfig: &Path) -> anyhow::Result<()> {
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The kube-dns Service and RBAC, then `ferrokube dns` on the node's address, forwarding
+/// other names to the host's nameservers (CoreDNS's `forward . /etc/resolv.conf`).
+/// `kubeconfigs`: the admin's, the DNS's own.
+async fn start_cluster_dns(
+    args: &UpArgs,
+    exe: &Path,
+    [admin, own]: [&Path; 2],
+    node: &str,
+    data_dir: &Path,
+) -> anyhow::Result<Child> {
+    crate::dns::setup::ensure_objects(&admin_client(admin).await?).await.context("creating the kube-dns Service")?;
+    let node_ip = crate::kubelet::node::machine_ip();
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let upstreams = crate::kubelet::spec::dns::parse_resolv_conf(&host).servers;
+    let dns_args = [
+        "dns".to_string(),
+        format!("--kubeconfig={}", own.display()),
+        format!("--bind-address={node_ip}"),
+        format!("--port={}", args.cluster_dns_port),
+        "--cluster-domain=cluster.local".to_string(),
+        format!("--upstream-nameservers={}", upstreams.join(",")),
+        format!("--publish-service={}", crate::dns::setup::SERVICE),
+        format!("--node-name={node}"),
+    ];
+    let child = spawn_component(exe, "kube-dns", &dns_args, data_dir)?;
+    tracing::info!(pid = child.id(), address = %node_ip, port = args.cluster_dns_port, "started kube-dns");
+    Ok(child)
 }
 
 async fn terminate() {

@@ -56,6 +56,7 @@ impl Up {
             .arg(format!("--node-name={NODE}"))
             .arg(format!("--scheduler-secure-port={}", free_port()))
             .arg(format!("--controller-manager-secure-port={}", free_port()))
+            .arg(format!("--cluster-dns-port={}", free_port()))
             // a bridge and subnet of its own: other tests (and `up`s) may run beside it
             .arg(format!("--pod-bridge=fku{}", std::process::id() % 100_000))
             .arg(format!("--pod-subnet=10.{}.{}.0/24", 200 + std::process::id() % 50, port % 256))

@@ -84,6 +84,7 @@ fn clients(nodes: &[String]) -> Vec<(String, Subject)> {
         ("scheduler".to_string(), Subject::client("system:kube-scheduler", &[])),
         ("controller-manager".to_string(), Subject::client("system:kube-controller-manager", &[])),
         ("proxy".to_string(), Subject::client("system:kube-proxy", &[])),
+        ("dns".to_string(), Subject::client(crate::dns::setup::USER, &[])),
         // what the API server shows kubelets for pods/log, exec, nodes/proxy (kubeadm's
         // name; in system:masters, so every kubelet's SubjectAccessReview allows it)
         ("apiserver-kubelet-client".to_string(), Subject::client("kube-apiserver-kubelet-client", &[ADMIN_GROUP])),
@@ -228,6 +229,7 @@ mod tests {
         assert_eq!(who("scheduler"), ("system:kube-scheduler".into(), vec![]));
         assert_eq!(who("controller-manager"), ("system:kube-controller-manager".into(), vec![]));
         assert_eq!(who("proxy"), ("system:kube-proxy".into(), vec![]));
+        assert_eq!(who("dns"), ("system:kube-dns".into(), vec![]));
         assert_eq!(who("kubelet-node-a"), ("system:node:node-a".into(), vec!["system:nodes".into()]));
         use std::os::unix::fs::PermissionsExt;
         for key in [l.ca().key, l.apiserver().key, l.sa_key(), l.admin().key, l.kubeconfig("admin")] {
@@ -271,7 +273,7 @@ mod tests {
         std::fs::remove_file(l.ca().key).unwrap();
         let fresh = ensure(&a).unwrap();
         assert!(fresh.new_ca);
-        assert_eq!(fresh.issued.len(), 7, "{:?}", fresh.issued);
+        assert_eq!(fresh.issued.len(), 8, "{:?}", fresh.issued);
         assert_eq!(std::fs::read(l.sa_key()).unwrap(), sa, "the service account key outlives the CA");
     }
 

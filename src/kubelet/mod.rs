@@ -11,7 +11,8 @@ pub mod containerd;
 pub mod cri;
 mod fake;
 mod images;
-mod node;
+pub mod node;
+mod routes;
 pub mod server;
 pub mod spec;
 
@@ -71,8 +72,25 @@ pub struct KubeletArgs {
     /// How often the Lease is renewed (upstream's nodeLeaseDurationSeconds / 4 = 10 s).
     #[arg(long, default_value = "10s", value_parser = crate::apiserver::parse_go_duration)]
     pub node_lease_renew_interval: Duration,
+    /// How pods on other nodes are reached: `none` (another agent's business), or
+    /// `host-gw`: a route to each other node's podCIDR via its InternalIP, kept in step
+    /// with the Nodes (all nodes on one link).
+    #[arg(long, default_value = "none")]
+    pub pod_routes: String,
     #[command(flatten)]
     pub server: server::ServerArgs,
+}
+
+/// Start the pod-route sync `--pod-routes` asks for, for nodes named `ours`.
+fn spawn_pod_routes(args: &KubeletArgs, client: &kube::Client, ours: &[String]) -> anyhow::Result<()> {
+    match args.pod_routes.as_str() {
+        "none" => Ok(()),
+        "host-gw" => {
+            tokio::spawn(routes::sync(client.clone(), ours.iter().cloned().collect()));
+            Ok(())
+        }
+        other => bail!("--pod-routes={other}: the choices are none and host-gw"),
+    }
 }
 
 pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
@@ -99,6 +117,7 @@ async fn run_cri(args: KubeletArgs) -> anyhow::Result<()> {
     let node = node::Node::register(client.clone(), &name, 0, &shape).await?;
     tracing::info!(node = %name, runtime = %version, ip = %host_ip, "node registered; Ready");
     tokio::spawn(node.clone().keep_alive(args.node_lease_renew_interval));
+    spawn_pod_routes(&args, &client, std::slice::from_ref(&name))?;
     let kubelet = server::Kubelet {
         client: client.clone(),
         node_name: name.clone(),
@@ -147,6 +166,7 @@ async fn run_fake(args: KubeletArgs) -> anyhow::Result<()> {
     for n in &nodes {
         tokio::spawn(n.clone().keep_alive(args.node_lease_renew_interval));
     }
+    spawn_pod_routes(&args, &client, &names)?;
     // one API for the process: with many fake nodes, the first node's
     let kubelet = server::Kubelet {
         client: client.clone(),

@@ -1,0 +1,213 @@
+//! The wire: UDP served by blocking worker threads on one socket (a tight
+//! recv → answer → send loop, no task hand-offs), TCP by a tokio task per connection,
+//! both through `Server::handle`. Bad packets never stop a loop: shorter than a header
+//! or a response → dropped; undecodable → FORMERR; a response larger than the client's
+//! UDP limit (512 bytes, or its EDNS size) → as many records as fit, with TC set.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::answer::{Authority, MAX_UDP_PAYLOAD, Outcome, answer, reply_to};
+use super::zone::Zone;
+
+/// DNS header length; anything shorter is not a message.
+const HEADER_LEN: usize = 12;
+/// How long a TCP connection may sit idle between queries (miekg/dns's default).
+const TCP_IDLE: Duration = Duration::from_secs(8);
+/// How long one upstream gets to answer a forwarded query.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct Server {
+    pub zone: RwLock<Zone>,
+    pub auth: Authority,
+    pub upstreams: Vec<SocketAddr>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+pub enum Reply {
+    Send(Vec<u8>),
+    /// Ask the upstreams, then answer (SERVFAIL if none does).
+    Forward(Box<Message>),
+    Drop,
+}
+
+impl Server {
+    pub fn handle(&self, packet: &[u8], transport: Transport) -> Reply {
+        // a response (QR set) is never answered, so two servers cannot ping-pong
+        if packet.len() < HEADER_LEN || packet[2] & 0x80 != 0 {
+            return Reply::Drop;
+        }
+        let request = match Message::from_vec(packet) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(error = %e, len = packet.len(), "undecodable query; FORMERR");
+                return Reply::Send(format_error(packet));
+            }
+        };
+        let outcome = {
+            let zone = self.zone.read().unwrap_or_else(|e| e.into_inner());
+            answer(&request, &zone, &self.auth, !self.upstreams.is_empty())
+        };
+        match outcome {
+            Outcome::Reply(response) => encode(&response, limit(&request, transport)).map_or(Reply::Drop, Reply::Send),
+            Outcome::Forward => Reply::Forward(Box::new(request)),
+        }
+    }
+
+    /// Ask each upstream in turn; their answer as it came, or SERVFAIL.
+    pub async fn forward(&self, packet: &[u8], request: &Message, transport: Transport) -> Option<Vec<u8>> {
+        for upstream in &self.upstreams {
+            match ask_upstream(*upstream, packet).await {
+                Ok(answer) => return Some(answer),
+                Err(e) => tracing::debug!(%upstream, error = %e, "upstream did not answer"),
+            }
+        }
+        let mut response = reply_to(request);
+        response.metadata.response_code = ResponseCode::ServFail;
+        encode(&response, limit(request, transport))
+    }
+}
+
+/// The largest response the client takes over this transport.
+fn limit(request: &Message, transport: Transport) -> u16 {
+    match (transport, &request.edns) {
+        (Transport::Tcp, _) => u16::MAX,
+        (Transport::Udp, Some(edns)) => edns.max_payload().clamp(512, MAX_UDP_PAYLOAD),
+        (Transport::Udp, None) => 512,
+    }
+}
+
+/// The response within `max` bytes; records that do not fit are left out and TC is set.
+fn encode(response: &Message, max: u16) -> Option<Vec<u8>> {
+    let mut buf = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut buf);
+    encoder.set_max_size(max);
+    match response.emit(&mut encoder) {
+        Ok(()) => Some(buf),
+        Err(e) => {
+            tracing::warn!(error = %e, id = response.metadata.id, "cannot encode a response; dropped");
+            None
+        }
+    }
+}
+
+/// FORMERR for a query whose header is readable but whose body is not: its id and
+/// opcode, QR set, no sections.
+fn format_error(packet: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; HEADER_LEN];
+    out[..2].copy_from_slice(&packet[..2]);
+    out[2] = 0x80 | (packet[2] & 0x78);
+    out[3] = ResponseCode::FormErr.low();
+    out
+}
+
+async fn ask_upstream(upstream: SocketAddr, packet: &[u8]) -> std::io::Result<Vec<u8>> {
+    let bind: SocketAddr = if upstream.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let socket = tokio::net::UdpSocket::bind(bind).await?;
+    socket.connect(upstream).await?;
+    socket.send(packet).await?;
+    let mut buf = vec![0u8; usize::from(u16::MAX)];
+    loop {
+        let n = tokio::time::timeout(UPSTREAM_TIMEOUT, socket.recv(&mut buf))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))??;
+        // only the answer to this query (same id) counts
+        if n >= HEADER_LEN && buf[..2] == packet[..2] {
+            buf.truncate(n);
+            return Ok(buf);
+        }
+    }
+}
+
+/// One UDP worker: until the socket fails for good.
+pub fn serve_udp(server: Arc<Server>, socket: UdpSocket, runtime: tokio::runtime::Handle) {
+    let socket = Arc::new(socket);
+    let mut buf = vec![0u8; usize::from(u16::MAX) + 1];
+    loop {
+        let (n, peer) = match socket.recv_from(&mut buf) {
+            Ok(got) => got,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // ICMP errors of earlier sends surface here on Linux; they end nothing
+                tracing::debug!(error = %e, "udp receive");
+                continue;
+            }
+        };
+        match server.handle(&buf[..n], Transport::Udp) {
+            Reply::Send(bytes) => send_udp(&socket, &bytes, peer),
+            Reply::Forward(request) => {
+                let (server, socket, packet) = (server.clone(), socket.clone(), buf[..n].to_vec());
+                runtime.spawn(async move {
+                    if let Some(bytes) = server.forward(&packet, &request, Transport::Udp).await {
+                        send_udp(&socket, &bytes, peer);
+                    }
+                });
+            }
+            Reply::Drop => {}
+        }
+    }
+}
+
+fn send_udp(socket: &UdpSocket, bytes: &[u8], peer: SocketAddr) {
+    if let Err(e) = socket.send_to(bytes, peer) {
+        tracing::debug!(%peer, error = %e, "udp send");
+    }
+}
+
+pub async fn serve_tcp(server: Arc<Server>, listener: tokio::net::TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let server = server.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = tcp_connection(&server, stream).await {
+                        tracing::debug!(%peer, error = %e, "tcp connection ended");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "tcp accept");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Length-prefixed queries, answered in order, until the client closes or idles.
+async fn tcp_connection(server: &Server, mut stream: TcpStream) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    loop {
+        let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
+            Ok(Ok(len)) => usize::from(len),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(()),
+        };
+        buf.resize(len, 0);
+        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "partial query"))??;
+        let bytes = match server.handle(&buf, Transport::Tcp) {
+            Reply::Send(bytes) => bytes,
+            Reply::Forward(request) => match server.forward(&buf, &request, Transport::Tcp).await {
+                Some(bytes) => bytes,
+                None => continue,
+            },
+            Reply::Drop => continue,
+        };
+        let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
+        stream.write_all(&len.to_be_bytes()).await?;
+        stream.write_all(&bytes[..usize::from(len)]).await?;
+    }
+}
