@@ -95,7 +95,7 @@ async fn wait_node_ready(c: &reqwest::Client, base: &str) {
 async fn main() {
     let count = env_usize("BENCH_KUBELET_PODS", 100);
     let dir = tempfile::tempdir().expect("tempdir");
-    let exe = env!("CARGO_BIN_EXE_ferrokube");
+    let exe = &common::ferrokube_exe();
     let (_etcd, etcd_url) = common::start_etcd(dir.path());
     let (_server, base, kubeconfig) = common::start_apiserver(exe, dir.path(), &etcd_url).await;
     let data = dir.path().join("containerd");

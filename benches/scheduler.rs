@@ -15,7 +15,8 @@
 //! (`ferrokube kubelet --runtime=fake --fake-nodes=BENCH_FAKE_NODES`, default 1,000; 0
 //! skips it) registers its nodes and runs the same number of pods: creation → bound and
 //! → Running, to see whether the kubelet keeps up with the scheduler.
-//! `BENCH_SCHED_LOG=FILE` / `BENCH_SERVER_LOG=FILE` / `BENCH_KUBELET_LOG=FILE` keep the
+//! `BENCH_FAKE_ONLY=1` runs that phase alone; `BENCH_FERROKUBE=PATH` runs another
+//! ferrokube binary. `BENCH_SCHED_LOG=FILE` / `BENCH_SERVER_LOG=FILE` / `BENCH_KUBELET_LOG=FILE` keep the
 //! schedulers' / the API server's / the fake kubelet's warnings.
 
 use std::collections::HashMap;
@@ -179,7 +180,11 @@ async fn main() {
     let sched_port = port();
     let (_etcd, etcd_url) = common::start_etcd(dir.path());
     let etcd_pid = _etcd.0.id();
-    let exe = env!("CARGO_BIN_EXE_ferrokube");
+    let exe = &common::ferrokube_exe();
+    if std::env::var_os("BENCH_FAKE_ONLY").is_some() {
+        fake_kubelet_phase(exe, pods, &[]).await;
+        return;
+    }
     let (server, base, kubeconfig) = common::start_apiserver(exe, dir.path(), &etcd_url).await;
 
     let started = Instant::now();

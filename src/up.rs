@@ -106,7 +106,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         &[
             "apiserver".to_string(),
             format!("--etcd-servers={etcd_url}"),
-            "--bind-address=127.0.0.1".to_string(),
+            // every address, as kube-apiserver's default: pods reach it through the
+            // kubernetes Service, whose endpoint is this machine's address
+            "--bind-address=0.0.0.0".to_string(),
+            format!("--advertise-address={}", crate::kubelet::node::machine_ip()),
             format!("--secure-port={}", args.secure_port),
             format!("--tls-cert-file={}", path(&pki.apiserver().cert)),
             format!("--tls-private-key-file={}", path(&pki.apiserver().key)),

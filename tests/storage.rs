@@ -587,3 +587,44 @@ async fn lists_paginate_select_and_read_history() {
     assert_eq!(page["items"].as_array().unwrap().len(), 5);
     assert!(page["metadata"]["continue"].is_string());
 }
+
+/// The `kubernetes` Service's endpoints name the advertise address and secure port,
+/// in etcd under upstream's keys, and come back when deleted; a server advertising
+/// loopback (every other test's) publishes none.
+#[tokio::test]
+async fn kubernetes_service_endpoints_follow_the_advertise_address() {
+    let c = Cluster::start_with(&["--advertise-address=10.1.2.3"]).await;
+    let slice_path = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes";
+    let endpoints_path = "/api/v1/namespaces/default/endpoints/kubernetes";
+    let port = c.port;
+    let slice = eventually_get(&c, slice_path).await;
+    assert_eq!(slice["endpoints"][0]["addresses"], json!(["10.1.2.3"]), "{slice}");
+    assert_eq!(slice["ports"], json!([{"name": "https", "port": port, "protocol": "TCP"}]), "{slice}");
+    assert_eq!(slice["metadata"]["labels"]["kubernetes.io/service-name"], "kubernetes", "{slice}");
+    let endpoints = eventually_get(&c, endpoints_path).await;
+    assert_eq!(endpoints["subsets"][0]["addresses"][0]["ip"], "10.1.2.3", "{endpoints}");
+    assert!(c.etcd_get("/registry/services/endpoints/default/kubernetes").await.is_some());
+    assert!(c.etcd_get("/registry/endpointslices/default/kubernetes").await.is_some());
+
+    let (code, _) = c.delete(slice_path).await;
+    assert_eq!(code, StatusCode::OK);
+    let again = eventually_get(&c, slice_path).await;
+    assert_ne!(again["metadata"]["uid"], slice["metadata"]["uid"], "{again}");
+
+    let loopback = Cluster::start().await;
+    let (code, _) = loopback.get(endpoints_path).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+}
+
+/// GET `path` until it exists (the reconciler writes at start, then every 10 s).
+async fn eventually_get(c: &Cluster, path: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (code, body) = c.get(path).await;
+        if code == StatusCode::OK {
+            return body;
+        }
+        assert!(std::time::Instant::now() < deadline, "{path} never appeared: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

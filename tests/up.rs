@@ -60,8 +60,9 @@ impl Up {
             // a bridge and subnet of its own: other tests (and `up`s) may run beside it
             .arg(format!("--pod-bridge=fku{}", std::process::id() % 100_000))
             .arg(format!("--pod-subnet=10.{}.{}.0/24", 200 + std::process::id() % 50, port % 256))
-            // the host's iptables are shared with every other test: no kube-proxy here
-            .arg("--disable-kube-proxy")
+            // kube-proxy programs the host's nat table: the only test that does (every
+            // other runs its proxies in network namespaces of its own); `up` removes
+            // the rules when it stops, also when the test fails (`Up`'s Drop)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);
@@ -138,6 +139,22 @@ impl Up {
             }
             assert!(Instant::now() < deadline, "ferrokube up did not stop on SIGINT");
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A failed test still stops the cluster as Ctrl-C does, so that `up` removes its pods
+/// and no containerd shim outlives the test.
+impl Drop for Up {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SAFETY: the child is ours and not yet reaped.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
         }
     }
 }
@@ -261,17 +278,19 @@ fn up_is_secure_by_default_and_restarts_on_the_same_ca() {
     kubectl_ok("1.33", &kubelet, &home, &["get", "pods", "-A", "--field-selector", &own]);
     let all = kubectl("1.33", &kubelet, &home, &["get", "pods", "-A"]);
     assert!(!all.status.success() && String::from_utf8_lossy(&all.stderr).contains("Forbidden"), "{all:?}");
-    for name in ["controller-manager", "proxy"] {
+    for name in ["controller-manager", "proxy", "dns"] {
         assert!(up.component_kubeconfig(name).is_file(), "{name}.conf");
     }
 
     the_node_runs_a_busybox_pod(&up, &home);
+    the_cluster_dns_answers(&up, &home);
     controllers_act_as_their_service_accounts(&up, &home);
 
     // Ctrl-C stops etcd, the API server, the scheduler, the controller-manager, the
-    // kubelet and containerd (with the pods' shims) too
+    // kubelet, kube-proxy, the DNS and containerd (with the pods' shims) too
     let children = up.children();
-    assert_eq!(children.len(), 6, "etcd, apiserver, scheduler, controller-manager, containerd, kubelet: {children:?}");
+    let names = "etcd, apiserver, scheduler, controller-manager, containerd, kubelet, kube-proxy, kube-dns";
+    assert_eq!(children.len(), 8, "{names}: {children:?}");
     let socket = up.data.join("containerd/containerd.sock").display().to_string();
     assert!(!shims_of(&socket).is_empty(), "the busybox pod's shim runs");
     let ca_pem = std::fs::read(up.pki("ca.crt")).unwrap();
@@ -289,6 +308,42 @@ fn up_is_secure_by_default_and_restarts_on_the_same_ca() {
     let kept = kubectl_ok("1.27", &again.kubeconfig, &home, &["get", "configmap", "kept", "-o", "name"]);
     assert_eq!(kept.trim(), "configmap/kept");
     assert!(again.interrupt().success());
+}
+
+/// `up` made the kube-dns Service, and its DNS (identity system:kube-dns) publishes its
+/// address in the Service's slice and answers for the Service's own name there.
+fn the_cluster_dns_answers(up: &Up, home: &Path) {
+    let svc = kubectl_ok("1.33", &up.kubeconfig, home, &["-n", "kube-system", "get", "svc", "kube-dns", "-o", "json"]);
+    let svc: Value = serde_json::from_str(&svc).unwrap();
+    assert_eq!(svc["spec"]["clusterIP"], "10.96.0.10", "{svc}");
+    assert_eq!(svc["metadata"]["labels"]["k8s-app"], "kube-dns", "{svc}");
+    let slice_name = format!("endpointslice/kube-dns-{NODE}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let slice = loop {
+        let out = kubectl("1.33", &up.kubeconfig, home, &["-n", "kube-system", "get", &slice_name, "-o", "json"]);
+        if out.status.success() {
+            break serde_json::from_slice::<Value>(&out.stdout).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no {slice_name}: {}", up.log("kube-dns"));
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let address = slice["endpoints"][0]["addresses"][0].as_str().unwrap().to_string();
+    let port = slice["ports"][0]["port"].as_u64().unwrap() as u16;
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let mut query = Message::query();
+    query.add_query(Query::query(Name::from_ascii("kube-dns.kube-system.svc.cluster.local.").unwrap(), RecordType::A));
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    socket.send_to(&query.to_vec().unwrap(), (address.as_str(), port)).unwrap();
+    let mut buf = [0u8; 1500];
+    let n = socket.recv(&mut buf).expect("an answer from kube-dns");
+    let answer = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(
+        answer.answers[0].data,
+        RData::A("10.96.0.10".parse::<std::net::Ipv4Addr>().unwrap().into()),
+        "{answer}"
+    );
 }
 
 /// `up`'s kubelet registers its node, Ready within seconds of `up` saying it is up, and
@@ -313,11 +368,20 @@ fn the_node_runs_a_busybox_pod(up: &Up, home: &Path) {
         let out = kubectl_ok("1.27", &up.kubeconfig, home, &["get", "pod", "b", "--no-headers", "-o", "wide"]);
         if out.contains("Running") && out.contains(NODE) {
             eprintln!("busybox Running {:?} after kubectl run", started.elapsed());
-            return;
+            return the_pod_reaches_the_api_by_service_name(up, home);
         }
         assert!(Instant::now() < deadline, "the pod never ran: {out}\nkubelet log:\n{}", up.log("kubelet"));
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Cluster DNS and kube-proxy together: the pod resolves the `kubernetes` Service
+/// through the kube-dns ClusterIP and connects to the API server through the Service's
+/// ClusterIP, whose endpoint the API server publishes.
+fn the_pod_reaches_the_api_by_service_name(up: &Up, home: &Path) {
+    let script = "nslookup kubernetes.default.svc.cluster.local && echo | nc -w 3 kubernetes 443 && echo reached";
+    let out = kubectl_ok("1.33", &up.kubeconfig, home, &["exec", "b", "--", "sh", "-c", script]);
+    assert!(out.contains("Address: 10.96.0.1") && out.contains("reached"), "{out}\n{}", up.log("kube-proxy"));
 }
 
 /// The containerd shims serving the containerd at `socket`.

@@ -17,6 +17,12 @@ impl Drop for Proc {
     }
 }
 
+/// The ferrokube binary the benchmark runs: `$BENCH_FERROKUBE` when set (say, a release
+/// build measured by a bench compiled in the dev profile), else this build's.
+pub fn ferrokube_exe() -> String {
+    std::env::var("BENCH_FERROKUBE").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ferrokube").to_string())
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }

@@ -1,6 +1,7 @@
 //! `ferrokube apiserver`: flags, start-up (etcd connection, bootstrap objects, TLS),
 //! and the accept loop serving HTTP/1.1 and HTTP/2 over rustls.
 
+pub mod kubernetes_endpoints;
 pub mod quota_status;
 pub mod service_accounts;
 
@@ -50,6 +51,10 @@ pub struct ApiserverArgs {
     pub bind_address: std::net::IpAddr,
     #[arg(long, default_value_t = 6443)]
     pub secure_port: u16,
+    /// The address published as the `kubernetes` Service's endpoint (default: the bind
+    /// address, or this machine's address when bound to every address).
+    #[arg(long)]
+    pub advertise_address: Option<std::net::IpAddr>,
     /// Where a generated serving certificate is kept.
     #[arg(long, default_value = "/var/run/kubernetes")]
     pub cert_dir: PathBuf,
@@ -182,8 +187,10 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     let addr = SocketAddr::new(args.bind_address, args.secure_port);
     let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
-    let advertise = format!("{}:{}", local.ip(), local.port());
+    let published = kubernetes_endpoints::advertise_ip(args.advertise_address, local.ip());
+    let advertise = SocketAddr::new(published, local.port()).to_string();
     caches.start_all();
+    tokio::spawn(kubernetes_endpoints::run(registry.clone(), published, local.port()));
     // bootstrap objects are the server's own; requests are admitted from here on
     let _ = registry.admission.set(chain);
     // ClusterRole aggregation belongs to the controller-manager; run here until it exists

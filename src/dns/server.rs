@@ -138,9 +138,12 @@ pub fn serve_udp(server: Arc<Server>, socket: UdpSocket, runtime: tokio::runtime
         let (n, peer) = match socket.recv_from(&mut buf) {
             Ok(got) => got,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // ICMP errors of earlier sends surface here on Linux; they end nothing
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
             Err(e) => {
-                // ICMP errors of earlier sends surface here on Linux; they end nothing
-                tracing::debug!(error = %e, "udp receive");
+                tracing::warn!(error = %e, "udp receive");
+                // whatever it is, it is not worth a busy loop
+                std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
         };

@@ -86,9 +86,22 @@ impl CriNode {
     /// `start`, with containerd (so the pods' bridge) and the kubelet inside the network
     /// namespace `netns` (a `NetNs` relaying the API server; drop the node first).
     pub async fn start_in(c: &Cluster, name: &str, kubelet_extra: &[&str], netns: Option<&Path>) -> CriNode {
+        CriNode::start_with_subnet(c, name, kubelet_extra, netns, None).await
+    }
+
+    /// `start_in` with the pods' subnet given (a podCIDR from node IPAM, say) rather than
+    /// a free one.
+    pub async fn start_with_subnet(
+        c: &Cluster,
+        name: &str,
+        kubelet_extra: &[&str],
+        netns: Option<&Path>,
+        pod_subnet: Option<&str>,
+    ) -> CriNode {
         let dir = c.dir.path().join(format!("node-{name}"));
         std::fs::create_dir_all(&dir).expect("node dir");
-        let (bridge, subnet) = network();
+        let (bridge, free_subnet) = network();
+        let subnet = pod_subnet.map_or(free_subnet, str::to_string);
         let log = c.dir.path().join(format!("containerd-{name}.log"));
         let data = dir.join("containerd").display().to_string();
         let args =

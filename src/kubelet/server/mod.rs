@@ -60,7 +60,8 @@ pub struct Kubelet {
 }
 
 /// Serve the API in the background; a failure to start is logged, not fatal, so the node
-/// keeps running its pods (and several fake kubelets on one machine can share a port).
+/// keeps running its pods. A port in use is waited for (several fake kubelets on one
+/// machine should use `--port=0`).
 pub fn spawn(args: ServerArgs, root_dir: PathBuf, kubelet: Kubelet) {
     if args.port == 0 {
         return;
@@ -96,10 +97,27 @@ pub async fn serve(args: &ServerArgs, root_dir: &Path, kubelet: Kubelet) -> anyh
     let app =
         routes::router(Arc::new(kubelet)).layer(axum::middleware::from_fn_with_state(Arc::new(auth), auth::layer));
     let addr = SocketAddr::new(args.address, args.port);
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding the kubelet API to {addr}"))?;
+    let listener = bind_when_free(addr).await?;
     tracing::info!(%addr, "serving the kubelet API");
     accept(listener, tls, app).await;
     Ok(())
+}
+
+/// Bind the API's port, waiting while another process holds it (a kubelet being
+/// replaced, a test's): the node would otherwise run without logs or exec until restarted.
+async fn bind_when_free(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                tracing::warn!(%addr, retry_in = ?wait, "the kubelet API's port is in use; waiting for it");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e).with_context(|| format!("binding the kubelet API to {addr}")),
+        }
+    }
 }
 
 async fn accept(listener: TcpListener, tls: Arc<Tls>, app: axum::Router) {

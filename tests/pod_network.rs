@@ -1,0 +1,88 @@
+//! Pods on two real nodes reach each other by pod IP, without NAT. Each node — its own
+//! containerd launcher and kubelet — runs in a network namespace of the test's own (the
+//! API server relayed in), the two linked by a veth carrying the nodes' InternalIPs. Each
+//! node's CNI bridge hands out the podCIDR node IPAM gave it, and the kubelets'
+//! `--pod-routes=host-gw` route the other node's podCIDR via its InternalIP.
+
+mod common;
+
+use std::time::Duration;
+
+use common::containerd::CriNode;
+use common::controllers::{eventually, start_controller_manager};
+use common::netns::NetNs;
+use common::{Cluster, json};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The podCIDR IPAM gives a Node object made ahead of its kubelet.
+async fn pod_cidr(c: &Cluster, node: &str) -> String {
+    c.create("/api/v1/nodes", &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}})).await;
+    eventually(WAIT, &format!("a podCIDR for {node}"), || async {
+        let (_, n) = c.get(&format!("/api/v1/nodes/{node}")).await;
+        n["spec"]["podCIDR"].as_str().map(str::to_string)
+    })
+    .await
+}
+
+/// A busybox pod on `node` running `script`; its IP once it runs.
+async fn run_pod(c: &Cluster, name: &str, node: &str, script: &str) -> String {
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "automountServiceAccountToken": false,
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]}});
+    c.create("/api/v1/namespaces/default/pods", &pod).await;
+    eventually(WAIT, &format!("{name} to run"), || async {
+        let pod = c.must_get(&format!("/api/v1/namespaces/default/pods/{name}")).await;
+        let running = pod["status"]["containerStatuses"][0]["state"]["running"].is_object();
+        running.then(|| pod["status"]["podIP"].as_str().map(str::to_string)).flatten()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_on_two_nodes_reach_each_other_without_nat() {
+    let c = Cluster::start().await;
+    let ipam = ["--controllers=nodeipam", "--allocate-node-cidrs", "--cluster-cidr=10.244.0.0/16"];
+    let _cm = start_controller_manager(&c, &ipam).await;
+    let (cidr_a, cidr_b) = (pod_cidr(&c, "net-a").await, pod_cidr(&c, "net-b").await);
+    let (ns_a, ns_b) = (NetNs::new(), NetNs::new());
+    ns_a.veth_to(&ns_b, "10.250.1.1/24", "10.250.1.2/24");
+    ns_a.relay_host_port(c.port);
+    ns_b.relay_host_port(c.port);
+    // declared after the namespaces, so dropped first: the launchers clean up inside them
+    let flags = |ip: &'static str| [ip, "--pod-routes=host-gw"];
+    let (path_a, path_b) = (ns_a.path(), ns_b.path());
+    let _a =
+        CriNode::start_with_subnet(&c, "net-a", &flags("--node-ip=10.250.1.1"), Some(&path_a), Some(&cidr_a)).await;
+    let b = CriNode::start_with_subnet(&c, "net-b", &flags("--node-ip=10.250.1.2"), Some(&path_b), Some(&cidr_b)).await;
+
+    // B listens and reports its TCP connections; A connects and holds the connection
+    // (nc's input held open: with /dev/null it would close the connection at once)
+    let listen = "sleep 3600 | nc -l -p 9000 >/dev/null & while true; do netstat -tn 2>/dev/null | grep ':9000 '; sleep 0.5; done";
+    let ip_b = run_pod(&c, "listener", "net-b", listen).await;
+    let ip_a = run_pod(&c, "caller", "net-a", &format!("sleep 3600 | nc {ip_b} 9000; echo nc ended $?")).await;
+    let (pod_a, pod_b) = (
+        c.must_get("/api/v1/namespaces/default/pods/caller").await,
+        c.must_get("/api/v1/namespaces/default/pods/listener").await,
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    let seen = loop {
+        let out = b.container_output(&pod_b, "main", 0);
+        if let Some(line) = out.lines().find(|l| l.contains("ESTABLISHED")) {
+            break line.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no connection from {ip_a} at {ip_b}:9000\nlistener: {out}\ncaller: {}\nroutes of A:\n{}\nroutes of B:\n{}",
+            _a.container_output(&pod_a, "main", 0),
+            ns_a.ip(&["route"]),
+            ns_b.ip(&["route"]),
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // `tcp 0 0 [::ffff:]<B>:9000 [::ffff:]<A>:<port> ESTABLISHED`: the source is A's pod
+    // IP, not a node's
+    let peer = seen.split_whitespace().nth(4).unwrap_or_default().trim_start_matches("::ffff:");
+    assert!(peer.starts_with(&format!("{ip_a}:")), "the listener saw {seen:?}; the caller is {ip_a}");
+    assert!(seen.contains(&format!("{ip_b}:9000")), "{seen}");
+}
