@@ -480,7 +480,9 @@ async fn pods_reach_ready_pods_through_cluster_ip_and_node_port() {
         (out.lines().filter(|l| l.trim() == "web-ready").count() >= 5).then_some(out)
     })
     .await;
-    assert!(!answers.contains("web-unready"), "{answers}");
+    let slices = env.c.must_get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices").await;
+    let pods = env.c.must_get("/api/v1/namespaces/default/pods").await;
+    assert!(!answers.contains("web-unready"), "{answers}\nslices: {slices}\npods: {pods}\nproxy:\n{}", env.proxy_log());
     for _ in 0..10 {
         let page = http_get(&env.ns, &format!("{NODE_IP}:{node_port}"), "/");
         assert!(page.ends_with("web-ready\n"), "{page}");

@@ -18,7 +18,8 @@ pub type Waiting = HashMap<String, (String, String)>;
 pub struct Inputs<'a> {
     pub observed: &'a Observed,
     pub waiting: &'a Waiting,
-    /// container id → (ready, started) from its probes; absent: no probes, both follow running.
+    /// container id → (ready, started) from its probes; absent (no prober yet): ready and
+    /// started follow running for containers without such probes, else false.
     pub probes: &'a HashMap<String, (bool, bool)>,
     pub host_ip: &'a str,
     /// The pod's IP (the sandbox's, or the node's with hostNetwork).
@@ -61,7 +62,10 @@ fn waiting(reason: &str, message: &str) -> Value {
 /// One entry of containerStatuses/initContainerStatuses.
 fn container_status(c: &Container, input: &Inputs, init: bool, default_wait: &str) -> Value {
     let latest = input.observed.latest(&c.name);
-    let (ready_probe, started_probe) = latest.and_then(|i| input.probes.get(&i.id).copied()).unwrap_or((true, true));
+    // before its prober reports, a container is ready (started) only if it has no
+    // readiness (startup) probe, as upstream: else Services would send it traffic early
+    let unprobed = (c.readiness_probe.is_none(), c.startup_probe.is_none());
+    let (ready_probe, started_probe) = latest.and_then(|i| input.probes.get(&i.id).copied()).unwrap_or(unprobed);
     let override_wait = input.waiting.get(&c.name).filter(|_| !latest.is_some_and(|i| i.running()));
     let (state, last) = match (override_wait, latest) {
         (Some((reason, message)), latest) => (waiting(reason, message), latest.filter(|i| i.exited()).map(terminated)),
