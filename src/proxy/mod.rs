@@ -123,12 +123,12 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     }
 }
 
-/// One rebuild and write of the rules.
 /// The informers the rules are built from.
 type Sources<'a> = (&'a Informer<Service>, &'a Informer<EndpointSlice>);
 
+/// One rebuild (of the changed service ports only) and write (of the changed chains).
 fn sync_once(
-    applier: &mut iptables::Applier,
+    (builder, applier): (&mut rules::Builder, &mut iptables::Applier),
     cfg: &rules::Config,
     (services, slices): Sources,
     full: bool,
@@ -136,7 +136,7 @@ fn sync_once(
 ) -> anyhow::Result<()> {
     let start = Instant::now();
     let ports = model::snapshot(&services.list(), &slices.list());
-    let tables = rules::build(&ports, cfg);
+    let tables = builder.build(&ports, cfg);
     let built = start.elapsed();
     let rules = tables.rule_count();
     let applied = tokio::task::block_in_place(|| applier.sync(tables, full)).context("writing iptables rules")?;
@@ -144,6 +144,7 @@ fn sync_once(
     tracing::info!(
         full,
         service_ports = ports.len(),
+        rebuilt = builder.rebuilt,
         rules,
         chains_written = applied.chains_written,
         chains_deleted = applied.chains_deleted,
@@ -163,11 +164,12 @@ async fn sync_loop(
     health: &health::Health,
 ) -> anyhow::Result<()> {
     let mut applier = iptables::Applier::default();
+    let mut builder = rules::Builder::default();
     let mut last_full: Option<Instant> = None;
     loop {
         let full = last_full.is_none_or(|t| t.elapsed() >= args.iptables_sync_period);
         let started = Instant::now();
-        match sync_once(&mut applier, cfg, sources, full, health) {
+        match sync_once((&mut builder, &mut applier), cfg, sources, full, health) {
             Ok(()) if full => last_full = Some(started),
             Ok(()) => {}
             // the applier forgot what it wrote, so the retry is a full rewrite

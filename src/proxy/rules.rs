@@ -17,7 +17,7 @@
 //! Chain names hash `namespace/name:port` + protocol (+ endpoint) the way upstream
 //! does, so they stay stable across restarts and only changed chains are rewritten.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use ipnet::Ipv4Net;
 
@@ -107,17 +107,76 @@ fn comment(text: &str) -> String {
     format!("-m comment --comment \"{text}\"")
 }
 
+/// Every rule from scratch (what a fresh `Builder` does): the reference the tests
+/// hold incremental builds to.
+#[cfg(test)]
 pub fn build(ports: &[ServicePort], cfg: &Config) -> Tables {
-    let mut t = Tables {
-        large: ports.iter().map(|p| p.endpoints.len()).sum::<usize>() > LARGE_CLUSTER_ENDPOINTS,
-        ..Tables::default()
-    };
-    base_chains(&mut t, cfg);
-    for sp in ports {
-        service_port(&mut t, sp, cfg);
+    Builder::default().build(ports, cfg)
+}
+
+/// What one service port contributed to the tables: its own chains whole, and its
+/// rules in the shared ones (KUBE-SERVICES, KUBE-NODEPORTS, filter's reject lists).
+#[derive(Debug)]
+struct Fragment {
+    port: ServicePort,
+    tables: Tables,
+}
+
+/// Builds the tables keeping each service port's rules, so a sync rebuilds only the
+/// ports whose Service or endpoints changed and merely concatenates the others.
+/// One builder serves one `Config` (the proxy's flags do not change while it runs).
+#[derive(Debug, Default)]
+pub struct Builder {
+    /// `namespace/name:port` + protocol → what it built last time.
+    cache: HashMap<String, Fragment>,
+    /// Whether the cache was built in large-cluster mode (a switch rebuilds all).
+    large: bool,
+    /// How many service ports the last build had to build anew.
+    pub rebuilt: usize,
+}
+
+impl Builder {
+    pub fn build(&mut self, ports: &[ServicePort], cfg: &Config) -> Tables {
+        let large = ports.iter().map(|p| p.endpoints.len()).sum::<usize>() > LARGE_CLUSTER_ENDPOINTS;
+        if large != self.large {
+            self.cache.clear();
+            self.large = large;
+        }
+        let mut t = Tables { large, ..Tables::default() };
+        base_chains(&mut t, cfg);
+        let mut next = HashMap::with_capacity(ports.len());
+        self.rebuilt = 0;
+        for sp in ports {
+            let id = format!("{}{}", sp.key(), sp.protocol);
+            let fragment = match self.cache.remove(&id) {
+                Some(f) if f.port == *sp => f,
+                _ => {
+                    self.rebuilt += 1;
+                    let mut tables = Tables { large, ..Tables::default() };
+                    service_port(&mut tables, sp, cfg);
+                    Fragment { port: sp.clone(), tables }
+                }
+            };
+            merge(&mut t.nat, &fragment.tables.nat);
+            merge(&mut t.filter, &fragment.tables.filter);
+            next.insert(id, fragment);
+        }
+        self.cache = next;
+        node_ports_jump(&mut t, cfg);
+        t
     }
-    node_ports_jump(&mut t, cfg);
-    t
+}
+
+/// Appends a fragment's rules chain by chain (shared chains keep the ports' order).
+fn merge(into: &mut Chains, from: &Chains) {
+    for (chain, rules) in from {
+        match into.get_mut(chain) {
+            Some(existing) => existing.extend(rules.iter().cloned()),
+            None => {
+                into.insert(chain.clone(), rules.clone());
+            }
+        }
+    }
 }
 
 /// The chains every sync writes, whatever the services.
@@ -477,6 +536,32 @@ mod tests {
         let (_, sep) = chain(&large.nat, "KUBE-SEP-");
         assert!(!sep[0].contains("--comment") && sep[0].contains("-s 10.1."), "{sep:?}");
         assert!(large.nat["KUBE-SERVICES"][0].contains("--comment"), "service rules keep theirs");
+    }
+
+    #[test]
+    fn incremental_build_equals_a_full_build() {
+        let cfg = cfg();
+        let port = |name: &str, eps: Vec<Endpoint>, node_port: Option<u16>| ServicePort {
+            name: name.into(),
+            node_port,
+            ..sp(eps)
+        };
+        let mut state = vec![
+            port("a", vec![ep("10.1.0.1", "a", true), ep("10.1.0.2", "b", true)], Some(31000)),
+            port("b", vec![ep("10.1.1.1", "a", true)], None),
+            port("c", vec![ep("10.1.2.1", "b", false)], Some(31002)),
+        ];
+        let mut builder = Builder::default();
+        assert_eq!(builder.build(&state, &cfg), build(&state, &cfg));
+        assert_eq!(builder.rebuilt, 3);
+        // one endpoint replaced, one service gone, one added
+        state[0].endpoints[1] = ep("10.1.0.3", "b", true);
+        state.remove(1);
+        state.push(port("d", vec![ep("10.1.3.1", "a", true)], Some(31003)));
+        assert_eq!(builder.build(&state, &cfg), build(&state, &cfg));
+        assert_eq!(builder.rebuilt, 2, "only the changed and the new port are built");
+        assert_eq!(builder.build(&state, &cfg), build(&state, &cfg));
+        assert_eq!(builder.rebuilt, 0);
     }
 
     #[test]
