@@ -136,6 +136,7 @@ fn sync_once(
 ) -> anyhow::Result<()> {
     let start = Instant::now();
     let ports = model::snapshot(&services.list(), &slices.list());
+    let snapshot = start.elapsed();
     let tables = builder.build(&ports, cfg);
     let built = start.elapsed();
     let rules = tables.rule_count();
@@ -150,6 +151,7 @@ fn sync_once(
         chains_deleted = applied.chains_deleted,
         bytes = applied.bytes,
         build_ms = built.as_millis() as u64,
+        snapshot_ms = snapshot.as_millis() as u64,
         restore_ms = applied.took.as_millis() as u64,
         "synced iptables rules"
     );
