@@ -12,6 +12,7 @@ mod cron;
 mod dns;
 mod fieldmanager;
 mod handlers;
+mod host;
 mod kubeconfig;
 mod kubelet;
 mod label_selector;

@@ -109,7 +109,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             // every address, as kube-apiserver's default: pods reach it through the
             // kubernetes Service, whose endpoint is this machine's address
             "--bind-address=0.0.0.0".to_string(),
-            format!("--advertise-address={}", crate::kubelet::node::machine_ip()),
+            format!("--advertise-address={}", crate::host::machine_ip()),
             format!("--secure-port={}", args.secure_port),
             format!("--tls-cert-file={}", path(&pki.apiserver().cert)),
             format!("--tls-private-key-file={}", path(&pki.apiserver().key)),
@@ -352,7 +352,7 @@ async fn start_cluster_dns(
     data_dir: &Path,
 ) -> anyhow::Result<Child> {
     crate::dns::setup::ensure_objects(&admin_client(admin).await?).await.context("creating the kube-dns Service")?;
-    let node_ip = crate::kubelet::node::machine_ip();
+    let node_ip = crate::host::machine_ip();
     let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let upstreams = crate::kubelet::spec::dns::parse_resolv_conf(&host).servers;
     let dns_args = [

@@ -24,9 +24,8 @@ const RECHECK: Duration = Duration::from_secs(10);
 /// The address published for this server: `--advertise-address`, else the bind address,
 /// else (bound to every address) the one this machine reaches others from.
 pub fn advertise_ip(advertise: Option<IpAddr>, bind: IpAddr) -> IpAddr {
-    advertise.unwrap_or_else(|| {
-        if bind.is_unspecified() { crate::kubelet::node::machine_ip().parse().unwrap_or(bind) } else { bind }
-    })
+    advertise
+        .unwrap_or_else(|| if bind.is_unspecified() { crate::host::machine_ip().parse().unwrap_or(bind) } else { bind })
 }
 
 /// Keep both objects pointing at `ip:port` until the process ends.

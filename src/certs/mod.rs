@@ -114,7 +114,7 @@ fn serving_sans(args: &CertsArgs) -> Vec<String> {
     }
     sans.push(first_ip.to_string());
     // the address the `kubernetes` Service's endpoint names (`up` advertises it)
-    sans.push(crate::kubelet::node::machine_ip());
+    sans.push(crate::host::machine_ip());
     if let Some(host) = url_host(&args.server) {
         sans.push(host);
     }

@@ -11,7 +11,7 @@ pub mod containerd;
 pub mod cri;
 mod fake;
 mod images;
-pub mod node;
+mod node;
 mod routes;
 pub mod server;
 pub mod spec;
@@ -112,7 +112,7 @@ async fn run_cri(args: KubeletArgs) -> anyhow::Result<()> {
     let mut shape = node::Shape::from_args(&args)?;
     shape.runtime_version = version.clone();
     shape.os_image = node::os_image();
-    let host_ip = args.node_ip.clone().unwrap_or_else(node::machine_ip);
+    let host_ip = args.node_ip.clone().unwrap_or_else(crate::host::machine_ip);
     shape.ip = Some(host_ip.clone());
     let node = node::Node::register(client.clone(), &name, 0, &shape).await?;
     tracing::info!(node = %name, runtime = %version, ip = %host_ip, "node registered; Ready");
