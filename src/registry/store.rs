@@ -145,6 +145,8 @@ impl Store {
         let probe = GetOptions::new().with_revision(rev + 1).with_count_only();
         match self.kv.clone().get("/", Some(probe)).await {
             Ok(_) => Ok(None),
+            // nothing after `rev` exists yet, so nothing after it was compacted
+            Err(e) if e.to_string().contains("required revision is a future revision") => Ok(None),
             Err(e) if is_compacted(&e) => {
                 let options = etcd_client::WatchOptions::new().with_start_revision(rev + 1);
                 let mut stream = self.client.watch_client().watch("/", Some(options)).await?;

@@ -156,10 +156,9 @@ async fn start(caches: &Caches, cache: &Cache, req: &WatchRequest, range: &KeyRa
             }
             if !req.initial_events {
                 // the cache's history may reach back further than etcd's: a compacted
-                // revision is gone for watches as it is for lists
-                if n < cache.revision()
-                    && let Some(compacted) = caches.store().compacted_after(n).await?
-                {
+                // revision is gone for watches as it is for lists. Asked of etcd even when
+                // the cache has not yet seen past `n`: its feed may lag the compaction.
+                if let Some(compacted) = caches.store().compacted_after(n).await? {
                     cache.raise_floor(compacted - 1);
                 }
                 return after(cache, n);
