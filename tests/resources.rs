@@ -225,6 +225,24 @@ fn object(kind: &Kind, name: &str) -> Value {
     body
 }
 
+/// The API server's quota loop fills a new ResourceQuota's status a moment after create
+/// (as upstream's quota controller does); a read-modify-write before that races it and
+/// gets 409. Wait for that first status write and return the object as it then is.
+async fn settled(c: &Cluster, kind: &Kind, path: &str, created: Value) -> Value {
+    if kind.kind != "ResourceQuota" {
+        return created;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let got = c.must_get(path).await;
+        if got.pointer("/status/hard").is_some() {
+            return got;
+        }
+        assert!(std::time::Instant::now() < deadline, "quota status never written: {got}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// create / get / list / update / delete for every kind of the resource table.
 #[tokio::test]
 async fn crud_every_kind() {
@@ -240,6 +258,7 @@ async fn crud_every_kind() {
 
         // create
         let created = c.create(kind.collection, &object(kind, &name)).await;
+        let created = settled(&c, kind, &path, created).await;
         assert_eq!(created["kind"], kind.kind, "{what}: {created}");
         assert_eq!(created["apiVersion"], kind.api_version, "{what}: {created}");
         assert_eq!(created["metadata"]["name"], name.as_str(), "{what}");
@@ -324,10 +343,20 @@ async fn status_subresource_for_every_kind() {
         };
 
         // /status: status changes, a label sent alongside does not
-        let mut body = created.clone();
-        body["status"] = status.clone();
-        body["metadata"]["labels"]["via-status"] = json!("yes");
-        let (code, after) = c.put(&format!("{path}/status"), &body).await;
+        // The quota loop may write this quota's status first (the same status, computed
+        // from the one pod in the namespace): then the write conflicts, and a client reads
+        // again and retries, as here.
+        let mut current = created.clone();
+        let (code, after) = loop {
+            let mut body = current.clone();
+            body["status"] = status.clone();
+            body["metadata"]["labels"]["via-status"] = json!("yes");
+            let (code, after) = c.put(&format!("{path}/status"), &body).await;
+            if code != StatusCode::CONFLICT || kind.kind != "ResourceQuota" {
+                break (code, after);
+            }
+            current = c.must_get(&path).await;
+        };
         assert_eq!(code, StatusCode::OK, "{what}: PUT /status {after}");
         for (field, value) in status.as_object().unwrap() {
             assert_eq!(&after["status"][field], value, "{what}: status.{field} not written: {after}");
