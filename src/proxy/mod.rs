@@ -4,6 +4,7 @@
 //! (`model` → `rules`, pure) and writes what changed (`iptables`), plus a full rewrite
 //! every `--iptables-sync-period` that also repairs rules someone else removed.
 
+pub mod conntrack;
 mod health;
 pub mod iptables;
 pub mod model;
@@ -126,14 +127,15 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
 /// The informers the rules are built from.
 type Sources<'a> = (&'a Informer<Service>, &'a Informer<EndpointSlice>);
 
-/// One rebuild (of the changed service ports only) and write (of the changed chains).
+/// One rebuild (of the changed service ports only) and write (of the changed chains);
+/// the service ports now in place.
 fn sync_once(
     (builder, applier): (&mut rules::Builder, &mut iptables::Applier),
     cfg: &rules::Config,
     (services, slices): Sources,
     full: bool,
     health: &health::Health,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<model::ServicePort>> {
     let start = Instant::now();
     let ports = model::snapshot(&services.list(), &slices.list());
     let snapshot = start.elapsed();
@@ -155,7 +157,7 @@ fn sync_once(
         restore_ms = applied.took.as_millis() as u64,
         "synced iptables rules"
     );
-    Ok(())
+    Ok(ports)
 }
 
 async fn sync_loop(
@@ -167,13 +169,20 @@ async fn sync_loop(
 ) -> anyhow::Result<()> {
     let mut applier = iptables::Applier::default();
     let mut builder = rules::Builder::default();
+    let mut conntrack = conntrack::Cleaner::default();
     let mut last_full: Option<Instant> = None;
     loop {
         let full = last_full.is_none_or(|t| t.elapsed() >= args.iptables_sync_period);
         let started = Instant::now();
         match sync_once((&mut builder, &mut applier), cfg, sources, full, health) {
-            Ok(()) if full => last_full = Some(started),
-            Ok(()) => {}
+            Ok(ports) => {
+                // only once the new rules are in: a flow cleared earlier could be NATed
+                // by the old ones again
+                tokio::task::block_in_place(|| conntrack.synced(&ports));
+                if full {
+                    last_full = Some(started);
+                }
+            }
             // the applier forgot what it wrote, so the retry is a full rewrite
             Err(e) => {
                 health.failed();
