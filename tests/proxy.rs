@@ -215,24 +215,12 @@ impl ProxyEnv {
     }
 
     fn start_proxy(&mut self) {
-        let log = self.c.dir.path().join("proxy.log");
-        let mut cmd = self.ns.command(env!("CARGO_BIN_EXE_ferrokube"));
-        cmd.args([
-            "proxy",
-            "--hostname-override",
-            NODE,
-            "--cluster-cidr=10.244.0.0/16",
-            "--iptables-min-sync-period=0s",
-        ])
-        .arg(format!("--proxy-mode={}", self.mode))
-        .arg(format!("--kubeconfig={}", self.c.kubeconfig.display()))
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "debug,kube=info,hyper=info,tower=info,h2=info,rustls=info");
-        self.proxy = self.ns.spawn(&mut cmd, &log);
+        let mode = format!("--proxy-mode={}", self.mode);
+        self.proxy = common::proxy::spawn(&self.c, &self.ns, NODE, &["--cluster-cidr=10.244.0.0/16", &mode]);
     }
 
     fn proxy_log(&self) -> String {
-        let text = std::fs::read_to_string(self.c.dir.path().join("proxy.log")).unwrap_or_default();
+        let text = std::fs::read_to_string(common::proxy::log_path(&self.c)).unwrap_or_default();
         text.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 

@@ -5,6 +5,7 @@
 //! (`iptables` or `nftables`), plus a full rewrite every `--iptables-sync-period` that
 //! also repairs rules someone else removed.
 
+pub mod conntrack;
 mod health;
 pub mod iptables;
 pub mod model;
@@ -204,18 +205,20 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
 /// The informers the rules are built from.
 type Sources<'a> = (&'a Informer<Service>, &'a Informer<EndpointSlice>);
 
-/// One rebuild (of the changed service ports only) and write (of what changed).
+/// One rebuild (of the changed service ports only) and write (of what changed); the
+/// UDP and SCTP service ports now in place (for the conntrack clean-up).
 fn sync_once(
     backend: &mut Backend,
     cfg: &rules::Config,
     (services, slices): Sources,
     full: bool,
     health: &health::Health,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<model::ServicePort>> {
     let start = Instant::now();
     let ports = model::snapshot(&services.list(), &slices.list());
     let snapshot = start.elapsed();
     let service_ports = ports.len();
+    let connectionless: Vec<model::ServicePort> = ports.iter().filter(|sp| conntrack::tracked(sp)).cloned().collect();
     let s = tokio::task::block_in_place(|| backend.sync(ports, cfg, full))?;
     health.synced(s.rules, snapshot + s.built, s.applied.took);
     tracing::info!(
@@ -232,7 +235,7 @@ fn sync_once(
         restore_ms = s.applied.took.as_millis() as u64,
         "synced rules"
     );
-    Ok(())
+    Ok(connectionless)
 }
 
 async fn sync_loop(
@@ -243,13 +246,20 @@ async fn sync_loop(
     health: &health::Health,
     backend: &mut Backend,
 ) -> anyhow::Result<()> {
+    let mut conntrack = conntrack::Cleaner::default();
     let mut last_full: Option<Instant> = None;
     loop {
         let full = last_full.is_none_or(|t| t.elapsed() >= args.iptables_sync_period);
         let started = Instant::now();
         match sync_once(backend, cfg, sources, full, health) {
-            Ok(()) if full => last_full = Some(started),
-            Ok(()) => {}
+            Ok(ports) => {
+                // only once the new rules are in: a flow cleared earlier could be NATed
+                // by the old ones again
+                tokio::task::block_in_place(|| conntrack.synced(&ports));
+                if full {
+                    last_full = Some(started);
+                }
+            }
             // the applier forgot what it wrote, so the retry is a full rewrite
             Err(e) => {
                 health.failed();
