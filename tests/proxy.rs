@@ -170,23 +170,7 @@ struct ProxyEnv {
     mode: &'static str,
 }
 
-/// A behaviour test run in both modes: `$name::iptables` and `$name::nftables`.
-macro_rules! both_modes {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn iptables() {
-                super::$name("iptables").await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn nftables() {
-                super::$name("nftables").await
-            }
-        }
-    )*};
-}
-
-both_modes!(
+crate::both_proxy_modes!(
     cluster_ip_and_node_port_reach_ready_endpoints_only,
     client_ip_affinity_sticks,
     stale_chains_go_and_cleanup_removes_all,
