@@ -1,0 +1,193 @@
+//! Names outside the cluster go to `--upstream-nameservers`, as with CoreDNS's `forward`
+//! plug-in: a query goes out over the transport it came in on; a UDP answer with TC set
+//! is asked again over TCP (so the full answer can be cached and TCP-capable clients
+//! get it); upstreams are tried in the policy's order, those that failed twice in a row
+//! last (CoreDNS's `max_fails 2`), until one answers or the overall deadline passes.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use hickory_proto::op::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::server::{HEADER_LEN, Transport};
+
+/// How long one upstream gets to answer one exchange.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a forwarded query may take in all (CoreDNS's forward timeout), so a client
+/// with the usual 5 s timeout hears SERVFAIL rather than nothing.
+const DEADLINE: Duration = Duration::from_secs(5);
+/// Consecutive failures after which an upstream is tried only after the others.
+const MAX_FAILS: u32 = 2;
+
+/// The order upstreams are tried in (CoreDNS's `policy`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default)]
+pub enum Policy {
+    /// A random order per query (CoreDNS's default), which spreads the load.
+    #[default]
+    Random,
+    /// Each query starts at the next upstream.
+    #[value(name = "round_robin")]
+    RoundRobin,
+    /// Always the listed order: the first is the primary.
+    Sequential,
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    /// Consecutive failures; reset by an answer.
+    fails: AtomicU32,
+    pub requests: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+pub struct Upstreams {
+    list: Vec<Upstream>,
+    policy: Policy,
+    next: AtomicUsize,
+}
+
+/// An upstream's answer as it came and decoded.
+pub struct Answer {
+    pub bytes: Vec<u8>,
+    pub message: Message,
+}
+
+impl Upstreams {
+    pub fn new(addrs: Vec<SocketAddr>, policy: Policy) -> Upstreams {
+        let list = addrs
+            .into_iter()
+            .map(|addr| Upstream {
+                addr,
+                fails: AtomicU32::new(0),
+                requests: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+            })
+            .collect();
+        Upstreams { list, policy, next: AtomicUsize::new(0) }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Upstream> {
+        self.list.iter()
+    }
+
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.list.iter().map(|u| u.addr).collect()
+    }
+
+    fn order(&self) -> Vec<&Upstream> {
+        let mut order: Vec<&Upstream> = self.list.iter().collect();
+        match self.policy {
+            Policy::Sequential => {}
+            Policy::RoundRobin => {
+                let start = self.next.fetch_add(1, Relaxed);
+                let len = order.len().max(1);
+                order.rotate_left(start % len);
+            }
+            Policy::Random => fastrand::shuffle(&mut order),
+        }
+        // a stable sort: the policy's order holds among the healthy and among the failing
+        order.sort_by_key(|u| u.fails.load(Relaxed) >= MAX_FAILS);
+        order
+    }
+
+    /// The first answer of the upstreams in turn; `None` when none answers in time.
+    pub async fn exchange(&self, packet: &[u8], transport: Transport) -> Option<Answer> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        for upstream in self.order() {
+            upstream.requests.fetch_add(1, Relaxed);
+            match tokio::time::timeout_at(deadline, upstream.ask(packet, transport)).await {
+                Ok(Ok(answer)) => {
+                    upstream.fails.store(0, Relaxed);
+                    return Some(answer);
+                }
+                Ok(Err(e)) => upstream.failed(&e),
+                Err(_) => {
+                    upstream.failed(&timed_out("forward deadline passed"));
+                    break;
+                }
+            }
+        }
+        None
+    }
+}
+
+impl Upstream {
+    async fn ask(&self, packet: &[u8], transport: Transport) -> io::Result<Answer> {
+        let bytes = match transport {
+            Transport::Tcp => tcp_exchange(self.addr, packet).await?,
+            Transport::Udp => {
+                let bytes = udp_exchange(self.addr, packet).await?;
+                if bytes[2] & TC_BIT == 0 {
+                    bytes
+                } else {
+                    tracing::debug!(upstream = %self.addr, "truncated answer over udp; asking again over tcp");
+                    tcp_exchange(self.addr, packet).await?
+                }
+            }
+        };
+        let message = Message::from_vec(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok(Answer { bytes, message })
+    }
+
+    fn failed(&self, error: &io::Error) {
+        let fails = self.fails.fetch_add(1, Relaxed) + 1;
+        self.failures.fetch_add(1, Relaxed);
+        tracing::debug!(upstream = %self.addr, error = %error, fails, "upstream did not answer");
+    }
+}
+
+/// The TC flag in the third header byte.
+const TC_BIT: u8 = 0x02;
+
+fn timed_out(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, what.to_string())
+}
+
+/// Only the answer to this query (its id) counts.
+fn answers(packet: &[u8], reply: &[u8]) -> bool {
+    reply.len() >= HEADER_LEN && reply[..2] == packet[..2]
+}
+
+async fn udp_exchange(upstream: SocketAddr, packet: &[u8]) -> io::Result<Vec<u8>> {
+    let bind: SocketAddr = if upstream.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let socket = tokio::net::UdpSocket::bind(bind).await?;
+    socket.connect(upstream).await?;
+    socket.send(packet).await?;
+    let mut buf = vec![0u8; usize::from(u16::MAX)];
+    loop {
+        let n = tokio::time::timeout(UPSTREAM_TIMEOUT, socket.recv(&mut buf))
+            .await
+            .map_err(|_| timed_out("no answer over udp"))??;
+        if answers(packet, &buf[..n]) {
+            buf.truncate(n);
+            return Ok(buf);
+        }
+    }
+}
+
+/// One length-prefixed query on a fresh connection.
+async fn tcp_exchange(upstream: SocketAddr, packet: &[u8]) -> io::Result<Vec<u8>> {
+    let len =
+        u16::try_from(packet.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "query over 64 KiB"))?;
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(upstream).await?;
+        let mut out = Vec::with_capacity(packet.len() + 2);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(packet);
+        stream.write_all(&out).await?;
+        let mut buf = vec![0u8; usize::from(stream.read_u16().await?)];
+        stream.read_exact(&mut buf).await?;
+        if !answers(packet, &buf) {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "an answer to another query over tcp"));
+        }
+        Ok(buf)
+    };
+    tokio::time::timeout(UPSTREAM_TIMEOUT, exchange).await.map_err(|_| timed_out("no answer over tcp"))?
+}
