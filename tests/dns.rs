@@ -6,6 +6,8 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::controllers::{Component, PodDriver, eventually, start_controller_manager};
@@ -426,10 +428,11 @@ fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_failover_truncation_cache_and_metrics() {
     let c = Cluster::start().await;
-    // the first upstream takes queries and never answers (nothing listens on its TCP port)
-    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    // the first upstream takes queries and answers only while told to (nothing listens on
+    // its TCP port)
+    let (silent, speaking) = Silent::start().await;
     let good = Upstream::start().await;
-    let upstreams = format!("{},{}", silent.local_addr().unwrap(), good.addr);
+    let upstreams = format!("{},{}", silent.addr, good.addr);
     let dns = start_dns(&c, &["--upstream-nameservers", &upstreams, "--upstream-policy=sequential"]).await;
     let port = dns.port;
 
@@ -455,6 +458,17 @@ async fn forwarding_failover_truncation_cache_and_metrics() {
     let m = ask(port, "nx.example.", RecordType::A).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m}");
 
+    // the failing upstream is probed; once it answers it comes first again
+    speaking.store(true, Ordering::Relaxed);
+    let mut i = 0;
+    eventually(Duration::from_secs(10), "the recovered upstream to be asked first", || {
+        i += 1;
+        let name = format!("r{i}.example.");
+        async move { (answers(&ask(port, &name, RecordType::A).await) == ["192.0.2.3"]).then_some(()) }
+    })
+    .await;
+    speaking.store(false, Ordering::Relaxed);
+
     // with the good upstream gone, what it answered comes from the cache: the asker's id
     // and spelling, TTLs capped at 30 s (positive) and 5 s (negative)
     drop(good);
@@ -468,8 +482,11 @@ async fn forwarding_failover_truncation_cache_and_metrics() {
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m}");
     assert!(m.authorities[0].ttl <= 5, "{m}");
     assert_eq!(answers(&tcp(port, &query("d.example.", RecordType::A)).await), ["192.0.2.2"]);
-    // a name never asked: no upstream answers → SERVFAIL within the forward deadline
+    // a name never asked: no upstream answers (one refuses, one times out) → SERVFAIL
+    // within the forward deadline
+    let asked = Instant::now();
     let m = ask_patiently(port, "e.example.").await;
+    assert!(asked.elapsed() >= Duration::from_millis(1900), "the silent upstream was not waited for: {m}");
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{m}");
 
     // the counters say as much, in CoreDNS's names; health and readiness beside them
@@ -494,4 +511,38 @@ async fn forwarding_failover_truncation_cache_and_metrics() {
         assert_eq!((r.status().as_u16(), r.text().await.unwrap()), (200, "OK".to_string()), "{path}");
     }
     drop(silent);
+}
+
+/// An upstream that takes queries and answers them (`<x>.example.` A 192.0.2.3) only
+/// while its flag is set. Stops when dropped.
+struct Silent {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Silent {
+    async fn start() -> (Silent, Arc<AtomicBool>) {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (addr, speaking) = (socket.local_addr().unwrap(), Arc::new(AtomicBool::new(false)));
+        let flag = speaking.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+                if flag.load(Ordering::Relaxed) {
+                    let mut answer = Message::from_vec(&upstream_answer(&buf[..n], false)).unwrap();
+                    for record in &mut answer.answers {
+                        record.data = RData::A(std::net::Ipv4Addr::new(192, 0, 2, 3).into());
+                    }
+                    let _ = socket.send_to(&answer.to_vec().unwrap(), peer).await;
+                }
+            }
+        });
+        (Silent { addr, task }, speaking)
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

@@ -150,3 +150,96 @@ fn key(request: &Message) -> Option<Key> {
         checking_disabled: request.metadata.checking_disabled,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use hickory_proto::op::Edns;
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::Record;
+    use hickory_proto::rr::rdata::SOA;
+
+    use super::*;
+
+    fn request(name: &str) -> Message {
+        let mut m = Message::query();
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        m
+    }
+
+    fn positive(name: &str, ttls: &[u32]) -> Message {
+        let mut m = request(name);
+        for (i, ttl) in ttls.iter().enumerate() {
+            let a = RData::A(Ipv4Addr::new(192, 0, 2, i as u8).into());
+            m.add_answer(Record::from_rdata(Name::from_ascii(name).unwrap(), *ttl, a));
+        }
+        m
+    }
+
+    fn negative(code: ResponseCode, soa_ttl: u32, minimum: u32) -> Message {
+        let mut m = request("nx.example.");
+        m.metadata.response_code = code;
+        let origin = Name::from_ascii("example.").unwrap();
+        let soa = SOA::new(origin.clone(), origin.clone(), 1, 1, 1, 1, minimum);
+        m.add_authority(Record::from_rdata(origin, soa_ttl, RData::SOA(soa)));
+        m
+    }
+
+    #[test]
+    fn positive_answers_live_for_their_smallest_ttl_up_to_the_cap() {
+        let cache = Cache::new(100, 30, 5).unwrap();
+        let now = Instant::now();
+        cache.put(&request("a.example."), &positive("a.example.", &[300, 20]), now);
+        cache.put(&request("b.example."), &positive("b.example.", &[300]), now);
+        let (hit, kind) = cache.get(&request("A.EXAMPLE."), now + Duration::from_secs(5)).unwrap();
+        assert!(kind == Kind::Success);
+        assert_eq!(hit.answers.iter().map(|r| r.ttl).collect::<Vec<_>>(), [15, 15]);
+        assert_eq!(hit.answers[0].name.to_ascii(), "A.EXAMPLE.");
+        assert!(cache.get(&request("a.example."), now + Duration::from_secs(20)).is_none());
+        let (hit, _) = cache.get(&request("b.example."), now + Duration::from_secs(10)).unwrap();
+        assert_eq!(hit.answers[0].ttl, 20, "capped at 30 s, 10 s gone");
+        assert!(cache.get(&request("b.example."), now + Duration::from_secs(30)).is_none());
+    }
+
+    #[test]
+    fn negative_answers_need_an_soa_and_live_for_its_minimum_up_to_the_cap() {
+        let cache = Cache::new(100, 30, 5).unwrap();
+        assert_eq!(cache.lifetime(&negative(ResponseCode::NXDomain, 60, 3)).map(|l| l.0), Some(3));
+        assert_eq!(cache.lifetime(&negative(ResponseCode::NXDomain, 2, 60)).map(|l| l.0), Some(2));
+        assert_eq!(cache.lifetime(&negative(ResponseCode::NoError, 60, 60)).map(|l| l.0), Some(5));
+        assert!(cache.lifetime(&request("nodata.example.")).is_none(), "NODATA without an SOA");
+        assert!(cache.lifetime(&negative(ResponseCode::ServFail, 60, 60)).is_none());
+        let mut truncated = positive("a.example.", &[60]);
+        truncated.metadata.truncation = true;
+        assert!(cache.lifetime(&truncated).is_none());
+        assert!(cache.lifetime(&positive("a.example.", &[0])).is_none());
+    }
+
+    #[test]
+    fn the_do_bit_is_part_of_the_key() {
+        let cache = Cache::new(100, 30, 5).unwrap();
+        let now = Instant::now();
+        let mut dnssec = request("a.example.");
+        let mut edns = Edns::new();
+        edns.set_dnssec_ok(true);
+        dnssec.set_edns(edns);
+        cache.put(&dnssec, &positive("a.example.", &[60]), now);
+        assert!(cache.get(&request("a.example."), now).is_none());
+        assert!(cache.get(&dnssec, now).is_some());
+    }
+
+    #[test]
+    fn the_cache_holds_no_more_than_its_size() {
+        let cache = Cache::new(32, 30, 5).unwrap();
+        let now = Instant::now();
+        for i in 0..1000 {
+            let name = format!("n{i}.example.");
+            cache.put(&request(&name), &positive(&name, &[60]), now);
+        }
+        let (success, denial) = cache.entries();
+        assert_eq!(denial, 0);
+        assert!((16..=32).contains(&success), "{success} entries");
+        assert!(cache.get(&request("n999.example."), now).is_some(), "the newest is kept");
+    }
+}

@@ -2,14 +2,18 @@
 //! plug-in: a query goes out over the transport it came in on; a UDP answer with TC set
 //! is asked again over TCP (so the full answer can be cached and TCP-capable clients
 //! get it); upstreams are tried in the policy's order, those that failed twice in a row
-//! last (CoreDNS's `max_fails 2`), until one answers or the overall deadline passes.
+//! last (CoreDNS's `max_fails 2`), until one answers or the overall deadline passes. A
+//! failing upstream is probed with `. IN NS` every 0.5 s until it answers anything, which
+//! makes it healthy again (CoreDNS's health check).
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
-use hickory_proto::op::Message;
+use hickory_proto::op::{Message, Query};
+use hickory_proto::rr::{Name, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::server::{HEADER_LEN, Transport};
@@ -21,6 +25,8 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 const DEADLINE: Duration = Duration::from_secs(5);
 /// Consecutive failures after which an upstream is tried only after the others.
 const MAX_FAILS: u32 = 2;
+/// How often a failing upstream is probed.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
 
 /// The order upstreams are tried in (CoreDNS's `policy`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default)]
@@ -44,7 +50,7 @@ pub struct Upstream {
 }
 
 pub struct Upstreams {
-    list: Vec<Upstream>,
+    list: Vec<Arc<Upstream>>,
     policy: Policy,
     next: AtomicUsize,
 }
@@ -59,11 +65,9 @@ impl Upstreams {
     pub fn new(addrs: Vec<SocketAddr>, policy: Policy) -> Upstreams {
         let list = addrs
             .into_iter()
-            .map(|addr| Upstream {
-                addr,
-                fails: AtomicU32::new(0),
-                requests: AtomicU64::new(0),
-                failures: AtomicU64::new(0),
+            .map(|addr| {
+                let (fails, requests, failures) = (AtomicU32::new(0), AtomicU64::new(0), AtomicU64::new(0));
+                Arc::new(Upstream { addr, fails, requests, failures })
             })
             .collect();
         Upstreams { list, policy, next: AtomicUsize::new(0) }
@@ -74,15 +78,15 @@ impl Upstreams {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Upstream> {
-        self.list.iter()
+        self.list.iter().map(|u| u.as_ref())
     }
 
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.list.iter().map(|u| u.addr).collect()
     }
 
-    fn order(&self) -> Vec<&Upstream> {
-        let mut order: Vec<&Upstream> = self.list.iter().collect();
+    fn order(&self) -> Vec<&Arc<Upstream>> {
+        let mut order: Vec<&Arc<Upstream>> = self.list.iter().collect();
         match self.policy {
             Policy::Sequential => {}
             Policy::RoundRobin => {
@@ -136,11 +140,38 @@ impl Upstream {
         Ok(Answer { bytes, message })
     }
 
-    fn failed(&self, error: &io::Error) {
+    fn failed(self: &Arc<Self>, error: &io::Error) {
         let fails = self.fails.fetch_add(1, Relaxed) + 1;
         self.failures.fetch_add(1, Relaxed);
         tracing::debug!(upstream = %self.addr, error = %error, fails, "upstream did not answer");
+        // one prober per failing spell: only the failure that crosses the line starts it
+        if fails == MAX_FAILS {
+            tracing::info!(upstream = %self.addr, "upstream failing; probing it until it answers");
+            tokio::spawn(self.clone().probe());
+        }
     }
+
+    /// `. IN NS` until any answer (whatever its rcode: the upstream is there), then healthy.
+    async fn probe(self: Arc<Self>) {
+        let Some(packet) = probe_query() else { return };
+        while self.fails.load(Relaxed) >= MAX_FAILS {
+            match udp_exchange(self.addr, &packet).await {
+                Ok(_) => {
+                    self.fails.store(0, Relaxed);
+                    tracing::info!(upstream = %self.addr, "upstream answers again");
+                }
+                Err(_) => tokio::time::sleep(PROBE_EVERY).await,
+            }
+        }
+    }
+}
+
+fn probe_query() -> Option<Vec<u8>> {
+    let mut m = Message::query();
+    m.metadata.id = fastrand::u16(..);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::root(), RecordType::NS));
+    m.to_vec().ok()
 }
 
 /// The TC flag in the third header byte.
