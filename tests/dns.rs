@@ -546,3 +546,29 @@ impl Drop for Silent {
         self.task.abort();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_upstream_answer_fails_over_at_once() {
+    let c = Cluster::start().await;
+    // answers every query at once, with its id and a body that loops on itself
+    let garbage = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let garbage_addr = garbage.local_addr().unwrap();
+    let garbage_task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((_, peer)) = garbage.recv_from(&mut buf).await {
+            let mut reply = vec![buf[0], buf[1], 0x81, 0x80, 0, 1, 0, 5, 0, 0, 0, 0];
+            reply.extend(std::iter::repeat_n(0xc0, 64));
+            let _ = garbage.send_to(&reply, peer).await;
+        }
+    });
+    let good = Upstream::start().await;
+    let upstreams = format!("{garbage_addr},{}", good.addr);
+    let mut dns = start_dns(&c, &["--upstream-nameservers", &upstreams, "--upstream-policy=sequential"]).await;
+    for name in ["a.example.", "b.example.", "c.example."] {
+        let asked = Instant::now();
+        assert_eq!(answers(&ask(dns.port, name, RecordType::A).await), ["192.0.2.1"], "{name}");
+        assert!(asked.elapsed() < Duration::from_secs(1), "{name}: the bad answer cost a timeout");
+    }
+    assert!(dns.component.alive(), "the server survived");
+    garbage_task.abort();
+}
