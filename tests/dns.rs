@@ -433,16 +433,22 @@ async fn forwarding_failover_truncation_cache_and_metrics() {
     let (silent, speaking) = Silent::start().await;
     let good = Upstream::start().await;
     let upstreams = format!("{},{}", silent.addr, good.addr);
-    let dns = start_dns(&c, &["--upstream-nameservers", &upstreams, "--upstream-policy=sequential"]).await;
+    let flags = ["--upstream-nameservers", &upstreams, "--upstream-policy=sequential", "--max-concurrent=1"];
+    let dns = start_dns(&c, &flags).await;
     let port = dns.port;
 
-    // the silent one costs its 2 s, twice; then it is tried after the good one
-    for name in ["a.example.", "b.example."] {
-        let asked = Instant::now();
-        let m = ask_patiently(port, name).await;
-        assert_eq!(answers(&m), ["192.0.2.1"], "{m}");
-        assert!(asked.elapsed() >= Duration::from_millis(1900), "{name} answered before the timeout");
-    }
+    // the silent one costs its 2 s, twice; then it is tried after the good one. With
+    // --max-concurrent 1, a query asked while the first waits is refused at once.
+    let asked = Instant::now();
+    let first = tokio::spawn(ask_patiently(port, "a.example."));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = ask(port, "z.example.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused, "{m}");
+    assert_eq!(answers(&first.await.unwrap()), ["192.0.2.1"]);
+    assert!(asked.elapsed() >= Duration::from_millis(1900), "a.example. answered before the timeout");
+    let asked = Instant::now();
+    assert_eq!(answers(&ask_patiently(port, "b.example.").await), ["192.0.2.1"]);
+    assert!(asked.elapsed() >= Duration::from_millis(1900), "b.example. answered before the timeout");
     let asked = Instant::now();
     assert_eq!(answers(&ask(port, "c.example.", RecordType::A).await), ["192.0.2.1"]);
     assert!(asked.elapsed() < Duration::from_secs(1), "the failing upstream was tried first again");
@@ -496,6 +502,8 @@ async fn forwarding_failover_truncation_cache_and_metrics() {
     assert!(metric(&text, "coredns_dns_requests_total", &udp_a) >= 9.0, "{text}");
     assert!(metric(&text, "coredns_dns_requests_total", &["proto=\"tcp\""]) >= 2.0, "{text}");
     assert!(metric(&text, "coredns_dns_responses_total", &["rcode=\"SERVFAIL\""]) >= 1.0, "{text}");
+    assert!(metric(&text, "coredns_dns_responses_total", &["rcode=\"REFUSED\""]) >= 1.0, "{text}");
+    assert!(text.contains("\ncoredns_forward_max_concurrent_rejects_total 1\n"), "{text}");
     assert!(metric(&text, "coredns_dns_responses_total", &["rcode=\"NXDOMAIN\""]) >= 2.0, "{text}");
     assert!(metric(&text, "coredns_cache_hits_total", &["type=\"success\""]) >= 3.0, "{text}");
     assert!(metric(&text, "coredns_cache_hits_total", &["type=\"denial\""]) >= 1.0, "{text}");

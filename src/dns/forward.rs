@@ -4,7 +4,9 @@
 //! get it); upstreams are tried in the policy's order, those that failed twice in a row
 //! last (CoreDNS's `max_fails 2`), until one answers or the overall deadline passes. A
 //! failing upstream is probed with `. IN NS` every 0.5 s until it answers anything, which
-//! makes it healthy again (CoreDNS's health check).
+//! makes it healthy again (CoreDNS's health check). At most `--max-concurrent` queries
+//! are out at once (kubeadm's Corefile sets `max_concurrent 1000`); beyond, REFUSED, so a
+//! flood towards a dead upstream cannot pile up sockets and tasks.
 
 use std::io;
 use std::net::SocketAddr;
@@ -53,6 +55,18 @@ pub struct Upstreams {
     list: Vec<Arc<Upstream>>,
     policy: Policy,
     next: AtomicUsize,
+    max_concurrent: usize,
+    in_flight: AtomicUsize,
+    pub rejected: AtomicU64,
+}
+
+/// A place among the queries in flight, given back on drop.
+pub struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 /// An upstream's answer as it came and decoded.
@@ -62,7 +76,7 @@ pub struct Answer {
 }
 
 impl Upstreams {
-    pub fn new(addrs: Vec<SocketAddr>, policy: Policy) -> Upstreams {
+    pub fn new(addrs: Vec<SocketAddr>, policy: Policy, max_concurrent: usize) -> Upstreams {
         let list = addrs
             .into_iter()
             .map(|addr| {
@@ -70,7 +84,19 @@ impl Upstreams {
                 Arc::new(Upstream { addr, fails, requests, failures })
             })
             .collect();
-        Upstreams { list, policy, next: AtomicUsize::new(0) }
+        let (next, in_flight, rejected) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicU64::new(0));
+        Upstreams { list, policy, next, max_concurrent, in_flight, rejected }
+    }
+
+    /// A place for one more query in flight, if there is room (0: no limit).
+    pub fn slot(&self) -> Option<Slot<'_>> {
+        let before = self.in_flight.fetch_add(1, Relaxed);
+        let slot = Slot(&self.in_flight);
+        if self.max_concurrent > 0 && before >= self.max_concurrent {
+            self.rejected.fetch_add(1, Relaxed);
+            return None;
+        }
+        Some(slot)
     }
 
     pub fn is_empty(&self) -> bool {

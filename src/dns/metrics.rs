@@ -166,6 +166,9 @@ fn forward(out: &mut String, server: &Server) {
     for u in server.upstreams.iter() {
         sample(out, "coredns_forward_requests_total", &format!("to=\"{}\"", u.addr), u.requests.load(Relaxed));
     }
+    let name = "coredns_forward_max_concurrent_rejects_total";
+    header(out, name, "counter", "Counter of queries refused because too many were in flight.");
+    let _ = writeln!(out, "{name} {}", server.upstreams.rejected.load(Relaxed));
     let name = "coredns_forward_healthcheck_failures_total";
     header(out, name, "counter", "Counter of exchanges with an upstream that failed.");
     for u in server.upstreams.iter() {

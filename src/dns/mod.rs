@@ -47,6 +47,10 @@ pub struct DnsArgs {
     /// twice in a row is tried after the others until it answers again.
     #[arg(long, value_enum, default_value_t = forward::Policy::Random)]
     pub upstream_policy: forward::Policy,
+    /// How many forwarded queries may be out at once (CoreDNS's `max_concurrent`, 1000 in
+    /// kubeadm's Corefile); more are REFUSED. 0: no limit.
+    #[arg(long, default_value_t = 1000)]
+    pub max_concurrent: usize,
     /// The longest a forwarded positive answer is kept (CoreDNS's `cache 30`); 0: no cache.
     #[arg(long, default_value_t = 30)]
     pub cache_ttl: u32,
@@ -83,7 +87,7 @@ pub async fn run(args: DnsArgs) -> anyhow::Result<()> {
     let server = Arc::new(Server {
         zone: RwLock::new(zone::Zone::new(&auth.domain)),
         auth,
-        upstreams: forward::Upstreams::new(upstreams, args.upstream_policy),
+        upstreams: forward::Upstreams::new(upstreams, args.upstream_policy, args.max_concurrent),
         cache: cache::Cache::new(args.cache_size, args.cache_ttl, args.cache_denial_ttl),
         metrics: metrics::Metrics::default(),
         name: format!("dns://{addr}"),

@@ -109,9 +109,14 @@ impl Server {
         encode(&response, limit(request, transport))
     }
 
-    /// Ask the upstreams; their answer (as it came if it fits the client), or SERVFAIL.
+    /// Ask the upstreams; their answer (as it came if it fits the client), SERVFAIL when
+    /// none answers, REFUSED when too many queries are out already.
     pub async fn forward(&self, packet: &[u8], request: &Message, transport: Transport) -> Option<Vec<u8>> {
         let max = limit(request, transport);
+        let Some(_slot) = self.upstreams.slot() else {
+            tracing::debug!(id = request.metadata.id, "too many forwarded queries in flight; REFUSED");
+            return failure(request, ResponseCode::Refused, max);
+        };
         if let Some(answer) = self.upstreams.exchange(packet, transport).await {
             if let Some(cache) = &self.cache {
                 cache.put(request, &answer.message, Instant::now());
@@ -122,9 +127,7 @@ impl Server {
             // a full answer over TCP to a truncated one over UDP, more than the client takes
             return encode(&answer.message, max);
         }
-        let mut response = reply_to(request);
-        response.metadata.response_code = ResponseCode::ServFail;
-        encode(&response, max)
+        failure(request, ResponseCode::ServFail, max)
     }
 
     /// Count a response sent.
@@ -154,6 +157,13 @@ fn encode(response: &Message, max: u16) -> Option<Vec<u8>> {
             None
         }
     }
+}
+
+/// An empty answer with `code`.
+fn failure(request: &Message, code: ResponseCode, max: u16) -> Option<Vec<u8>> {
+    let mut response = reply_to(request);
+    response.metadata.response_code = code;
+    encode(&response, max)
 }
 
 /// FORMERR for a query whose header is readable but whose body is not: its id and
