@@ -10,6 +10,7 @@
 pub mod containerd;
 pub mod controllers;
 pub mod netns;
+pub mod proxy;
 pub mod watch_lines;
 
 use std::io::{BufRead, BufReader, Write};

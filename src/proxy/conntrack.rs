@@ -1,0 +1,282 @@
+//! Stale conntrack entries of UDP and SCTP Services. A datagram flow's NAT is decided
+//! by its first packet and kept in the kernel's conntrack entry for as long as packets
+//! keep coming, so rule changes alone do not move it: a client that sent to a Service
+//! before it had endpoints (no rule DNATed it) keeps sending into the void, and one whose
+//! flow was DNATed to an endpoint that went away keeps sending to a dead address. TCP
+//! recovers by itself (the connection fails, the next one is NATed afresh); datagram
+//! clients reusing a source port (DNS resolvers, say) do not. After each applied sync the
+//! proxy deletes those entries, as upstream's kube-proxy does:
+//!
+//! - a service port that had no serving endpoint and now has one: the entries to its
+//!   ClusterIP, external/load-balancer IPs and NodePort that were not DNATed (their reply
+//!   comes from the original destination itself);
+//! - an endpoint that stopped serving (or went, with its Service): the entries of the
+//!   Service's frontends that were DNATed to it.
+//!
+//! What to delete is computed from the previous and the new snapshot (`stale`, pure);
+//! deleting runs the `conntrack` tool (conntrack-tools, upstream's way for years). Without
+//! the tool the proxy works as before and says once that stale entries stay until they
+//! time out.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::Instant;
+
+use super::model::ServicePort;
+
+/// The conntrack-tools binary (Debian's `conntrack` package).
+const CONNTRACK: &str = "conntrack";
+
+/// One `conntrack -D` filter: entries of `protocol` whose original destination port is
+/// `orig_port` (and address `orig_dst`, when given) and whose replies come from
+/// `reply_src:reply_port` (any address when not given): where the flow was DNATed to, or
+/// the original destination itself for a flow nothing DNATed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Flow {
+    pub protocol: &'static str,
+    pub orig_dst: Option<Ipv4Addr>,
+    pub orig_port: u16,
+    pub reply_src: Option<Ipv4Addr>,
+    pub reply_port: u16,
+}
+
+impl Flow {
+    /// The `conntrack` arguments deleting the entries this filter matches.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec!["-D".into(), "-p".into(), self.protocol.into()];
+        if let Some(dst) = self.orig_dst {
+            args.extend(["--orig-dst".into(), dst.to_string()]);
+        }
+        args.extend(["--orig-port-dst".into(), self.orig_port.to_string()]);
+        if let Some(src) = self.reply_src {
+            args.extend(["--reply-src".into(), src.to_string()]);
+        }
+        args.extend(["--reply-port-src".into(), self.reply_port.to_string()]);
+        args
+    }
+}
+
+/// Connection-less protocols, whose flows only conntrack's timeout ends.
+pub fn tracked(sp: &ServicePort) -> bool {
+    matches!(sp.protocol, "udp" | "sctp")
+}
+
+/// The endpoints a flow of the service port may rightly be DNATed to: every serving one,
+/// whatever the traffic policies (a policy change must not cut existing flows, as with TCP).
+fn serving(sp: &ServicePort) -> BTreeSet<(Ipv4Addr, u16)> {
+    sp.endpoints.iter().filter(|e| e.ready || e.serving).map(|e| (e.ip, e.port)).collect()
+}
+
+/// The addresses clients send the service port's traffic to, besides the NodePort.
+fn frontend_ips(sp: &ServicePort) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    sp.cluster_ip.into_iter().chain(sp.external_ips.iter().copied())
+}
+
+/// The flows to the service port that no rule DNATed (sent while it had no endpoints).
+fn not_dnatted(sp: &ServicePort) -> impl Iterator<Item = Flow> + '_ {
+    let ips = frontend_ips(sp).map(|ip| Flow {
+        protocol: sp.protocol,
+        orig_dst: Some(ip),
+        orig_port: sp.port,
+        reply_src: Some(ip),
+        reply_port: sp.port,
+    });
+    // to the NodePort on any node address: undisturbed, the reply comes from that port
+    let node_port = sp.node_port.map(|np| Flow {
+        protocol: sp.protocol,
+        orig_dst: None,
+        orig_port: np,
+        reply_src: None,
+        reply_port: np,
+    });
+    ips.chain(node_port)
+}
+
+/// The flows to the service port that were DNATed to `endpoint`.
+fn dnatted_to(sp: &ServicePort, (ip, port): (Ipv4Addr, u16)) -> impl Iterator<Item = Flow> + '_ {
+    let frontends = frontend_ips(sp).map(|dst| (Some(dst), sp.port)).chain(sp.node_port.map(|np| (None, np)));
+    frontends.map(move |(orig_dst, orig_port)| Flow {
+        protocol: sp.protocol,
+        orig_dst,
+        orig_port,
+        reply_src: Some(ip),
+        reply_port: port,
+    })
+}
+
+/// The conntrack entries that `new` (just applied) makes stale, given `old` (applied
+/// before). A port absent from `old` counts as having had no endpoints, so the first
+/// sync after a start clears flows that went undisturbed before any rule existed; flows
+/// DNATed to live endpoints survive a restart.
+pub fn stale(old: &[ServicePort], new: &[ServicePort]) -> BTreeSet<Flow> {
+    let before: HashMap<String, &ServicePort> = old.iter().filter(|sp| tracked(sp)).map(|sp| (sp.key(), sp)).collect();
+    let mut now: HashMap<String, BTreeSet<(Ipv4Addr, u16)>> = HashMap::new();
+    let mut flows = BTreeSet::new();
+    for sp in new.iter().filter(|sp| tracked(sp)) {
+        let serving_now = serving(sp);
+        let had_none = before.get(&sp.key()).is_none_or(|old| serving(old).is_empty());
+        if had_none && !serving_now.is_empty() {
+            flows.extend(not_dnatted(sp));
+        }
+        now.insert(sp.key(), serving_now);
+    }
+    for (key, sp) in &before {
+        let still = now.get(key);
+        for endpoint in serving(sp) {
+            if !still.is_some_and(|s| s.contains(&endpoint)) {
+                // the old frontends: the entries were made through them
+                flows.extend(dnatted_to(sp, endpoint));
+            }
+        }
+    }
+    flows
+}
+
+/// Clears the entries each applied sync makes stale.
+#[derive(Default)]
+pub struct Cleaner {
+    /// The UDP and SCTP service ports of the last applied sync.
+    applied: Vec<ServicePort>,
+    /// Whether the missing tool was reported (once is enough).
+    warned_missing: bool,
+}
+
+/// What running `conntrack -D` came to.
+enum Outcome {
+    Deleted(u64),
+    Missing,
+    Failed(String),
+}
+
+fn delete(flow: &Flow) -> Outcome {
+    let out = match Command::new(CONNTRACK).args(flow.args()).output() {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Outcome::Missing,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // "conntrack v1.4.7 (conntrack-tools): 3 flow entries have been deleted." — and exit
+    // status 1 when that number is 0, which is no failure here
+    let count =
+        stderr.split("): ").nth(1).and_then(|rest| rest.split_whitespace().next()).and_then(|n| n.parse::<u64>().ok());
+    match count {
+        Some(n) => Outcome::Deleted(n),
+        None => Outcome::Failed(stderr.trim().to_string()),
+    }
+}
+
+impl Cleaner {
+    /// The rules for `ports` are in place: delete the entries they made stale.
+    pub fn synced(&mut self, ports: &[ServicePort]) {
+        let current: Vec<ServicePort> = ports.iter().filter(|sp| tracked(sp)).cloned().collect();
+        let flows = stale(&self.applied, &current);
+        self.applied = current;
+        if flows.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let mut deleted = 0;
+        for flow in &flows {
+            match delete(flow) {
+                Outcome::Deleted(n) => deleted += n,
+                Outcome::Missing => {
+                    if !self.warned_missing {
+                        tracing::warn!(
+                            tool = CONNTRACK,
+                            "cannot clear stale UDP conntrack entries: the conntrack tool is missing \
+                             (apt-get install conntrack); they stay until they time out"
+                        );
+                        self.warned_missing = true;
+                    }
+                    return;
+                }
+                Outcome::Failed(error) => {
+                    tracing::warn!(args = flow.args().join(" "), error, "clearing conntrack entries failed")
+                }
+            }
+        }
+        tracing::info!(
+            filters = flows.len(),
+            deleted,
+            took_ms = started.elapsed().as_millis() as u64,
+            "cleared stale conntrack entries"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::model::Endpoint;
+
+    fn ep(ip: &str, ready: bool) -> Endpoint {
+        Endpoint { ip: ip.parse().unwrap(), port: 5353, node: None, ready, serving: ready, terminating: false }
+    }
+
+    fn udp(endpoints: Vec<Endpoint>) -> ServicePort {
+        ServicePort {
+            namespace: "ns".into(),
+            name: "dns".into(),
+            port_name: "dns".into(),
+            protocol: "udp",
+            cluster_ip: Some("10.96.0.10".parse().unwrap()),
+            port: 53,
+            node_port: Some(30053),
+            external_ips: vec!["192.0.2.7".parse().unwrap()],
+            affinity_seconds: None,
+            internal_local: false,
+            external_local: false,
+            endpoints,
+        }
+    }
+
+    fn args(flows: &BTreeSet<Flow>) -> Vec<String> {
+        flows.iter().map(|f| f.args().join(" ")).collect()
+    }
+
+    #[test]
+    fn endpoints_appearing_clear_the_undisturbed_flows_of_every_frontend() {
+        let flows = stale(&[udp(vec![ep("10.1.0.1", false)])], &[udp(vec![ep("10.1.0.1", true)])]);
+        assert_eq!(
+            args(&flows),
+            [
+                "-D -p udp --orig-port-dst 30053 --reply-port-src 30053",
+                "-D -p udp --orig-dst 10.96.0.10 --orig-port-dst 53 --reply-src 10.96.0.10 --reply-port-src 53",
+                "-D -p udp --orig-dst 192.0.2.7 --orig-port-dst 53 --reply-src 192.0.2.7 --reply-port-src 53",
+            ]
+        );
+        // a port new to the proxy (its first sync, or a new Service) had none either
+        assert_eq!(stale(&[], &[udp(vec![ep("10.1.0.1", true)])]), flows);
+    }
+
+    #[test]
+    fn an_endpoint_that_stops_serving_or_goes_clears_the_flows_dnatted_to_it() {
+        let old = [udp(vec![ep("10.1.0.1", true), ep("10.1.0.2", true)])];
+        let flows = stale(&old, &[udp(vec![ep("10.1.0.2", true), ep("10.1.0.1", false)])]);
+        assert_eq!(
+            args(&flows),
+            [
+                "-D -p udp --orig-port-dst 30053 --reply-src 10.1.0.1 --reply-port-src 5353",
+                "-D -p udp --orig-dst 10.96.0.10 --orig-port-dst 53 --reply-src 10.1.0.1 --reply-port-src 5353",
+                "-D -p udp --orig-dst 192.0.2.7 --orig-port-dst 53 --reply-src 10.1.0.1 --reply-port-src 5353",
+            ]
+        );
+        // the Service deleted: every endpoint's flows, and nothing for the new state
+        assert_eq!(stale(&old, &[]).len(), 6);
+    }
+
+    #[test]
+    fn steady_state_tcp_and_serving_terminating_endpoints_clear_nothing() {
+        let same = [udp(vec![ep("10.1.0.1", true)])];
+        assert!(stale(&same, &same).is_empty());
+        let mut terminating = ep("10.1.0.1", false);
+        (terminating.serving, terminating.terminating) = (true, true);
+        assert!(stale(&same, &[udp(vec![terminating])]).is_empty(), "still serving: its flows stay");
+        let tcp = |eps| ServicePort { protocol: "tcp", ..udp(eps) };
+        assert!(stale(&[tcp(vec![ep("10.1.0.1", true)])], &[tcp(vec![])]).is_empty());
+        assert!(stale(&[], &[udp(vec![])]).is_empty(), "no endpoints yet: nothing to clear");
+        let sctp = ServicePort { protocol: "sctp", ..udp(vec![ep("10.1.0.1", true)]) };
+        assert_eq!(stale(std::slice::from_ref(&sctp), &[]).first().map(|f| f.protocol), Some("sctp"));
+    }
+}
