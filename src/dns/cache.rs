@@ -3,10 +3,9 @@
 //! for the SOA's TTL or minimum, whichever is less, up to `--cache-denial-ttl`; keyed by
 //! name, type, class and the DO and CD bits (they change what an upstream returns);
 //! truncated and failed answers are not kept. At most `--cache-size` entries, in shards
-//! so that the UDP workers rarely meet on a lock; a full shard drops its expired entries,
-//! else an arbitrary one. A hit is the stored response with the asker's id and question
-//! and spelling, every TTL lowered by the time it has been kept and at most what is
-//! left of the entry's lifetime.
+//! so that the UDP workers rarely meet on a lock; a full shard drops an arbitrary entry.
+//! A hit is the stored response with the asker's id, question and spelling, every TTL
+//! lowered by the time it has been kept and at most what is left of the entry's lifetime.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -95,13 +94,14 @@ impl Cache {
         let expires = now + Duration::from_secs(u64::from(ttl));
         let entry = Entry { message: response.clone(), stored: now, expires, kind };
         let mut shard = self.shard(&key).write().unwrap_or_else(|e| e.into_inner());
-        if shard.len() >= self.per_shard && !shard.contains_key(&key) {
-            shard.retain(|_, e| e.expires > now);
-            if shard.len() >= self.per_shard
-                && let Some(victim) = shard.keys().next().cloned()
-            {
-                shard.remove(&victim);
-            }
+        // full: an arbitrary entry goes (as CoreDNS evicts a random one); sweeping the
+        // expired ones instead would cost a pass over the shard on every miss of a busy
+        // cache, and expired entries are never served anyway
+        if shard.len() >= self.per_shard
+            && !shard.contains_key(&key)
+            && let Some(victim) = shard.keys().next().cloned()
+        {
+            shard.remove(&victim);
         }
         shard.insert(key, entry);
     }

@@ -10,8 +10,8 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, Query};
@@ -27,6 +27,8 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 const DEADLINE: Duration = Duration::from_secs(5);
 /// Consecutive failures after which an upstream is tried only after the others.
 const MAX_FAILS: u32 = 2;
+/// Idle UDP sockets kept per upstream.
+const MAX_IDLE_SOCKETS: usize = 64;
 /// How often a failing upstream is probed.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
 
@@ -49,6 +51,9 @@ pub struct Upstream {
     fails: AtomicU32,
     pub requests: AtomicU64,
     pub failures: AtomicU64,
+    /// Connected UDP sockets between exchanges (CoreDNS reuses its upstream sockets too):
+    /// a query then costs a send and a receive, not a socket's set-up and tear-down.
+    idle: Mutex<Vec<tokio::net::UdpSocket>>,
 }
 
 pub struct Upstreams {
@@ -81,7 +86,7 @@ impl Upstreams {
             .into_iter()
             .map(|addr| {
                 let (fails, requests, failures) = (AtomicU32::new(0), AtomicU64::new(0), AtomicU64::new(0));
-                Arc::new(Upstream { addr, fails, requests, failures })
+                Arc::new(Upstream { addr, fails, requests, failures, idle: Mutex::default() })
             })
             .collect();
         let (next, in_flight, rejected) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicU64::new(0));
@@ -153,7 +158,7 @@ impl Upstream {
         let bytes = match transport {
             Transport::Tcp => tcp_exchange(self.addr, packet).await?,
             Transport::Udp => {
-                let bytes = udp_exchange(self.addr, packet).await?;
+                let bytes = self.udp(packet).await?;
                 if bytes[2] & TC_BIT == 0 {
                     bytes
                 } else {
@@ -164,6 +169,23 @@ impl Upstream {
         };
         let message = Message::from_vec(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         Ok(Answer { bytes, message })
+    }
+
+    /// One exchange over UDP on an idle socket of this upstream's, or a new one. Only a
+    /// socket whose exchange ended with the answer goes back: one that timed out may still
+    /// receive it late.
+    async fn udp(&self, packet: &[u8]) -> io::Result<Vec<u8>> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let socket = match idle {
+            Some(socket) => socket,
+            None => udp_socket(self.addr).await?,
+        };
+        let answer = udp_exchange(&socket, packet).await?;
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE_SOCKETS {
+            idle.push(socket);
+        }
+        Ok(answer)
     }
 
     fn failed(self: &Arc<Self>, error: &io::Error) {
@@ -181,7 +203,11 @@ impl Upstream {
     async fn probe(self: Arc<Self>) {
         let Some(packet) = probe_query() else { return };
         while self.fails.load(Relaxed) >= MAX_FAILS {
-            match udp_exchange(self.addr, &packet).await {
+            let probed = match udp_socket(self.addr).await {
+                Ok(socket) => udp_exchange(&socket, &packet).await,
+                Err(e) => Err(e),
+            };
+            match probed {
                 Ok(_) => {
                     self.fails.store(0, Relaxed);
                     tracing::info!(upstream = %self.addr, "upstream answers again");
@@ -212,10 +238,15 @@ fn answers(packet: &[u8], reply: &[u8]) -> bool {
     reply.len() >= HEADER_LEN && reply[..2] == packet[..2]
 }
 
-async fn udp_exchange(upstream: SocketAddr, packet: &[u8]) -> io::Result<Vec<u8>> {
+/// A UDP socket connected to `upstream` (so the kernel drops datagrams from anyone else).
+async fn udp_socket(upstream: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
     let bind: SocketAddr = if upstream.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
     let socket = tokio::net::UdpSocket::bind(bind).await?;
     socket.connect(upstream).await?;
+    Ok(socket)
+}
+
+async fn udp_exchange(socket: &tokio::net::UdpSocket, packet: &[u8]) -> io::Result<Vec<u8>> {
     socket.send(packet).await?;
     let mut buf = vec![0u8; usize::from(u16::MAX)];
     loop {
