@@ -275,9 +275,10 @@ async fn cluster_names_resolve_as_the_dns_specification_says() {
             (p["name"].as_str().unwrap().into(), p["protocol"].as_str().unwrap().into(), p["port"].as_u64().unwrap())
         })
         .collect();
+    let metrics = ("metrics".into(), "TCP".into(), u64::from(dns.metrics));
     assert_eq!(
         ports,
-        [("dns".into(), "UDP".into(), u64::from(port)), ("dns-tcp".into(), "TCP".into(), u64::from(port))]
+        [("dns".into(), "UDP".into(), u64::from(port)), ("dns-tcp".into(), "TCP".into(), u64::from(port)), metrics]
     );
 }
 

@@ -95,7 +95,9 @@ pub async fn run(args: DnsArgs) -> anyhow::Result<()> {
     // bound before the first list, so a taken port fails at once
     let udp = std::net::UdpSocket::bind(addr).with_context(|| format!("binding udp {addr}"))?;
     let tcp = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding tcp {addr}"))?;
-    serve_metrics(&server, &args.metrics_bind_address).await;
+    let metrics = serve_metrics(&server, &args.metrics_bind_address).await;
+    // the metrics port is published only where clients of the DNS's address reach it
+    let metrics_port = metrics.filter(|m| m.ip() == args.bind_address || m.ip().is_unspecified()).map(|m| m.port());
     let client = crate::cli::kube_client(args.kubeconfig.as_ref(), "ferrokube-dns").await?;
     watch::start(client.clone(), server.clone()).await;
     server.metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -119,7 +121,7 @@ pub async fn run(args: DnsArgs) -> anyhow::Result<()> {
         }
         service => {
             let node = args.node_name.clone().unwrap_or_else(crate::certs::hostname);
-            Some(publish::Publisher::new(client, service, &node, args.bind_address, args.port)?)
+            Some(publish::Publisher::new(client, service, &node, (args.bind_address, args.port), metrics_port)?)
         }
     };
     match &publisher {
@@ -138,16 +140,22 @@ pub async fn run(args: DnsArgs) -> anyhow::Result<()> {
 
 /// The metrics listener, unless disabled; one that cannot bind costs the metrics only,
 /// never the DNS (a second server on a host, or a test, may find the port taken).
-async fn serve_metrics(server: &Arc<Server>, bind: &str) {
+/// Returns the address it listens on.
+async fn serve_metrics(server: &Arc<Server>, bind: &str) -> Option<SocketAddr> {
     if bind.is_empty() {
-        return;
+        return None;
     }
-    match tokio::net::TcpListener::bind(bind).await {
-        Ok(listener) => {
-            tracing::info!(address = bind, "serving /metrics, /health and /ready");
+    let listener = tokio::net::TcpListener::bind(bind).await;
+    match listener.and_then(|l| Ok((l.local_addr()?, l))) {
+        Ok((address, listener)) => {
+            tracing::info!(%address, "serving /metrics, /health and /ready");
             tokio::spawn(metrics::serve(server.clone(), listener));
+            Some(address)
         }
-        Err(e) => tracing::error!(address = bind, error = %e, "cannot serve metrics; DNS runs without them"),
+        Err(e) => {
+            tracing::error!(address = bind, error = %e, "cannot serve metrics; DNS runs without them");
+            None
+        }
     }
 }
 
