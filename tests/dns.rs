@@ -438,7 +438,8 @@ async fn forwarding_failover_truncation_cache_and_metrics() {
     let dns = start_dns(&c, &flags).await;
     let port = dns.port;
 
-    // the silent one costs its 2 s, twice; then it is tried after the good one. With
+    // the silent one costs its 2 s, twice; then it is tried after the good one (an answer
+    // well under those 2 s: 1.5 s leaves room for a busy machine). With
     // --max-concurrent 1, a query asked while the first waits is refused at once.
     let asked = Instant::now();
     let first = tokio::spawn(ask_patiently(port, "a.example."));
@@ -452,7 +453,7 @@ async fn forwarding_failover_truncation_cache_and_metrics() {
     assert!(asked.elapsed() >= Duration::from_millis(1900), "b.example. answered before the timeout");
     let asked = Instant::now();
     assert_eq!(answers(&ask(port, "c.example.", RecordType::A).await), ["192.0.2.1"]);
-    assert!(asked.elapsed() < Duration::from_secs(1), "the failing upstream was tried first again");
+    assert!(asked.elapsed() < Duration::from_millis(1500), "the failing upstream was tried first again");
     // a query over TCP is forwarded over TCP
     assert_eq!(answers(&tcp(port, &query("d.example.", RecordType::A)).await), ["192.0.2.2"]);
     // a truncated UDP answer is asked again over TCP: all 40 records to an EDNS client,
@@ -576,7 +577,7 @@ async fn an_undecodable_upstream_answer_fails_over_at_once() {
     for name in ["a.example.", "b.example.", "c.example."] {
         let asked = Instant::now();
         assert_eq!(answers(&ask(dns.port, name, RecordType::A).await), ["192.0.2.1"], "{name}");
-        assert!(asked.elapsed() < Duration::from_secs(1), "{name}: the bad answer cost a timeout");
+        assert!(asked.elapsed() < Duration::from_millis(1500), "{name}: the bad answer cost a timeout");
     }
     assert!(dns.component.alive(), "the server survived");
     garbage_task.abort();
