@@ -279,3 +279,55 @@ async fn tcp_exchange(upstream: SocketAddr, packet: &[u8]) -> io::Result<Vec<u8>
     };
     tokio::time::timeout(UPSTREAM_TIMEOUT, exchange).await.map_err(|_| timed_out("no answer over tcp"))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstreams(policy: Policy) -> Upstreams {
+        let addrs = (1..=3).map(|i| SocketAddr::from(([192, 0, 2, i], 53))).collect();
+        Upstreams::new(addrs, policy, 2)
+    }
+
+    fn last_octets(order: &[&Arc<Upstream>]) -> Vec<u8> {
+        order
+            .iter()
+            .map(|u| match u.addr.ip() {
+                std::net::IpAddr::V4(v4) => v4.octets()[3],
+                std::net::IpAddr::V6(_) => 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn policies_order_the_upstreams_and_failing_ones_go_last() {
+        let sequential = upstreams(Policy::Sequential);
+        assert_eq!(last_octets(&sequential.order()), [1, 2, 3]);
+        sequential.list[0].fails.store(MAX_FAILS, Relaxed);
+        assert_eq!(last_octets(&sequential.order()), [2, 3, 1]);
+        sequential.list[0].fails.store(MAX_FAILS - 1, Relaxed);
+        assert_eq!(last_octets(&sequential.order()), [1, 2, 3], "one failure is not enough");
+
+        let round_robin = upstreams(Policy::RoundRobin);
+        let firsts: Vec<u8> = (0..4).map(|_| last_octets(&round_robin.order())[0]).collect();
+        assert_eq!(firsts, [1, 2, 3, 1]);
+
+        let random = upstreams(Policy::Random);
+        random.list[1].fails.store(MAX_FAILS, Relaxed);
+        for _ in 0..20 {
+            let order = last_octets(&random.order());
+            assert_eq!(order[2], 2, "{order:?}");
+        }
+    }
+
+    #[test]
+    fn no_more_than_max_concurrent_slots() {
+        let u = upstreams(Policy::Sequential);
+        let (a, b) = (u.slot(), u.slot());
+        assert!(a.is_some() && b.is_some());
+        assert!(u.slot().is_none());
+        drop(a);
+        assert!(u.slot().is_some(), "a slot given back is free again");
+        assert_eq!(u.rejected.load(Relaxed), 1);
+    }
+}
