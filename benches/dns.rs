@@ -178,7 +178,7 @@ async fn main() {
     let clients = env_usize("BENCH_DNS_CLIENTS", 8);
     let seconds = env_usize("BENCH_DNS_SECONDS", 5) as u64;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let exe = env!("CARGO_BIN_EXE_ferrokube");
+    let exe = &common::ferrokube_exe();
     let dir = tempfile::tempdir().unwrap();
     let (_etcd, etcd_url) = common::start_etcd(dir.path());
     let (_server, base, kubeconfig) = common::start_apiserver(exe, dir.path(), &etcd_url).await;

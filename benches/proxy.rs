@@ -97,7 +97,7 @@ struct Figures {
 
 /// The proxy in `mode`, in a namespace of its own, against the API at `base`.
 fn start_proxy(ns: &netns::NetNs, mode: &str, kubeconfig: &std::path::Path) -> std::process::Child {
-    ns.command(env!("CARGO_BIN_EXE_ferrokube"))
+    ns.command(common::ferrokube_exe())
         .args([
             "proxy",
             "--hostname-override=bench-node",
@@ -213,7 +213,7 @@ async fn main() {
         _ => &["iptables", "nftables"],
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let exe = env!("CARGO_BIN_EXE_ferrokube");
+    let exe = &common::ferrokube_exe();
     let (_etcd, etcd_url) = common::start_etcd(dir.path());
     let (_server, base, kubeconfig) = common::start_apiserver(exe, dir.path(), &etcd_url).await;
     let t = Instant::now();
