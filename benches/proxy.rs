@@ -1,6 +1,8 @@
-//! `cargo bench --bench proxy`: how fast `ferrokube proxy` programs iptables for
-//! `BENCH_PROXY_SERVICES` (default 1,000) Services × `BENCH_PROXY_ENDPOINTS` (default 10)
-//! endpoints from scratch, and then applies one endpoint change among them.
+//! `cargo bench --bench proxy`: how fast `ferrokube proxy` programs the packet filter
+//! for `BENCH_PROXY_SERVICES` (default 1,000) Services × `BENCH_PROXY_ENDPOINTS` (default
+//! 10) endpoints from scratch, and then applies one endpoint change among them, in
+//! `BENCH_PROXY_MODE` (`iptables`, `nftables` or `both`, the default: each in a fresh
+//! namespace, then the nftables/iptables ratios).
 //!
 //! A private etcd and API server hold the objects; the proxy runs in a network namespace
 //! of the bench's own (`tests/common/netns.rs`, the API relayed in), so the host's rules
@@ -23,7 +25,7 @@ mod netns;
 
 use common::{client, env_usize};
 
-/// One "synced iptables rules" line of the proxy's log, as key=value fields.
+/// One "synced rules" line of the proxy's log, as key=value fields.
 struct Sync {
     at: Instant,
     fields: Vec<(String, String)>,
@@ -37,7 +39,7 @@ impl Sync {
 
 fn parse(line: &str) -> Option<Sync> {
     let at = Instant::now();
-    let rest = line.split_once("synced iptables rules")?.1;
+    let rest = line.split_once("synced rules")?.1;
     let fields = rest.split_whitespace().filter_map(|f| f.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect();
     Some(Sync { at, fields })
 }
@@ -87,41 +89,33 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-#[tokio::main]
-async fn main() {
-    let services = env_usize("BENCH_PROXY_SERVICES", 1000);
-    let endpoints = env_usize("BENCH_PROXY_ENDPOINTS", 10);
-    let changes = env_usize("BENCH_PROXY_CHANGES", 10);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let exe = env!("CARGO_BIN_EXE_ferrokube");
-    let (_etcd, etcd_url) = common::start_etcd(dir.path());
-    let (_server, base, kubeconfig) = common::start_apiserver(exe, dir.path(), &etcd_url).await;
-    let t = Instant::now();
-    create_all(&base, services, endpoints).await;
-    println!(
-        "\nproxy benchmark: {services} Services × {endpoints} endpoints (created in {:.1}s)",
-        t.elapsed().as_secs_f64()
-    );
+/// What one mode measured: the full sync's and a change's median wall times (ms).
+struct Figures {
+    full: f64,
+    change: f64,
+}
 
-    let ns = netns::NetNs::new();
-    let port: u16 = base.rsplit(':').next().and_then(|p| p.parse().ok()).expect("the API port");
-    ns.relay_host_port(port);
-    let mut proxy = ns
-        .command(exe)
+/// The proxy in `mode`, in a namespace of its own, against the API at `base`.
+fn start_proxy(ns: &netns::NetNs, mode: &str, kubeconfig: &std::path::Path) -> std::process::Child {
+    ns.command(env!("CARGO_BIN_EXE_ferrokube"))
         .args([
             "proxy",
             "--hostname-override=bench-node",
             "--cluster-cidr=10.244.0.0/16",
             "--iptables-min-sync-period=0s",
         ])
+        .arg(format!("--proxy-mode={mode}"))
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("starting the proxy");
-    let started = Instant::now();
+        .expect("starting the proxy")
+}
+
+/// The sync lines of the proxy's log, and when the informers had listed everything.
+fn follow(proxy: &mut std::process::Child) -> (mpsc::Receiver<Sync>, mpsc::Receiver<Instant>) {
     let (tx, rx) = mpsc::channel();
     let (listed_tx, listed_rx) = mpsc::channel();
     let stderr = proxy.stderr.take().expect("stderr");
@@ -135,13 +129,32 @@ async fn main() {
             }
         }
     });
+    (rx, listed_rx)
+}
+
+/// The full sync and `changes` endpoint changes in `mode`; `round` keeps each mode's
+/// changes distinct from the previous mode's.
+async fn measure(
+    mode: &str,
+    base: &str,
+    kubeconfig: &std::path::Path,
+    shape: (usize, usize, usize),
+    round: usize,
+) -> Figures {
+    let (services, endpoints, changes) = shape;
+    let ns = netns::NetNs::new();
+    let port: u16 = base.rsplit(':').next().and_then(|p| p.parse().ok()).expect("the API port");
+    ns.relay_host_port(port);
+    let mut proxy = start_proxy(&ns, mode, kubeconfig);
+    let started = Instant::now();
+    let (rx, listed_rx) = follow(&mut proxy);
     let wait = Duration::from_secs(120);
     let first = rx.recv_timeout(wait).expect("the first sync");
     let listed = listed_rx.recv_timeout(wait).expect("the informers' sync");
+    let full = (first.at - listed).as_secs_f64() * 1000.0;
     println!(
-        "full sync from scratch: {:.0} ms after the informers listed (list {:.0} ms); \
-         rules built in {} ms, iptables-restore {} ms; {} rules, {} chains, {} bytes",
-        (first.at - listed).as_secs_f64() * 1000.0,
+        "[{mode}] full sync from scratch: {full:.0} ms after the informers listed (list {:.0} ms); \
+         rules built in {} ms, applied in {} ms; {} rules, {} chains, {} bytes",
         (listed - started).as_secs_f64() * 1000.0,
         first.get("build_ms"),
         first.get("restore_ms"),
@@ -157,7 +170,7 @@ async fn main() {
         let i = (n * 7919) % services;
         let path = format!("{base}/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/svc-{i}-1");
         let current: Value = c.get(&path).send().await.expect("get").json().await.expect("json");
-        let mut body = slice(i, endpoints, n);
+        let mut body = slice(i, endpoints, round * changes + n);
         body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
         let sent = Instant::now();
         let r = c.put(&path).json(&body).send().await.expect("put");
@@ -169,21 +182,51 @@ async fn main() {
         snapshots.push(s.get("snapshot_ms").parse().unwrap_or(f64::NAN));
         if n == 1 {
             println!(
-                "one endpoint change: {} chains written, {} deleted, {} bytes",
+                "[{mode}] one endpoint change: {} chains written, {} deleted, {} bytes",
                 s.get("chains_written"),
                 s.get("chains_deleted"),
                 s.get("bytes")
             );
         }
     }
+    let change = median(walls);
     println!(
-        "one endpoint change (median of {changes}): {:.0} ms from the API write to applied; \
-         rules built in {:.0} ms ({:.0} ms of it listing the service ports), iptables-restore {:.0} ms",
-        median(walls),
+        "[{mode}] one endpoint change (median of {changes}): {change:.0} ms from the API write to applied; \
+         rules built in {:.0} ms ({:.0} ms of it listing the service ports), applied in {:.0} ms",
         median(builds),
         median(snapshots),
         median(restores)
     );
     let _ = proxy.kill();
     let _ = proxy.wait();
+    Figures { full, change }
+}
+
+#[tokio::main]
+async fn main() {
+    let services = env_usize("BENCH_PROXY_SERVICES", 1000);
+    let endpoints = env_usize("BENCH_PROXY_ENDPOINTS", 10);
+    let changes = env_usize("BENCH_PROXY_CHANGES", 10);
+    let modes: &[&str] = match std::env::var("BENCH_PROXY_MODE").as_deref() {
+        Ok("iptables") => &["iptables"],
+        Ok("nftables") => &["nftables"],
+        _ => &["iptables", "nftables"],
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = env!("CARGO_BIN_EXE_ferrokube");
+    let (_etcd, etcd_url) = common::start_etcd(dir.path());
+    let (_server, base, kubeconfig) = common::start_apiserver(exe, dir.path(), &etcd_url).await;
+    let t = Instant::now();
+    create_all(&base, services, endpoints).await;
+    println!(
+        "\nproxy benchmark: {services} Services × {endpoints} endpoints (created in {:.1}s)",
+        t.elapsed().as_secs_f64()
+    );
+    let mut figures = Vec::new();
+    for (round, mode) in modes.iter().enumerate() {
+        figures.push(measure(mode, &base, &kubeconfig, (services, endpoints, changes), round).await);
+    }
+    if let [ipt, nft] = figures.as_slice() {
+        println!("nftables/iptables: full sync {:.2}, one change {:.2}", nft.full / ipt.full, nft.change / ipt.change);
+    }
 }

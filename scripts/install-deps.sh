@@ -2,7 +2,7 @@
 # Install what a fresh Debian machine lacks to build and test ferrokube:
 # protoc (etcd-client and k8s-cri compile their .proto files), etcd/etcdctl (the store),
 # and the kubelet's runtime: containerd, runc, the CNI plug-ins and busybox-static (the
-# local busybox image is built from it), and iptables and conntrack for kube-proxy.
+# local busybox image is built from it), and iptables, nftables and conntrack for kube-proxy.
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -16,11 +16,13 @@ command -v runc >/dev/null 2>&1 || need+=(runc)
 [ -x /bin/busybox ] || need+=(busybox-static)
 # kube-proxy programs the nat table through iptables-restore (the CNI plug-ins need it too)
 command -v iptables-restore >/dev/null 2>&1 || need+=(iptables)
+# kube-proxy's nftables mode (what `ferrokube up` picks where it works) runs `nft -f -`
+command -v nft >/dev/null 2>&1 || need+=(nftables)
 # kube-proxy deletes stale UDP conntrack entries with it
 command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "install-deps: protoc, etcd, containerd, runc, CNI plug-ins, busybox, iptables and conntrack are present"
+  echo "install-deps: protoc, etcd, containerd, runc, CNI plug-ins, busybox, iptables, nft and conntrack are present"
   exit 0
 fi
 

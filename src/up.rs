@@ -60,6 +60,10 @@ pub struct UpArgs {
     /// its iptables are left alone (tests that run several clusters on one host).
     #[arg(long)]
     pub disable_kube_proxy: bool,
+    /// kube-proxy's `--proxy-mode` (`iptables` or `nftables`); default: nftables where
+    /// `nft` works on this host, else iptables.
+    #[arg(long)]
+    pub proxy_mode: Option<String>,
     /// Image tarballs imported at start (default `<data-dir>/airgap-images`).
     #[arg(long)]
     pub airgap_images: Option<PathBuf>,
@@ -238,7 +242,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 }
 
 /// kube-proxy (`ferrokube proxy`) with its own identity (system:kube-proxy, bound to
-/// system:node-proxier), programming this host's iptables for Services.
+/// system:node-proxier), programming this host's packet filter for Services.
 fn start_kube_proxy(
     exe: &Path,
     pki: &crate::certs::Layout,
@@ -249,23 +253,34 @@ fn start_kube_proxy(
     if args.disable_kube_proxy {
         return Ok(None);
     }
+    let mode = proxy_mode(args);
     let proxy_args = [
         "proxy".to_string(),
         format!("--kubeconfig={}", pki.kubeconfig("proxy").display()),
         format!("--hostname-override={node_name}"),
         format!("--cluster-cidr={CLUSTER_CIDR}"),
+        format!("--proxy-mode={mode}"),
     ];
     let child = spawn_component(exe, "kube-proxy", &proxy_args, data_dir)?;
-    tracing::info!(pid = child.id(), "started kube-proxy");
+    tracing::info!(pid = child.id(), mode, "started kube-proxy");
     Ok(Some(child))
 }
 
-/// The cluster is gone: its Services' rules go too (`ferrokube proxy --cleanup`).
+/// nftables (one transaction per sync, faster on nf_tables kernels) unless asked
+/// otherwise or the host's `nft` does not work.
+fn proxy_mode(args: &UpArgs) -> String {
+    args.proxy_mode.clone().unwrap_or_else(|| {
+        let mode = if crate::proxy::nftables::available() { "nftables" } else { "iptables" };
+        mode.to_string()
+    })
+}
+
+/// The cluster is gone: its Services' rules go too (`ferrokube proxy --cleanup`, both modes').
 fn remove_kube_proxy_rules(exe: &Path) {
     match std::process::Command::new(exe).args(["proxy", "--cleanup"]).output() {
-        Ok(out) if out.status.success() => tracing::info!("removed kube-proxy's iptables rules"),
+        Ok(out) if out.status.success() => tracing::info!("removed kube-proxy's rules"),
         Ok(out) => {
-            tracing::warn!(stderr = %String::from_utf8_lossy(&out.stderr), "removing kube-proxy's iptables rules")
+            tracing::warn!(stderr = %String::from_utf8_lossy(&out.stderr), "removing kube-proxy's rules")
         }
         Err(e) => tracing::warn!(error = %e, "running ferrokube proxy --cleanup"),
     }

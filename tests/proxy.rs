@@ -1,7 +1,9 @@
-//! `ferrokube proxy` (kube-proxy, iptables mode), run inside a network namespace of the
-//! test's own (`common/netns.rs`) with the test API server relayed in, so the rules it
-//! writes touch neither the host nor parallel tests. Backends are TCP listeners on extra
-//! addresses of the namespace's `lo`; Services and EndpointSlices are made through the API.
+//! `ferrokube proxy` (kube-proxy, iptables and nftables modes), run inside a network
+//! namespace of the test's own (`common/netns.rs`) with the test API server relayed in,
+//! so the rules it writes touch neither the host nor parallel tests. Backends are TCP
+//! listeners on extra addresses of the namespace's `lo`; Services and EndpointSlices are
+//! made through the API. Each behaviour test runs once per mode (`<test>::iptables`,
+//! `<test>::nftables`).
 
 mod common;
 
@@ -150,7 +152,7 @@ async fn wait_answer(
             std::time::Instant::now() < deadline,
             "{what}: {addr} still gives {got:?}\nproxy log:\n{}\n{}",
             env.proxy_log(),
-            env.ns.exec_ok("iptables-save", &[])
+            env.rules()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -164,10 +166,23 @@ struct ProxyEnv {
     ns: NetNs,
     outside: NetNs,
     proxy: usize,
+    /// `--proxy-mode`: iptables or nftables.
+    mode: &'static str,
 }
 
+crate::both_modes!(
+    cluster_ip_and_node_port_reach_ready_endpoints_only,
+    client_ip_affinity_sticks,
+    stale_chains_go_and_cleanup_removes_all,
+    restart_keeps_established_connections,
+    local_traffic_policies,
+    load_balancer_gets_a_working_node_port_and_stays_pending,
+    bad_endpoints_are_skipped_without_breaking_the_rest,
+    pods_reach_ready_pods_through_cluster_ip_and_node_port,
+);
+
 impl ProxyEnv {
-    async fn start() -> ProxyEnv {
+    async fn start(mode: &'static str) -> ProxyEnv {
         let c = Cluster::start().await;
         let ns = NetNs::new();
         ns.relay_host_port(c.port);
@@ -178,13 +193,14 @@ impl ProxyEnv {
         // the routing decision: the range needs a route, as a default route gives it on
         // a real node (over lo, the REJECT's ICMP error never reaches the socket)
         ns.ip(&["route", "add", "10.96.0.0/12", "via", "192.168.78.2"]);
-        let mut env = ProxyEnv { c, ns, outside, proxy: usize::MAX };
+        let mut env = ProxyEnv { c, ns, outside, proxy: usize::MAX, mode };
         env.start_proxy();
         env
     }
 
     fn start_proxy(&mut self) {
-        self.proxy = common::proxy::spawn(&self.c, &self.ns, NODE, &["--cluster-cidr=10.244.0.0/16"]);
+        let mode = format!("--proxy-mode={}", self.mode);
+        self.proxy = common::proxy::spawn(&self.c, &self.ns, NODE, &["--cluster-cidr=10.244.0.0/16", &mode]);
     }
 
     fn proxy_log(&self) -> String {
@@ -192,8 +208,17 @@ impl ProxyEnv {
         text.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
-    fn iptables_save(&self) -> String {
-        self.ns.exec_ok("iptables-save", &[])
+    /// The mode's rules as its tool prints them.
+    fn rules(&self) -> String {
+        match self.mode {
+            "iptables" => self.ns.exec_ok("iptables-save", &[]),
+            _ => self.ns.exec_ok("nft", &["list", "ruleset"]),
+        }
+    }
+
+    /// `(iptables, nftables)`: the text that says the same in this mode's rules.
+    fn pick(&self, texts: (&'static str, &'static str)) -> &'static str {
+        if self.mode == "iptables" { texts.0 } else { texts.1 }
     }
 
     async fn service(&self, name: &str, spec: Value) -> Value {
@@ -229,9 +254,8 @@ fn http_port() -> Value {
 
 /// Random balancing over the ready endpoints only, on the ClusterIP and the NodePort
 /// (node address and 127.0.0.1); no ready endpoint means the connection is refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_ip_and_node_port_reach_ready_endpoints_only() {
-    let env = ProxyEnv::start().await;
+async fn cluster_ip_and_node_port_reach_ready_endpoints_only(mode: &'static str) {
+    let env = ProxyEnv::start(mode).await;
     let _b: Vec<Backend> = ["10.1.0.1", "10.1.0.2", "10.1.0.3"].iter().map(|ip| Backend::start(&env.ns, ip)).collect();
     let svc = env.service("web", json!({"type": "NodePort", "clusterIP": "10.96.0.50", "ports": http_port()})).await;
     let node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().expect("a nodePort allocated");
@@ -246,16 +270,15 @@ async fn cluster_ip_and_node_port_reach_ready_endpoints_only() {
     let refused = |r: &Result<String, std::io::ErrorKind>| *r == Err(std::io::ErrorKind::ConnectionRefused);
     wait_answer(&env, "10.96.0.50:80", refused, "no ready endpoint to REJECT").await;
     assert!(refused(&ask(&env.ns, &format!("{NODE_IP}:{node_port}"))));
-    let save = env.iptables_save();
+    let save = env.rules();
     assert!(save.contains("default/web:http has no endpoints"), "{save}");
     env.endpoints("web", &[("10.1.0.2", NODE, true)]).await;
     wait_answer(&env, "10.96.0.50:80", |r| r.as_deref() == Ok("10.1.0.2"), "the endpoint turned ready").await;
 }
 
 /// ClientIP affinity: every connection from one client lands on the same endpoint.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_ip_affinity_sticks() {
-    let env = ProxyEnv::start().await;
+async fn client_ip_affinity_sticks(mode: &'static str) {
+    let env = ProxyEnv::start(mode).await;
     let _b: Vec<Backend> = ["10.1.1.1", "10.1.1.2", "10.1.1.3"].iter().map(|ip| Backend::start(&env.ns, ip)).collect();
     env.service(
         "sticky",
@@ -267,30 +290,32 @@ async fn client_ip_affinity_sticks() {
     wait_answer(&env, "10.96.0.51:80", |r| r.is_ok(), "the ClusterIP to answer").await;
     let seen = spread(&env.ns, "10.96.0.51:80", 30);
     assert_eq!(seen.len(), 1, "{seen:?}");
-    assert!(env.iptables_save().contains("--seconds 60 --reap"));
+    assert!(env.rules().contains(env.pick(("--seconds 60 --reap", "timeout 1m"))));
 }
 
 /// Deleting a Service removes its chains; `--cleanup` removes everything the proxy made.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stale_chains_go_and_cleanup_removes_all() {
-    let env = ProxyEnv::start().await;
+async fn stale_chains_go_and_cleanup_removes_all(mode: &'static str) {
+    let env = ProxyEnv::start(mode).await;
     let _b = Backend::start(&env.ns, "10.1.2.1");
     env.service("gone", json!({"clusterIP": "10.96.0.52", "ports": http_port()})).await;
     env.service("kept", json!({"clusterIP": "10.96.0.53", "ports": http_port()})).await;
     env.endpoints("gone", &[("10.1.2.1", NODE, true)]).await;
     wait_answer(&env, "10.96.0.52:80", |r| r.is_ok(), "the ClusterIP to answer").await;
-    let before = env.iptables_save();
-    assert!(before.contains(":KUBE-SVC-") && before.contains(":KUBE-SEP-"), "{before}");
+    let before = env.rules();
+    // (nftables: the service chain of default/gone's port "http" and its endpoint chains)
+    let (svc, sep) =
+        (env.pick((":KUBE-SVC-", "-default/gone/tcp/http {")), env.pick((":KUBE-SEP-", "-default/gone/tcp/http__")));
+    assert!(before.contains(svc) && before.contains(sep), "{before}");
     assert!(before.contains("default/kept:http has no endpoints"), "{before}");
     let (status, _) = env.c.delete("/api/v1/namespaces/default/services/gone").await;
     assert_eq!(status, StatusCode::OK);
     let deadline = std::time::Instant::now() + WAIT;
-    while env.iptables_save().contains(":KUBE-SVC-") {
-        assert!(std::time::Instant::now() < deadline, "stale chains stay:\n{}", env.iptables_save());
+    while env.rules().contains(svc) {
+        assert!(std::time::Instant::now() < deadline, "stale chains stay:\n{}", env.rules());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let after = env.iptables_save();
-    assert!(!after.contains("KUBE-SEP-") && !after.contains("10.96.0.52"), "{after}");
+    let after = env.rules();
+    assert!(!after.contains(sep) && !after.contains("10.96.0.52"), "{after}");
     let health = http_get(&env.ns, "127.0.0.1:10256", "/healthz");
     assert!(health.starts_with("HTTP/1.0 200") && health.contains("\"lastUpdated\":\"20"), "{health}");
     let metrics = http_get(&env.ns, "127.0.0.1:10249", "/metrics");
@@ -303,15 +328,15 @@ async fn stale_chains_go_and_cleanup_removes_all() {
         .output()
         .expect("running the cleanup");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let clean = env.iptables_save();
-    assert!(!clean.contains("KUBE-"), "{clean}");
+    // both modes' rules go, whichever mode ran
+    let clean = env.ns.exec_ok("iptables-save", &[]) + &env.ns.exec_ok("nft", &["list", "ruleset"]);
+    assert!(!clean.contains("KUBE-") && !clean.contains("kube-proxy"), "{clean}");
 }
 
 /// A restarted proxy rewrites its rules without flushing them: a connection made
 /// before keeps working across the restart, and new connections work all along.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_keeps_established_connections() {
-    let mut env = ProxyEnv::start().await;
+async fn restart_keeps_established_connections(mode: &'static str) {
+    let mut env = ProxyEnv::start(mode).await;
     let _b: Vec<Backend> = ["10.1.3.1", "10.1.3.2"].iter().map(|ip| Backend::start(&env.ns, ip)).collect();
     env.service("steady", json!({"clusterIP": "10.96.0.54", "ports": http_port()})).await;
     env.endpoints("steady", &[("10.1.3.1", NODE, true), ("10.1.3.2", NODE, true)]).await;
@@ -327,7 +352,7 @@ async fn restart_keeps_established_connections() {
     env.start_proxy();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let deadline = std::time::Instant::now() + WAIT;
-    while !env.proxy_log().contains("synced iptables rules") {
+    while !env.proxy_log().contains("synced rules") {
         assert!(std::time::Instant::now() < deadline, "the restarted proxy did not sync:\n{}", env.proxy_log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -337,12 +362,39 @@ async fn restart_keeps_established_connections() {
     assert_eq!(line.trim(), format!("{} still there", who.trim()));
 }
 
+/// Switching a node from iptables to nftables mode: the new mode's first sync removes
+/// the old mode's chains (they would catch the traffic first), and back again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_modes_removes_the_other_modes_rules() {
+    let mut env = ProxyEnv::start("iptables").await;
+    let _b = Backend::start(&env.ns, "10.1.7.1");
+    env.service("switch", json!({"clusterIP": "10.96.0.60", "ports": http_port()})).await;
+    env.endpoints("switch", &[("10.1.7.1", NODE, true)]).await;
+    wait_answer(&env, "10.96.0.60:80", |r| r.is_ok(), "the ClusterIP in iptables mode").await;
+    for (mode, gone, other_tool) in
+        [("nftables", "KUBE-SVC-", ["iptables-save", ""]), ("iptables", "table ip kube-proxy", ["nft", "list ruleset"])]
+    {
+        env.ns.kill(env.proxy);
+        env.mode = mode;
+        env.start_proxy();
+        let other = || {
+            let args: Vec<&str> = other_tool[1].split_whitespace().collect();
+            env.ns.exec_ok(other_tool[0], &args)
+        };
+        let deadline = std::time::Instant::now() + WAIT;
+        while other().contains(gone) || !env.rules().contains("10.96.0.60") {
+            assert!(std::time::Instant::now() < deadline, "{mode}: the other mode's rules stay:\n{}", other());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(ask(&env.ns, "10.96.0.60:80"), Ok("10.1.7.1".to_string()), "{mode}");
+    }
+}
+
 /// internalTrafficPolicy: Local sends the ClusterIP only to this node's endpoints;
 /// externalTrafficPolicy: Local sends outside clients (from another namespace, over a
 /// veth) to local endpoints only, and drops them on a node with none.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_traffic_policies() {
-    let env = ProxyEnv::start().await;
+async fn local_traffic_policies(mode: &'static str) {
+    let env = ProxyEnv::start(mode).await;
     let client = &env.outside;
     let _b: Vec<Backend> = ["10.1.4.1", "10.1.4.2"].iter().map(|ip| Backend::start(&env.ns, ip)).collect();
     env.service("internal", json!({"clusterIP": "10.96.0.55", "internalTrafficPolicy": "Local", "ports": http_port()}))
@@ -359,7 +411,7 @@ async fn local_traffic_policies() {
     let from_outside = format!("192.168.78.1:{node_port}");
     let deadline = std::time::Instant::now() + WAIT;
     while ask(client, &from_outside).is_err() {
-        assert!(std::time::Instant::now() < deadline, "the NodePort from outside:\n{}", env.iptables_save());
+        assert!(std::time::Instant::now() < deadline, "the NodePort from outside:\n{}", env.rules());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let seen = spread(client, &from_outside, 20);
@@ -372,17 +424,16 @@ async fn local_traffic_policies() {
         |r: &Result<String, std::io::ErrorKind>| r.is_err() && *r != Err(std::io::ErrorKind::ConnectionRefused);
     let deadline = std::time::Instant::now() + WAIT;
     while !dropped(&ask(client, &from_outside)) {
-        assert!(std::time::Instant::now() < deadline, "no local endpoint must drop:\n{}", env.iptables_save());
+        assert!(std::time::Instant::now() < deadline, "no local endpoint must drop:\n{}", env.rules());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(env.iptables_save().contains("default/external:http has no local endpoints"));
+    assert!(env.rules().contains("default/external:http has no local endpoints"));
 }
 
 /// A LoadBalancer Service gets a NodePort that works and, with no cloud provider, an
 /// empty status.loadBalancer (pending), as upstream.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn load_balancer_gets_a_working_node_port_and_stays_pending() {
-    let env = ProxyEnv::start().await;
+async fn load_balancer_gets_a_working_node_port_and_stays_pending(mode: &'static str) {
+    let env = ProxyEnv::start(mode).await;
     let _b = Backend::start(&env.ns, "10.1.5.1");
     let svc = env.service("lb", json!({"type": "LoadBalancer", "clusterIP": "10.96.0.57", "ports": http_port()})).await;
     let node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().expect("a nodePort for a LoadBalancer");
@@ -398,9 +449,8 @@ async fn load_balancer_gets_a_working_node_port_and_stays_pending() {
 /// Bad input: an endpoint with a malformed address is skipped (the others still serve,
 /// no rule is half-written), and a slice without the Service's port (a targetPort no
 /// pod declares) leaves the Service without endpoints: rejected, as upstream.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_endpoints_are_skipped_without_breaking_the_rest() {
-    let env = ProxyEnv::start().await;
+async fn bad_endpoints_are_skipped_without_breaking_the_rest(mode: &'static str) {
+    let env = ProxyEnv::start(mode).await;
     let _b = Backend::start(&env.ns, "10.1.6.1");
     env.service("odd", json!({"clusterIP": "10.96.0.58", "ports": http_port()})).await;
     env.endpoints("odd", &[("not-an-ip", NODE, true), ("10.1.6.1", NODE, true), ("300.1.2.3", NODE, true)]).await;
@@ -417,7 +467,7 @@ async fn bad_endpoints_are_skipped_without_breaking_the_rest() {
     let seen = spread(&env.ns, "10.96.0.58:80", 10);
     assert_eq!(seen.keys().collect::<Vec<_>>(), ["10.1.6.1"], "{seen:?}");
     assert_eq!(ask(&env.ns, "10.96.0.59:80"), Err(std::io::ErrorKind::ConnectionRefused));
-    let save = env.iptables_save();
+    let save = env.rules();
     assert!(!save.contains("not-an-ip") && !save.contains("300.1.2.3"), "{save}");
     assert!(save.contains("default/portless:http has no endpoints"), "{save}");
     assert!(env.ns.alive(env.proxy), "the proxy survives bad input");
@@ -438,9 +488,8 @@ fn web_pod(name: &str, ready: bool) -> Value {
 /// Real containers behind the proxy: a node (containerd and kubelet) inside the proxy's
 /// namespace, the EndpointSlice controller publishing the pods; another pod reaches the
 /// ClusterIP, the node reaches the NodePort, and only the ready pod ever answers.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pods_reach_ready_pods_through_cluster_ip_and_node_port() {
-    let env = ProxyEnv::start().await;
+async fn pods_reach_ready_pods_through_cluster_ip_and_node_port(mode: &'static str) {
+    let env = ProxyEnv::start(mode).await;
     let _cm = start_controller_manager(&env.c, &[]).await;
     let node = CriNode::start_in(&env.c, NODE, &[], Some(&env.ns.path())).await;
     let svc = env

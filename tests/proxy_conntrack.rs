@@ -68,6 +68,11 @@ impl Client {
     }
 }
 
+crate::both_modes!(
+    a_flow_to_a_removed_endpoint_moves_to_the_new_one,
+    a_flow_from_before_the_endpoints_reaches_them_once_they_appear,
+);
+
 /// A cluster, the node's namespace (API relayed in) with `ferrokube proxy` inside, and a
 /// second namespace on a veth that the service range is routed to, as to a node's default
 /// gateway: a datagram no rule DNATs leaves there and is lost.
@@ -78,17 +83,18 @@ struct Env {
 }
 
 impl Env {
-    async fn start() -> Env {
+    async fn start(mode: &str) -> Env {
         let c = Cluster::start().await;
         let ns = NetNs::new();
         ns.relay_host_port(c.port);
         let gateway = NetNs::new();
         ns.veth_to(&gateway, "192.168.79.1/24", "192.168.79.2/24");
         ns.ip(&["route", "add", "10.96.0.0/12", "via", "192.168.79.2"]);
-        let quiet = ["--healthz-bind-address=0.0.0.0:0", "--metrics-bind-address=127.0.0.1:0"];
-        common::proxy::spawn(&c, &ns, NODE, &quiet);
+        let mode = format!("--proxy-mode={mode}");
+        let flags = [mode.as_str(), "--healthz-bind-address=0.0.0.0:0", "--metrics-bind-address=127.0.0.1:0"];
+        common::proxy::spawn(&c, &ns, NODE, &flags);
         let env = Env { c, ns, _gateway: gateway };
-        env.wait_log("synced iptables rules").await;
+        env.wait_log("synced rules").await;
         env
     }
 
@@ -155,9 +161,8 @@ impl Env {
 /// The endpoint behind a flow goes (its slice now names another): the next datagram
 /// from the same source port reaches the new endpoint, though the old server still
 /// answers at its address.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flow_to_a_removed_endpoint_moves_to_the_new_one() {
-    let env = Env::start().await;
+async fn a_flow_to_a_removed_endpoint_moves_to_the_new_one(mode: &'static str) {
+    let env = Env::start(mode).await;
     let (_old, _new) = (EchoServer::start(&env.ns, "10.1.7.1"), EchoServer::start(&env.ns, "10.1.7.2"));
     env.udp_service("dns", "10.96.0.70").await;
     env.endpoints("dns", &["10.1.7.1"]).await;
@@ -176,9 +181,8 @@ async fn a_flow_to_a_removed_endpoint_moves_to_the_new_one() {
 /// existed, so it left undisturbed and made an entry without NAT), then REJECTed while
 /// the Service has none: once an endpoint appears, the next datagram from the same
 /// source port reaches it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flow_from_before_the_endpoints_reaches_them_once_they_appear() {
-    let env = Env::start().await;
+async fn a_flow_from_before_the_endpoints_reaches_them_once_they_appear(mode: &'static str) {
+    let env = Env::start(mode).await;
     let _server = EchoServer::start(&env.ns, "10.1.8.1");
     let client = Client::new(&env.ns, 40071);
     assert!(client.ask("10.96.0.71:53").is_err(), "nothing answers yet");

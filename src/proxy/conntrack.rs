@@ -166,10 +166,15 @@ fn delete(flow: &Flow) -> Outcome {
     }
 }
 
+/// The service ports `Cleaner` follows (UDP and SCTP), copied out of a snapshot.
+pub fn datagram_ports(ports: &[ServicePort]) -> Vec<ServicePort> {
+    ports.iter().filter(|sp| tracked(sp)).cloned().collect()
+}
+
 impl Cleaner {
-    /// The rules for `ports` are in place: delete the entries they made stale.
-    pub fn synced(&mut self, ports: &[ServicePort]) {
-        let current: Vec<ServicePort> = ports.iter().filter(|sp| tracked(sp)).cloned().collect();
+    /// The rules for `current` (the `datagram_ports` of the snapshot) are in place:
+    /// delete the entries they made stale.
+    pub fn synced(&mut self, current: Vec<ServicePort>) {
         let flows = stale(&self.applied, &current);
         self.applied = current;
         if flows.is_empty() {

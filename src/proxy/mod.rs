@@ -1,13 +1,16 @@
-//! `ferrokube proxy`: kube-proxy in iptables mode. Informers follow Services and
-//! EndpointSlices; any change marks the state dirty and wakes the sync loop, which at
-//! most once per `--iptables-min-sync-period` rebuilds the rules from the whole state
-//! (`model` → `rules`, pure) and writes what changed (`iptables`), plus a full rewrite
-//! every `--iptables-sync-period` that also repairs rules someone else removed.
+//! `ferrokube proxy`: kube-proxy in iptables or nftables mode. Informers follow
+//! Services and EndpointSlices; any change marks the state dirty and wakes the sync
+//! loop, which at most once per `--iptables-min-sync-period` rebuilds the rules from the
+//! whole state (`model` → `rules` or `nft_rules`, pure) and writes what changed
+//! (`iptables` or `nftables`), plus a full rewrite every `--iptables-sync-period` that
+//! also repairs rules someone else removed.
 
 pub mod conntrack;
 mod health;
 pub mod iptables;
 pub mod model;
+pub mod nft_rules;
+pub mod nftables;
 pub mod rules;
 
 use std::path::PathBuf;
@@ -36,7 +39,7 @@ pub struct ProxyArgs {
     /// The pods' address range: traffic from outside it to a ClusterIP is masqueraded.
     #[arg(long)]
     pub cluster_cidr: Option<Ipv4Net>,
-    /// Only `iptables` is implemented.
+    /// `iptables` (upstream's default) or `nftables`.
     #[arg(long, default_value = "iptables")]
     pub proxy_mode: String,
     /// Address ranges (comma-separated CIDRs) NodePorts answer on; default: every local address.
@@ -45,11 +48,12 @@ pub struct ProxyArgs {
     /// Masquerade all traffic sent to ClusterIPs.
     #[arg(long)]
     pub masquerade_all: bool,
-    /// The least time between two syncs (changes arriving faster are batched).
-    #[arg(long, default_value = "1s", value_parser = crate::apiserver::parse_go_duration)]
+    /// The least time between two syncs (changes arriving faster are batched); the
+    /// nftables spelling is accepted too.
+    #[arg(long, alias = "nftables-min-sync-period", default_value = "1s", value_parser = crate::apiserver::parse_go_duration)]
     pub iptables_min_sync_period: Duration,
-    /// The longest time between two full rewrites of the rules.
-    #[arg(long, default_value = "30s", value_parser = crate::apiserver::parse_go_duration)]
+    /// The longest time between two full rewrites of the rules (either mode).
+    #[arg(long, alias = "nftables-sync-period", default_value = "30s", value_parser = crate::apiserver::parse_go_duration)]
     pub iptables_sync_period: Duration,
     /// Where plain-HTTP /healthz and /livez answer (port 0: nowhere).
     #[arg(long, default_value = "0.0.0.0:10256")]
@@ -83,12 +87,85 @@ fn config(args: &ProxyArgs) -> rules::Config {
     }
 }
 
-pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
-    if args.proxy_mode != "iptables" {
-        bail!("--proxy-mode={}: only iptables is implemented", args.proxy_mode);
+/// The packet filter the proxy programs.
+enum Backend {
+    Iptables(rules::Builder, iptables::Applier),
+    Nftables(nftables::Applier),
+}
+
+/// One sync's figures, whichever the backend.
+struct Synced {
+    rebuilt: usize,
+    rules: usize,
+    built: Duration,
+    applied: iptables::Applied,
+}
+
+impl Backend {
+    fn new(mode: &str) -> anyhow::Result<Backend> {
+        match mode {
+            "iptables" => Ok(Backend::Iptables(rules::Builder::default(), iptables::Applier::default())),
+            "nftables" => Ok(Backend::Nftables(nftables::Applier::default())),
+            other => bail!("--proxy-mode={other}: iptables and nftables are implemented"),
+        }
     }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Iptables(..) => "iptables",
+            Backend::Nftables(_) => "nftables",
+        }
+    }
+
+    /// Switching modes on a node: the other mode's rules would still catch traffic
+    /// first, so they go (as upstream does); a host without the other tool has none.
+    fn remove_other_mode(&self) {
+        let (other, result) = match self {
+            Backend::Iptables(..) => ("nftables", nftables::cleanup()),
+            Backend::Nftables(_) => ("iptables", iptables::cleanup()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(mode = other, error = format!("{e:#}"), "cannot remove the other mode's rules");
+        }
+    }
+
+    fn sync(&mut self, ports: Vec<model::ServicePort>, cfg: &rules::Config, full: bool) -> anyhow::Result<Synced> {
+        match self {
+            Backend::Iptables(builder, applier) => {
+                let start = Instant::now();
+                let tables = builder.build(&ports, cfg);
+                let built = start.elapsed();
+                let rules = tables.rule_count();
+                let applied = applier.sync(tables, full).context("writing iptables rules")?;
+                Ok(Synced { rebuilt: builder.rebuilt, rules, built, applied })
+            }
+            Backend::Nftables(applier) => {
+                let s = applier.sync(ports, cfg, full).context("writing nftables rules")?;
+                Ok(Synced { rebuilt: s.rebuilt, rules: s.rules, built: s.planned, applied: s.applied })
+            }
+        }
+    }
+}
+
+/// `--cleanup`: both modes' rules go, whichever mode is named.
+fn cleanup() -> anyhow::Result<()> {
+    let ipt = iptables::cleanup();
+    let nft = nftables::cleanup();
+    // a host with only one of the tools has nothing of the other mode to remove
+    match (ipt, nft) {
+        (Err(a), Err(b)) => bail!("iptables: {a:#}; nftables: {b:#}"),
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => {
+            tracing::warn!(error = format!("{e:#}"), "cleanup of one mode failed");
+            Ok(())
+        }
+        (Ok(()), Ok(())) => Ok(()),
+    }
+}
+
+pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
+    let mut backend = Backend::new(&args.proxy_mode)?;
     if args.cleanup {
-        return iptables::cleanup();
+        return cleanup();
     }
     let cfg = config(&args);
     if cfg.localhost_nodeports {
@@ -112,8 +189,9 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     health::start(health.clone(), args.healthz_bind_address, args.metrics_bind_address);
     informers.start();
     informers.wait_synced().await;
-    tracing::info!(node = cfg.node, "informers synced; programming iptables");
-    let sync = sync_loop(&args, &cfg, (&services, &slices), &wake, &health);
+    tracing::info!(node = cfg.node, mode = backend.name(), "informers synced; programming the packet filter");
+    tokio::task::block_in_place(|| backend.remove_other_mode());
+    let sync = sync_loop(&args, &cfg, (&services, &slices), &wake, &health, &mut backend);
     tokio::select! {
         r = sync => r,
         _ = crate::cli::shutdown_signal() => {
@@ -127,10 +205,10 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
 /// The informers the rules are built from.
 type Sources<'a> = (&'a Informer<Service>, &'a Informer<EndpointSlice>);
 
-/// One rebuild (of the changed service ports only) and write (of the changed chains);
-/// the service ports now in place.
+/// One rebuild (of the changed service ports only) and write (of what changed); the
+/// UDP and SCTP service ports now in place (for `conntrack`).
 fn sync_once(
-    (builder, applier): (&mut rules::Builder, &mut iptables::Applier),
+    backend: &mut Backend,
     cfg: &rules::Config,
     (services, slices): Sources,
     full: bool,
@@ -139,25 +217,25 @@ fn sync_once(
     let start = Instant::now();
     let ports = model::snapshot(&services.list(), &slices.list());
     let snapshot = start.elapsed();
-    let tables = builder.build(&ports, cfg);
-    let built = start.elapsed();
-    let rules = tables.rule_count();
-    let applied = tokio::task::block_in_place(|| applier.sync(tables, full)).context("writing iptables rules")?;
-    health.synced(rules, built, applied.took);
+    let service_ports = ports.len();
+    let datagram_ports = conntrack::datagram_ports(&ports);
+    let s = tokio::task::block_in_place(|| backend.sync(ports, cfg, full))?;
+    health.synced(s.rules, snapshot + s.built, s.applied.took);
     tracing::info!(
         full,
-        service_ports = ports.len(),
-        rebuilt = builder.rebuilt,
-        rules,
-        chains_written = applied.chains_written,
-        chains_deleted = applied.chains_deleted,
-        bytes = applied.bytes,
-        build_ms = built.as_millis() as u64,
+        mode = backend.name(),
+        service_ports,
+        rebuilt = s.rebuilt,
+        rules = s.rules,
+        chains_written = s.applied.chains_written,
+        chains_deleted = s.applied.chains_deleted,
+        bytes = s.applied.bytes,
+        build_ms = (snapshot + s.built).as_millis() as u64,
         snapshot_ms = snapshot.as_millis() as u64,
-        restore_ms = applied.took.as_millis() as u64,
-        "synced iptables rules"
+        restore_ms = s.applied.took.as_millis() as u64,
+        "synced rules"
     );
-    Ok(ports)
+    Ok(datagram_ports)
 }
 
 async fn sync_loop(
@@ -166,19 +244,18 @@ async fn sync_loop(
     sources: Sources<'_>,
     wake: &Notify,
     health: &health::Health,
+    backend: &mut Backend,
 ) -> anyhow::Result<()> {
-    let mut applier = iptables::Applier::default();
-    let mut builder = rules::Builder::default();
     let mut conntrack = conntrack::Cleaner::default();
     let mut last_full: Option<Instant> = None;
     loop {
         let full = last_full.is_none_or(|t| t.elapsed() >= args.iptables_sync_period);
         let started = Instant::now();
-        match sync_once((&mut builder, &mut applier), cfg, sources, full, health) {
-            Ok(ports) => {
+        match sync_once(backend, cfg, sources, full, health) {
+            Ok(datagram_ports) => {
                 // only once the new rules are in: a flow cleared earlier could be NATed
                 // by the old ones again
-                tokio::task::block_in_place(|| conntrack.synced(&ports));
+                tokio::task::block_in_place(|| conntrack.synced(datagram_ports));
                 if full {
                     last_full = Some(started);
                 }

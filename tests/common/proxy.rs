@@ -23,3 +23,21 @@ pub fn spawn(c: &Cluster, ns: &NetNs, node: &str, extra: &[&str]) -> usize {
         .env("RUST_LOG", "debug,kube=info,hyper=info,tower=info,h2=info,rustls=info");
     ns.spawn(&mut cmd, &log_path(c))
 }
+
+/// A behaviour test run in both proxy modes: `$name::iptables` and `$name::nftables`,
+/// each calling `$name(mode)`.
+#[macro_export]
+macro_rules! both_modes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn iptables() {
+                super::$name("iptables").await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn nftables() {
+                super::$name("nftables").await
+            }
+        }
+    )*};
+}
