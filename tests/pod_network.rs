@@ -98,3 +98,33 @@ async fn a_pod_gets_its_ip_from_the_node_pod_cidr_ipam_gave() {
     assert!(rendered.contains(&format!("\"subnet\": \"{cidr}\"")), "{rendered}");
     drop(node);
 }
+
+/// Without node IPAM the node's containerd has no network: the node turns NotReady with
+/// upstream's "container runtime network not ready" until a podCIDR is set on the Node
+/// (here by hand), then Ready, and its pods get IPs in that podCIDR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_a_pod_cidr_is_not_ready_until_it_gets_one() {
+    let c = Cluster::start().await;
+    let ns = NetNs::new();
+    ns.relay_host_port(c.port);
+    let path = ns.path();
+    let node = CriNode::start_with_node_pod_cidr(&c, "cidr-b", &["--node-ip=127.0.0.1"], Some(&path)).await;
+    let ready = |want: &'static str| {
+        let c = &c;
+        move || async move {
+            let n = c.must_get("/api/v1/nodes/cidr-b").await;
+            let conditions = n["status"]["conditions"].as_array().cloned().unwrap_or_default();
+            conditions.into_iter().find(|k| k["type"] == "Ready" && k["status"] == want)
+        }
+    };
+    let not_ready = eventually(WAIT, "the node NotReady without a network", ready("False")).await;
+    let message = not_ready["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("container runtime network not ready: NetworkReady=false"), "{not_ready}");
+    let patch = json!({"spec": {"podCIDR": "10.243.7.0/24", "podCIDRs": ["10.243.7.0/24"]}});
+    let (status, body) = c.patch("/api/v1/nodes/cidr-b", "application/merge-patch+json", &patch).await;
+    assert!(status.is_success(), "{body}");
+    eventually(WAIT, "the node Ready with a network", ready("True")).await;
+    let ip = run_pod(&c, "late", "cidr-b", "sleep 3600").await;
+    assert!(ip.starts_with("10.243.7."), "pod IP {ip} outside the podCIDR 10.243.7.0/24");
+    drop(node);
+}
