@@ -58,7 +58,7 @@ impl Flow {
 }
 
 /// Connection-less protocols, whose flows only conntrack's timeout ends.
-fn tracked(sp: &ServicePort) -> bool {
+pub fn tracked(sp: &ServicePort) -> bool {
     matches!(sp.protocol, "udp" | "sctp")
 }
 
