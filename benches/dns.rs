@@ -5,6 +5,10 @@
 //! `BENCH_DNS_SECONDS` (default 5). The same client loop against a trivial UDP echo
 //! server on loopback (as many threads as the DNS's UDP workers) runs in the same process
 //! first, so the figure comes with a ratio that survives a noisy, shared machine.
+//! Then forwarded names: `name-<i>.example. A` for `BENCH_DNS_NAMES` (default 1,000) names,
+//! straight to a minimal upstream responder on loopback, then through `ferrokube dns`
+//! forwarding to it (after the first round every answer comes from its cache), then
+//! through it with names that never repeat (every answer asked upstream).
 
 use std::net::UdpSocket;
 use std::process::{Command, Stdio};
@@ -13,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use serde_json::json;
 
 mod common;
@@ -47,13 +51,32 @@ impl Run {
 }
 
 fn query(i: usize) -> Vec<u8> {
+    ask(&format!("svc-{i}.default.svc.cluster.local."))
+}
+
+fn forwarded(i: usize) -> Vec<u8> {
+    ask(&format!("name-{i}.example."))
+}
+
+fn ask(name: &str) -> Vec<u8> {
     let mut m = Message::query();
-    m.add_query(Query::query(Name::from_ascii(format!("svc-{i}.default.svc.cluster.local.")).unwrap(), RecordType::A));
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    m.metadata.recursion_desired = true;
     m.to_vec().unwrap()
 }
 
-/// `clients` threads asking `port` for `seconds`; `check` looks at each answer.
-fn load(port: u16, clients: usize, services: usize, seconds: u64, check: fn(&[u8], &[u8])) -> Run {
+/// What a load asks and how it checks the answers.
+#[derive(Clone, Copy)]
+struct Queries {
+    /// Names 0..names.
+    names: usize,
+    make: fn(usize) -> Vec<u8>,
+    check: fn(&[u8], &[u8]),
+}
+
+/// `clients` threads asking `port` for `seconds`.
+fn load(port: u16, clients: usize, seconds: u64, queries: Queries) -> Run {
+    let Queries { names: services, make: query, check } = queries;
     let started = Instant::now();
     let threads: Vec<_> = (0..clients)
         .map(|_| {
@@ -93,6 +116,23 @@ fn check_echo(q: &[u8], answer: &[u8]) {
 
 /// The baseline: `threads` threads echoing datagrams on one socket until `stop`.
 fn echo_server(threads: usize, stop: Arc<AtomicBool>) -> u16 {
+    udp_server(threads, stop, |q| Some(q.to_vec()))
+}
+
+/// The upstream: `threads` threads answering every A query with one address.
+fn responder(threads: usize, stop: Arc<AtomicBool>) -> u16 {
+    udp_server(threads, stop, |q| {
+        let request = Message::from_vec(q).ok()?;
+        let mut reply = Message::response(request.metadata.id, request.metadata.op_code);
+        let question = request.queries.first()?.clone();
+        let a = RData::A(std::net::Ipv4Addr::new(192, 0, 2, 1).into());
+        reply.add_answer(Record::from_rdata(question.name().clone(), 300, a));
+        reply.add_query(question);
+        reply.to_vec().ok()
+    })
+}
+
+fn udp_server(threads: usize, stop: Arc<AtomicBool>, answer: fn(&[u8]) -> Option<Vec<u8>>) -> u16 {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let port = socket.local_addr().unwrap().port();
@@ -101,8 +141,10 @@ fn echo_server(threads: usize, stop: Arc<AtomicBool>) -> u16 {
         std::thread::spawn(move || {
             let mut buf = [0u8; 1500];
             while !stop.load(Ordering::Relaxed) {
-                if let Ok((n, peer)) = socket.recv_from(&mut buf) {
-                    let _ = socket.send_to(&buf[..n], peer);
+                if let Ok((n, peer)) = socket.recv_from(&mut buf)
+                    && let Some(reply) = answer(&buf[..n])
+                {
+                    let _ = socket.send_to(&reply, peer);
                 }
             }
         });
@@ -146,15 +188,19 @@ async fn main() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let echo = echo_server(workers, stop.clone());
-    let baseline =
-        tokio::task::spawn_blocking(move || load(echo, clients, services, seconds, check_echo)).await.unwrap();
-    stop.store(true, Ordering::Relaxed);
+    let upstream = responder(workers, stop.clone());
+    let cluster_names = Queries { names: services, make: query, check: check_dns };
+    let forwarded_names = Queries { names: env_usize("BENCH_DNS_NAMES", 1000), make: forwarded, check: check_dns };
+    let run = move |port, queries| tokio::task::spawn_blocking(move || load(port, clients, seconds, queries));
+    let baseline = run(echo, Queries { check: check_echo, ..cluster_names }).await.unwrap();
+    let direct = run(upstream, forwarded_names).await.unwrap();
 
     let port = free_port();
     let _dns = Proc(
         Command::new(exe)
             .args(["dns", "--kubeconfig", &kubeconfig.display().to_string(), "--bind-address=127.0.0.1"])
             .args(["--port", &port.to_string(), "--udp-workers", &workers.to_string()])
+            .args(["--upstream-nameservers", &format!("127.0.0.1:{upstream}"), "--metrics-bind-address="])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(common::env_log("BENCH_DNS_LOG"))
@@ -176,10 +222,19 @@ async fn main() {
         assert!(ready.elapsed() < Duration::from_secs(60), "ferrokube dns never answered svc-{last}");
     }
     println!("ferrokube dns answering all {services} Services {:.2} s after start", ready.elapsed().as_secs_f64());
-    let dns = tokio::task::spawn_blocking(move || load(port, clients, services, seconds, check_dns)).await.unwrap();
+    let dns = run(port, cluster_names).await.unwrap();
+    let cached = run(port, forwarded_names).await.unwrap();
+    // names from a range too large to repeat: nearly every query a miss, the cache full
+    let missed = run(port, Queries { names: 1 << 40, ..forwarded_names }).await.unwrap();
+    stop.store(true, Ordering::Relaxed);
 
     println!("{clients} clients, {workers} server threads, {seconds} s each:");
     baseline.print("udp echo (baseline)");
-    dns.print("ferrokube dns");
+    dns.print("ferrokube dns, Service names");
     println!("dns/echo throughput ratio: {:.2}", dns.qps() / baseline.qps());
+    direct.print("upstream responder, asked directly");
+    cached.print("ferrokube dns, forwarded names (cache)");
+    println!("forwarded/direct throughput ratio: {:.2}", cached.qps() / direct.qps());
+    missed.print("ferrokube dns, forwarded names (cache misses)");
+    println!("missed/direct throughput ratio: {:.2}", missed.qps() / direct.qps());
 }

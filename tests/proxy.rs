@@ -170,7 +170,7 @@ struct ProxyEnv {
     mode: &'static str,
 }
 
-crate::both_modes!(
+crate::both_proxy_modes!(
     cluster_ip_and_node_port_reach_ready_endpoints_only,
     client_ip_affinity_sticks,
     stale_chains_go_and_cleanup_removes_all,
@@ -386,8 +386,26 @@ async fn switching_modes_removes_the_other_modes_rules() {
             assert!(std::time::Instant::now() < deadline, "{mode}: the other mode's rules stay:\n{}", other());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert_eq!(ask(&env.ns, "10.96.0.60:80"), Ok("10.1.7.1".to_string()), "{mode}");
+        // (iptables mode adds the jumps from the built-in chains just after its chains)
+        wait_answer(&env, "10.96.0.60:80", |r| r.as_deref() == Ok("10.1.7.1"), mode).await;
     }
+}
+
+/// nftables mode: when a partial sync fails (here: someone deleted the proxy's table, so
+/// the changed chains' stale neighbours and the maps are gone), the next sync is a full
+/// one that lists the kernel and writes everything again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nftables_failed_partial_sync_is_followed_by_a_full_one() {
+    let env = ProxyEnv::start("nftables").await;
+    let _b: Vec<Backend> = ["10.1.8.1", "10.1.8.2"].iter().map(|ip| Backend::start(&env.ns, ip)).collect();
+    env.service("repair", json!({"clusterIP": "10.96.0.61", "ports": http_port()})).await;
+    env.endpoints("repair", &[("10.1.8.1", NODE, true)]).await;
+    wait_answer(&env, "10.96.0.61:80", |r| r.as_deref() == Ok("10.1.8.1"), "the first endpoint").await;
+    env.ns.exec_ok("nft", &["delete", "table", "ip", "kube-proxy"]);
+    env.endpoints("repair", &[("10.1.8.2", NODE, true)]).await;
+    wait_answer(&env, "10.96.0.61:80", |r| r.as_deref() == Ok("10.1.8.2"), "the rewritten table").await;
+    let log = std::fs::read_to_string(common::proxy::log_path(&env.c)).unwrap_or_default();
+    assert!(log.contains("sync failed"), "the partial sync must have failed:\n{}", env.proxy_log());
 }
 
 /// internalTrafficPolicy: Local sends the ClusterIP only to this node's endpoints;

@@ -68,11 +68,6 @@ impl Client {
     }
 }
 
-crate::both_modes!(
-    a_flow_to_a_removed_endpoint_moves_to_the_new_one,
-    a_flow_from_before_the_endpoints_reaches_them_once_they_appear,
-);
-
 /// A cluster, the node's namespace (API relayed in) with `ferrokube proxy` inside, and a
 /// second namespace on a veth that the service range is routed to, as to a node's default
 /// gateway: a datagram no rule DNATs leaves there and is lost.
@@ -91,8 +86,8 @@ impl Env {
         ns.veth_to(&gateway, "192.168.79.1/24", "192.168.79.2/24");
         ns.ip(&["route", "add", "10.96.0.0/12", "via", "192.168.79.2"]);
         let mode = format!("--proxy-mode={mode}");
-        let flags = [mode.as_str(), "--healthz-bind-address=0.0.0.0:0", "--metrics-bind-address=127.0.0.1:0"];
-        common::proxy::spawn(&c, &ns, NODE, &flags);
+        let quiet = ["--healthz-bind-address=0.0.0.0:0", "--metrics-bind-address=127.0.0.1:0", &mode];
+        common::proxy::spawn(&c, &ns, NODE, &quiet);
         let env = Env { c, ns, _gateway: gateway };
         env.wait_log("synced rules").await;
         env
@@ -158,10 +153,15 @@ impl Env {
     }
 }
 
+crate::both_proxy_modes!(
+    a_flow_to_a_removed_endpoint_moves_to_the_new_one,
+    a_flow_from_before_the_endpoints_reaches_them_once_they_appear
+);
+
 /// The endpoint behind a flow goes (its slice now names another): the next datagram
 /// from the same source port reaches the new endpoint, though the old server still
 /// answers at its address.
-async fn a_flow_to_a_removed_endpoint_moves_to_the_new_one(mode: &'static str) {
+async fn a_flow_to_a_removed_endpoint_moves_to_the_new_one(mode: &str) {
     let env = Env::start(mode).await;
     let (_old, _new) = (EchoServer::start(&env.ns, "10.1.7.1"), EchoServer::start(&env.ns, "10.1.7.2"));
     env.udp_service("dns", "10.96.0.70").await;
@@ -181,7 +181,7 @@ async fn a_flow_to_a_removed_endpoint_moves_to_the_new_one(mode: &'static str) {
 /// existed, so it left undisturbed and made an entry without NAT), then REJECTed while
 /// the Service has none: once an endpoint appears, the next datagram from the same
 /// source port reaches it.
-async fn a_flow_from_before_the_endpoints_reaches_them_once_they_appear(mode: &'static str) {
+async fn a_flow_from_before_the_endpoints_reaches_them_once_they_appear(mode: &str) {
     let env = Env::start(mode).await;
     let _server = EchoServer::start(&env.ns, "10.1.8.1");
     let client = Client::new(&env.ns, 40071);

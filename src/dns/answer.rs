@@ -94,12 +94,16 @@ pub fn reply_to(request: &Message) -> Message {
     response.metadata = Metadata::response_from_request(&request.metadata);
     response.metadata.message_type = MessageType::Response;
     response.queries = request.queries.clone();
-    if let Some(theirs) = &request.edns {
-        let mut edns = Edns::new();
-        edns.set_max_payload(theirs.max_payload().clamp(512, MAX_UDP_PAYLOAD));
-        response.edns = Some(edns);
-    }
+    response.edns = edns_for(request);
     response
+}
+
+/// This server's OPT record when the request had one: EDNS is answered when asked.
+pub fn edns_for(request: &Message) -> Option<Edns> {
+    let theirs = request.edns.as_ref()?;
+    let mut edns = Edns::new();
+    edns.set_max_payload(theirs.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+    Some(edns)
 }
 
 fn cluster(response: &mut Message, query: &Query, zone: &Zone, auth: &Authority) {

@@ -1,8 +1,9 @@
 //! The EndpointSlice that makes this process a backend of the cluster DNS Service:
 //! ferrokube's DNS runs on the host, not in a pod, so its Service has no selector and
 //! each DNS process keeps `<namespace>/<service>-<node>` pointing at the address it
-//! serves on. Applied at start and every `REAPPLY` (so a deleted slice comes back),
-//! deleted at shutdown.
+//! serves on (and its metrics port, when the metrics are served on that address too, so
+//! the Service's `metrics` port reaches them as CoreDNS's pod does). Applied at start and
+//! every `REAPPLY` (so a deleted slice comes back), deleted at shutdown.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -21,11 +22,22 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// `service` is `namespace/name`.
-    pub fn new(client: kube::Client, service: &str, node: &str, ip: IpAddr, port: u16) -> anyhow::Result<Publisher> {
+    /// `service` is `namespace/name`; `metrics`: the metrics port on `ip`, if any.
+    pub fn new(
+        client: kube::Client,
+        service: &str,
+        node: &str,
+        (ip, port): (IpAddr, u16),
+        metrics: Option<u16>,
+    ) -> anyhow::Result<Publisher> {
         let Some((namespace, name)) = service.split_once('/') else {
             anyhow::bail!("--publish-service must be namespace/name, not {service:?}");
         };
+        let mut ports = vec![
+            serde_json::json!({"name": "dns", "protocol": "UDP", "port": port}),
+            serde_json::json!({"name": "dns-tcp", "protocol": "TCP", "port": port}),
+        ];
+        ports.extend(metrics.map(|port| serde_json::json!({"name": "metrics", "protocol": "TCP", "port": port})));
         let slice = serde_json::from_value(serde_json::json!({
             "apiVersion": "discovery.k8s.io/v1",
             "kind": "EndpointSlice",
@@ -43,10 +55,7 @@ impl Publisher {
                 "conditions": {"ready": true, "serving": true, "terminating": false},
                 "nodeName": node,
             }],
-            "ports": [
-                {"name": "dns", "protocol": "UDP", "port": port},
-                {"name": "dns-tcp", "protocol": "TCP", "port": port},
-            ],
+            "ports": ports,
         }))?;
         Ok(Publisher { api: Api::namespaced(client, namespace), slice })
     }

@@ -3,30 +3,38 @@
 //! both through `Server::handle`. Bad packets never stop a loop: shorter than a header
 //! or a response → dropped; undecodable → FORMERR; a response larger than the client's
 //! UDP limit (512 bytes, or its EDNS size) → as many records as fit, with TC set.
+//! Forwarded names are answered from the cache when they can be, else by a task that
+//! asks the upstreams (`forward.rs`), so a slow upstream never holds up a UDP worker.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::answer::{Authority, MAX_UDP_PAYLOAD, Outcome, answer, reply_to};
+use super::answer::{Authority, MAX_UDP_PAYLOAD, Outcome, answer, edns_for, reply_to};
+use super::cache::Cache;
+use super::forward::Upstreams;
+use super::metrics::{self, Metrics};
 use super::zone::Zone;
 
 /// DNS header length; anything shorter is not a message.
-const HEADER_LEN: usize = 12;
+pub const HEADER_LEN: usize = 12;
 /// How long a TCP connection may sit idle between queries (miekg/dns's default).
 const TCP_IDLE: Duration = Duration::from_secs(8);
-/// How long one upstream gets to answer a forwarded query.
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct Server {
     pub zone: RwLock<Zone>,
     pub auth: Authority,
-    pub upstreams: Vec<SocketAddr>,
+    pub upstreams: Upstreams,
+    /// Forwarded answers; `None` with `--cache-ttl 0`.
+    pub cache: Option<Cache>,
+    pub metrics: Metrics,
+    /// The metrics' `server` label, `dns://<address>:<port>` as CoreDNS writes it.
+    pub name: String,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -42,40 +50,89 @@ pub enum Reply {
     Drop,
 }
 
+/// A query as received: when, over what, from whom (for the metrics).
+#[derive(Clone, Copy)]
+pub struct Received {
+    pub at: Instant,
+    pub transport: Transport,
+    pub peer: SocketAddr,
+}
+
+impl Received {
+    pub fn now(transport: Transport, peer: SocketAddr) -> Received {
+        Received { at: Instant::now(), transport, peer }
+    }
+}
+
 impl Server {
-    pub fn handle(&self, packet: &[u8], transport: Transport) -> Reply {
+    /// The reply to `packet` and its query type's metrics slot.
+    pub fn handle(&self, packet: &[u8], from: Received) -> (Reply, usize) {
         // a response (QR set) is never answered, so two servers cannot ping-pong
         if packet.len() < HEADER_LEN || packet[2] & 0x80 != 0 {
-            return Reply::Drop;
+            return (Reply::Drop, metrics::OTHER);
         }
         let request = match Message::from_vec(packet) {
             Ok(m) => m,
             Err(e) => {
                 tracing::debug!(error = %e, len = packet.len(), "undecodable query; FORMERR");
-                return Reply::Send(format_error(packet));
+                self.metrics.request(from.transport, from.peer.is_ipv6(), metrics::OTHER);
+                return (Reply::Send(format_error(packet)), metrics::OTHER);
             }
         };
+        let slot = request.queries.first().map_or(metrics::OTHER, |q| metrics::type_slot(q.query_type()));
+        self.metrics.request(from.transport, from.peer.is_ipv6(), slot);
         let outcome = {
             let zone = self.zone.read().unwrap_or_else(|e| e.into_inner());
             answer(&request, &zone, &self.auth, !self.upstreams.is_empty())
         };
-        match outcome {
-            Outcome::Reply(response) => encode(&response, limit(&request, transport)).map_or(Reply::Drop, Reply::Send),
-            Outcome::Forward => Reply::Forward(Box::new(request)),
-        }
+        let reply = match outcome {
+            Outcome::Reply(response) => {
+                encode(&response, limit(&request, from.transport)).map_or(Reply::Drop, Reply::Send)
+            }
+            Outcome::Forward => match self.cached(&request, from.transport) {
+                Some(bytes) => Reply::Send(bytes),
+                None => Reply::Forward(Box::new(request)),
+            },
+        };
+        (reply, slot)
     }
 
-    /// Ask each upstream in turn; their answer as it came, or SERVFAIL.
-    pub async fn forward(&self, packet: &[u8], request: &Message, transport: Transport) -> Option<Vec<u8>> {
-        for upstream in &self.upstreams {
-            match ask_upstream(*upstream, packet).await {
-                Ok(answer) => return Some(answer),
-                Err(e) => tracing::debug!(%upstream, error = %e, "upstream did not answer"),
-            }
-        }
-        let mut response = reply_to(request);
-        response.metadata.response_code = ResponseCode::ServFail;
+    /// The cached answer to a query to be forwarded, encoded for the client.
+    fn cached(&self, request: &Message, transport: Transport) -> Option<Vec<u8>> {
+        let cache = self.cache.as_ref()?;
+        let Some((mut response, kind)) = cache.get(request, Instant::now()) else {
+            self.metrics.cache_miss();
+            return None;
+        };
+        self.metrics.cache_hit(kind);
+        response.edns = edns_for(request);
         encode(&response, limit(request, transport))
+    }
+
+    /// Ask the upstreams; their answer (as it came if it fits the client), SERVFAIL when
+    /// none answers, REFUSED when too many queries are out already.
+    pub async fn forward(&self, packet: &[u8], request: &Message, transport: Transport) -> Option<Vec<u8>> {
+        let max = limit(request, transport);
+        let Some(_slot) = self.upstreams.slot() else {
+            tracing::debug!(id = request.metadata.id, "too many forwarded queries in flight; REFUSED");
+            return failure(request, ResponseCode::Refused, max);
+        };
+        if let Some(answer) = self.upstreams.exchange(packet, transport).await {
+            if let Some(cache) = &self.cache {
+                cache.put(request, &answer.message, Instant::now());
+            }
+            if answer.bytes.len() <= usize::from(max) {
+                return Some(answer.bytes);
+            }
+            // a full answer over TCP to a truncated one over UDP, more than the client takes
+            return encode(&answer.message, max);
+        }
+        failure(request, ResponseCode::ServFail, max)
+    }
+
+    /// Count a response sent.
+    pub fn sent(&self, slot: usize, from: Received, bytes: &[u8]) {
+        self.metrics.response(slot, from.at, bytes);
     }
 }
 
@@ -102,6 +159,13 @@ fn encode(response: &Message, max: u16) -> Option<Vec<u8>> {
     }
 }
 
+/// An empty answer with `code`.
+fn failure(request: &Message, code: ResponseCode, max: u16) -> Option<Vec<u8>> {
+    let mut response = reply_to(request);
+    response.metadata.response_code = code;
+    encode(&response, max)
+}
+
 /// FORMERR for a query whose header is readable but whose body is not: its id and
 /// opcode, QR set, no sections.
 fn format_error(packet: &[u8]) -> Vec<u8> {
@@ -110,24 +174,6 @@ fn format_error(packet: &[u8]) -> Vec<u8> {
     out[2] = 0x80 | (packet[2] & 0x78);
     out[3] = ResponseCode::FormErr.low();
     out
-}
-
-async fn ask_upstream(upstream: SocketAddr, packet: &[u8]) -> std::io::Result<Vec<u8>> {
-    let bind: SocketAddr = if upstream.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-    let socket = tokio::net::UdpSocket::bind(bind).await?;
-    socket.connect(upstream).await?;
-    socket.send(packet).await?;
-    let mut buf = vec![0u8; usize::from(u16::MAX)];
-    loop {
-        let n = tokio::time::timeout(UPSTREAM_TIMEOUT, socket.recv(&mut buf))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))??;
-        // only the answer to this query (same id) counts
-        if n >= HEADER_LEN && buf[..2] == packet[..2] {
-            buf.truncate(n);
-            return Ok(buf);
-        }
-    }
 }
 
 /// One UDP worker: until the socket fails for good.
@@ -147,17 +193,22 @@ pub fn serve_udp(server: Arc<Server>, socket: UdpSocket, runtime: tokio::runtime
                 continue;
             }
         };
-        match server.handle(&buf[..n], Transport::Udp) {
-            Reply::Send(bytes) => send_udp(&socket, &bytes, peer),
-            Reply::Forward(request) => {
+        let from = Received::now(Transport::Udp, peer);
+        match server.handle(&buf[..n], from) {
+            (Reply::Send(bytes), slot) => {
+                send_udp(&socket, &bytes, peer);
+                server.sent(slot, from, &bytes);
+            }
+            (Reply::Forward(request), slot) => {
                 let (server, socket, packet) = (server.clone(), socket.clone(), buf[..n].to_vec());
                 runtime.spawn(async move {
                     if let Some(bytes) = server.forward(&packet, &request, Transport::Udp).await {
                         send_udp(&socket, &bytes, peer);
+                        server.sent(slot, from, &bytes);
                     }
                 });
             }
-            Reply::Drop => {}
+            (Reply::Drop, _) => {}
         }
     }
 }
@@ -174,7 +225,7 @@ pub async fn serve_tcp(server: Arc<Server>, listener: tokio::net::TcpListener) {
             Ok((stream, peer)) => {
                 let server = server.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = tcp_connection(&server, stream).await {
+                    if let Err(e) = tcp_connection(&server, stream, peer).await {
                         tracing::debug!(%peer, error = %e, "tcp connection ended");
                     }
                 });
@@ -188,7 +239,7 @@ pub async fn serve_tcp(server: Arc<Server>, listener: tokio::net::TcpListener) {
 }
 
 /// Length-prefixed queries, answered in order, until the client closes or idles.
-async fn tcp_connection(server: &Server, mut stream: TcpStream) -> std::io::Result<()> {
+async fn tcp_connection(server: &Server, mut stream: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
     let mut buf = Vec::new();
     loop {
         let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
@@ -201,16 +252,18 @@ async fn tcp_connection(server: &Server, mut stream: TcpStream) -> std::io::Resu
         tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "partial query"))??;
-        let bytes = match server.handle(&buf, Transport::Tcp) {
-            Reply::Send(bytes) => bytes,
-            Reply::Forward(request) => match server.forward(&buf, &request, Transport::Tcp).await {
-                Some(bytes) => bytes,
+        let from = Received::now(Transport::Tcp, peer);
+        let (bytes, slot) = match server.handle(&buf, from) {
+            (Reply::Send(bytes), slot) => (bytes, slot),
+            (Reply::Forward(request), slot) => match server.forward(&buf, &request, Transport::Tcp).await {
+                Some(bytes) => (bytes, slot),
                 None => continue,
             },
-            Reply::Drop => continue,
+            (Reply::Drop, _) => continue,
         };
         let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
         stream.write_all(&len.to_be_bytes()).await?;
         stream.write_all(&bytes[..usize::from(len)]).await?;
+        server.sent(slot, from, &bytes);
     }
 }

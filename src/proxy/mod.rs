@@ -260,11 +260,13 @@ async fn sync_loop(
                     last_full = Some(started);
                 }
             }
-            // the applier forgot what it wrote, so the retry is a full rewrite
+            // the applier forgot what it wrote, so the retry is a full rewrite; it does
+            // not wait for another change, which may never come
             Err(e) => {
                 health.failed();
                 tracing::error!(error = format!("{e:#}"), "sync failed; retrying");
                 tokio::time::sleep(SYNC_RETRY).await;
+                continue;
             }
         }
         let next_full = last_full.map_or(Duration::ZERO, |t| args.iptables_sync_period.saturating_sub(t.elapsed()));

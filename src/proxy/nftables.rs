@@ -68,7 +68,8 @@ fn existing() -> anyhow::Result<Existing> {
     // -t (terse) leaves out the sets' elements
     let chains = names_in(&nft(&["list", "chains", "ip"], None)?, "chain");
     let sets = names_in(&nft(&["-t", "list", "sets", "ip"], None)?, "set");
-    Ok(Existing { chains, sets })
+    let vmaps = names_in(&nft(&["-t", "list", "maps", "ip"], None)?, "map");
+    Ok(Existing { chains, sets, vmaps })
 }
 
 fn table_exists() -> anyhow::Result<bool> {

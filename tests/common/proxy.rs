@@ -25,9 +25,9 @@ pub fn spawn(c: &Cluster, ns: &NetNs, node: &str, extra: &[&str]) -> usize {
 }
 
 /// A behaviour test run in both proxy modes: `$name::iptables` and `$name::nftables`,
-/// each calling `$name(mode)`.
+/// each calling `$name(mode)` of the module it is invoked in.
 #[macro_export]
-macro_rules! both_modes {
+macro_rules! both_proxy_modes {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,7 +48,7 @@ impl Sim {
                 self.containers.entry(name).or_default();
             }
             ("flush", "map" | "set") => self.containers.get_mut(&name).ok_or("no map")?.clear(),
-            ("delete", "set") => {
+            ("delete", "set" | "map") => {
                 if self.referenced(&name) {
                     return Err("set busy".into());
                 }
@@ -65,16 +65,15 @@ impl Sim {
     }
 
     fn add_element(&mut self, map: &str, braced: &str) -> Result<(), String> {
-        let inner = braced.trim_matches(['{', '}', ' ']);
-        let key = inner.split(" comment ").next().unwrap_or_default().split(" : ").next().unwrap_or_default();
         let m = self.containers.get_mut(map).ok_or("no map")?;
-        match m.get(key) {
-            Some(old) if old != inner => Err("element exists with other data".into()),
-            _ => {
-                m.insert(key.to_string(), inner.to_string());
-                Ok(())
-            }
+        for inner in braced.trim_matches(['{', '}', ' ']).split(", ") {
+            let key = inner.split(" comment ").next().unwrap_or_default().split(" : ").next().unwrap_or_default();
+            match m.get(key) {
+                Some(old) if old != inner => return Err("element exists with other data".into()),
+                _ => m.insert(key.to_string(), inner.to_string()),
+            };
         }
+        Ok(())
     }
 }
 
@@ -134,8 +133,10 @@ fn cluster_ip_spreads_over_ready_endpoint_chains() {
     let (name, rules) = chain(&sim, "service-");
     assert!(name.ends_with("-ns/web/tcp/http"), "{name}");
     assert_eq!(rules[0], "ip daddr 10.96.0.5 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade");
-    assert!(rules[1].starts_with("numgen random mod 2 vmap { 0 : goto endpoint-"), "{rules:?}");
-    assert!(!rules[1].contains("10.1.0.2"));
+    assert_eq!(rules[1], format!("numgen random mod 2 vmap @vmap-{name}"));
+    let picks = &sim.containers[&format!("vmap-{name}")];
+    assert_eq!(picks.len(), 2);
+    assert!(picks["0"].starts_with("0 : goto endpoint-") && picks["1"].contains("__10.1.0.3/8080"), "{picks:?}");
     let (_, sep) = chain(&sim, "endpoint-");
     assert_eq!(sep, &["ip saddr 10.1.0.1 jump mark-for-masquerade", "meta l4proto tcp dnat to 10.1.0.1:8080"]);
     assert_eq!(sim.containers["service-ips"]["10.96.0.5 . tcp . 80"], format!("10.96.0.5 . tcp . 80 : goto {name}"));
@@ -208,7 +209,7 @@ fn incremental_plan_equals_a_full_sync() {
     for step in steps {
         step(&mut state);
         let p = plan(state.clone(), &cfg(), written, false, &Existing::default());
-        assert!(!p.text.contains("flush map") && p.rebuilt <= 2, "{}", p.text);
+        assert!(!p.text.contains("flush map ip kube-proxy service-ips") && p.rebuilt <= 2, "{}", p.text);
         sim.apply(&p.text).unwrap_or_else(|e| panic!("{e}\n{}", p.text));
         assert_eq!(sim, full_state(&state), "after\n{}", p.text);
         written = p.next;
@@ -225,10 +226,12 @@ fn full_sync_deletes_what_it_finds_stale() {
     old.affinity_seconds = Some(10);
     let kept = sp("kept", 5, vec![ep("10.1.5.1", "a", true)]);
     let mut sim = full_state(&[old, kept.clone()]);
+    let containers: BTreeSet<String> = sim.containers.keys().cloned().collect();
     let existing =
-        Existing { chains: sim.chains.keys().cloned().collect(), sets: sim.containers.keys().cloned().collect() };
+        Existing { chains: sim.chains.keys().cloned().collect(), sets: containers.clone(), vmaps: containers };
     let p = plan(vec![kept.clone()], &cfg(), Written::default(), true, &existing);
     sim.apply(&p.text).unwrap_or_else(|e| panic!("{e}\n{}", p.text));
     assert_eq!(sim, full_state(&[kept]));
     assert_eq!(p.chains_deleted, 2);
+    assert!(p.text.contains("delete map ip kube-proxy vmap-service-"), "{}", p.text);
 }
