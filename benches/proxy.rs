@@ -2,7 +2,9 @@
 //! for `BENCH_PROXY_SERVICES` (default 1,000) Services × `BENCH_PROXY_ENDPOINTS` (default
 //! 10) endpoints from scratch, and then applies one endpoint change among them, in
 //! `BENCH_PROXY_MODE` (`iptables`, `nftables` or `both`, the default: each in a fresh
-//! namespace, then the nftables/iptables ratios).
+//! namespace, then the nftables/iptables ratios). `BENCH_PROXY_PROTOCOL=UDP` makes the
+//! ports UDP, so each sync is followed by the stale-conntrack clean-up, whose time the
+//! proxy's log gives too.
 //!
 //! A private etcd and API server hold the objects; the proxy runs in a network namespace
 //! of the bench's own (`tests/common/netns.rs`, the API relayed in), so the host's rules
@@ -37,9 +39,9 @@ impl Sync {
     }
 }
 
-fn parse(line: &str) -> Option<Sync> {
+fn parse(line: &str, message: &str) -> Option<Sync> {
     let at = Instant::now();
-    let rest = line.split_once("synced rules")?.1;
+    let rest = line.split_once(message)?.1;
     let fields = rest.split_whitespace().filter_map(|f| f.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect();
     Some(Sync { at, fields })
 }
@@ -52,7 +54,7 @@ async fn create_all(base: &str, services: usize, endpoints: usize) {
         tasks.push(tokio::spawn(async move {
             for i in (worker..services).step_by(8) {
                 let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("svc-{i}")},
-                    "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}});
+                    "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": protocol()}]}});
                 let r = c.post(format!("{base}/api/v1/namespaces/default/services")).json(&svc).send().await;
                 assert!(r.is_ok_and(|r| r.status().is_success()), "creating svc-{i}");
                 let r = c
@@ -81,7 +83,12 @@ fn slice(i: usize, n: usize, generation: usize) -> Value {
         .collect();
     json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": format!("svc-{i}-1"), "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
-        "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}], "endpoints": endpoints})
+        "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": protocol()}], "endpoints": endpoints})
+}
+
+/// The Services' protocol (`BENCH_PROXY_PROTOCOL`, TCP unless told).
+fn protocol() -> String {
+    std::env::var("BENCH_PROXY_PROTOCOL").unwrap_or_else(|_| "TCP".into())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -124,8 +131,17 @@ fn follow(proxy: &mut std::process::Child) -> (mpsc::Receiver<Sync>, mpsc::Recei
             if line.contains("informers synced") {
                 let _ = listed_tx.send(Instant::now());
             }
-            if let Some(s) = parse(&line) {
+            if let Some(s) = parse(&line, "synced rules") {
                 let _ = tx.send(s);
+            }
+            if let Some(s) = parse(&line, "cleared stale conntrack entries") {
+                println!(
+                    "  conntrack clean-up: {} filters, {} matched, {} entries deleted, in {} ms",
+                    s.get("filters"),
+                    s.get("matched"),
+                    s.get("deleted"),
+                    s.get("took_ms")
+                );
             }
         }
     });

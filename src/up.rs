@@ -49,10 +49,10 @@ pub struct UpArgs {
     /// The pods' bridge on this node (one per `up` running on a machine).
     #[arg(long, default_value = "ferrokube0")]
     pub pod_bridge: String,
-    /// The pods' addresses on this node (the first /24 of the cluster CIDR, which the
-    /// node IPAM gives the first node).
-    #[arg(long, default_value = "10.244.0.0/24")]
-    pub pod_subnet: String,
+    /// The pods' addresses on this node; default: the node's podCIDR, which node IPAM
+    /// gives it from the cluster CIDR and the kubelet hands to containerd.
+    #[arg(long)]
+    pub pod_subnet: Option<String>,
     /// The cluster DNS's port on the node's address (the kube-dns Service's endpoint).
     #[arg(long, default_value_t = 53)]
     pub cluster_dns_port: u16,

@@ -24,9 +24,12 @@ pub struct ContainerdArgs {
     /// The CNI bridge's name (at most 15 characters; unique per instance).
     #[arg(long, default_value = "ferrokube0")]
     pub bridge: String,
-    /// The pods' subnet on this node (host-local IPAM hands out its addresses).
-    #[arg(long, default_value = "10.88.0.0/16")]
-    pub subnet: String,
+    /// The pods' subnet on this node (host-local IPAM hands out its addresses). Without
+    /// it, the node's podCIDR: the kubelet hands it over (CRI UpdateRuntimeConfig) and
+    /// containerd writes the network config from our template, as upstream's kubenet-style
+    /// setups do; until then sandboxes wait for a network.
+    #[arg(long)]
+    pub subnet: Option<String>,
     /// Masquerade pod traffic leaving the node (needs iptables' nat table).
     #[arg(long)]
     pub ip_masq: bool,
@@ -61,6 +64,11 @@ impl ContainerdArgs {
 /// containerd's config: `containerd config default` plus what these machines need.
 fn config(args: &ContainerdArgs) -> String {
     let d = args.data_dir.display();
+    // only without a fixed subnet: containerd renders the template once told the podCIDR
+    let template = match args.subnet {
+        Some(_) => String::new(),
+        None => format!("    conf_template = \"{d}/{CNI_TEMPLATE}\"\n"),
+    };
     format!(
         r#"version = 2
 root = "{d}/root"
@@ -87,7 +95,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     bin_dir = "/usr/lib/cni"
     conf_dir = "{d}/cni"
     max_conf_num = 1
-
+{template}
   [plugins."io.containerd.grpc.v1.cri".containerd]
     default_runtime_name = "runc"
 
@@ -101,9 +109,18 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     )
 }
 
-/// The pod network: a bridge with host-local addresses (kept under the data dir) and
-/// host ports through portmap.
-fn cni_conflist(args: &ContainerdArgs) -> serde_json::Value {
+/// Our network config, written for a fixed `--subnet`.
+const CNI_CONFLIST: &str = "10-ferrokube.conflist";
+/// The template containerd renders with the node's podCIDR (Go text/template).
+const CNI_TEMPLATE: &str = "cni-template.conflist";
+/// Where containerd 1.6 writes the rendered template in its `conf_dir`.
+const CNI_RENDERED: &str = "10-containerd-net.conflist";
+/// What containerd's template puts in place of the podCIDR.
+const POD_CIDR_PLACEHOLDER: &str = "{{.PodCIDR}}";
+
+/// The pod network: a bridge with host-local addresses from `subnet` (kept under the
+/// data dir) and host ports through portmap.
+fn cni_conflist(args: &ContainerdArgs, subnet: &str) -> serde_json::Value {
     serde_json::json!({
         "cniVersion": "0.4.0",
         "name": format!("ferrokube-{}", args.bridge),
@@ -113,7 +130,7 @@ fn cni_conflist(args: &ContainerdArgs) -> serde_json::Value {
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{"subnet": args.subnet}]],
+                    "ranges": [[{"subnet": subnet}]],
                     "routes": [{"dst": "0.0.0.0/0"}],
                     "dataDir": args.data_dir.join("cni-ipam"),
                 },
@@ -121,6 +138,28 @@ fn cni_conflist(args: &ContainerdArgs) -> serde_json::Value {
             {"type": "portmap", "capabilities": {"portMappings": true}},
         ],
     })
+}
+
+/// The network config for a fixed subnet, or the template for the node's podCIDR. The
+/// other mode's file goes: containerd loads the first config of its directory, and
+/// renders the template only while it has none. A rendering from an earlier run stays
+/// (a Node keeps its podCIDR), so pods start before the kubelet is back.
+fn write_network(args: &ContainerdArgs) -> anyhow::Result<()> {
+    let dir = &args.data_dir;
+    let (write, content, stale) = match &args.subnet {
+        Some(subnet) => {
+            (dir.join("cni").join(CNI_CONFLIST), cni_conflist(args, subnet), dir.join("cni").join(CNI_RENDERED))
+        }
+        None => (dir.join(CNI_TEMPLATE), cni_conflist(args, POD_CIDR_PLACEHOLDER), dir.join("cni").join(CNI_CONFLIST)),
+    };
+    std::fs::write(&write, serde_json::to_vec_pretty(&content)?)
+        .with_context(|| format!("writing {}", write.display()))?;
+    match std::fs::remove_file(&stale) {
+        Ok(()) => tracing::info!(file = %stale.display(), "removed the other network mode's config"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", stale.display())),
+    }
+    Ok(())
 }
 
 impl Containerd {
@@ -132,7 +171,7 @@ impl Containerd {
             std::fs::create_dir_all(dir.join(sub)).with_context(|| format!("creating {}", dir.join(sub).display()))?;
         }
         std::fs::write(dir.join("config.toml"), config(args))?;
-        std::fs::write(dir.join("cni/10-ferrokube.conflist"), serde_json::to_vec_pretty(&cni_conflist(args))?)?;
+        write_network(args)?;
         let socket = args.socket();
         let _ = std::fs::remove_file(&socket);
         let log = std::fs::File::create(dir.join("logs/containerd.log"))?;

@@ -12,6 +12,7 @@ pub mod cri;
 mod fake;
 mod images;
 mod node;
+mod pod_cidr;
 mod routes;
 pub mod server;
 pub mod spec;
@@ -118,6 +119,7 @@ async fn run_cri(args: KubeletArgs) -> anyhow::Result<()> {
     tracing::info!(node = %name, runtime = %version, ip = %host_ip, "node registered; Ready");
     tokio::spawn(node.clone().keep_alive(args.node_lease_renew_interval));
     spawn_pod_routes(&args, &client, std::slice::from_ref(&name))?;
+    tokio::spawn(pod_cidr::sync(client.clone(), cri.clone(), name.clone()));
     let kubelet = server::Kubelet {
         client: client.clone(),
         node_name: name.clone(),

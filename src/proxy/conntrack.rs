@@ -142,66 +142,142 @@ pub struct Cleaner {
     warned_missing: bool,
 }
 
-/// What running `conntrack -D` came to.
-enum Outcome {
-    Deleted(u64),
+/// The addresses of one conntrack entry that the filters look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub orig_dst: Ipv4Addr,
+    pub orig_port: u16,
+    pub reply_src: Ipv4Addr,
+    pub reply_port: u16,
+}
+
+impl Flow {
+    /// Whether `conntrack -D` with this filter would delete `entry`.
+    pub fn matches(&self, entry: &Entry) -> bool {
+        self.orig_dst.is_none_or(|d| d == entry.orig_dst)
+            && self.orig_port == entry.orig_port
+            && self.reply_src.is_none_or(|s| s == entry.reply_src)
+            && self.reply_port == entry.reply_port
+    }
+}
+
+/// The entries of `conntrack -L` output: per line the original tuple's `dst=`/`dport=`
+/// (their first occurrence) and the reply tuple's `src=`/`sport=` (their second); lines
+/// without both tuples (ICMP, or unparsable) are skipped.
+pub fn parse_entries(listing: &str) -> Vec<Entry> {
+    listing
+        .lines()
+        .filter_map(|line| {
+            Some(Entry {
+                orig_dst: field(line, "dst=", 0)?,
+                orig_port: field(line, "dport=", 0)?,
+                reply_src: field(line, "src=", 1)?,
+                reply_port: field(line, "sport=", 1)?,
+            })
+        })
+        .collect()
+}
+
+/// The `n`th value of `key` (`dst=` …) in a `conntrack -L` line.
+fn field<T: std::str::FromStr>(line: &str, key: &str, n: usize) -> Option<T> {
+    line.split_whitespace().filter_map(|w| w.strip_prefix(key)).nth(n)?.parse().ok()
+}
+
+/// Why the tool could not do its part.
+enum ToolError {
     Missing,
     Failed(String),
 }
 
-fn delete(flow: &Flow) -> Outcome {
-    let out = match Command::new(CONNTRACK).args(flow.args()).output() {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Outcome::Missing,
-        Err(e) => return Outcome::Failed(e.to_string()),
-    };
+fn conntrack(args: &[String]) -> Result<std::process::Output, ToolError> {
+    Command::new(CONNTRACK).args(args).output().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ToolError::Missing,
+        _ => ToolError::Failed(e.to_string()),
+    })
+}
+
+/// The kernel's entries of `protocol` (`conntrack -L`).
+fn list(protocol: &str) -> Result<Vec<Entry>, ToolError> {
+    let out = conntrack(&["-L".into(), "-p".into(), protocol.into()])?;
+    if !out.status.success() {
+        return Err(ToolError::Failed(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+    }
+    Ok(parse_entries(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Run one filter; how many entries went.
+fn delete(flow: &Flow) -> Result<u64, ToolError> {
+    let out = conntrack(&flow.args())?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     // "conntrack v1.4.7 (conntrack-tools): 3 flow entries have been deleted." — and exit
     // status 1 when that number is 0, which is no failure here
     let count =
         stderr.split("): ").nth(1).and_then(|rest| rest.split_whitespace().next()).and_then(|n| n.parse::<u64>().ok());
-    match count {
-        Some(n) => Outcome::Deleted(n),
-        None => Outcome::Failed(stderr.trim().to_string()),
+    count.ok_or_else(|| ToolError::Failed(stderr.trim().to_string()))
+}
+
+/// The filters with something to delete: one listing per protocol, so a sync that could
+/// make entries stale but made none (the usual case, and every UDP Service at a start)
+/// costs one process, not one per filter (each costs 10–20 ms here).
+fn matching(flows: &BTreeSet<Flow>) -> Result<Vec<&Flow>, ToolError> {
+    let protocols: BTreeSet<&str> = flows.iter().map(|f| f.protocol).collect();
+    let mut hits = Vec::new();
+    for protocol in protocols {
+        let entries = list(protocol)?;
+        let of_protocol = flows.iter().filter(|f| f.protocol == protocol);
+        hits.extend(of_protocol.filter(|f| entries.iter().any(|e| f.matches(e))));
     }
+    Ok(hits)
+}
+
+/// The service ports `Cleaner` follows (UDP and SCTP), copied out of a snapshot.
+pub fn datagram_ports(ports: &[ServicePort]) -> Vec<ServicePort> {
+    ports.iter().filter(|sp| tracked(sp)).cloned().collect()
 }
 
 impl Cleaner {
-    /// The rules for `ports` are in place: delete the entries they made stale.
-    pub fn synced(&mut self, ports: &[ServicePort]) {
-        let current: Vec<ServicePort> = ports.iter().filter(|sp| tracked(sp)).cloned().collect();
+    /// The rules for `current` (the `datagram_ports` of the snapshot) are in place:
+    /// delete the entries they made stale.
+    pub fn synced(&mut self, current: Vec<ServicePort>) {
         let flows = stale(&self.applied, &current);
         self.applied = current;
         if flows.is_empty() {
             return;
         }
         let started = Instant::now();
+        let hits = match matching(&flows) {
+            Ok(hits) => hits,
+            Err(e) => return self.failed(e, "listing conntrack entries"),
+        };
         let mut deleted = 0;
-        for flow in &flows {
+        for flow in &hits {
             match delete(flow) {
-                Outcome::Deleted(n) => deleted += n,
-                Outcome::Missing => {
-                    if !self.warned_missing {
-                        tracing::warn!(
-                            tool = CONNTRACK,
-                            "cannot clear stale UDP conntrack entries: the conntrack tool is missing \
-                             (apt-get install conntrack); they stay until they time out"
-                        );
-                        self.warned_missing = true;
-                    }
-                    return;
-                }
-                Outcome::Failed(error) => {
-                    tracing::warn!(args = flow.args().join(" "), error, "clearing conntrack entries failed")
-                }
+                Ok(n) => deleted += n,
+                Err(e) => self.failed(e, &flow.args().join(" ")),
             }
         }
         tracing::info!(
             filters = flows.len(),
+            matched = hits.len(),
             deleted,
             took_ms = started.elapsed().as_millis() as u64,
             "cleared stale conntrack entries"
         );
+    }
+
+    fn failed(&mut self, error: ToolError, what: &str) {
+        match error {
+            ToolError::Missing if !self.warned_missing => {
+                tracing::warn!(
+                    tool = CONNTRACK,
+                    "cannot clear stale UDP conntrack entries: the conntrack tool is missing \
+                     (apt-get install conntrack); they stay until they time out"
+                );
+                self.warned_missing = true;
+            }
+            ToolError::Missing => {}
+            ToolError::Failed(error) => tracing::warn!(what, error, "clearing conntrack entries failed"),
+        }
     }
 }
 
@@ -278,5 +354,24 @@ mod tests {
         assert!(stale(&[], &[udp(vec![])]).is_empty(), "no endpoints yet: nothing to clear");
         let sctp = ServicePort { protocol: "sctp", ..udp(vec![ep("10.1.0.1", true)]) };
         assert_eq!(stale(std::slice::from_ref(&sctp), &[]).first().map(|f| f.protocol), Some("sctp"));
+    }
+
+    #[test]
+    fn listed_entries_are_matched_as_conntrack_would_delete_them() {
+        let listing = "udp      17 28 src=192.168.99.1 dst=10.96.0.10 sport=40001 dport=53 [UNREPLIED] src=10.96.0.10 dst=192.168.99.1 sport=53 dport=40001 mark=0 use=1\n\
+            udp      17 118 src=10.1.0.9 dst=10.96.0.10 sport=40002 dport=53 src=10.1.0.1 dst=10.1.0.9 sport=5353 dport=40002 [ASSURED] mark=0 use=1\n\
+            icmp     1 29 src=10.1.0.9 dst=10.1.0.1 type=8 code=0 id=7 src=10.1.0.1 dst=10.1.0.9 type=0 code=0 id=7 mark=0 use=1\n";
+        let entries = parse_entries(listing);
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(
+            entries[1],
+            Entry { orig_dst: ip("10.96.0.10"), orig_port: 53, reply_src: ip("10.1.0.1"), reply_port: 5353 }
+        );
+        let appeared = stale(&[], &[udp(vec![ep("10.1.0.1", true)])]);
+        let gone = stale(&[udp(vec![ep("10.1.0.1", true)])], &[]);
+        let hits = |flows: &BTreeSet<Flow>| flows.iter().filter(|f| entries.iter().any(|e| f.matches(e))).count();
+        assert_eq!(hits(&appeared), 1, "the undisturbed entry, not the DNATed one");
+        assert_eq!(hits(&gone), 1, "the entry DNATed to the endpoint gone");
     }
 }

@@ -206,7 +206,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
 type Sources<'a> = (&'a Informer<Service>, &'a Informer<EndpointSlice>);
 
 /// One rebuild (of the changed service ports only) and write (of what changed); the
-/// UDP and SCTP service ports now in place (for the conntrack clean-up).
+/// UDP and SCTP service ports now in place (for `conntrack`).
 fn sync_once(
     backend: &mut Backend,
     cfg: &rules::Config,
@@ -218,7 +218,7 @@ fn sync_once(
     let ports = model::snapshot(&services.list(), &slices.list());
     let snapshot = start.elapsed();
     let service_ports = ports.len();
-    let connectionless: Vec<model::ServicePort> = ports.iter().filter(|sp| conntrack::tracked(sp)).cloned().collect();
+    let datagram_ports = conntrack::datagram_ports(&ports);
     let s = tokio::task::block_in_place(|| backend.sync(ports, cfg, full))?;
     health.synced(s.rules, snapshot + s.built, s.applied.took);
     tracing::info!(
@@ -235,7 +235,7 @@ fn sync_once(
         restore_ms = s.applied.took.as_millis() as u64,
         "synced rules"
     );
-    Ok(connectionless)
+    Ok(datagram_ports)
 }
 
 async fn sync_loop(
@@ -252,10 +252,10 @@ async fn sync_loop(
         let full = last_full.is_none_or(|t| t.elapsed() >= args.iptables_sync_period);
         let started = Instant::now();
         match sync_once(backend, cfg, sources, full, health) {
-            Ok(ports) => {
+            Ok(datagram_ports) => {
                 // only once the new rules are in: a flow cleared earlier could be NATed
                 // by the old ones again
-                tokio::task::block_in_place(|| conntrack.synced(&ports));
+                tokio::task::block_in_place(|| conntrack.synced(datagram_ports));
                 if full {
                     last_full = Some(started);
                 }

@@ -35,6 +35,15 @@ pub struct CriNode {
     netns: Option<PathBuf>,
 }
 
+/// Where a node's pod addresses come from.
+enum Subnet<'a> {
+    /// A /24 of `network()`.
+    Free,
+    Given(&'a str),
+    /// The node's podCIDR, handed to containerd by the kubelet.
+    FromNode,
+}
+
 /// A bridge name and /24 no other test of this machine uses at the same time.
 fn network() -> (String, String) {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -98,14 +107,39 @@ impl CriNode {
         netns: Option<&Path>,
         pod_subnet: Option<&str>,
     ) -> CriNode {
+        let subnet = pod_subnet.map_or(Subnet::Free, Subnet::Given);
+        CriNode::launch(c, name, kubelet_extra, netns, subnet).await
+    }
+
+    /// `start_in` with containerd given no subnet: the pods' addresses come from the
+    /// node's podCIDR (node IPAM's), which the kubelet hands to containerd.
+    pub async fn start_with_node_pod_cidr(
+        c: &Cluster,
+        name: &str,
+        kubelet_extra: &[&str],
+        netns: Option<&Path>,
+    ) -> CriNode {
+        CriNode::launch(c, name, kubelet_extra, netns, Subnet::FromNode).await
+    }
+
+    async fn launch(
+        c: &Cluster,
+        name: &str,
+        kubelet_extra: &[&str],
+        netns: Option<&Path>,
+        subnet: Subnet<'_>,
+    ) -> CriNode {
         let dir = c.dir.path().join(format!("node-{name}"));
         std::fs::create_dir_all(&dir).expect("node dir");
         let (bridge, free_subnet) = network();
-        let subnet = pod_subnet.map_or(free_subnet, str::to_string);
         let log = c.dir.path().join(format!("containerd-{name}.log"));
         let data = dir.join("containerd").display().to_string();
-        let args =
-            ["containerd", "--data-dir", &data, "--bridge", &bridge, "--subnet", &subnet, "--remove-pods-on-exit"];
+        let mut args = vec!["containerd", "--data-dir", &data, "--bridge", &bridge, "--remove-pods-on-exit"];
+        match subnet {
+            Subnet::Free => args.extend(["--subnet", &free_subnet]),
+            Subnet::Given(given) => args.extend(["--subnet", given]),
+            Subnet::FromNode => {}
+        }
         let launcher = spawn_ferrokube(&args, &log, "info", netns);
         let socket = dir.join("containerd/containerd.sock");
         let mut node = CriNode {

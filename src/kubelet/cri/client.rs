@@ -48,6 +48,16 @@ impl Cri {
             .into_inner();
         Ok(format!("{}://{}", reply.runtime_name, reply.runtime_version))
     }
+
+    /// Tell the runtime the node's pod CIDRs (comma separated, as upstream's kubelet
+    /// sends `podCIDRs`), which its network config may take the pods' addresses from.
+    pub async fn update_pod_cidr(&self, pod_cidr: &str) -> anyhow::Result<()> {
+        use k8s_cri::v1::{NetworkConfig, RuntimeConfig, UpdateRuntimeConfigRequest};
+        let network_config = Some(NetworkConfig { pod_cidr: pod_cidr.to_string() });
+        let request = UpdateRuntimeConfigRequest { runtime_config: Some(RuntimeConfig { network_config }) };
+        self.runtime.clone().update_runtime_config(request).await.context("CRI UpdateRuntimeConfig")?;
+        Ok(())
+    }
 }
 
 async fn dial(path: PathBuf) -> std::io::Result<TokioIo<UnixStream>> {

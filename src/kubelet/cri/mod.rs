@@ -2,7 +2,7 @@
 //! bound to the node are watched and each gets a worker (`worker.rs`) that converges
 //! the runtime to it; housekeeping removes the sandboxes of pods that are no longer
 //! ours (also those left from before a kubelet restart) and turns the node NotReady
-//! while the runtime does not answer.
+//! while the runtime does not answer or its network is not ready.
 
 mod backoff;
 pub mod client;
@@ -33,6 +33,20 @@ pub use worker::Context;
 
 /// How often orphans are looked for and the runtime's health is checked.
 const HOUSEKEEPING: Duration = Duration::from_secs(2);
+/// The node's NotReady message while the runtime does not answer.
+const RUNTIME_DOWN: &str = "container runtime is down";
+
+/// The NotReady message for a runtime whose network is not ready (no CNI config yet, as
+/// our containerd before the kubelet hands it the podCIDR), worded as upstream's kubelet.
+fn network_problem(status: Option<&k8s_cri::v1::RuntimeStatus>) -> Option<String> {
+    let network = status?.conditions.iter().find(|c| c.r#type == "NetworkReady")?;
+    (!network.status).then(|| {
+        format!(
+            "container runtime network not ready: NetworkReady=false reason:{} message:{}",
+            network.reason, network.message
+        )
+    })
+}
 
 type Workers = Arc<Mutex<HashMap<String, watch::Sender<Option<Pod>>>>>;
 
@@ -112,17 +126,20 @@ impl Runtime {
     }
 
     async fn housekeeping(self: Arc<Self>) {
-        let mut runtime_up = true;
+        let mut problem: Option<String> = None;
         loop {
             tokio::time::sleep(HOUSEKEEPING).await;
-            let up = self.runtime_answers().await;
-            if up != runtime_up {
-                runtime_up = up;
-                tracing::warn!(up, "container runtime status changed");
-                let problem = (!up).then(|| "container runtime is down".to_string());
-                self.node.set_not_ready(problem).await;
+            let now = self.runtime_problem().await;
+            if now != problem {
+                tracing::warn!(
+                    ready = now.is_none(),
+                    problem = now.as_deref().unwrap_or(""),
+                    "container runtime status changed"
+                );
+                self.node.set_not_ready(now.clone()).await;
+                problem = now;
             }
-            if up
+            if problem.as_deref() != Some(RUNTIME_DOWN)
                 && self.synced.load(Ordering::SeqCst)
                 && let Err(e) = self.remove_orphans().await
             {
@@ -131,10 +148,14 @@ impl Runtime {
         }
     }
 
-    async fn runtime_answers(&self) -> bool {
+    /// Why the runtime keeps the node from being Ready, or None.
+    async fn runtime_problem(&self) -> Option<String> {
         let mut runtime = self.ctx.cri.runtime.clone();
         let call = runtime.status(StatusRequest { verbose: false });
-        matches!(tokio::time::timeout(Duration::from_secs(5), call).await, Ok(Ok(_)))
+        match tokio::time::timeout(Duration::from_secs(5), call).await {
+            Ok(Ok(reply)) => network_problem(reply.into_inner().status.as_ref()),
+            _ => Some(RUNTIME_DOWN.to_string()),
+        }
     }
 
     /// Sandboxes whose pod has no worker: the pod was deleted while we were away.
@@ -157,5 +178,38 @@ impl Runtime {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_cri::v1::{RuntimeCondition, RuntimeStatus};
+
+    fn status(network_ready: bool) -> RuntimeStatus {
+        let condition = |t: &str, ok: bool, reason: &str, message: &str| RuntimeCondition {
+            r#type: t.into(),
+            status: ok,
+            reason: reason.into(),
+            message: message.into(),
+        };
+        RuntimeStatus {
+            conditions: vec![
+                condition("RuntimeReady", true, "", ""),
+                condition("NetworkReady", network_ready, "NetworkPluginNotReady", "cni plugin not initialized"),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_network_not_ready_is_a_not_ready_node_as_upstream_words_it() {
+        assert_eq!(
+            network_problem(Some(&status(false))).as_deref(),
+            Some(
+                "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:cni plugin not initialized"
+            )
+        );
+        assert_eq!(network_problem(Some(&status(true))), None);
+        assert_eq!(network_problem(None), None, "a runtime without conditions is taken as ready");
     }
 }
