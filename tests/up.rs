@@ -57,9 +57,9 @@ impl Up {
             .arg(format!("--scheduler-secure-port={}", free_port()))
             .arg(format!("--controller-manager-secure-port={}", free_port()))
             .arg(format!("--cluster-dns-port={}", free_port()))
-            // a bridge and subnet of its own: other tests (and `up`s) may run beside it
+            // a bridge of its own; the pods' subnet is the default, the podCIDR node IPAM
+            // gives the node (handed to containerd by the kubelet)
             .arg(format!("--pod-bridge=fku{}", std::process::id() % 100_000))
-            .arg(format!("--pod-subnet=10.{}.{}.0/24", 200 + std::process::id() % 50, port % 256))
             // kube-proxy programs the host's nat table: the only test that does (every
             // other runs its proxies in network namespaces of its own); `up` removes
             // the rules when it stops, also when the test fails (`Up`'s Drop)
@@ -368,11 +368,22 @@ fn the_node_runs_a_busybox_pod(up: &Up, home: &Path) {
         let out = kubectl_ok("1.27", &up.kubeconfig, home, &["get", "pod", "b", "--no-headers", "-o", "wide"]);
         if out.contains("Running") && out.contains(NODE) {
             eprintln!("busybox Running {:?} after kubectl run", started.elapsed());
+            the_pod_address_is_in_the_node_pod_cidr(up, home);
             return the_pod_reaches_the_api_by_service_name(up, home);
         }
         assert!(Instant::now() < deadline, "the pod never ran: {out}\nkubelet log:\n{}", up.log("kubelet"));
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The pods' bridge network is the node's podCIDR (node IPAM → kubelet → containerd).
+fn the_pod_address_is_in_the_node_pod_cidr(up: &Up, home: &Path) {
+    let get = |what: &str, path: &str| kubectl_ok("1.33", &up.kubeconfig, home, &["get", what, "-o", path]);
+    let cidr = get(&format!("node/{NODE}"), "jsonpath={.spec.podCIDR}");
+    let ip = get("pod/b", "jsonpath={.status.podIP}");
+    let cidr: ipnet::Ipv4Net = cidr.trim().parse().unwrap_or_else(|e| panic!("podCIDR {cidr:?}: {e}"));
+    let ip: std::net::Ipv4Addr = ip.trim().parse().unwrap_or_else(|e| panic!("podIP {ip:?}: {e}"));
+    assert!(cidr.contains(&ip), "pod IP {ip} outside the node's podCIDR {cidr}");
 }
 
 /// Cluster DNS and kube-proxy together: the pod resolves the `kubernetes` Service
