@@ -75,6 +75,9 @@ struct Env {
     c: Cluster,
     ns: NetNs,
     _gateway: NetNs,
+    /// The running proxy's handle (`ns.kill`).
+    proxy: usize,
+    mode: String,
 }
 
 impl Env {
@@ -85,12 +88,16 @@ impl Env {
         let gateway = NetNs::new();
         ns.veth_to(&gateway, "192.168.79.1/24", "192.168.79.2/24");
         ns.ip(&["route", "add", "10.96.0.0/12", "via", "192.168.79.2"]);
-        let mode = format!("--proxy-mode={mode}");
-        let quiet = ["--healthz-bind-address=0.0.0.0:0", "--metrics-bind-address=127.0.0.1:0", &mode];
-        common::proxy::spawn(&c, &ns, NODE, &quiet);
-        let env = Env { c, ns, _gateway: gateway };
+        let mut env = Env { c, ns, _gateway: gateway, proxy: 0, mode: mode.to_string() };
+        env.start_proxy();
         env.wait_log("synced rules").await;
         env
+    }
+
+    fn start_proxy(&mut self) {
+        let mode = format!("--proxy-mode={}", self.mode);
+        let quiet = ["--healthz-bind-address=0.0.0.0:0", "--metrics-bind-address=127.0.0.1:0", &mode];
+        self.proxy = common::proxy::spawn(&self.c, &self.ns, NODE, &quiet);
     }
 
     fn proxy_log(&self) -> String {
@@ -155,6 +162,7 @@ impl Env {
 
 crate::both_proxy_modes!(
     a_flow_to_a_removed_endpoint_moves_to_the_new_one,
+    a_flow_to_an_endpoint_removed_while_the_proxy_was_down_moves_after_its_restart,
     a_flow_from_before_the_endpoints_reaches_them_once_they_appear
 );
 
@@ -175,6 +183,32 @@ async fn a_flow_to_a_removed_endpoint_moves_to_the_new_one(mode: &str) {
     env.endpoints("dns", &["10.1.7.2"]).await;
     env.wait_answer(&client, "10.96.0.70:53", |r| r.as_deref() == Ok("10.1.7.2")).await;
     assert!(env.proxy_log().contains("cleared stale conntrack entries"));
+}
+
+/// The endpoint behind a flow goes while the proxy is down (its rules still DNAT there):
+/// the restarted proxy has no earlier state to compare with, so it checks the kernel's
+/// entries, and the next datagram from the same source port reaches the new endpoint.
+async fn a_flow_to_an_endpoint_removed_while_the_proxy_was_down_moves_after_its_restart(mode: &str) {
+    let mut env = Env::start(mode).await;
+    let (_old, _new) = (EchoServer::start(&env.ns, "10.1.9.1"), EchoServer::start(&env.ns, "10.1.9.2"));
+    env.udp_service("away", "10.96.0.72").await;
+    env.endpoints("away", &["10.1.9.1"]).await;
+    let probe = Client::new(&env.ns, 40072);
+    env.wait_answer(&probe, "10.96.0.72:53", |r| r.as_deref() == Ok("10.1.9.1")).await;
+    let client = Client::new(&env.ns, 40073);
+    assert_eq!(client.ask("10.96.0.72:53").as_deref(), Ok("10.1.9.1"));
+    env.ns.kill(env.proxy);
+    env.endpoints("away", &["10.1.9.2"]).await;
+    // the proxy is away: nothing moves the flow
+    assert_eq!(client.ask("10.96.0.72:53").as_deref(), Ok("10.1.9.1"));
+    let before = env.proxy_log().matches("synced rules").count();
+    env.start_proxy();
+    let deadline = Instant::now() + WAIT;
+    while env.proxy_log().matches("synced rules").count() <= before {
+        assert!(Instant::now() < deadline, "the restarted proxy did not sync:\n{}", env.proxy_log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.wait_answer(&client, "10.96.0.72:53", |r| r.as_deref() == Ok("10.1.9.2")).await;
 }
 
 /// A datagram sent before the Service had endpoints (here: before any rule for it

@@ -13,6 +13,11 @@
 //! - an endpoint that stopped serving (or went, with its Service): the entries of the
 //!   Service's frontends that were DNATed to it.
 //!
+//! A restarted proxy has no previous snapshot, so on its first sync it also lists the
+//! kernel's entries and deletes those DNATed from a ClusterIP or external IP to an
+//! address that is no serving endpoint now (`stale_listed`): endpoints that went while the
+//! proxy was away.
+//!
 //! What to delete is computed from the previous and the new snapshot (`stale`, pure);
 //! deleting runs the `conntrack` tool (conntrack-tools, upstream's way for years). Without
 //! the tool the proxy works as before and says once that stale entries stay until they
@@ -133,11 +138,38 @@ pub fn stale(old: &[ServicePort], new: &[ServicePort]) -> BTreeSet<Flow> {
     flows
 }
 
+/// The listed entries of `protocol` that were DNATed from a frontend address of one of
+/// `ports` to something that is not a serving endpoint of it. NodePort entries are left
+/// out: matched by port alone, they could be another program's NATed flows.
+pub fn stale_listed(protocol: &'static str, ports: &[ServicePort], entries: &[Entry]) -> BTreeSet<Flow> {
+    let mut serving_at: HashMap<(Ipv4Addr, u16), BTreeSet<(Ipv4Addr, u16)>> = HashMap::new();
+    for sp in ports.iter().filter(|sp| sp.protocol == protocol) {
+        for ip in frontend_ips(sp) {
+            serving_at.entry((ip, sp.port)).or_default().extend(serving(sp));
+        }
+    }
+    let dnatted = entries.iter().filter(|e| (e.reply_src, e.reply_port) != (e.orig_dst, e.orig_port));
+    dnatted
+        .filter(|e| {
+            serving_at.get(&(e.orig_dst, e.orig_port)).is_some_and(|s| !s.contains(&(e.reply_src, e.reply_port)))
+        })
+        .map(|e| Flow {
+            protocol,
+            orig_dst: Some(e.orig_dst),
+            orig_port: e.orig_port,
+            reply_src: Some(e.reply_src),
+            reply_port: e.reply_port,
+        })
+        .collect()
+}
+
 /// Clears the entries each applied sync makes stale.
 #[derive(Default)]
 pub struct Cleaner {
     /// The UDP and SCTP service ports of the last applied sync.
     applied: Vec<ServicePort>,
+    /// Whether the kernel's entries were checked against the first applied sync.
+    reconciled: bool,
     /// Whether the missing tool was reported (once is enough).
     warned_missing: bool,
 }
@@ -239,7 +271,10 @@ impl Cleaner {
     /// The rules for `current` (the `datagram_ports` of the snapshot) are in place:
     /// delete the entries they made stale.
     pub fn synced(&mut self, current: Vec<ServicePort>) {
-        let flows = stale(&self.applied, &current);
+        let mut flows = stale(&self.applied, &current);
+        if !self.reconciled {
+            flows.extend(self.reconcile(&current));
+        }
         self.applied = current;
         if flows.is_empty() {
             return;
@@ -263,6 +298,23 @@ impl Cleaner {
             took_ms = started.elapsed().as_millis() as u64,
             "cleared stale conntrack entries"
         );
+    }
+
+    /// After a start: the entries DNATed to endpoints that went while no proxy ran.
+    fn reconcile(&mut self, current: &[ServicePort]) -> BTreeSet<Flow> {
+        let protocols: BTreeSet<&'static str> = current.iter().map(|sp| sp.protocol).collect();
+        let mut flows = BTreeSet::new();
+        for protocol in protocols {
+            match list(protocol) {
+                Ok(entries) => flows.extend(stale_listed(protocol, current, &entries)),
+                Err(e) => {
+                    self.failed(e, "listing conntrack entries");
+                    return flows;
+                }
+            }
+        }
+        self.reconciled = true;
+        flows
     }
 
     fn failed(&mut self, error: ToolError, what: &str) {
@@ -324,6 +376,33 @@ mod tests {
         );
         // a port new to the proxy (its first sync, or a new Service) had none either
         assert_eq!(stale(&[], &[udp(vec![ep("10.1.0.1", true)])]), flows);
+    }
+
+    #[test]
+    fn after_a_restart_listed_flows_dnatted_to_a_gone_endpoint_are_cleared() {
+        let entry = |dst: &str, port, src: &str, sport| Entry {
+            orig_dst: dst.parse().unwrap(),
+            orig_port: port,
+            reply_src: src.parse().unwrap(),
+            reply_port: sport,
+        };
+        let listed = [
+            entry("10.96.0.10", 53, "10.1.0.1", 5353),  // DNATed to the gone endpoint
+            entry("10.96.0.10", 53, "10.1.0.2", 5353),  // to the serving one
+            entry("192.0.2.7", 53, "10.1.0.1", 5353),   // via the external IP, gone
+            entry("10.96.0.10", 53, "10.96.0.10", 53),  // not DNATed: `stale`'s part
+            entry("10.0.0.5", 30053, "10.1.0.1", 5353), // a NodePort: left alone
+            entry("10.96.0.99", 53, "10.1.0.1", 5353),  // no Service of ours
+        ];
+        let ports = [udp(vec![ep("10.1.0.2", true), ep("10.1.0.3", false)])];
+        assert_eq!(
+            args(&stale_listed("udp", &ports, &listed)),
+            [
+                "-D -p udp --orig-dst 10.96.0.10 --orig-port-dst 53 --reply-src 10.1.0.1 --reply-port-src 5353",
+                "-D -p udp --orig-dst 192.0.2.7 --orig-port-dst 53 --reply-src 10.1.0.1 --reply-port-src 5353",
+            ]
+        );
+        assert!(stale_listed("sctp", &ports, &listed).is_empty(), "the listing was of another protocol");
     }
 
     #[test]
