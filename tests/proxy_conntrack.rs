@@ -141,6 +141,22 @@ impl Env {
         assert!(status == StatusCode::OK || status == StatusCode::CREATED, "{status}: {answer}");
     }
 
+    /// A UDP Service `name` at `cluster_ip` with the one endpoint `endpoint`, and a client
+    /// (source port `port + 1`) whose flow is DNATed to it: a probe from `port` first waits
+    /// for the rules, so the client's flow is DNATed from its first datagram.
+    async fn dnatted_flow(&self, name: &str, cluster_ip: &str, endpoint: &str, port: u16) -> Client {
+        self.udp_service(name, cluster_ip).await;
+        self.endpoints(name, &[endpoint]).await;
+        let to = format!("{cluster_ip}:53");
+        let probe = Client::new(&self.ns, port);
+        self.wait_answer(&probe, &to, |r| r.as_deref() == Ok(endpoint)).await;
+        let client = Client::new(&self.ns, port + 1);
+        assert_eq!(client.ask(&to).as_deref(), Ok(endpoint));
+        let entries = self.entries_to(cluster_ip);
+        assert!(entries.contains(&format!("src={endpoint} ")), "the flow is DNATed to {endpoint}: {entries}");
+        client
+    }
+
     /// Ask from `client` until `want` holds for the answer.
     async fn wait_answer(&self, client: &Client, to: &str, want: impl Fn(&Result<String, std::io::ErrorKind>) -> bool) {
         let deadline = Instant::now() + WAIT;
@@ -172,14 +188,7 @@ crate::both_proxy_modes!(
 async fn a_flow_to_a_removed_endpoint_moves_to_the_new_one(mode: &str) {
     let env = Env::start(mode).await;
     let (_old, _new) = (EchoServer::start(&env.ns, "10.1.7.1"), EchoServer::start(&env.ns, "10.1.7.2"));
-    env.udp_service("dns", "10.96.0.70").await;
-    env.endpoints("dns", &["10.1.7.1"]).await;
-    // another source port waits for the rules, so the flow below is DNATed from its start
-    let probe = Client::new(&env.ns, 40069);
-    env.wait_answer(&probe, "10.96.0.70:53", |r| r.as_deref() == Ok("10.1.7.1")).await;
-    let client = Client::new(&env.ns, 40070);
-    assert_eq!(client.ask("10.96.0.70:53").as_deref(), Ok("10.1.7.1"));
-    assert!(env.entries_to("10.96.0.70").contains("src=10.1.7.1"), "the flow is DNATed to the old endpoint");
+    let client = env.dnatted_flow("dns", "10.96.0.70", "10.1.7.1", 40069).await;
     env.endpoints("dns", &["10.1.7.2"]).await;
     env.wait_answer(&client, "10.96.0.70:53", |r| r.as_deref() == Ok("10.1.7.2")).await;
     assert!(env.proxy_log().contains("cleared stale conntrack entries"));
@@ -191,12 +200,7 @@ async fn a_flow_to_a_removed_endpoint_moves_to_the_new_one(mode: &str) {
 async fn a_flow_to_an_endpoint_removed_while_the_proxy_was_down_moves_after_its_restart(mode: &str) {
     let mut env = Env::start(mode).await;
     let (_old, _new) = (EchoServer::start(&env.ns, "10.1.9.1"), EchoServer::start(&env.ns, "10.1.9.2"));
-    env.udp_service("away", "10.96.0.72").await;
-    env.endpoints("away", &["10.1.9.1"]).await;
-    let probe = Client::new(&env.ns, 40072);
-    env.wait_answer(&probe, "10.96.0.72:53", |r| r.as_deref() == Ok("10.1.9.1")).await;
-    let client = Client::new(&env.ns, 40073);
-    assert_eq!(client.ask("10.96.0.72:53").as_deref(), Ok("10.1.9.1"));
+    let client = env.dnatted_flow("away", "10.96.0.72", "10.1.9.1", 40072).await;
     env.ns.kill(env.proxy);
     env.endpoints("away", &["10.1.9.2"]).await;
     // the proxy is away: nothing moves the flow
