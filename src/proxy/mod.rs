@@ -94,11 +94,13 @@ enum Backend {
 }
 
 /// One sync's figures, whichever the backend.
-struct Synced {
-    rebuilt: usize,
-    rules: usize,
-    built: Duration,
-    applied: iptables::Applied,
+pub struct Synced {
+    /// Service ports whose rules were built afresh.
+    pub rebuilt: usize,
+    pub rules: usize,
+    /// Time spent building (or planning) the rules.
+    pub built: Duration,
+    pub applied: iptables::Applied,
 }
 
 impl Backend {
@@ -139,10 +141,7 @@ impl Backend {
                 let applied = applier.sync(tables, full).context("writing iptables rules")?;
                 Ok(Synced { rebuilt: builder.rebuilt, rules, built, applied })
             }
-            Backend::Nftables(applier) => {
-                let s = applier.sync(ports, cfg, full).context("writing nftables rules")?;
-                Ok(Synced { rebuilt: s.rebuilt, rules: s.rules, built: s.planned, applied: s.applied })
-            }
+            Backend::Nftables(applier) => applier.sync(ports, cfg, full).context("writing nftables rules"),
         }
     }
 }

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
+use super::Synced;
 use super::iptables::Applied;
 use super::model::ServicePort;
 use super::nft_rules::{self, Existing, TABLE, Written};
@@ -83,14 +84,6 @@ pub struct Applier {
     written: Option<Written>,
 }
 
-/// One sync's figures beyond `Applied`.
-pub struct Synced {
-    pub applied: Applied,
-    pub rebuilt: usize,
-    pub rules: usize,
-    pub planned: std::time::Duration,
-}
-
 impl Applier {
     /// Write `ports`: everything when `full` (or after a failure), else only changes.
     pub fn sync(&mut self, ports: Vec<ServicePort>, cfg: &Config, full: bool) -> anyhow::Result<Synced> {
@@ -114,7 +107,7 @@ impl Applier {
             took: start.elapsed() - planned,
         };
         self.written = Some(plan.next);
-        Ok(Synced { applied, rebuilt: plan.rebuilt, rules: plan.rules, planned })
+        Ok(Synced { applied, rebuilt: plan.rebuilt, rules: plan.rules, built: planned })
     }
 }
 

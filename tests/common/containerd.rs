@@ -36,10 +36,9 @@ pub struct CriNode {
 }
 
 /// Where a node's pod addresses come from.
-enum Subnet<'a> {
+enum Subnet {
     /// A /24 of `network()`.
     Free,
-    Given(&'a str),
     /// The node's podCIDR, handed to containerd by the kubelet.
     FromNode,
 }
@@ -95,20 +94,7 @@ impl CriNode {
     /// `start`, with containerd (so the pods' bridge) and the kubelet inside the network
     /// namespace `netns` (a `NetNs` relaying the API server; drop the node first).
     pub async fn start_in(c: &Cluster, name: &str, kubelet_extra: &[&str], netns: Option<&Path>) -> CriNode {
-        CriNode::start_with_subnet(c, name, kubelet_extra, netns, None).await
-    }
-
-    /// `start_in` with the pods' subnet given (a podCIDR from node IPAM, say) rather than
-    /// a free one.
-    pub async fn start_with_subnet(
-        c: &Cluster,
-        name: &str,
-        kubelet_extra: &[&str],
-        netns: Option<&Path>,
-        pod_subnet: Option<&str>,
-    ) -> CriNode {
-        let subnet = pod_subnet.map_or(Subnet::Free, Subnet::Given);
-        CriNode::launch(c, name, kubelet_extra, netns, subnet).await
+        CriNode::launch(c, name, kubelet_extra, netns, Subnet::Free).await
     }
 
     /// `start_in` with containerd given no subnet: the pods' addresses come from the
@@ -122,13 +108,7 @@ impl CriNode {
         CriNode::launch(c, name, kubelet_extra, netns, Subnet::FromNode).await
     }
 
-    async fn launch(
-        c: &Cluster,
-        name: &str,
-        kubelet_extra: &[&str],
-        netns: Option<&Path>,
-        subnet: Subnet<'_>,
-    ) -> CriNode {
+    async fn launch(c: &Cluster, name: &str, kubelet_extra: &[&str], netns: Option<&Path>, subnet: Subnet) -> CriNode {
         let dir = c.dir.path().join(format!("node-{name}"));
         std::fs::create_dir_all(&dir).expect("node dir");
         let (bridge, free_subnet) = network();
@@ -137,7 +117,6 @@ impl CriNode {
         let mut args = vec!["containerd", "--data-dir", &data, "--bridge", &bridge, "--remove-pods-on-exit"];
         match subnet {
             Subnet::Free => args.extend(["--subnet", &free_subnet]),
-            Subnet::Given(given) => args.extend(["--subnet", given]),
             Subnet::FromNode => {}
         }
         let launcher = spawn_ferrokube(&args, &log, "info", netns);
