@@ -1,8 +1,10 @@
 //! `cargo bench --bench proxy`: how fast `ferrokube proxy` programs the packet filter
 //! for `BENCH_PROXY_SERVICES` (default 1,000) Services × `BENCH_PROXY_ENDPOINTS` (default
 //! 10) endpoints from scratch, and then applies one endpoint change among them, in
-//! `BENCH_PROXY_MODE` (`iptables`, `nftables` or `both`, the default: each in a fresh
-//! namespace, then the nftables/iptables ratios). `BENCH_PROXY_PROTOCOL=UDP` makes the
+//! `BENCH_PROXY_MODE` (`iptables`, `nftables`, `nftables-nft` or `all`, the default:
+//! each in a fresh namespace, then the ratios). `nftables-nft` is the nftables mode with
+//! every sync sent through the `nft` tool (`FERROKUBE_NFT_APPLY=nft`) instead of
+//! incremental ones as netlink batches. `BENCH_PROXY_PROTOCOL=UDP` makes the
 //! ports UDP, so each sync is followed by the stale-conntrack clean-up, whose time the
 //! proxy's log gives too.
 //!
@@ -104,6 +106,10 @@ struct Figures {
 
 /// The proxy in `mode`, in a namespace of its own, against the API at `base`.
 fn start_proxy(ns: &netns::NetNs, mode: &str, kubeconfig: &std::path::Path) -> std::process::Child {
+    let (mode, apply) = match mode {
+        "nftables-nft" => ("nftables", "nft"),
+        other => (other, "netlink"),
+    };
     ns.command(common::ferrokube_exe())
         .args([
             "proxy",
@@ -115,6 +121,7 @@ fn start_proxy(ns: &netns::NetNs, mode: &str, kubeconfig: &std::path::Path) -> s
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")
+        .env("FERROKUBE_NFT_APPLY", apply)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -226,7 +233,8 @@ async fn main() {
     let modes: &[&str] = match std::env::var("BENCH_PROXY_MODE").as_deref() {
         Ok("iptables") => &["iptables"],
         Ok("nftables") => &["nftables"],
-        _ => &["iptables", "nftables"],
+        Ok("nftables-nft") => &["nftables-nft"],
+        _ => &["iptables", "nftables", "nftables-nft"],
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let exe = &common::ferrokube_exe();
@@ -242,7 +250,12 @@ async fn main() {
     for (round, mode) in modes.iter().enumerate() {
         figures.push(measure(mode, &base, &kubeconfig, (services, endpoints, changes), round).await);
     }
-    if let [ipt, nft] = figures.as_slice() {
+    if let [ipt, nft, via_nft] = figures.as_slice() {
         println!("nftables/iptables: full sync {:.2}, one change {:.2}", nft.full / ipt.full, nft.change / ipt.change);
+        println!(
+            "nftables netlink/nft tool: full sync {:.2}, one change {:.2}",
+            nft.full / via_nft.full,
+            nft.change / via_nft.change
+        );
     }
 }

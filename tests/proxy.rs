@@ -401,11 +401,20 @@ async fn nftables_failed_partial_sync_is_followed_by_a_full_one() {
     env.service("repair", json!({"clusterIP": "10.96.0.61", "ports": http_port()})).await;
     env.endpoints("repair", &[("10.1.8.1", NODE, true)]).await;
     wait_answer(&env, "10.96.0.61:80", |r| r.as_deref() == Ok("10.1.8.1"), "the first endpoint").await;
+    let log = || std::fs::read_to_string(common::proxy::log_path(&env.c)).unwrap_or_default();
+    // a second endpoint is an incremental sync: a netlink batch, not nft
+    env.endpoints("repair", &[("10.1.8.1", NODE, true), ("10.1.8.2", NODE, true)]).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !log().contains("via=\"netlink\"") {
+        assert!(std::time::Instant::now() < deadline, "no netlink sync:\n{}", env.proxy_log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     env.ns.exec_ok("nft", &["delete", "table", "ip", "kube-proxy"]);
     env.endpoints("repair", &[("10.1.8.2", NODE, true)]).await;
     wait_answer(&env, "10.96.0.61:80", |r| r.as_deref() == Ok("10.1.8.2"), "the rewritten table").await;
-    let log = std::fs::read_to_string(common::proxy::log_path(&env.c)).unwrap_or_default();
-    assert!(log.contains("sync failed"), "the partial sync must have failed:\n{}", env.proxy_log());
+    // the kernel refused the batch, nft the same transaction, and a full sync repaired it
+    assert!(log().contains("netlink batch refused; trying nft"), "{}", env.proxy_log());
+    assert!(log().contains("sync failed"), "the partial sync must have failed:\n{}", env.proxy_log());
 }
 
 /// internalTrafficPolicy: Local sends the ClusterIP only to this node's endpoints;

@@ -9,6 +9,8 @@ pub mod conntrack;
 mod health;
 pub mod iptables;
 pub mod model;
+pub mod nft_netlink;
+pub mod nft_ops;
 pub mod nft_rules;
 pub mod nftables;
 pub mod rules;
@@ -229,12 +231,18 @@ fn sync_once(
         chains_written = s.applied.chains_written,
         chains_deleted = s.applied.chains_deleted,
         bytes = s.applied.bytes,
-        build_ms = (snapshot + s.built).as_millis() as u64,
-        snapshot_ms = snapshot.as_millis() as u64,
-        restore_ms = s.applied.took.as_millis() as u64,
+        build_ms = millis(snapshot + s.built),
+        snapshot_ms = millis(snapshot),
+        restore_ms = millis(s.applied.took),
+        via = s.applied.via,
         "synced rules"
     );
     Ok(datagram_ports)
+}
+
+/// Milliseconds to a tenth, for the sync log.
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
 }
 
 async fn sync_loop(

@@ -24,9 +24,9 @@
 //! (flushed, then deleted once nothing points at them), all in one transaction.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt::Write as _;
 
 use super::model::{Categorized, Endpoint, ServicePort, categorize};
+use super::nft_ops::{Element, Key, MARK_FOR_MASQUERADE, Op, Rule, Verdict};
 use super::rules::Config;
 
 /// Our table, with its family, as every command names it.
@@ -73,47 +73,24 @@ impl Map {
     }
 }
 
-/// One element of a set or map: the value (a verdict) and comment are its data.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Element {
-    pub map: Map,
-    pub key: String,
-    pub value: Option<String>,
-    pub comment: Option<String>,
-}
-
-impl Element {
-    /// What goes between the braces of `add element`.
-    fn text(&self) -> String {
-        let mut out = self.key.clone();
-        if let Some(c) = &self.comment {
-            let _ = write!(out, " comment \"{c}\"");
-        }
-        if let Some(v) = &self.value {
-            let _ = write!(out, " : {v}");
-        }
-        out
-    }
-}
-
 /// What one service port puts in the table: its own chains and affinity sets whole,
 /// and its elements in the shared maps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fragment {
-    pub chains: BTreeMap<String, Vec<String>>,
+    pub chains: BTreeMap<String, Vec<Rule>>,
     /// Affinity set name → timeout in seconds.
     pub sets: BTreeMap<String, u32>,
-    /// Named endpoint-picking verdict map → its elements (`0 : goto endpoint-…, …`).
-    pub vmaps: BTreeMap<String, String>,
-    pub elements: Vec<Element>,
+    /// Named endpoint-picking verdict map → the endpoint chains it picks from, in order.
+    pub vmaps: BTreeMap<String, Vec<String>>,
+    pub elements: Vec<(Map, Element)>,
 }
 
 impl Fragment {
-    fn rule(&mut self, chain: &str, rule: String) {
+    fn rule(&mut self, chain: &str, rule: Rule) {
         self.chains.entry(chain.to_string()).or_default().push(rule);
     }
-    fn element(&mut self, map: Map, key: String, value: Option<String>, comment: Option<String>) {
-        self.elements.push(Element { map, key, value, comment });
+    fn element(&mut self, map: Map, key: Key, value: Option<Verdict>, comment: Option<String>) {
+        self.elements.push((map, Element { key, value, comment }));
     }
 }
 
@@ -191,11 +168,11 @@ fn shape<'a>(sp: &'a ServicePort, cfg: &Config) -> Shape<'a> {
 
 /// The verdict of a destination without usable endpoints: reject when the port has none
 /// at all, drop when it has some but none a Local policy may use (as upstream).
-fn no_endpoints(any: bool, key: &str) -> (String, String) {
+fn no_endpoints(any: bool, key: &str) -> (Verdict, String) {
     if any {
-        ("drop".into(), format!("{key} has no local endpoints"))
+        (Verdict::Drop, format!("{key} has no local endpoints"))
     } else {
-        ("goto reject-chain".into(), format!("{key} has no endpoints"))
+        (Verdict::Goto("reject-chain".into()), format!("{key} has no endpoints"))
     }
 }
 
@@ -209,7 +186,7 @@ pub fn fragment(sp: &ServicePort, cfg: &Config) -> Fragment {
     cluster_ip_elements(&mut f, sp, &s, internal_chain, has_internal);
     external_elements(&mut f, sp, &s, &n.external);
     if has_internal && let Some(ip) = sp.cluster_ip {
-        masquerade_rule(&mut f, internal_chain, &format!("ip daddr {ip} {} dport {}", sp.protocol, sp.port), cfg);
+        masquerade_rule(&mut f, internal_chain, ip, sp, cfg);
     }
     if s.any && s.externally_accessible {
         external_chain(&mut f, sp, &n, s.eps.external(sp).is_empty(), cfg);
@@ -233,15 +210,15 @@ pub fn fragment(sp: &ServicePort, cfg: &Config) -> Fragment {
     f
 }
 
-fn ip_key(ip: impl std::fmt::Display, sp: &ServicePort) -> String {
-    format!("{ip} . {} . {}", sp.protocol, sp.port)
+fn ip_key(ip: std::net::Ipv4Addr, sp: &ServicePort) -> Key {
+    Key::Service(ip, sp.protocol, sp.port)
 }
 
 fn cluster_ip_elements(f: &mut Fragment, sp: &ServicePort, s: &Shape, chain: &str, has_internal: bool) {
     let Some(ip) = sp.cluster_ip else { return };
-    f.element(Map::ClusterIps, ip.to_string(), None, None);
+    f.element(Map::ClusterIps, Key::Ip(ip), None, None);
     if has_internal {
-        f.element(Map::ServiceIps, ip_key(ip, sp), Some(format!("goto {chain}")), None);
+        f.element(Map::ServiceIps, ip_key(ip, sp), Some(Verdict::Goto(chain.to_string())), None);
     } else {
         let (verdict, why) = no_endpoints(s.any, &sp.key());
         f.element(Map::NoEndpointServices, ip_key(ip, sp), Some(verdict), Some(why));
@@ -254,30 +231,33 @@ fn cluster_ip_elements(f: &mut Fragment, sp: &ServicePort, s: &Shape, chain: &st
 fn external_elements(f: &mut Fragment, sp: &ServicePort, s: &Shape, external: &str) {
     let has_external = !s.eps.external(sp).is_empty();
     let (verdict, why) = no_endpoints(s.any, &sp.key());
-    let add = |f: &mut Fragment, to: Map, no: Map, key: String| {
+    let add = |f: &mut Fragment, to: Map, no: Map, key: Key| {
         if s.any {
-            f.element(to, key.clone(), Some(format!("goto {external}")), None);
+            f.element(to, key.clone(), Some(Verdict::Goto(external.to_string())), None);
         }
         if !has_external {
             f.element(no, key, Some(verdict.clone()), Some(why.clone()));
         }
     };
     for ip in &sp.external_ips {
-        add(f, Map::ServiceIps, Map::NoEndpointServices, ip_key(ip, sp));
+        add(f, Map::ServiceIps, Map::NoEndpointServices, ip_key(*ip, sp));
     }
     if let Some(np) = sp.node_port {
-        add(f, Map::ServiceNodePorts, Map::NoEndpointNodePorts, format!("{} . {np}", sp.protocol));
+        add(f, Map::ServiceNodePorts, Map::NoEndpointNodePorts, Key::NodePort(sp.protocol, np));
     }
 }
 
 /// Off-cluster sources reaching the ClusterIP are masqueraded (all with
 /// `--masquerade-all`), so replies come back through this node.
-fn masquerade_rule(f: &mut Fragment, chain: &str, dest: &str, cfg: &Config) {
-    if cfg.masquerade_all {
-        f.rule(chain, format!("{dest} jump mark-for-masquerade"));
+fn masquerade_rule(f: &mut Fragment, chain: &str, ip: std::net::Ipv4Addr, sp: &ServicePort, cfg: &Config) {
+    let unless_from = if cfg.masquerade_all {
+        None
     } else if let Some(cidr) = cfg.cluster_cidr {
-        f.rule(chain, format!("{dest} ip saddr != {cidr} jump mark-for-masquerade"));
-    }
+        Some(cidr)
+    } else {
+        return;
+    };
+    f.rule(chain, Rule::MasqueradeTo { ip, protocol: sp.protocol, port: sp.port, unless_from });
 }
 
 /// The entry of outside traffic: masquerade and go to every endpoint (Cluster policy),
@@ -285,18 +265,21 @@ fn masquerade_rule(f: &mut Fragment, chain: &str, dest: &str, cfg: &Config) {
 /// node itself still reaching every endpoint, as upstream.
 fn external_chain(f: &mut Fragment, sp: &ServicePort, n: &Names, no_external: bool, cfg: &Config) {
     let chain = &n.external;
+    let to_cluster = Verdict::Goto(n.cluster.clone());
     if !sp.external_local {
-        f.rule(chain, "jump mark-for-masquerade".into());
-        f.rule(chain, format!("goto {}", n.cluster));
+        f.rule(chain, Rule::Always(Verdict::Jump(MARK_FOR_MASQUERADE.into())));
+        f.rule(chain, Rule::Always(to_cluster));
         return;
     }
     if let Some(cidr) = cfg.cluster_cidr {
-        f.rule(chain, format!("ip saddr {cidr} goto {} comment \"short-circuit pod traffic\"", n.cluster));
+        let comment = "short-circuit pod traffic".into();
+        f.rule(chain, Rule::FromGoto { cidr, chain: n.cluster.clone(), comment });
     }
-    f.rule(chain, "fib saddr type local jump mark-for-masquerade comment \"masquerade local traffic\"".into());
-    f.rule(chain, format!("fib saddr type local goto {} comment \"short-circuit local traffic\"", n.cluster));
+    let (masquerade, comment) = (Verdict::Jump(MARK_FOR_MASQUERADE.into()), "masquerade local traffic".into());
+    f.rule(chain, Rule::FromLocal { verdict: masquerade, comment });
+    f.rule(chain, Rule::FromLocal { verdict: to_cluster, comment: "short-circuit local traffic".into() });
     if !no_external {
-        f.rule(chain, format!("goto {}", n.local));
+        f.rule(chain, Rule::Always(Verdict::Goto(n.local.clone())));
     }
 }
 
@@ -307,17 +290,13 @@ fn balance(f: &mut Fragment, chain: &str, sp: &ServicePort, eps: &[&Endpoint]) {
     if sp.affinity_seconds.is_some() {
         for ep in eps {
             let base = endpoint_base(sp, ep);
-            f.rule(chain, format!("ip saddr @affinity-{base} goto endpoint-{base}"));
+            f.rule(chain, Rule::Affinity { set: format!("affinity-{base}"), chain: format!("endpoint-{base}") });
         }
     }
-    let mut vmap = String::new();
-    for (i, ep) in eps.iter().enumerate() {
-        let sep = if i == 0 { "" } else { ", " };
-        let _ = write!(vmap, "{sep}{i} : goto endpoint-{}", endpoint_base(sp, ep));
-    }
+    let targets = eps.iter().map(|ep| format!("endpoint-{}", endpoint_base(sp, ep))).collect();
     let name = format!("vmap-{chain}");
-    f.rule(chain, format!("numgen random mod {} vmap @{name}", eps.len()));
-    f.vmaps.insert(name, vmap);
+    f.rule(chain, Rule::Pick { n: eps.len(), vmap: name.clone() });
+    f.vmaps.insert(name, targets);
 }
 
 fn endpoint_chain(f: &mut Fragment, sp: &ServicePort, ep: &Endpoint) {
@@ -327,12 +306,13 @@ fn endpoint_chain(f: &mut Fragment, sp: &ServicePort, ep: &Endpoint) {
         return;
     }
     // hairpin: a pod reaching itself through the service must see the reply come back
-    f.rule(&chain, format!("ip saddr {} jump mark-for-masquerade", ep.ip));
+    f.rule(&chain, Rule::Hairpin { ip: ep.ip });
     if let Some(seconds) = sp.affinity_seconds {
-        f.sets.insert(format!("affinity-{base}"), seconds);
-        f.rule(&chain, format!("update @affinity-{base} {{ ip saddr }}"));
+        let set = format!("affinity-{base}");
+        f.sets.insert(set.clone(), seconds);
+        f.rule(&chain, Rule::Remember { set });
     }
-    f.rule(&chain, format!("meta l4proto {} dnat to {}:{}", sp.protocol, ep.ip, ep.port));
+    f.rule(&chain, Rule::Dnat { protocol: sp.protocol, ip: ep.ip, port: ep.port });
 }
 
 /// The base chains: name, type, hook, priority (upstream's: filter before DNAT at
@@ -411,26 +391,28 @@ fn flag_rules(cfg: &Config) -> Vec<(&'static str, String)> {
 }
 
 /// The fixed part of a full sync: the table, base and top-level chains (flushed and
-/// refilled) and the maps (flushed; every element is added again after).
+/// refilled) and the maps (flushed; every element is added again after). Text only:
+/// full syncs always go through `nft`.
 fn base(tx: &mut Tx, cfg: &Config) {
-    tx.head.push(format!("add table {TABLE} {{ comment \"rules for kube-proxy\" ; }}"));
+    let mut head = |line: String| tx.head.push(Op::Text(line));
+    head(format!("add table {TABLE} {{ comment \"rules for kube-proxy\" ; }}"));
     for (name, ty, hook, prio) in BASE_CHAINS {
-        tx.head.push(format!("add chain {TABLE} {name} {{ type {ty} hook {hook} priority {prio} ; }}"));
-        tx.head.push(format!("flush chain {TABLE} {name}"));
+        head(format!("add chain {TABLE} {name} {{ type {ty} hook {hook} priority {prio} ; }}"));
+        head(format!("flush chain {TABLE} {name}"));
     }
     for name in REGULAR_CHAINS {
-        tx.head.push(format!("add chain {TABLE} {name}"));
-        tx.head.push(format!("flush chain {TABLE} {name}"));
+        head(format!("add chain {TABLE} {name}"));
+        head(format!("flush chain {TABLE} {name}"));
     }
     for map in Map::ALL {
-        tx.head.push(format!("add {}", map.declaration()));
-        tx.head.push(format!("flush {} {TABLE} {}", map.kind(), map.name()));
+        head(format!("add {}", map.declaration()));
+        head(format!("flush {} {TABLE} {}", map.kind(), map.name()));
     }
     for (chain, rule) in BASE_RULES {
-        tx.rules.push(format!("add rule {TABLE} {chain} {rule}"));
+        tx.rules.push(Op::Text(format!("add rule {TABLE} {chain} {rule}")));
     }
     for (chain, rule) in flag_rules(cfg) {
-        tx.rules.push(format!("add rule {TABLE} {chain} {rule}"));
+        tx.rules.push(Op::Text(format!("add rule {TABLE} {chain} {rule}")));
     }
 }
 
@@ -438,67 +420,73 @@ fn base(tx: &mut Tx, cfg: &Config) {
 /// elements point at them; elements go before the chains they pointed at are deleted.
 #[derive(Default)]
 struct Tx {
-    head: Vec<String>,
-    chains: Vec<String>,
-    rules: Vec<String>,
-    element_deletes: Vec<String>,
-    element_adds: Vec<String>,
-    deletes: Vec<String>,
+    head: Vec<Op>,
+    chains: Vec<Op>,
+    rules: Vec<Op>,
+    element_deletes: Vec<Op>,
+    element_adds: Vec<Op>,
+    deletes: Vec<Op>,
     chains_written: usize,
     chains_deleted: usize,
 }
 
 impl Tx {
-    fn write_chain(&mut self, name: &str, rules: &[String]) {
-        self.chains.push(format!("add chain {TABLE} {name}"));
-        self.chains.push(format!("flush chain {TABLE} {name}"));
-        for r in rules {
-            self.rules.push(format!("add rule {TABLE} {name} {r}"));
+    fn write_chain(&mut self, name: &str, rules: &[Rule]) {
+        self.chains.push(Op::AddChain(name.into()));
+        self.chains.push(Op::FlushChain(name.into()));
+        for rule in rules {
+            self.rules.push(Op::AddRule { chain: name.into(), rule: rule.clone() });
         }
         self.chains_written += 1;
     }
     /// A stale chain: emptied first (dropping its references), deleted at the end.
     fn delete_chain(&mut self, name: &str) {
-        self.chains.push(format!("flush chain {TABLE} {name}"));
-        self.deletes.push(format!("delete chain {TABLE} {name}"));
+        self.chains.push(Op::FlushChain(name.into()));
+        self.deletes.push(Op::DeleteChain(name.into()));
         self.chains_deleted += 1;
     }
     fn add_set(&mut self, name: &str, seconds: u32) {
-        self.head.push(format!(
-            "add set {TABLE} {name} {{ type ipv4_addr ; flags dynamic,timeout ; timeout {seconds}s ; }}"
-        ));
+        self.head.push(Op::AddAffinitySet { name: name.into(), seconds });
     }
     fn delete_set(&mut self, name: &str) {
         // after the chains' deletes: the rules using it are gone by then
-        self.deletes.push(format!("delete set {TABLE} {name}"));
+        self.deletes.push(Op::DeleteSet(name.into()));
     }
     /// An endpoint-picking map, emptied and refilled (its chains exist by then).
-    fn write_vmap(&mut self, name: &str, elements: &str) {
-        self.head.push(format!("add map {TABLE} {name} {{ typeof numgen random mod 1 : verdict ; }}"));
-        self.chains.push(format!("flush map {TABLE} {name}"));
-        self.element_adds.push(format!("add element {TABLE} {name} {{ {elements} }}"));
+    fn write_vmap(&mut self, name: &str, targets: &[String]) {
+        self.head.push(Op::AddVmap(name.into()));
+        self.chains.push(Op::FlushVmap(name.into()));
+        let elements = (0..)
+            .zip(targets)
+            .map(|(i, chain)| Element { key: Key::Index(i), value: Some(Verdict::Goto(chain.clone())), comment: None })
+            .collect();
+        self.element_adds.push(Op::AddElements { set: name.into(), elements });
     }
     /// A stale map: emptied with the chains (dropping its references to them), deleted
     /// after the rule using it is gone.
     fn delete_vmap(&mut self, name: &str) {
-        self.chains.push(format!("flush map {TABLE} {name}"));
-        self.deletes.push(format!("delete map {TABLE} {name}"));
+        self.chains.push(Op::FlushVmap(name.into()));
+        self.deletes.push(Op::DeleteVmap(name.into()));
     }
-    fn text(self) -> String {
-        let parts = [self.head, self.chains, self.rules, self.element_deletes, self.element_adds, self.deletes];
-        let mut out = String::with_capacity(parts.iter().flatten().map(|l| l.len() + 1).sum());
-        for line in parts.iter().flatten() {
-            out.push_str(line);
-            out.push('\n');
-        }
-        out
+    fn ops(self) -> Vec<Op> {
+        [self.head, self.chains, self.rules, self.element_deletes, self.element_adds, self.deletes].concat()
     }
 }
 
+/// The `nft -f` text of a transaction.
+pub fn text(ops: &[Op]) -> String {
+    let mut out = String::new();
+    for op in ops {
+        use std::fmt::Write as _;
+        let _ = writeln!(out, "{op}");
+    }
+    out
+}
+
 /// A set or map element's identity.
-type ElementKey = (Map, String);
+type ElementKey = (Map, Key);
 /// Its data: the verdict and the comment.
-type ElementData = (Option<String>, Option<String>);
+type ElementData = (Option<Verdict>, Option<String>);
 
 /// What a successful sync left in the table.
 #[derive(Debug, Default)]
@@ -531,6 +519,8 @@ impl Written {
 
 /// One sync's transaction, the state it leaves when it succeeds, and its figures.
 pub struct Plan {
+    /// The commands, in order; `text` is their `nft -f` input.
+    pub ops: Vec<Op>,
     pub text: String,
     pub next: Written,
     pub rebuilt: usize,
@@ -580,7 +570,8 @@ pub fn plan(ports: Vec<ServicePort>, cfg: &Config, previous: Written, full: bool
     next.elements = wanted_elements(&next);
     diff_elements(&mut tx, if full { None } else { Some(&previous.elements) }, &next.elements);
     let (chains_written, chains_deleted, rules) = (tx.chains_written, tx.chains_deleted, tx.rules.len());
-    Plan { text: tx.text(), next, rebuilt, rules, chains_written, chains_deleted }
+    let ops = tx.ops();
+    Plan { text: text(&ops), ops, next, rebuilt, rules, chains_written, chains_deleted }
 }
 
 /// The chains and sets of `new` that differ from `old` (all of them without `old`),
@@ -633,8 +624,8 @@ fn wanted_elements(next: &Written) -> BTreeMap<ElementKey, ElementData> {
     ids.sort();
     let mut out = BTreeMap::new();
     for id in ids {
-        for e in &next.ports[id].1.elements {
-            out.entry((e.map, e.key.clone())).or_insert_with(|| (e.value.clone(), e.comment.clone()));
+        for (map, e) in &next.ports[id].1.elements {
+            out.entry((*map, e.key.clone())).or_insert_with(|| (e.value.clone(), e.comment.clone()));
         }
     }
     out
@@ -647,18 +638,18 @@ fn diff_elements(
 ) {
     let empty = BTreeMap::new();
     let old = old.unwrap_or(&empty);
-    for ((map, key), data) in old {
-        if new.get(&(*map, key.clone())) != Some(data) {
-            tx.element_deletes.push(format!("delete element {TABLE} {} {{ {key} }}", map.name()));
+    for (id @ (map, key), data) in old {
+        if new.get(id) != Some(data) {
+            tx.element_deletes.push(Op::DeleteElement { set: map.name().into(), key: key.clone() });
         }
     }
-    for ((map, key), (value, comment)) in new {
-        if old.get(&(*map, key.clone())) != Some(&(value.clone(), comment.clone())) {
-            let e = Element { map: *map, key: key.clone(), value: value.clone(), comment: comment.clone() };
-            tx.element_adds.push(format!("add element {TABLE} {} {{ {} }}", map.name(), e.text()));
+    for (id @ (map, key), data @ (value, comment)) in new {
+        if old.get(id) != Some(data) {
+            let e = Element { key: key.clone(), value: value.clone(), comment: comment.clone() };
+            tx.element_adds.push(Op::AddElements { set: map.name().into(), elements: vec![e] });
         }
     }
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

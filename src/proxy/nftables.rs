@@ -1,13 +1,15 @@
-//! The nftables mode's applier: each sync is one `nft -f -` transaction (the kernel
-//! applies all of it or none), written by `nft_rules::plan`. It remembers what the last
-//! successful sync wrote, so the next one sends only the difference; after a failure,
-//! or every `--iptables-sync-period`, everything is written again. Only our table
+//! The nftables mode's applier: each sync is one transaction (the kernel applies all
+//! of it or none), planned by `nft_rules::plan`. It remembers what the last successful
+//! sync wrote, so the next one sends only the difference; after a failure, or every
+//! `--iptables-sync-period`, everything is written again. Only our table
 //! `ip kube-proxy` is ever named, so other tables (and iptables mode's rules) stay.
 //!
-//! nft reads the kernel's list of the table's chains before running any command that
-//! names a chain or map (measured: ~1 MB for 11,000 chains, 25–40 ms here), which is the
-//! floor of a change's cost; the transaction avoids commands that would make it read
-//! more (no `list`, no per-element lookups).
+//! Full syncs go through `nft -f -`. Incremental ones go to the kernel as a netlink
+//! batch from this process (`nft_netlink`): nft reads the list of the table's chains
+//! before running any command that names a chain or map (~1 MB for 11,000 chains,
+//! 25–40 ms here), which the proxy, knowing what it wrote, does not need. If the
+//! kernel refuses a batch, the same transaction is tried once more through `nft`.
+//! `FERROKUBE_NFT_APPLY=nft` sends everything through `nft` (for comparison).
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -19,6 +21,7 @@ use anyhow::{Context, bail};
 use super::Synced;
 use super::iptables::Applied;
 use super::model::ServicePort;
+use super::nft_netlink;
 use super::nft_rules::{self, Existing, TABLE, Written};
 use super::rules::Config;
 
@@ -82,6 +85,39 @@ pub struct Applier {
     /// What the last successful sync left in place; None forces a full rewrite that
     /// first lists what is there.
     written: Option<Written>,
+    netlink: Netlink,
+}
+
+/// The netlink socket, opened on first use.
+#[derive(Default)]
+enum Netlink {
+    #[default]
+    Unopened,
+    Open(nft_netlink::Socket),
+    /// Turned off, or the socket could not be opened: `nft` does all the work.
+    Off,
+}
+
+impl Netlink {
+    fn socket(&mut self) -> Option<&nft_netlink::Socket> {
+        if matches!(self, Netlink::Unopened) {
+            *self = if std::env::var("FERROKUBE_NFT_APPLY").is_ok_and(|v| v == "nft") {
+                Netlink::Off
+            } else {
+                match nft_netlink::Socket::open() {
+                    Ok(s) => Netlink::Open(s),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no netfilter netlink socket; every sync runs nft");
+                        Netlink::Off
+                    }
+                }
+            };
+        }
+        match self {
+            Netlink::Open(s) => Some(s),
+            _ => None,
+        }
+    }
 }
 
 impl Applier {
@@ -97,17 +133,32 @@ impl Applier {
         };
         let plan = nft_rules::plan(ports, cfg, previous.unwrap_or_default(), full, &existing);
         let planned = start.elapsed();
-        if !plan.text.is_empty() {
-            nft(&["-f", "-"], Some(&plan.text))?;
-        }
+        let via = if plan.ops.is_empty() { "nothing" } else { self.apply(&plan)? };
         let applied = Applied {
             chains_written: plan.chains_written,
             chains_deleted: plan.chains_deleted,
             bytes: plan.text.len(),
             took: start.elapsed() - planned,
+            via,
         };
         self.written = Some(plan.next);
         Ok(Synced { applied, rebuilt: plan.rebuilt, rules: plan.rules, built: planned })
+    }
+}
+
+impl Applier {
+    /// A netlink batch when every command can be one (incremental syncs), else `nft`.
+    fn apply(&mut self, plan: &nft_rules::Plan) -> anyhow::Result<&'static str> {
+        if let Some(socket) = self.netlink.socket()
+            && let Some(batch) = nft_netlink::encode(&plan.ops)
+        {
+            match socket.send(&batch, &plan.ops) {
+                Ok(()) => return Ok("netlink"),
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "netlink batch refused; trying nft"),
+            }
+        }
+        nft(&["-f", "-"], Some(&plan.text))?;
+        Ok("nft")
     }
 }
 

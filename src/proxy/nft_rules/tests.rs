@@ -77,15 +77,15 @@ impl Sim {
     }
 }
 
-fn cfg() -> Config {
+pub(crate) fn cfg() -> Config {
     Config { node: "a".into(), cluster_cidr: Some("10.244.0.0/16".parse().unwrap()), ..Config::default() }
 }
 
-fn ep(ip: &str, node: &str, ready: bool) -> Endpoint {
+pub(crate) fn ep(ip: &str, node: &str, ready: bool) -> Endpoint {
     Endpoint { ip: ip.parse().unwrap(), port: 8080, node: Some(node.into()), ready, serving: ready, terminating: false }
 }
 
-fn sp(name: &str, ip: u8, endpoints: Vec<Endpoint>) -> ServicePort {
+pub(crate) fn sp(name: &str, ip: u8, endpoints: Vec<Endpoint>) -> ServicePort {
     ServicePort {
         namespace: "ns".into(),
         name: name.into(),
