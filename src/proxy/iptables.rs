@@ -128,7 +128,13 @@ pub fn restore_text(
     let mut text = String::with_capacity(desired.rule_count() * 120);
     let (nw, nd) = table_text(&mut text, "nat", &desired.nat, previous.map(|p| &p.nat), &existing.0);
     let (fw, fd) = table_text(&mut text, "filter", &desired.filter, previous.map(|p| &p.filter), &existing.1);
-    let applied = Applied { chains_written: nw + fw, chains_deleted: nd + fd, bytes: text.len(), took: Duration::ZERO, via: "iptables-restore" };
+    let applied = Applied {
+        chains_written: nw + fw,
+        chains_deleted: nd + fd,
+        bytes: text.len(),
+        took: Duration::ZERO,
+        via: "iptables-restore",
+    };
     (text, applied)
 }
 

@@ -7,8 +7,8 @@ use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
 use super::*;
-use crate::proxy::nft_rules::tests::{cfg, ep, sp};
 use crate::proxy::model::ServicePort;
+use crate::proxy::nft_rules::tests::{cfg, ep, sp};
 use crate::proxy::nft_rules::{Existing, Written, plan};
 
 fn hex(s: &str) -> Vec<u8> {
