@@ -543,7 +543,7 @@ impl Socket {
         if sent < 0 {
             bail!("sending the nftables batch: {}", io::Error::last_os_error());
         }
-        let errors = self.errors();
+        let errors = self.errors().map_err(|e| anyhow::anyhow!("reading the kernel's answer: {e}"))?;
         if errors.is_empty() {
             return Ok(());
         }
@@ -565,15 +565,21 @@ impl Socket {
         let _ = self.errors();
     }
 
-    /// Every error waiting on the socket: (sequence number, errno).
-    fn errors(&self) -> Vec<(u32, i32)> {
+    /// Every error waiting on the socket: (sequence number, errno). The kernel only
+    /// answers a message without NLM_F_ACK when it fails, so a lost answer (the receive
+    /// buffer overflowed: ENOBUFS) is a failure too.
+    fn errors(&self) -> io::Result<Vec<(u32, i32)>> {
         let mut out = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             // SAFETY: buf is writable for its length
             let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-            if n <= 0 {
-                return out;
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                return if e.kind() == io::ErrorKind::WouldBlock { Ok(out) } else { Err(e) };
+            }
+            if n == 0 {
+                return Ok(out);
             }
             out.extend(parse_errors(&buf[..n as usize]));
         }
