@@ -179,6 +179,7 @@ crate::both_proxy_modes!(
     load_balancer_gets_a_working_node_port_and_stays_pending,
     bad_endpoints_are_skipped_without_breaking_the_rest,
     pods_reach_ready_pods_through_cluster_ip_and_node_port,
+    removed_rules_come_back_at_the_next_sync_period,
 );
 
 impl ProxyEnv {
@@ -199,8 +200,14 @@ impl ProxyEnv {
     }
 
     fn start_proxy(&mut self) {
+        self.start_proxy_with(&[]);
+    }
+
+    fn start_proxy_with(&mut self, extra: &[&str]) {
         let mode = format!("--proxy-mode={}", self.mode);
-        self.proxy = common::proxy::spawn(&self.c, &self.ns, NODE, &["--cluster-cidr=10.244.0.0/16", &mode]);
+        let args: Vec<&str> =
+            ["--cluster-cidr=10.244.0.0/16", &mode].into_iter().chain(extra.iter().copied()).collect();
+        self.proxy = common::proxy::spawn(&self.c, &self.ns, NODE, &args);
     }
 
     fn proxy_log(&self) -> String {
@@ -360,6 +367,32 @@ async fn restart_keeps_established_connections(mode: &'static str) {
     let mut line = String::new();
     reader.read_line(&mut line).expect("the echo after the restart");
     assert_eq!(line.trim(), format!("{} still there", who.trim()));
+}
+
+/// Rules someone else removes come back at the next `--iptables-sync-period` check with
+/// no change to any Service (everything else is rewritten only hourly): the iptables
+/// mode's jumps from a flushed nat table, the nftables mode's deleted table.
+async fn removed_rules_come_back_at_the_next_sync_period(mode: &'static str) {
+    let mut env = ProxyEnv::start(mode).await;
+    env.ns.kill(env.proxy);
+    env.start_proxy_with(&["--iptables-sync-period=1s"]);
+    let _b = Backend::start(&env.ns, "10.1.9.1");
+    env.service("back", json!({"clusterIP": "10.96.0.62", "ports": http_port()})).await;
+    env.endpoints("back", &[("10.1.9.1", NODE, true)]).await;
+    wait_answer(&env, "10.96.0.62:80", |r| r.is_ok(), "the ClusterIP").await;
+    // periodic syncs with nothing missing write only what changed: one full sync, at start
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let log = || std::fs::read_to_string(common::proxy::log_path(&env.c)).unwrap_or_default();
+    assert_eq!(log().matches("full=true").count(), 1, "{}", env.proxy_log());
+    assert!(log().matches("synced rules").count() >= 4, "a sync each period:\n{}", env.proxy_log());
+    match mode {
+        "iptables" => env.ns.exec_ok("iptables", &["-t", "nat", "-F"]),
+        _ => env.ns.exec_ok("nft", &["delete", "table", "ip", "kube-proxy"]),
+    };
+    assert!(ask(&env.ns, "10.96.0.62:80").is_err(), "the rules are gone:\n{}", env.rules());
+    wait_answer(&env, "10.96.0.62:80", |r| r.as_deref() == Ok("10.1.9.1"), "the rules back").await;
+    assert!(log().contains("our rules are gone from the kernel; rewriting everything"), "{}", env.proxy_log());
+    assert_eq!(log().matches("full=true").count(), 2, "{}", env.proxy_log());
 }
 
 /// Switching a node from iptables to nftables mode: the new mode's first sync removes

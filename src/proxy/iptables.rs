@@ -185,6 +185,17 @@ fn iptables(table: &str, op: &str, chain: &str, rule: &[String]) -> anyhow::Resu
     Ok(status.success())
 }
 
+/// Whether every jump from the built-in chains to ours is still there (they go when
+/// someone flushes a table, and with them every rule of ours).
+pub fn intact() -> anyhow::Result<bool> {
+    for j in &JUMPS {
+        if !iptables(j.table, "-C", j.chain, &jump_rule(j))? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Make sure the built-in chains jump to ours (checked, then inserted at the top).
 fn ensure_jumps() -> anyhow::Result<()> {
     for j in &JUMPS {

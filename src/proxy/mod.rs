@@ -2,8 +2,9 @@
 //! Services and EndpointSlices; any change marks the state dirty and wakes the sync
 //! loop, which at most once per `--iptables-min-sync-period` rebuilds the rules from the
 //! whole state (`model` → `rules` or `nft_rules`, pure) and writes what changed
-//! (`iptables` or `nftables`), plus a full rewrite every `--iptables-sync-period` that
-//! also repairs rules someone else removed.
+//! (`iptables` or `nftables`). Every `--iptables-sync-period` it also checks that the
+//! rules are still hooked in and rewrites everything if not (rules someone else
+//! removed); everything is rewritten anyway once an hour, as upstream.
 
 pub mod conntrack;
 mod health;
@@ -29,6 +30,10 @@ use crate::controllers::runtime::informer::{Informer, Informers};
 
 /// The pause after a failed sync before the next (full) one.
 const SYNC_RETRY: Duration = Duration::from_secs(1);
+/// How often everything is rewritten when nothing asks for it (upstream's
+/// `proxyutil.FullSyncPeriod`). In between, each `--iptables-sync-period` runs a partial
+/// sync and checks that our rules are still in the kernel, rewriting everything if not.
+const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
 
 #[derive(clap::Args, Debug)]
 pub struct ProxyArgs {
@@ -54,7 +59,8 @@ pub struct ProxyArgs {
     /// nftables spelling is accepted too.
     #[arg(long, alias = "nftables-min-sync-period", default_value = "1s", value_parser = crate::apiserver::parse_go_duration)]
     pub iptables_min_sync_period: Duration,
-    /// The longest time between two full rewrites of the rules (either mode).
+    /// The longest time between two syncs; each also checks that the rules are still in
+    /// the kernel (everything is rewritten when they are not, and every hour).
     #[arg(long, alias = "nftables-sync-period", default_value = "30s", value_parser = crate::apiserver::parse_go_duration)]
     pub iptables_sync_period: Duration,
     /// Where plain-HTTP /healthz and /livez answer (port 0: nowhere).
@@ -130,6 +136,30 @@ impl Backend {
         };
         if let Err(e) = result {
             tracing::warn!(mode = other, error = format!("{e:#}"), "cannot remove the other mode's rules");
+        }
+    }
+
+    /// Whether the rules the last sync wrote are still hooked in (someone may have
+    /// flushed the tables); false also when the check itself fails.
+    fn intact(&self) -> bool {
+        let checked = match self {
+            Backend::Iptables(..) => iptables::intact(),
+            Backend::Nftables(_) => nftables::intact(),
+        };
+        match checked {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::warn!(mode = self.name(), "our rules are gone from the kernel; rewriting everything");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(
+                    mode = self.name(),
+                    error = format!("{e:#}"),
+                    "cannot check our rules; rewriting everything"
+                );
+                false
+            }
         }
     }
 
@@ -255,8 +285,13 @@ async fn sync_loop(
 ) -> anyhow::Result<()> {
     let mut conntrack = conntrack::Cleaner::default();
     let mut last_full: Option<Instant> = None;
+    let mut last_check = Instant::now();
     loop {
-        let full = last_full.is_none_or(|t| t.elapsed() >= args.iptables_sync_period);
+        let mut full = last_full.is_none_or(|t| t.elapsed() >= FULL_SYNC_PERIOD);
+        if !full && last_check.elapsed() >= args.iptables_sync_period {
+            last_check = Instant::now();
+            full = !tokio::task::block_in_place(|| backend.intact());
+        }
         let started = Instant::now();
         match sync_once(backend, cfg, sources, full, health) {
             Ok(datagram_ports) => {
@@ -276,8 +311,8 @@ async fn sync_loop(
                 continue;
             }
         }
-        let next_full = last_full.map_or(Duration::ZERO, |t| args.iptables_sync_period.saturating_sub(t.elapsed()));
-        let _ = tokio::time::timeout(next_full.max(args.iptables_min_sync_period), wake.notified()).await;
+        let next_check = args.iptables_sync_period.saturating_sub(last_check.elapsed());
+        let _ = tokio::time::timeout(next_check.max(args.iptables_min_sync_period), wake.notified()).await;
         // batch bursts: never two syncs closer than the minimum period
         tokio::time::sleep(args.iptables_min_sync_period.saturating_sub(started.elapsed())).await;
     }

@@ -1,7 +1,7 @@
 //! The nftables mode's applier: each sync is one transaction (the kernel applies all
 //! of it or none), planned by `nft_rules::plan`. It remembers what the last successful
-//! sync wrote, so the next one sends only the difference; after a failure, or every
-//! `--iptables-sync-period`, everything is written again. Only our table
+//! sync wrote, so the next one sends only the difference; after a failure, when the
+//! table is gone, or every hour, everything is written again. Only our table
 //! `ip kube-proxy` is ever named, so other tables (and iptables mode's rules) stay.
 //!
 //! Full syncs go through `nft -f -`. Incremental ones go to the kernel as a netlink
@@ -160,6 +160,11 @@ impl Applier {
         nft(&["-f", "-"], Some(&plan.text))?;
         Ok("nft")
     }
+}
+
+/// Whether our table is still there (someone may have deleted it, or flushed the ruleset).
+pub fn intact() -> anyhow::Result<bool> {
+    table_exists()
 }
 
 /// Whether this host can run the nftables mode (an `nft` that talks to the kernel).
