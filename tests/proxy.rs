@@ -395,6 +395,55 @@ async fn removed_rules_come_back_at_the_next_sync_period(mode: &'static str) {
     assert_eq!(log().matches("full=true").count(), 2, "{}", env.proxy_log());
 }
 
+/// A LoadBalancer Service with `externalTrafficPolicy: Local` gets a healthCheckNodePort
+/// from the API server, and the proxy answers on it as upstream's: 200 with this node's
+/// ready endpoint count while it has some, 503 with 0 when they are all elsewhere, and
+/// nothing once the Service is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_check_node_port_reports_local_endpoints() {
+    let env = ProxyEnv::start("nftables").await;
+    let svc = env
+        .service(
+            "hc",
+            json!({"type": "LoadBalancer", "clusterIP": "10.96.0.63", "externalTrafficPolicy": "Local", "ports": http_port()}),
+        )
+        .await;
+    let hc = svc["spec"]["healthCheckNodePort"].as_u64().expect("a healthCheckNodePort");
+    let addr = format!("{NODE_IP}:{hc}");
+    let get = || {
+        let to: SocketAddr = addr.parse().expect("address");
+        let mut conn = env.ns.run_in(|| TcpStream::connect_timeout(&to, Duration::from_secs(1))).ok()?;
+        write!(conn, "GET / HTTP/1.0\r\n\r\n").ok()?;
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut conn, &mut answer).ok()?;
+        Some(answer)
+    };
+    let wait_for = |want: &'static str, count: &'static str| {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let got = get();
+            if got.as_deref().is_some_and(|a| a.starts_with(want) && a.contains(count)) {
+                return got.unwrap_or_default();
+            }
+            assert!(std::time::Instant::now() < deadline, "{want}: got {got:?}\n{}", env.proxy_log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    env.endpoints("hc", &[("10.1.10.1", NODE, true), ("10.1.10.2", NODE, true), ("10.1.10.3", "node-b", true)]).await;
+    let ok = wait_for("HTTP/1.0 200", "\"localEndpoints\": 2");
+    assert!(ok.contains("x-load-balancing-endpoint-weight: 2"), "{ok}");
+    assert!(ok.contains("\"service\": {\n\t\t\"namespace\": \"default\",\n\t\t\"name\": \"hc\""), "{ok}");
+    assert!(ok.contains("\"serviceProxyHealthy\": true"), "{ok}");
+    env.endpoints("hc", &[("10.1.10.3", "node-b", true)]).await;
+    wait_for("HTTP/1.0 503", "\"localEndpoints\": 0");
+    env.c.delete("/api/v1/namespaces/default/services/hc").await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while get().is_some() {
+        assert!(std::time::Instant::now() < deadline, "the health check outlived its Service");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Switching a node from iptables to nftables mode: the new mode's first sync removes
 /// the old mode's chains (they would catch the traffic first), and back again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

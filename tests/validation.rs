@@ -204,6 +204,58 @@ async fn service_ip_and_node_port_allocation() {
     assert!(en["spec"].get("clusterIP").is_none_or(|ip| ip == "" || ip.is_null()), "{en}");
 }
 
+/// `spec.healthCheckNodePort`, as upstream: allocated from the node-port range for a
+/// LoadBalancer with `externalTrafficPolicy: Local` (unique among all node ports, a
+/// requested one honoured), refused on any other Service, kept across updates, released
+/// when the policy goes back to Cluster and when the Service is deleted.
+#[tokio::test]
+async fn health_check_node_port_allocation() {
+    let c = Cluster::start().await;
+    let lb_local = |name: &str| {
+        let mut svc = service_with(name, "type", json!("LoadBalancer"));
+        svc["spec"]["externalTrafficPolicy"] = json!("Local");
+        svc
+    };
+    let s = c.create(SVCS, &lb_local("lb-local")).await;
+    let hc = s["spec"]["healthCheckNodePort"].as_u64().expect("a healthCheckNodePort");
+    let np = s["spec"]["ports"][0]["nodePort"].as_u64().expect("a nodePort");
+    assert!((30000..=32767).contains(&hc) && hc != np, "{s}");
+    assert!(c.etcd_get(&format!("/registry/ranges/servicenodeports/{hc}")).await.is_some());
+    // a Cluster-policy LoadBalancer gets none; a NodePort may not ask for one
+    let cluster = c.create(SVCS, &service_with("lb-cluster", "type", json!("LoadBalancer"))).await;
+    assert!(cluster["spec"].get("healthCheckNodePort").is_none(), "{cluster}");
+    let mut np_hc = service_with("np-hc", "type", json!("NodePort"));
+    np_hc["spec"]["healthCheckNodePort"] = json!(31500);
+    let (status, body) = c.post(SVCS, &np_hc).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("spec.healthCheckNodePort: Forbidden: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'"), "{body}");
+    // asked for: honoured once; a port another Service holds is refused
+    let mut fixed = lb_local("lb-fixed");
+    fixed["spec"]["healthCheckNodePort"] = json!(31501);
+    assert_eq!(c.create(SVCS, &fixed).await["spec"]["healthCheckNodePort"], 31501);
+    let mut clash = lb_local("lb-clash");
+    clash["spec"]["healthCheckNodePort"] = json!(hc);
+    let (status, body) = c.post(SVCS, &clash).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(cause_fields(&body).contains(&"spec.healthCheckNodePort".to_string()), "{body}");
+    // kept across an update that does not mention it
+    let mut relabel = c.must_get(&format!("{SVCS}/lb-local")).await;
+    relabel["metadata"]["labels"] = json!({"a": "b"});
+    relabel["spec"].as_object_mut().unwrap().remove("healthCheckNodePort");
+    let (status, body) = c.put(&format!("{SVCS}/lb-local"), &relabel).await;
+    assert_eq!((status, body["spec"]["healthCheckNodePort"].as_u64()), (StatusCode::OK, Some(hc)), "{body}");
+    // back to Cluster policy: dropped and released
+    let mut back = c.must_get(&format!("{SVCS}/lb-local")).await;
+    back["spec"]["externalTrafficPolicy"] = json!("Cluster");
+    let (status, body) = c.put(&format!("{SVCS}/lb-local"), &back).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["spec"].get("healthCheckNodePort").is_none(), "{body}");
+    assert!(c.etcd_get(&format!("/registry/ranges/servicenodeports/{hc}")).await.is_none(), "kept after the change");
+    // deleting releases it
+    assert_eq!(c.delete(&format!("{SVCS}/lb-fixed")).await.0, StatusCode::OK);
+    assert!(c.etcd_get("/registry/ranges/servicenodeports/31501").await.is_none(), "kept after delete");
+}
+
 /// 422 Invalid with field causes for invalid names, pods without containers or images,
 /// selectors that miss the template, immutable selectors and pod spec changes.
 #[tokio::test]

@@ -48,6 +48,11 @@ impl Health {
         self.stats().failures += 1;
     }
 
+    /// Rules written recently enough (what the service health checks report too).
+    pub fn is_healthy(&self) -> bool {
+        self.healthy().0
+    }
+
     fn healthy(&self) -> (bool, Option<SystemTime>) {
         let last = self.stats().last_success;
         let since = last.unwrap_or(self.started).elapsed().unwrap_or_default();

@@ -15,6 +15,7 @@ pub mod nft_ops;
 pub mod nft_rules;
 pub mod nftables;
 pub mod rules;
+mod service_health;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -222,7 +223,8 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     informers.wait_synced().await;
     tracing::info!(node = cfg.node, mode = backend.name(), "informers synced; programming the packet filter");
     tokio::task::block_in_place(|| backend.remove_other_mode());
-    let sync = sync_loop(&args, &cfg, (&services, &slices), &wake, &health, &mut backend);
+    let mut health_checks = service_health::Servers::new(health.clone());
+    let sync = sync_loop(&args, &cfg, (&services, &slices), &wake, (&health, &mut health_checks), &mut backend);
     tokio::select! {
         r = sync => r,
         _ = crate::cli::shutdown_signal() => {
@@ -236,20 +238,28 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
 /// The informers the rules are built from.
 type Sources<'a> = (&'a Informer<Service>, &'a Informer<EndpointSlice>);
 
-/// One rebuild (of the changed service ports only) and write (of what changed); the
-/// UDP and SCTP service ports now in place (for `conntrack`).
+/// What a sync leaves for the steps after it: the UDP and SCTP service ports now in
+/// place (for `conntrack`) and the service health checks to serve.
+struct AfterSync {
+    datagram_ports: Vec<model::ServicePort>,
+    health_checks: std::collections::BTreeMap<u16, service_health::Entry>,
+}
+
+/// One rebuild (of the changed service ports only) and write (of what changed).
 fn sync_once(
     backend: &mut Backend,
     cfg: &rules::Config,
     (services, slices): Sources,
     full: bool,
     health: &health::Health,
-) -> anyhow::Result<Vec<model::ServicePort>> {
+) -> anyhow::Result<AfterSync> {
     let start = Instant::now();
-    let ports = model::snapshot(&services.list(), &slices.list());
+    let services = services.list();
+    let ports = model::snapshot(&services, &slices.list());
     let snapshot = start.elapsed();
     let service_ports = ports.len();
     let datagram_ports = conntrack::datagram_ports(&ports);
+    let health_checks = service_health::wanted(&services, &ports, &cfg.node);
     let s = tokio::task::block_in_place(|| backend.sync(ports, cfg, full))?;
     health.synced(s.rules, snapshot + s.built, s.applied.took);
     tracing::info!(
@@ -267,7 +277,7 @@ fn sync_once(
         via = s.applied.via,
         "synced rules"
     );
-    Ok(datagram_ports)
+    Ok(AfterSync { datagram_ports, health_checks })
 }
 
 /// Milliseconds to a tenth, for the sync log.
@@ -280,7 +290,7 @@ async fn sync_loop(
     cfg: &rules::Config,
     sources: Sources<'_>,
     wake: &Notify,
-    health: &health::Health,
+    (health, health_checks): (&health::Health, &mut service_health::Servers),
     backend: &mut Backend,
 ) -> anyhow::Result<()> {
     let mut conntrack = conntrack::Cleaner::default();
@@ -294,10 +304,11 @@ async fn sync_loop(
         }
         let started = Instant::now();
         match sync_once(backend, cfg, sources, full, health) {
-            Ok(datagram_ports) => {
+            Ok(after) => {
                 // only once the new rules are in: a flow cleared earlier could be NATed
                 // by the old ones again
-                tokio::task::block_in_place(|| conntrack.synced(datagram_ports));
+                tokio::task::block_in_place(|| conntrack.synced(after.datagram_ports));
+                health_checks.update(after.health_checks).await;
                 if full {
                     last_full = Some(started);
                 }

@@ -522,12 +522,31 @@ fn requested_cluster_ip(obj: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Every node port the Service holds: its ports' and its health check's.
 fn node_ports(obj: &Value) -> Vec<u16> {
     array(&obj["spec"], "ports")
         .filter_map(|p| p.get("nodePort").and_then(Value::as_u64))
         .filter_map(|p| u16::try_from(p).ok())
+        .chain(health_check_node_port(obj))
         .collect()
 }
+
+/// A LoadBalancer that keeps client addresses (`externalTrafficPolicy: Local`) gets a
+/// node port on which kube-proxy tells load balancers whether this node has endpoints.
+fn needs_health_check(obj: &Value) -> bool {
+    service_type(obj) == "LoadBalancer"
+        && obj.pointer("/spec/externalTrafficPolicy").and_then(Value::as_str) == Some("Local")
+}
+
+fn health_check_node_port(obj: &Value) -> Option<u16> {
+    obj.pointer("/spec/healthCheckNodePort")
+        .and_then(Value::as_u64)
+        .filter(|p| *p != 0)
+        .and_then(|p| u16::try_from(p).ok())
+}
+
+const HEALTH_CHECK_ONLY_FOR: &str =
+    "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'";
 
 impl Strategy for ServiceStrategy {
     fn name_rule(&self) -> NameRule {
@@ -564,6 +583,11 @@ impl Strategy for ServiceStrategy {
     }
     fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
         let mut errs = validate_service(new);
+        // a health check port kept from a Service that needed one is dropped when it no
+        // longer does (allocation releases it), as upstream drops type-dependent fields
+        if needs_health_check(old) && health_check_node_port(new) == health_check_node_port(old) {
+            errs.retain(|e| e.field != "spec.healthCheckNodePort");
+        }
         let (old_ip, new_ip) = (requested_cluster_ip(old), requested_cluster_ip(new));
         if old_ip.is_some() && new_ip.is_some() && old_ip != new_ip && service_type(new) != "ExternalName" {
             errs.push(FieldError::invalid("spec.clusterIPs[0]", &json!(new_ip), "may not change once set"));
@@ -638,16 +662,29 @@ fn validate_service(obj: &Value) -> Vec<FieldError> {
                     format!("{at}.nodePort"),
                     &format!("may not be used when `type` is '{ty}'"),
                 ));
-            } else if !NODE_PORT_RANGE.contains(&(np as u16)) || np > 65535 {
-                errs.push(FieldError::invalid(
-                    format!("{at}.nodePort"),
-                    &json!(np),
-                    "provided port is not in the valid range. The range of valid ports is 30000-32767",
-                ));
+            } else {
+                node_port_in_range(np, &format!("{at}.nodePort"), &mut errs);
             }
         }
     }
+    if let Some(hc) = obj.pointer("/spec/healthCheckNodePort").and_then(Value::as_i64).filter(|n| *n != 0) {
+        if !needs_health_check(obj) {
+            errs.push(FieldError::forbidden("spec.healthCheckNodePort", HEALTH_CHECK_ONLY_FOR));
+        } else {
+            node_port_in_range(hc, "spec.healthCheckNodePort", &mut errs);
+        }
+    }
     errs
+}
+
+fn node_port_in_range(port: i64, field: &str, errs: &mut Vec<FieldError>) {
+    if !u16::try_from(port).is_ok_and(|p| NODE_PORT_RANGE.contains(&p)) {
+        errs.push(FieldError::invalid(
+            field,
+            &json!(port),
+            "provided port is not in the valid range. The range of valid ports is 30000-32767",
+        ));
+    }
 }
 
 fn allocate_service(
@@ -772,7 +809,57 @@ fn allocate_node_ports(
         used.push(chosen);
         port["nodePort"] = json!(chosen);
     }
+    allocate_health_check_port(obj, old, alloc, taken, out, (ns, name), &mut used)?;
     out.releases.extend(old_ports.iter().filter(|p| !used.contains(p)).map(|p| alloc.port_key(*p)));
+    Ok(())
+}
+
+/// `spec.healthCheckNodePort`: kept, claimed as asked, or picked while the Service needs
+/// one; dropped (and so released) when it no longer does.
+fn allocate_health_check_port(
+    obj: &mut Value,
+    old: Option<&Value>,
+    alloc: &Allocator,
+    taken: &HashSet<String>,
+    out: &mut Allocations,
+    (ns, name): (&str, &str),
+    used: &mut Vec<u16>,
+) -> ApiResult<()> {
+    if !needs_health_check(obj) {
+        if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.remove("healthCheckNodePort");
+        }
+        return Ok(());
+    }
+    let held = old.map(node_ports).unwrap_or_default();
+    let port = match health_check_node_port(obj).or_else(|| old.and_then(health_check_node_port)) {
+        Some(p) if held.contains(&p) && !used.contains(&p) => p,
+        Some(p) => {
+            if taken.contains(&alloc.port_key(p)) || used.contains(&p) {
+                return Err(ApiError::invalid(
+                    "",
+                    "Service",
+                    name,
+                    vec![FieldError::invalid(
+                        "spec.healthCheckNodePort",
+                        &json!(p),
+                        "provided port is already allocated",
+                    )],
+                ));
+            }
+            out.claims.push(alloc.port_claim(p, ns, name));
+            p
+        }
+        None => {
+            let p = alloc
+                .pick_port(taken, used)
+                .ok_or_else(|| ApiError::internal("failed to allocate a nodePort: range is full"))?;
+            out.claims.push(alloc.port_claim(p, ns, name));
+            p
+        }
+    };
+    used.push(port);
+    child(obj, "spec")["healthCheckNodePort"] = json!(port);
     Ok(())
 }
 
