@@ -780,38 +780,41 @@ fn allocate_node_ports(
         let same_entry =
             old_entries.iter().find(|o| o.get("port") == port.get("port") && o.get("protocol") == port.get("protocol"));
         let reuse = same_entry.and_then(|o| o.get("nodePort")).and_then(Value::as_u64).map(|p| p as u16);
-        let chosen = match requested.or(reuse) {
-            Some(p) if old_ports.contains(&p) => p,
-            Some(p) => {
-                if taken.contains(&alloc.port_key(p)) || used.contains(&p) {
-                    return Err(ApiError::invalid(
-                        "",
-                        "Service",
-                        name,
-                        vec![FieldError::invalid(
-                            format!("spec.ports[{i}].nodePort"),
-                            &json!(p),
-                            "provided port is already allocated",
-                        )],
-                    ));
-                }
-                out.claims.push(alloc.port_claim(p, ns, name));
-                p
-            }
-            None => {
-                let p = alloc
-                    .pick_port(taken, &used)
-                    .ok_or_else(|| ApiError::internal("failed to allocate a nodePort: range is full"))?;
-                out.claims.push(alloc.port_claim(p, ns, name));
-                p
-            }
-        };
+        let held = |p: u16| old_ports.contains(&p);
+        let field = format!("spec.ports[{i}].nodePort");
+        let chosen = node_port_for(&field, requested.or(reuse), held, &used, (alloc, taken), out, (ns, name))?;
         used.push(chosen);
         port["nodePort"] = json!(chosen);
     }
     allocate_health_check_port(obj, old, alloc, taken, out, (ns, name), &mut used)?;
     out.releases.extend(old_ports.iter().filter(|p| !used.contains(p)).map(|p| alloc.port_key(*p)));
     Ok(())
+}
+
+/// The node port for `field`: `wanted` when the Service already `held` it, else claimed
+/// (refused when another Service or another field of this one has it), else a free one.
+fn node_port_for(
+    field: &str,
+    wanted: Option<u16>,
+    held: impl Fn(u16) -> bool,
+    used: &[u16],
+    (alloc, taken): (&Allocator, &HashSet<String>),
+    out: &mut Allocations,
+    (ns, name): (&str, &str),
+) -> ApiResult<u16> {
+    let port = match wanted {
+        Some(p) if held(p) => return Ok(p),
+        Some(p) if taken.contains(&alloc.port_key(p)) || used.contains(&p) => {
+            let why = "provided port is already allocated";
+            return Err(ApiError::invalid("", "Service", name, vec![FieldError::invalid(field, &json!(p), why)]));
+        }
+        Some(p) => p,
+        None => alloc
+            .pick_port(taken, used)
+            .ok_or_else(|| ApiError::internal("failed to allocate a nodePort: range is full"))?,
+    };
+    out.claims.push(alloc.port_claim(port, ns, name));
+    Ok(port)
 }
 
 /// `spec.healthCheckNodePort`: kept, claimed as asked, or picked while the Service needs
@@ -831,33 +834,10 @@ fn allocate_health_check_port(
         }
         return Ok(());
     }
-    let held = old.map(node_ports).unwrap_or_default();
-    let port = match health_check_node_port(obj).or_else(|| old.and_then(health_check_node_port)) {
-        Some(p) if held.contains(&p) && !used.contains(&p) => p,
-        Some(p) => {
-            if taken.contains(&alloc.port_key(p)) || used.contains(&p) {
-                return Err(ApiError::invalid(
-                    "",
-                    "Service",
-                    name,
-                    vec![FieldError::invalid(
-                        "spec.healthCheckNodePort",
-                        &json!(p),
-                        "provided port is already allocated",
-                    )],
-                ));
-            }
-            out.claims.push(alloc.port_claim(p, ns, name));
-            p
-        }
-        None => {
-            let p = alloc
-                .pick_port(taken, used)
-                .ok_or_else(|| ApiError::internal("failed to allocate a nodePort: range is full"))?;
-            out.claims.push(alloc.port_claim(p, ns, name));
-            p
-        }
-    };
+    let old_ports = old.map(node_ports).unwrap_or_default();
+    let held = |p: u16| old_ports.contains(&p) && !used.contains(&p);
+    let wanted = health_check_node_port(obj).or_else(|| old.and_then(health_check_node_port));
+    let port = node_port_for("spec.healthCheckNodePort", wanted, held, used, (alloc, taken), out, (ns, name))?;
     used.push(port);
     child(obj, "spec")["healthCheckNodePort"] = json!(port);
     Ok(())
