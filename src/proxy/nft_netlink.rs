@@ -438,7 +438,7 @@ impl Batch {
                 b.u32(7, 0);
                 b.attr(13, &VMAP_USERDATA);
             }),
-            Op::FlushVmap(name) => self.nft(NFT_MSG_DELSETELEM, 0, |b| b.str(2, name)),
+            Op::FlushMap(name) | Op::FlushSet(name) => self.nft(NFT_MSG_DELSETELEM, 0, |b| b.str(2, name)),
             Op::AddElements { set, elements } => {
                 let mut list = Buf::default();
                 for (e, position) in elements.iter().zip(1..) {
@@ -471,7 +471,7 @@ impl Batch {
 
 /// The batch for `ops` (op i is message i + 1); None when an op cannot be sent this
 /// way or the batch is too large for one `sendmsg`.
-pub fn encode(ops: &[Op]) -> Option<Vec<u8>> {
+pub fn encode<'a>(ops: impl IntoIterator<Item = &'a Op>) -> Option<Vec<u8>> {
     let mut batch = Batch { buf: Vec::new(), seq: 0, ids: SetIds::new(), overflow: false };
     let subsys = NFNL_SUBSYS_NFTABLES;
     batch.message(NFNL_MSG_BATCH_BEGIN, 0, libc::AF_UNSPEC as u8, subsys, |_| {});
@@ -485,10 +485,14 @@ pub fn encode(ops: &[Op]) -> Option<Vec<u8>> {
 /// A netfilter netlink socket of our own.
 pub struct Socket {
     fd: OwnedFd,
+    /// The send buffer's size: a batch must fit it whole.
+    send_buffer: std::cell::Cell<usize>,
 }
 
-/// Batches larger than this go through `nft`, which splits them.
-pub const MAX_BATCH: usize = 4 << 20;
+/// Batches larger than this go through `nft` (a full sync of 1,000 × 10 is ~12 MB).
+pub const MAX_BATCH: usize = 256 << 20;
+/// The send buffer a socket starts with; a larger batch grows it first.
+const SEND_BUFFER: usize = 4 << 20;
 
 impl Socket {
     pub fn open() -> io::Result<Socket> {
@@ -499,13 +503,25 @@ impl Socket {
         }
         // SAFETY: raw is a socket we just opened and nobody else owns
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let sock = Socket { fd };
+        let sock = Socket { fd, send_buffer: std::cell::Cell::new(0) };
         // a batch must fit the send buffer; errors should not echo the request back
-        sock.setsockopt(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, MAX_BATCH as libc::c_int + 4096)?;
+        sock.fit(SEND_BUFFER)?;
         sock.setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 1 << 20)?;
         sock.setsockopt(libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, 1)?;
         sock.setsockopt(libc::SOL_NETLINK, libc::NETLINK_EXT_ACK, 1)?;
         Ok(sock)
+    }
+
+    /// Grows the send buffer to take `len` bytes in one `sendmsg` (the kernel keeps a
+    /// little of it for itself).
+    fn fit(&self, len: usize) -> io::Result<()> {
+        let want = len + 64 * 1024;
+        if want > self.send_buffer.get() {
+            let size = libc::c_int::try_from(want).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            self.setsockopt(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, size)?;
+            self.send_buffer.set(want);
+        }
+        Ok(())
     }
 
     fn setsockopt(&self, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
@@ -524,8 +540,9 @@ impl Socket {
 
     /// Sends `batch` (from `encode(ops)`) and reports the kernel's verdict: Ok when it
     /// committed, else the failed commands with their errors.
-    pub fn send(&self, batch: &[u8], ops: &[Op]) -> anyhow::Result<()> {
+    pub fn send(&self, batch: &[u8], ops: &[&Op]) -> anyhow::Result<()> {
         self.drain_stale();
+        self.fit(batch.len())?;
         // SAFETY: a zeroed sockaddr_nl is the kernel's address (pid 0, no groups)
         let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;

@@ -126,7 +126,7 @@ impl Display for Element {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// A line only `nft` takes (the table, base chains, typed maps and fixed rules of a
-    /// full sync).
+    /// full sync). These come first in a transaction and refer only to each other.
     Text(String),
     AddChain(String),
     FlushChain(String),
@@ -143,7 +143,9 @@ pub enum Op {
     DeleteSet(String),
     /// An endpoint-picking map (`numgen random mod 1 : verdict`).
     AddVmap(String),
-    FlushVmap(String),
+    /// Empty a map (an endpoint-picking one or a shared one) or a set of ours.
+    FlushMap(String),
+    FlushSet(String),
     DeleteVmap(String),
     AddElements {
         set: String,
@@ -168,7 +170,8 @@ impl Display for Op {
             }
             Op::DeleteSet(name) => write!(f, "delete set {TABLE} {name}"),
             Op::AddVmap(name) => write!(f, "add map {TABLE} {name} {{ typeof numgen random mod 1 : verdict ; }}"),
-            Op::FlushVmap(name) => write!(f, "flush map {TABLE} {name}"),
+            Op::FlushMap(name) => write!(f, "flush map {TABLE} {name}"),
+            Op::FlushSet(name) => write!(f, "flush set {TABLE} {name}"),
             Op::DeleteVmap(name) => write!(f, "delete map {TABLE} {name}"),
             Op::AddElements { set, elements } => {
                 write!(f, "add element {TABLE} {set} {{ ")?;

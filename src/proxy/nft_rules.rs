@@ -406,7 +406,11 @@ fn base(tx: &mut Tx, cfg: &Config) {
     }
     for map in Map::ALL {
         head(format!("add {}", map.declaration()));
-        head(format!("flush {} {TABLE} {}", map.kind(), map.name()));
+    }
+    // emptied with the rest of the sync (their elements are all added again after)
+    for map in Map::ALL {
+        let name = map.name().to_string();
+        tx.head.push(if map.kind() == "set" { Op::FlushSet(name) } else { Op::FlushMap(name) });
     }
     for (chain, rule) in BASE_RULES {
         tx.rules.push(Op::Text(format!("add rule {TABLE} {chain} {rule}")));
@@ -455,7 +459,7 @@ impl Tx {
     /// An endpoint-picking map, emptied and refilled (its chains exist by then).
     fn write_vmap(&mut self, name: &str, targets: &[String]) {
         self.head.push(Op::AddVmap(name.into()));
-        self.chains.push(Op::FlushVmap(name.into()));
+        self.chains.push(Op::FlushMap(name.into()));
         let elements = (0..)
             .zip(targets)
             .map(|(i, chain)| Element { key: Key::Index(i), value: Some(Verdict::Goto(chain.clone())), comment: None })
@@ -465,7 +469,7 @@ impl Tx {
     /// A stale map: emptied with the chains (dropping its references to them), deleted
     /// after the rule using it is gone.
     fn delete_vmap(&mut self, name: &str) {
-        self.chains.push(Op::FlushVmap(name.into()));
+        self.chains.push(Op::FlushMap(name.into()));
         self.deletes.push(Op::DeleteVmap(name.into()));
     }
     fn ops(self) -> Vec<Op> {
@@ -474,7 +478,7 @@ impl Tx {
 }
 
 /// The `nft -f` text of a transaction.
-pub fn text(ops: &[Op]) -> String {
+pub fn text<'a>(ops: impl IntoIterator<Item = &'a Op>) -> String {
     let mut out = String::new();
     for op in ops {
         use std::fmt::Write as _;

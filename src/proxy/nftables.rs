@@ -22,6 +22,7 @@ use super::Synced;
 use super::iptables::Applied;
 use super::model::ServicePort;
 use super::nft_netlink;
+use super::nft_ops::Op;
 use super::nft_rules::{self, Existing, TABLE, Written};
 use super::rules::Config;
 
@@ -147,18 +148,31 @@ impl Applier {
 }
 
 impl Applier {
-    /// A netlink batch when every command can be one (incremental syncs), else `nft`.
+    /// The commands only `nft` takes (a full sync's table, base chains, typed maps and
+    /// fixed rules) through `nft -f`, then everything else as one netlink batch; all of
+    /// it through `nft` when there is no socket or the kernel refuses the batch.
     fn apply(&mut self, plan: &nft_rules::Plan) -> anyhow::Result<&'static str> {
-        if let Some(socket) = self.netlink.socket()
-            && let Some(batch) = nft_netlink::encode(&plan.ops)
-        {
-            match socket.send(&batch, &plan.ops) {
-                Ok(()) => return Ok("netlink"),
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), "netlink batch refused; trying nft"),
+        let (text_ops, rest): (Vec<&Op>, Vec<&Op>) = plan.ops.iter().partition(|op| matches!(op, Op::Text(_)));
+        let Some((socket, batch)) =
+            self.netlink.socket().and_then(|s| Some((s, nft_netlink::encode(rest.iter().copied())?)))
+        else {
+            nft(&["-f", "-"], Some(&plan.text))?;
+            return Ok("nft");
+        };
+        // the fixed part refers only to itself, and it leaves the maps' elements alone:
+        // until the batch lands, traffic goes by the elements and chains already there
+        if !text_ops.is_empty() {
+            nft(&["-f", "-"], Some(&nft_rules::text(text_ops.iter().copied())))?;
+        }
+        match socket.send(&batch, &rest) {
+            Ok(()) if text_ops.is_empty() => Ok("netlink"),
+            Ok(()) => Ok("nft+netlink"),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "netlink batch refused; trying nft");
+                nft(&["-f", "-"], Some(&nft_rules::text(rest.iter().copied())))?;
+                Ok("nft")
             }
         }
-        nft(&["-f", "-"], Some(&plan.text))?;
-        Ok("nft")
     }
 }
 
