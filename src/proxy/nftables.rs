@@ -4,11 +4,13 @@
 //! table is gone, or every hour, everything is written again. Only our table
 //! `ip kube-proxy` is ever named, so other tables (and iptables mode's rules) stay.
 //!
-//! Full syncs go through `nft -f -`. Incremental ones go to the kernel as a netlink
-//! batch from this process (`nft_netlink`): nft reads the list of the table's chains
-//! before running any command that names a chain or map (~1 MB for 11,000 chains,
-//! 25–40 ms here), which the proxy, knowing what it wrote, does not need. If the
-//! kernel refuses a batch, the same transaction is tried once more through `nft`.
+//! The transaction goes to the kernel as a netlink batch from this process
+//! (`nft_netlink`): nft reads the list of the table's chains before running any command
+//! that names a chain or map (~1 MB for 11,000 chains, 25–40 ms here) and parses text,
+//! neither of which the proxy needs. Only a full sync's fixed part (the table, base
+//! chains and rules, map declarations: `Op::Text`) goes through `nft -f -`, first, in a
+//! transaction of its own that leaves the maps' elements alone. If the kernel refuses a
+//! batch, the same commands are tried once more through `nft`.
 //! `FERROKUBE_NFT_APPLY=nft` sends everything through `nft` (for comparison).
 
 use std::collections::BTreeSet;
