@@ -393,6 +393,9 @@ fn the_pod_reaches_the_api_by_service_name(up: &Up, home: &Path) {
     let script = "nslookup kubernetes.default.svc.cluster.local && echo | nc -w 3 kubernetes 443 && echo reached";
     let out = kubectl_ok("1.33", &up.kubeconfig, home, &["exec", "b", "--", "sh", "-c", script]);
     assert!(out.contains("Address: 10.96.0.1") && out.contains("reached"), "{out}\n{}", up.log("kube-proxy"));
+    // the components' log files are plain text (no terminal colours)
+    let log = std::fs::read_to_string(up.data.join("logs/kube-proxy.log")).unwrap_or_default();
+    assert!(log.contains("synced rules full=true") && !log.contains('\x1b'), "{}", up.log("kube-proxy"));
 }
 
 /// The containerd shims serving the containerd at `socket`.
