@@ -489,7 +489,7 @@ pub struct Socket {
     send_buffer: std::cell::Cell<usize>,
 }
 
-/// Batches larger than this go through `nft` (a full sync of 1,000 × 10 is ~12 MB).
+/// Batches larger than this go through `nft` instead (a sanity bound, far above any sync).
 pub const MAX_BATCH: usize = 256 << 20;
 /// The send buffer a socket starts with; a larger batch grows it first.
 const SEND_BUFFER: usize = 4 << 20;
