@@ -30,19 +30,25 @@ pub struct Entry {
 
 /// Health-check port → what it reports, for every Service that has one.
 pub fn wanted(services: &[Arc<Service>], ports: &[ServicePort], node: &str) -> BTreeMap<u16, Entry> {
-    let mut local: HashMap<(&str, &str), BTreeSet<Ipv4Addr>> = HashMap::new();
-    for sp in ports {
-        let ips = local.entry((&sp.namespace, &sp.name)).or_default();
-        ips.extend(sp.endpoints.iter().filter(|e| e.ready && e.node.as_deref() == Some(node)).map(|e| e.ip));
-    }
     let mut out = BTreeMap::new();
     for svc in services {
         let port = svc.spec.as_ref().and_then(|s| s.health_check_node_port).and_then(|p| u16::try_from(p).ok());
         let Some(port) = port.filter(|p| *p != 0) else { continue };
         let namespace = svc.metadata.namespace.clone().unwrap_or_default();
         let name = svc.metadata.name.clone().unwrap_or_default();
-        let local_endpoints = local.get(&(namespace.as_str(), name.as_str())).map_or(0, BTreeSet::len);
-        out.insert(port, Entry { namespace, name, local_endpoints });
+        out.insert(port, Entry { namespace, name, local_endpoints: 0 });
+    }
+    if out.is_empty() {
+        // the common case: nothing to count on each sync
+        return out;
+    }
+    let mut local: HashMap<(&str, &str), BTreeSet<Ipv4Addr>> = HashMap::new();
+    for sp in ports {
+        let ips = local.entry((&sp.namespace, &sp.name)).or_default();
+        ips.extend(sp.endpoints.iter().filter(|e| e.ready && e.node.as_deref() == Some(node)).map(|e| e.ip));
+    }
+    for e in out.values_mut() {
+        e.local_endpoints = local.get(&(e.namespace.as_str(), e.name.as_str())).map_or(0, BTreeSet::len);
     }
     out
 }
