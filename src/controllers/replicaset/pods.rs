@@ -98,13 +98,18 @@ fn deletion_order(a: &Pod, b: &Pod, rank: &dyn Fn(&Pod) -> usize, now: Timestamp
 
 /// The `n` pods to delete first; `related` are the pods whose node-sharing counts
 /// (the set's own, plus those of its sibling sets under the same Deployment).
-pub fn to_delete(mut pods: Vec<Arc<Pod>>, related: &[Arc<Pod>], n: usize) -> Vec<Arc<Pod>> {
+pub fn to_delete(pods: Vec<Arc<Pod>>, related: &[Arc<Pod>], n: usize) -> Vec<Arc<Pod>> {
+    to_delete_at(pods, related, n, Timestamp::now())
+}
+
+/// `to_delete` with ages taken at `now` (ages are bucketed, so the order can change as
+/// time passes).
+fn to_delete_at(mut pods: Vec<Arc<Pod>>, related: &[Arc<Pod>], n: usize, now: Timestamp) -> Vec<Arc<Pod>> {
     let mut on_node: HashMap<&str, usize> = HashMap::new();
     for p in related.iter().filter(|p| is_active(p) && !node(p).is_empty()) {
         *on_node.entry(node(p)).or_default() += 1;
     }
     let rank = |p: &Pod| on_node.get(node(p)).copied().unwrap_or(0);
-    let now = Timestamp::now();
     pods.sort_by(|a, b| deletion_order(a, b, &rank, now));
     pods.truncate(n);
     pods
@@ -157,8 +162,10 @@ mod tests {
                 pod(&format!("p{:04}", i * 7907 % 3001), "n1", "Running", ready, (i % 2) as i32, &t)
             })
             .collect();
-        let first = to_delete(pods.clone(), &pods, 500);
-        assert_eq!(first, to_delete(pods.clone(), &pods, 500), "deterministic");
+        // the same instant for both: a second passing between them may move an age bucket
+        let at = Timestamp::now();
+        let first = to_delete_at(pods.clone(), &pods, 500, at);
+        assert_eq!(first, to_delete_at(pods.clone(), &pods, 500, at), "deterministic");
         assert!(first.iter().all(|p| !is_ready(p)), "the unready go first");
     }
 
