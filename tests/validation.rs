@@ -229,6 +229,15 @@ async fn health_check_node_port_allocation() {
     let (status, body) = c.post(SVCS, &np_hc).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(body["message"].as_str().unwrap().contains("spec.healthCheckNodePort: Forbidden: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'"), "{body}");
+    // outside the node-port range, or not a port at all: 422, nothing written
+    for bad in [json!(80), json!(70000)] {
+        let mut out_of_range = lb_local("lb-range");
+        out_of_range["spec"]["healthCheckNodePort"] = bad;
+        let (status, body) = c.post(SVCS, &out_of_range).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(cause_fields(&body).contains(&"spec.healthCheckNodePort".to_string()), "{body}");
+    }
+    assert!(c.etcd_get("/registry/services/specs/default/lb-range").await.is_none());
     // asked for: honoured once; a port another Service holds is refused
     let mut fixed = lb_local("lb-fixed");
     fixed["spec"]["healthCheckNodePort"] = json!(31501);
